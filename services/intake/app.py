@@ -1,0 +1,30 @@
+"""Composition root of the intake service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.intake import models
+from shared.bus.port import Bus
+from shared.runtime import ServiceDefinition
+from shared.service_app import create_service_app
+from shared.settings import IntakeSettings
+
+
+def definition() -> ServiceDefinition:
+    """What the intake service is made of."""
+    return ServiceDefinition(
+        name="intake",
+        summary="Captures leads and activities from APIs, imports and marketing platforms; owns lead identity and accounts.",
+        metadata=models.metadata,
+        outbox_tables=models.outbox_tables,
+        inbox_table=models.inbox_table,
+        migrations=Path(__file__).parent / "migrations",
+    )
+
+
+def create_app(settings: IntakeSettings | None = None, *, bus: Bus | None = None) -> FastAPI:
+    """The intake service as its own ASGI app."""
+    return create_service_app(definition(), settings or IntakeSettings(), bus=bus)

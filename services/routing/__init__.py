@@ -1,0 +1,1 @@
+"""The routing service: Assigns an owner to every handed-off lead and runs the SLA clocks."""

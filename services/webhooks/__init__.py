@@ -1,0 +1,1 @@
+"""The webhooks service: Delivers stage, assignment and SLA events to subscribers (CRMs)."""

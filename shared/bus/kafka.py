@@ -1,0 +1,195 @@
+"""KafkaBus: the distributed bus on Apache Kafka via aiokafka.
+
+Idempotent producer with acks=all; consumer groups with manual commits made only after the
+database transaction commits; a rebalance waits for the in-flight batch to finish and
+commit before partitions move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    RebalanceInProgressError,
+    TopicAlreadyExistsError,
+)
+
+from shared.bus.port import Bus, BusError, OutgoingMessage, Record, RevokeHook, Subscription
+
+log = structlog.get_logger(__name__)
+
+
+class KafkaBus(Bus):
+    """Publishes to and subscribes on a Kafka cluster.
+
+    Args:
+        bootstrap_servers: `host:port[,host:port]`.
+        client_id: names this process in broker logs.
+        partitions: partitions of topics this bus creates.
+        replication_factor: replicas of topics this bus creates.
+        session_timeout_ms: how long a silent (crashed) member keeps its partitions.
+    """
+
+    def __init__(self, bootstrap_servers: str, *, client_id: str = "handoff",
+                 partitions: int = 6, replication_factor: int = 1,
+                 session_timeout_ms: int = 10_000) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.client_id = client_id
+        self.partitions = partitions
+        self.replication_factor = replication_factor
+        self.session_timeout_ms = session_timeout_ms
+        self._producer: AIOKafkaProducer | None = None
+        self._known_topics: set[str] = set()
+
+    async def start(self) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap_servers, client_id=self.client_id,
+            enable_idempotence=True, acks="all", linger_ms=2,
+            max_batch_size=256 * 1024, request_timeout_ms=30_000,
+        )
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            self._producer = None
+            raise BusError(f"Kafka at {self.bootstrap_servers} is not reachable: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise BusError("KafkaBus is not started")
+        return self._producer
+
+    async def ping(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers,
+                                    client_id=f"{self.client_id}-ping", request_timeout_ms=5000)
+        try:
+            await admin.start()
+            await admin.describe_cluster()
+        except KafkaError as exc:
+            raise BusError(f"Kafka at {self.bootstrap_servers} is not reachable: {exc}") from exc
+        finally:
+            await admin.close()
+
+    async def ensure_topics(self, topics: Sequence[str]) -> None:
+        missing = [t for t in topics if t not in self._known_topics]
+        if not missing:
+            return
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers,
+                                    client_id=f"{self.client_id}-admin")
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            new = [NewTopic(t, self.partitions, self.replication_factor,
+                            topic_configs={"retention.ms": "-1"})
+                   for t in missing if t not in existing]
+            if new:
+                try:
+                    await admin.create_topics(new)
+                except TopicAlreadyExistsError:
+                    pass  # another replica won the race
+        finally:
+            await admin.close()
+        self._known_topics.update(missing)
+
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        if not messages:
+            return
+        sends = [
+            await self.producer.send(m.topic, m.value, key=m.key.encode(), headers=list(m.headers))
+            for m in messages
+        ]
+        try:
+            await asyncio.gather(*sends)
+        except KafkaError as exc:
+            raise BusError(f"publish to Kafka failed: {exc}") from exc
+
+    def subscribe(self, *, group: str, topics: Sequence[str],
+                  on_revoke: RevokeHook | None = None) -> KafkaSubscription:
+        return KafkaSubscription(self, group=group, topics=tuple(topics), on_revoke=on_revoke)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, on_revoke: RevokeHook | None, group: str) -> None:
+        self.on_revoke = on_revoke
+        self.group = group
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        if revoked and self.on_revoke is not None:
+            await self.on_revoke()  # finish and commit the in-flight batch first
+        log.info("partitions revoked", group=self.group, partitions=len(revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("partitions assigned", group=self.group, partitions=len(assigned))
+
+
+class KafkaSubscription(Subscription):
+    """One consumer-group member on Kafka."""
+
+    def __init__(self, bus: KafkaBus, *, group: str, topics: tuple[str, ...],
+                 on_revoke: RevokeHook | None) -> None:
+        self.bus = bus
+        self.group = group
+        self.topics = topics
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bus.bootstrap_servers, client_id=f"{bus.client_id}-{group}",
+            group_id=group, enable_auto_commit=False, auto_offset_reset="earliest",
+            session_timeout_ms=bus.session_timeout_ms,
+            heartbeat_interval_ms=max(500, bus.session_timeout_ms // 4),
+            fetch_max_wait_ms=100,
+        )
+        self._listener = _Listener(on_revoke, group)
+
+    async def start(self) -> None:
+        await self.bus.ensure_topics(self.topics)
+        self._consumer.subscribe(list(self.topics), listener=self._listener)
+        await self._consumer.start()
+
+    async def poll(self, *, max_records: int, timeout: float) -> list[Record]:
+        batches = await self._consumer.getmany(timeout_ms=int(timeout * 1000),
+                                               max_records=max_records)
+        return [
+            Record(tp.topic, tp.partition, m.offset, m.key.decode() if m.key else None,
+                   m.value or b"", tuple(m.headers), m.timestamp)
+            for tp, messages in batches.items() for m in messages
+        ]
+
+    async def commit(self, records: Sequence[Record]) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
+            # The partitions moved: their new owner re-reads these records and its inbox
+            # drops what we already applied. Nothing is lost.
+            log.warning("offset commit refused after a rebalance", group=self.group, error=str(exc))
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        lags: dict[tuple[str, int], int] = {}
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)
+            committed = await self._consumer.committed(tp)
+            if highwater is not None:
+                lags[(tp.topic, tp.partition)] = max(0, highwater - (committed or 0))
+        return lags
+
+    def assignment(self) -> set[tuple[str, int]]:
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    async def close(self) -> None:
+        await self._consumer.stop()

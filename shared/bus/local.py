@@ -1,0 +1,299 @@
+"""LocalBus: a durable, Kafka-shaped event log in one SQLite file, for the embedded mode.
+
+Topics have partitions, a key always lands in the same partition, offsets are contiguous
+per partition, and consumer groups keep committed offsets in the file. A crash loses
+nothing: a record is acknowledged only after its insert commits, and a group resumes from
+its committed offsets. Consumers sleep on a condition that publishes notify.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+import aiosqlite
+import orjson
+
+from shared.bus.port import Bus, BusError, OutgoingMessage, Record, RevokeHook, Subscription
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, partitions INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    topic TEXT NOT NULL, partition INTEGER NOT NULL, "offset" INTEGER NOT NULL,
+    key TEXT, value BLOB NOT NULL, headers BLOB NOT NULL, ts INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition, "offset")) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS group_offsets (
+    grp TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL, PRIMARY KEY (grp, topic, partition)) WITHOUT ROWID;
+"""
+
+TopicPartition = tuple[str, int]
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """Stable key -> partition mapping (so a lead's events stay in order)."""
+    return zlib.crc32(key.encode()) % partitions
+
+
+class LocalBus(Bus):
+    """The embedded event log; one process owns the file (a lock file enforces it).
+
+    Args:
+        path: the SQLite file of the log.
+        partitions: partitions of topics created on first use.
+    """
+
+    def __init__(self, path: Path, *, partitions: int = 6) -> None:
+        self.path = path
+        self.default_partitions = partitions
+        self._conn: aiosqlite.Connection | None = None
+        self._lock_file: IO[str] | None = None
+        self._partitions: dict[str, int] = {}
+        self._end: dict[TopicPartition, int] = defaultdict(int)
+        self._write_lock = asyncio.Lock()
+        self._appended = asyncio.Condition()
+        self._groups: dict[str, list[LocalSubscription]] = defaultdict(list)
+        self._group_lock: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_file = self.path.with_suffix(".lock").open("w")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BusError(f"{self.path} is in use by another handoff process") from None
+        self._conn = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._conn.execute("PRAGMA journal_mode=WAL")
+        await self._conn.execute("PRAGMA synchronous=NORMAL")
+        await self._conn.executescript(_SCHEMA)
+        async with self._conn.execute("SELECT name, partitions FROM topics") as cur:
+            self._partitions = {name: n async for name, n in cur}
+        query = 'SELECT topic, partition, MAX("offset") FROM records GROUP BY topic, partition'
+        async with self._conn.execute(query) as cur:
+            async for topic, partition, last in cur:
+                self._end[(topic, partition)] = last + 1
+
+    async def close(self) -> None:
+        for members in list(self._groups.values()):
+            for member in list(members):
+                await member.close()
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    @property
+    def conn(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise BusError("LocalBus is not started")
+        return self._conn
+
+    async def ping(self) -> None:
+        await self.conn.execute("SELECT 1")
+
+    async def ensure_topics(self, topics: Sequence[str]) -> None:
+        async with self._write_lock:
+            await self._create_missing(topics)
+            await self.conn.commit()
+
+    async def _create_missing(self, topics: Sequence[str]) -> None:
+        for topic in topics:
+            if topic not in self._partitions:
+                await self.conn.execute("INSERT OR IGNORE INTO topics VALUES (?, ?)",
+                                        (topic, self.default_partitions))
+                self._partitions[topic] = self.default_partitions
+
+    def partitions_of(self, topic: str) -> int:
+        return self._partitions.get(topic, self.default_partitions)
+
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        if not messages:
+            return
+        now = int(time.time() * 1000)
+        async with self._write_lock:
+            end = dict(self._end)
+            rows = []
+            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                await self._create_missing(sorted({m.topic for m in messages}))
+                for m in messages:
+                    tp = (m.topic, partition_for(m.key, self._partitions[m.topic]))
+                    offset = end.get(tp, 0)
+                    end[tp] = offset + 1
+                    rows.append((*tp, offset, m.key, m.value, _dump_headers(m.headers), now))
+                await self.conn.executemany(
+                    "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                await self.conn.commit()
+            except BaseException:
+                await self.conn.rollback()
+                raise
+            self._end.update(end)
+        async with self._appended:
+            self._appended.notify_all()
+
+    def subscribe(self, *, group: str, topics: Sequence[str],
+                  on_revoke: RevokeHook | None = None) -> LocalSubscription:
+        return LocalSubscription(self, group=group, topics=tuple(topics), on_revoke=on_revoke)
+
+    # --- group coordination (in-process: one process owns the log) ---
+
+    async def _join(self, member: LocalSubscription) -> None:
+        async with self._group_lock[member.group]:
+            self._groups[member.group].append(member)
+            await self._rebalance(member.group)
+
+    async def _leave(self, member: LocalSubscription) -> None:
+        async with self._group_lock[member.group]:
+            members = self._groups[member.group]
+            if member in members:
+                members.remove(member)
+                await self._rebalance(member.group)
+
+    async def _rebalance(self, group: str) -> None:
+        members = self._groups[group]
+        for member in members:
+            await member._revoke()
+        topics = sorted({t for m in members for t in m.topics})
+        async with self._write_lock:
+            await self._create_missing(topics)
+            await self.conn.commit()
+        partitions = [(t, p) for t in topics for p in range(self.partitions_of(t))]
+        committed = await self._committed(group)
+        plan: dict[int, list[TopicPartition]] = defaultdict(list)
+        eligible = {id(m): [tp for tp in partitions if tp[0] in m.topics] for m in members}
+        for index, tp in enumerate(partitions):
+            candidates = [m for m in members if tp in eligible[id(m)]]
+            if candidates:
+                plan[id(candidates[index % len(candidates)])].append(tp)
+        for member in members:
+            member._assign({tp: committed.get(tp, 0) for tp in plan[id(member)]})
+
+    async def _committed(self, group: str) -> dict[TopicPartition, int]:
+        query = "SELECT topic, partition, next_offset FROM group_offsets WHERE grp = ?"
+        async with self.conn.execute(query, (group,)) as cur:
+            return {(t, p): o async for t, p, o in cur}
+
+    async def _commit(self, group: str, offsets: dict[TopicPartition, int]) -> None:
+        async with self._write_lock:
+            await self.conn.executemany(
+                "INSERT INTO group_offsets VALUES (?, ?, ?, ?) ON CONFLICT (grp, topic, partition)"
+                " DO UPDATE SET next_offset = excluded.next_offset",
+                [(group, t, p, o) for (t, p), o in offsets.items()],
+            )
+            await self.conn.commit()
+
+    async def _fetch(self, positions: dict[TopicPartition, int], max_records: int) -> list[Record]:
+        records: list[Record] = []
+        for (topic, partition), position in positions.items():
+            if len(records) >= max_records:
+                break
+            end = self._end.get((topic, partition), 0)  # committed rows only
+            if position >= end:
+                continue
+            query = ('SELECT "offset", key, value, headers, ts FROM records WHERE topic = ? AND '
+                     'partition = ? AND "offset" >= ? AND "offset" < ? ORDER BY "offset" LIMIT ?')
+            args = (topic, partition, position, end, max_records - len(records))
+            async with self.conn.execute(query, args) as cur:
+                records.extend([
+                    Record(topic, partition, offset, key, value, _load_headers(headers), ts)
+                    async for offset, key, value, headers, ts in cur
+                ])
+        return records
+
+    async def _wait_for_append(self, seen: dict[TopicPartition, int], timeout: float) -> None:
+        def grew() -> bool:
+            return any(self._end.get(tp, 0) > pos for tp, pos in seen.items())
+
+        async with self._appended:
+            try:
+                await asyncio.wait_for(self._appended.wait_for(grew), timeout)
+            except TimeoutError:
+                pass
+
+    def end_offset(self, tp: TopicPartition) -> int:
+        return self._end.get(tp, 0)
+
+
+class LocalSubscription(Subscription):
+    """A member of a LocalBus consumer group."""
+
+    def __init__(self, bus: LocalBus, *, group: str, topics: tuple[str, ...],
+                 on_revoke: RevokeHook | None) -> None:
+        self.bus = bus
+        self.group = group
+        self.topics = topics
+        self._on_revoke = on_revoke
+        self._positions: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._joined = False
+        self._assigned = asyncio.Event()
+
+    async def start(self) -> None:
+        await self.bus._join(self)
+        self._joined = True
+
+    async def _revoke(self) -> None:
+        if self._on_revoke is not None and self._positions:
+            await self._on_revoke()
+
+    def _assign(self, positions: dict[TopicPartition, int]) -> None:
+        self._positions = dict(positions)
+        self._committed = dict(positions)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._positions)
+
+    async def poll(self, *, max_records: int, timeout: float) -> list[Record]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            positions = dict(self._positions)
+            records = await self.bus._fetch(positions, max_records)
+            if records:
+                for r in records:
+                    tp = (r.topic, r.partition)
+                    if tp in self._positions:
+                        self._positions[tp] = max(self._positions[tp], r.offset + 1)
+                return records
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return []
+            if positions:
+                await self.bus._wait_for_append(positions, remaining)
+            else:  # nothing assigned to us (more members than partitions): idle
+                await asyncio.sleep(min(remaining, 0.5))
+
+    async def commit(self, records: Sequence[Record]) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = (r.topic, r.partition)
+            if tp in self._positions:  # a partition moved away: its new owner re-reads it
+                offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+        if offsets:
+            await self.bus._commit(self.group, offsets)
+            self._committed.update(offsets)
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        return {tp: max(0, self.bus.end_offset(tp) - self._committed.get(tp, 0))
+                for tp in self._positions}
+
+    async def close(self) -> None:
+        if self._joined:
+            self._joined = False
+            self._positions = {}
+            await self.bus._leave(self)
+
+
+def _dump_headers(headers: Sequence[tuple[str, bytes]]) -> bytes:
+    return orjson.dumps([[k, v.decode("latin-1")] for k, v in headers])
+
+
+def _load_headers(raw: bytes) -> list[tuple[str, bytes]]:
+    return [(k, v.encode("latin-1")) for k, v in orjson.loads(raw)]

@@ -1,0 +1,160 @@
+"""The `handoff` command: run the services, migrate, manage tokens, benchmark."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import runpy
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from shared.auth import ROLES, TokenStore
+from shared.bus.local import LocalBus
+from shared.http import build_app
+from shared.migrations import upgrade
+from shared.observability.logging import configure_logging
+from shared.runtime import ServiceRuntime
+from shared.service_app import service_definition, service_module
+from shared.settings import SERVICES, SettingsError, load_settings
+
+app = typer.Typer(help="handoff: the shared lead pipeline for marketing and sales.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+tokens = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
+app.add_typer(tokens, name="tokens")
+console = Console(stderr=True)
+
+Host = Annotated[str, typer.Option(help="Interface to bind.")]
+Port = Annotated[int, typer.Option(help="TCP port.")]
+DataDir = Annotated[Path, typer.Option(envvar="HANDOFF_DATA_DIR", help="Embedded-mode data.")]
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def dev(host: Host = "127.0.0.1", port: Port = 8000, data_dir: DataDir = Path(".handoff")) -> None:
+    """Run every service in one process on one port (SQLite files and the local event log)."""
+    try:
+        settings = {name: load_settings(name, data_dir=data_dir, env="dev") for name in SERVICES}
+    except SettingsError as exc:
+        _fail(str(exc))
+    first = settings[SERVICES[0]]
+    configure_logging(level=first.log_level, json=first.log_json)
+    for name, s in settings.items():
+        asyncio.run(upgrade(service_definition(name).migrations, s.resolved_database_url()))
+    bus = LocalBus(first.local_bus_path(), partitions=first.topic_partitions)
+    runtimes = [ServiceRuntime(definition=service_definition(name), settings=s, bus=bus,
+                               owns_bus=False) for name, s in settings.items()]
+    store = TokenStore(first.resolved_tokens_file())
+    token = _dev_admin_token(store, data_dir)
+    application = build_app(runtimes, title="handoff (embedded: all services)",
+                            token_store=store, max_body_bytes=first.max_body_bytes,
+                            shared_bus=bus)
+    base = f"http://{host}:{port}"
+    console.print(f"[bold]handoff dev[/bold]: all five services on {base}")
+    console.print(f"  API docs   {base}/docs\n  health     {base}/readyz\n  metrics    {base}/metrics")
+    console.print(f"  data       {data_dir.resolve()}")
+    console.print(f"  admin token (dev only): [green]{token}[/green]")
+    uvicorn.run(application, host=host, port=port, log_config=None, access_log=False)
+
+
+def _dev_admin_token(store: TokenStore, data_dir: Path) -> str:
+    """The development admin token, created on first run and kept in the data directory."""
+    path = data_dir / "dev-admin-token"
+    if path.exists() and store.verify(path.read_text().strip()):
+        return path.read_text().strip()
+    store.revoke("dev-admin")
+    token = store.create(name="dev-admin", role="admin")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return token
+
+
+@app.command()
+def serve(service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}.")],
+          host: Host = "127.0.0.1", port: Port = 8000,
+          migrate: Annotated[bool, typer.Option(help="Apply migrations first.")] = True) -> None:
+    """Run one service as its own process (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS)."""
+    try:
+        settings = load_settings(service)
+    except SettingsError as exc:
+        _fail(str(exc))
+    configure_logging(level=settings.log_level, json=settings.log_json)
+    if migrate:
+        asyncio.run(upgrade(service_definition(service).migrations,
+                            settings.resolved_database_url()))
+    application = service_module(service).create_app(settings)
+    uvicorn.run(application, host=host, port=port, log_config=None, access_log=False,
+                timeout_graceful_shutdown=20)
+
+
+@app.command()
+def migrate(services: Annotated[list[str] | None, typer.Argument(
+                help="Services to migrate (default: all).")] = None,
+            revision: Annotated[str, typer.Option(help="Target revision.")] = "head") -> None:
+    """Apply Alembic migrations to each service's own database."""
+    for name in services or SERVICES:
+        try:
+            settings = load_settings(name)
+        except SettingsError as exc:
+            _fail(str(exc))
+        url = settings.resolved_database_url()
+        asyncio.run(upgrade(service_definition(name).migrations, url, revision))
+        console.print(f"migrated {name} to {revision}")
+
+
+@tokens.command("create")
+def tokens_create(
+    role: Annotated[str, typer.Option(help=f"One of: {', '.join(ROLES)}.")],
+    name: Annotated[str, typer.Option(help="Who or what holds the token (the actor id).")],
+    team: Annotated[str | None, typer.Option(help="marketing or sales (for managers).")] = None,
+) -> None:
+    """Create a token; it is printed once and stored only as a hash."""
+    store = TokenStore(load_settings("intake").resolved_tokens_file())
+    try:
+        token = store.create(name=name, role=role, team=team)
+    except ValueError as exc:
+        _fail(str(exc))
+    console.print(f"created token {name!r} with role {role} in {store.path}")
+    print(token)
+
+
+@tokens.command("list")
+def tokens_list() -> None:
+    """List tokens (names, roles, teams; never the tokens themselves)."""
+    store = TokenStore(load_settings("intake").resolved_tokens_file())
+    for record in store.list():
+        print(f"{record.name}\t{record.role}\t{record.team or '-'}\t{record.created_at}")
+
+
+@tokens.command("revoke")
+def tokens_revoke(name: Annotated[str, typer.Argument(help="The token's name.")]) -> None:
+    """Revoke a token by name."""
+    store = TokenStore(load_settings("intake").resolved_tokens_file())
+    if not store.revoke(name):
+        _fail(f"no token named {name!r}")
+    console.print(f"revoked {name!r}")
+
+
+@app.command()
+def bench(name: Annotated[str, typer.Argument(help="Benchmark in bench/ (e.g. bus).")] = "bus",
+          ) -> None:
+    """Run a benchmark from the repository's bench/ directory."""
+    script = Path("bench") / f"{name}.py"
+    if not script.exists():
+        _fail(f"{script} not found (run from the repository root)")
+    sys.argv = [str(script)]
+    os.environ.setdefault("PYTHONPATH", ".")
+    runpy.run_path(str(script), run_name="__main__")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,219 @@
+"""Event consumption with exactly-once effects: bus -> inbox + handler in one transaction.
+
+A batch is applied in one database transaction (inbox rows and handler effects together),
+then the offsets are committed. A handler error rolls the batch back and the events are
+retried one by one, so one poison event goes to the group's dead-letter topic (with the
+error) while the others are applied. A crash anywhere before the offset commit means
+redelivery, and the inbox drops what was already applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.bus.port import Bus, OutgoingMessage, Record, Subscription
+from shared.db import Database
+from shared.events.catalog import EventCatalog, UnknownEventType, dead_letter_topic
+from shared.events.codec import MalformedEvent, decode_payload, from_binary
+from shared.events.envelope import Envelope
+from shared.inbox import Inbox
+from shared.observability import metrics
+from shared.observability.logging import bind_event_context, clear_event_context
+from shared.outbox import Outbox
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class HandlerContext:
+    """What a handler gets besides the payload: the transaction and a way to emit events."""
+
+    session: AsyncSession
+    envelope: Envelope
+    outbox: Outbox | None
+
+    async def emit(self, payload: BaseModel, *, subject: str | None = None) -> Envelope:
+        """Emit an event in the same transaction, continuing the incoming event's trace."""
+        if self.outbox is None:
+            raise RuntimeError("this consumer has no outbox to emit through")
+        return await self.outbox.add(self.session, payload, subject=subject or
+                                     self.envelope.subject, traceparent=self.envelope.traceparent)
+
+
+Handler = Callable[[HandlerContext, Any], Awaitable[None]]
+Handlers = Mapping[type[BaseModel], Sequence[Handler]]
+
+
+@dataclass
+class _Decoded:
+    record: Record
+    envelope: Envelope | None = None
+    payload: BaseModel | None = None
+    error: str | None = None
+
+
+@dataclass
+class ConsumerHooks:
+    """Seams for observing (and, in tests, interrupting) the commit sequence."""
+
+    after_db_commit: Callable[[Sequence[Record]], Awaitable[None]] | None = None
+    after_offset_commit: Callable[[Sequence[Record]], Awaitable[None]] | None = None
+    on_duplicate: Callable[[Envelope], Awaitable[None]] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class EventConsumer:
+    """Runs one consumer-group member: poll, apply idempotently, commit offsets."""
+
+    def __init__(self, *, service: str, group: str, bus: Bus, db: Database, inbox: Inbox,
+                 catalog: EventCatalog, handlers: Handlers, topics: Sequence[str] | None = None,
+                 outbox: Outbox | None = None, batch_size: int = 500, max_attempts: int = 3,
+                 hooks: ConsumerHooks | None = None) -> None:
+        self.service = service
+        self.group = group
+        self.bus = bus
+        self.db = db
+        self.inbox = inbox
+        self.catalog = catalog
+        self.handlers = handlers
+        self.topics = tuple(topics or sorted({catalog.for_payload_type(m).topic
+                                              for m in handlers}))
+        self.outbox = outbox
+        self.batch_size = batch_size
+        self.max_attempts = max_attempts
+        self.hooks = hooks or ConsumerHooks()
+        self._in_flight = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._subscription: Subscription | None = None
+        self._last_lag_report = 0.0
+
+    async def run(self) -> None:
+        """Consume until `stop()`; returns after the last batch is committed."""
+        subscription = self.bus.subscribe(group=self.group, topics=self.topics,
+                                          on_revoke=self._wait_for_in_flight)
+        self._subscription = subscription
+        await subscription.start()
+        try:
+            while not self._stopping.is_set():
+                records = await subscription.poll(max_records=self.batch_size, timeout=0.5)
+                if records:
+                    async with self._in_flight:
+                        await self.process(records)
+                        await subscription.commit(records)
+                        if self.hooks.after_offset_commit:
+                            await self.hooks.after_offset_commit(records)
+                await self._report_lag(subscription)
+        finally:
+            await subscription.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _wait_for_in_flight(self) -> None:
+        async with self._in_flight:
+            pass
+
+    async def process(self, records: Sequence[Record]) -> None:
+        """Apply a batch: good events in one transaction, failures isolated, poison to DLQ."""
+        decoded = [self._decode(r) for r in records]
+        good = [d for d in decoded if d.error is None]
+        try:
+            async with self.db.transaction() as session:
+                outcomes = [await self._apply(session, item) for item in good]
+            for item, outcome in zip(good, outcomes, strict=True):
+                self._count(item, outcome)
+        except Exception:
+            log.warning("batch failed; retrying its events one by one", group=self.group,
+                        size=len(good))
+            for item in good:
+                await self._apply_alone(item)
+        dead = [d for d in decoded if d.error is not None]
+        if dead:
+            await self._dead_letter(dead)
+        if self.hooks.after_db_commit:
+            await self.hooks.after_db_commit(records)
+
+    def _decode(self, record: Record) -> _Decoded:
+        try:
+            envelope = from_binary(record.headers, record.value)
+            payload = decode_payload(self.catalog, envelope)
+        except (MalformedEvent, UnknownEventType) as exc:
+            return _Decoded(record, error=f"{type(exc).__name__}: {exc}")
+        return _Decoded(record, envelope, payload)
+
+    async def _apply(self, session: AsyncSession, item: _Decoded) -> str:
+        """Run the handlers unless the inbox has seen the event; returns the outcome."""
+        assert item.envelope is not None and item.payload is not None
+        envelope, payload = item.envelope, item.payload
+        handlers = self.handlers.get(type(payload), ())
+        if not handlers:
+            return "ignored"
+        if not await self.inbox.claim(session, group=self.group, event_id=str(envelope.id)):
+            if self.hooks.on_duplicate:
+                await self.hooks.on_duplicate(envelope)
+            return "duplicate"
+        bind_event_context(event_id=str(envelope.id), lead_id=envelope.subject,
+                           traceparent=envelope.traceparent)
+        try:
+            context = HandlerContext(session=session, envelope=envelope, outbox=self.outbox)
+            for handler in handlers:
+                await handler(context, payload)
+        finally:
+            clear_event_context()
+        return "processed"
+
+    async def _apply_alone(self, item: _Decoded) -> None:
+        assert item.envelope is not None
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                async with self.db.transaction() as session:
+                    outcome = await self._apply(session, item)
+                self._count(item, outcome)
+                return
+            except Exception as exc:
+                metrics.EVENTS_FAILED.labels(self.service, self.group, item.envelope.type).inc()
+                log.warning("handler failed", group=self.group, event_id=str(item.envelope.id),
+                            type=item.envelope.type, attempt=attempt, error=repr(exc))
+                if attempt == self.max_attempts:
+                    await self.db.ping()  # a database outage is not the event's fault: raise
+                    item.error = f"{type(exc).__name__}: {exc}"
+                else:
+                    await asyncio.sleep(0.05 * 2**attempt)
+
+    async def _dead_letter(self, dead: Sequence[_Decoded]) -> None:
+        topic = dead_letter_topic(self.group)
+        messages = []
+        for item in dead:
+            r = item.record
+            log.error("event dead-lettered", group=self.group, topic=r.topic,
+                      partition=r.partition, offset=r.offset, error=item.error)
+            metrics.EVENTS_CONSUMED.labels(self.service, self.group,
+                                           r.header("ce_type") or "unknown", "dead_lettered").inc()
+            headers = [*r.headers, ("dlq_error", (item.error or "").encode()),
+                       ("dlq_group", self.group.encode()), ("dlq_topic", r.topic.encode()),
+                       ("dlq_partition", str(r.partition).encode()),
+                       ("dlq_offset", str(r.offset).encode())]
+            messages.append(OutgoingMessage(topic=topic, key=r.key or "", value=r.value,
+                                            headers=headers))
+        await self.bus.publish(messages)
+
+    def _count(self, item: _Decoded, outcome: str) -> None:
+        event_type = item.envelope.type if item.envelope else "unknown"
+        metrics.EVENTS_CONSUMED.labels(self.service, self.group, event_type, outcome).inc()
+
+    async def _report_lag(self, subscription: Subscription) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._last_lag_report < 5:
+            return
+        self._last_lag_report = now
+        with contextlib.suppress(Exception):
+            for (topic, partition), lag in (await subscription.lag()).items():
+                metrics.CONSUMER_LAG.labels(self.service, self.group, topic, str(partition)).set(lag)

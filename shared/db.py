@@ -1,0 +1,100 @@
+"""Database access: one async engine per service, units of work with after-commit hooks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import MetaData, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+AFTER_COMMIT = "handoff.after_commit"
+
+
+def new_metadata() -> MetaData:
+    """A service's table metadata with stable constraint names (for Alembic)."""
+    return MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Database:
+    """One service's database: engine, sessions and transactions.
+
+    Args:
+        url: SQLAlchemy async URL (`sqlite+aiosqlite:///...` or `postgresql+asyncpg://...`).
+        echo: log SQL statements.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.dialect = make_url(url).get_backend_name()
+        self.engine: AsyncEngine = _create_engine(url, echo=echo)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work: commits on success, rolls back on error, then runs after-commit hooks."""
+        async with self._sessions() as session:
+            async with session.begin():
+                yield session
+            for hook in session.info.pop(AFTER_COMMIT, []):
+                hook()
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def after_commit(session: AsyncSession, hook: Callable[[], None]) -> None:
+    """Run `hook` once the session's transaction has committed (not on rollback)."""
+    hooks: list[Callable[[], None]] = session.info.setdefault(AFTER_COMMIT, [])
+    if hook not in hooks:
+        hooks.append(hook)
+
+
+def _create_engine(url: str, *, echo: bool) -> AsyncEngine:
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {"echo": echo}
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": 30}
+        engine = create_async_engine(url, **kwargs)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
+        return engine
+    kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_async_engine(url, **kwargs)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # Let SQLAlchemy own transaction boundaries (pysqlite's implicit BEGIN is wrong for us).
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _sqlite_begin_immediate(conn: Any) -> None:
+    # Take the write lock up front: no deadlock-prone read->write upgrades between writers.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")

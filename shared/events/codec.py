@@ -1,0 +1,115 @@
+"""CloudEvents Kafka protocol binding, binary content mode, and structured JSON mode."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+
+from shared.events.catalog import EventCatalog
+from shared.events.envelope import JSON, Envelope
+
+Headers = Sequence[tuple[str, bytes]]
+CONTENT_TYPE = "content-type"
+_ATTRS = ("id", "specversion", "source", "type", "subject", "time", "partitionkey",
+          "traceparent", "sequence")
+
+
+class MalformedEvent(ValueError):
+    """The bytes on the wire are not a valid handoff CloudEvent."""
+
+
+def to_binary(envelope: Envelope) -> tuple[str, list[tuple[str, bytes]], bytes]:
+    """Kafka key, `ce_*` headers and JSON value for an envelope (binary content mode)."""
+    headers = [
+        ("ce_specversion", envelope.specversion.encode()),
+        ("ce_id", str(envelope.id).encode()),
+        ("ce_source", envelope.source.encode()),
+        ("ce_type", envelope.type.encode()),
+        ("ce_subject", envelope.subject.encode()),
+        ("ce_time", envelope.time.isoformat().encode()),
+        ("ce_partitionkey", envelope.partitionkey.encode()),
+        ("ce_sequence", str(envelope.sequence).encode()),
+        (CONTENT_TYPE, envelope.datacontenttype.encode()),
+    ]
+    if envelope.traceparent:
+        headers.append(("ce_traceparent", envelope.traceparent.encode()))
+    return envelope.partitionkey, headers, orjson.dumps(envelope.data)
+
+
+def from_binary(headers: Headers, value: bytes) -> Envelope:
+    """Parse a binary-mode Kafka record back into an envelope.
+
+    Raises:
+        MalformedEvent: a required attribute is missing or the value is not JSON.
+    """
+    attrs: dict[str, Any] = {}
+    content_type = JSON
+    for name, raw in headers:
+        if name.startswith("ce_") and name[3:] in _ATTRS:
+            attrs[name[3:]] = raw.decode("utf-8", "replace")
+        elif name == CONTENT_TYPE:
+            content_type = raw.decode()
+    missing = [a for a in ("id", "source", "type", "subject") if a not in attrs]
+    if missing:
+        raise MalformedEvent(f"missing CloudEvents header(s): {', '.join('ce_' + m for m in missing)}")
+    attrs.setdefault("partitionkey", attrs["subject"])
+    attrs.setdefault("sequence", "1")
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedEvent(f"event data is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise MalformedEvent("event data must be a JSON object")
+    try:
+        return Envelope(**attrs, datacontenttype=content_type, data=data)
+    except ValueError as exc:
+        raise MalformedEvent(f"invalid CloudEvents attributes: {exc}") from None
+
+
+def to_structured(envelope: Envelope) -> bytes:
+    """`application/cloudevents+json` body (structured content mode, for HTTP)."""
+    return orjson.dumps(envelope.model_dump(mode="json", exclude_none=True))
+
+
+def build_envelope(
+    catalog: EventCatalog,
+    payload: BaseModel,
+    *,
+    source_service: str,
+    subject: str,
+    sequence: int,
+    traceparent: str | None = None,
+    event_id: uuid.UUID | None = None,
+    time: datetime | None = None,
+) -> Envelope:
+    """Wrap a payload in its envelope, type and topic taken from the catalog."""
+    event_type = catalog.for_payload(payload)
+    extra: dict[str, Any] = {}
+    if event_id is not None:
+        extra["id"] = event_id
+    if time is not None:
+        extra["time"] = time
+    return Envelope(
+        source=f"/handoff/{source_service}",
+        type=event_type.name,
+        subject=subject,
+        partitionkey=subject,
+        traceparent=traceparent,
+        sequence=sequence,
+        data=payload.model_dump(mode="json"),
+        **extra,
+    )
+
+
+def decode_payload(catalog: EventCatalog, envelope: Envelope) -> BaseModel:
+    """Validate an envelope's data against its registered payload model."""
+    model = catalog.by_name(envelope.type).model
+    try:
+        return model.model_validate(envelope.data)
+    except ValueError as exc:
+        raise MalformedEvent(f"{envelope.type} data invalid: {exc}") from None

@@ -1,0 +1,136 @@
+"""Versioned payload models of every handoff event (the event catalog's data schemas).
+
+Rules: a new field is optional (old consumers ignore it, new consumers default it); a
+breaking change is a new type version (`.v2`) registered beside the old one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Stage = Literal["lead", "mql", "sgl", "sal", "sql", "won", "lost", "nurture", "disqualified"]
+LeadSource = Literal["marketing", "sales"]
+
+
+class Payload(BaseModel):
+    """Base of all event payloads: immutable, tolerant of fields added later."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    lead_id: uuid.UUID
+
+
+class Actor(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    kind: Literal["system", "user"]
+    id: str
+
+
+class Reason(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    code: str
+    text: str = ""
+
+
+class LeadCaptured(Payload):
+    """A new lead landed in intake, normalized and matched to an account."""
+
+    email: str
+    source: LeadSource
+    channel: str | None = None
+    campaign: str | None = None
+    account_id: uuid.UUID | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class LeadUpdated(Payload):
+    """A known lead's profile changed; only the changed fields are carried."""
+
+    changes: dict[str, Any]
+
+
+class LeadActivity(Payload):
+    """Something the lead did (page view, form submit, webinar, call...)."""
+
+    activity_id: uuid.UUID
+    activity_type: str
+    occurred_at: datetime
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class LeadErased(Payload):
+    """The lead asked to be forgotten: every service drops its personal data."""
+
+    requested_by: str
+
+
+class ScoreContribution(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    rule_id: str
+    points: float
+    cause_event_id: uuid.UUID | None = None
+
+
+class LeadScored(Payload):
+    score: float
+    delta: float
+    fit: float
+    engagement: float
+    model_version: str
+    explanation: list[ScoreContribution] = Field(default_factory=list)
+
+
+class LeadStageChanged(Payload):
+    from_stage: Stage | None
+    to_stage: Stage
+    actor: Actor
+    reason: Reason
+    model_version: str | None = None
+    bant_assessment_id: uuid.UUID | None = None
+
+
+class LeadAssigned(Payload):
+    owner_id: str
+    team_id: str
+    stage: Stage
+    rule_id: str | None = None
+    why: str
+
+
+class SlaEvent(Payload):
+    sla_id: uuid.UUID
+    policy_id: str
+    stage: Stage
+    owner_id: str | None = None
+    due_at: datetime
+
+
+class SlaStarted(SlaEvent):
+    pass
+
+
+class SlaWarning(SlaEvent):
+    pass
+
+
+class SlaMet(SlaEvent):
+    business_seconds: float
+
+
+class SlaBreached(SlaEvent):
+    action: Literal["notify", "reassign", "escalate"]
+
+
+class DealOutcome(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    amount: Decimal | None = None
+    currency: str | None = None

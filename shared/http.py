@@ -1,0 +1,177 @@
+"""The HTTP shell around one or more services: errors, limits, auth, health, metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.auth import TokenStore
+from shared.bus.port import Bus
+from shared.observability import metrics
+from shared.problems import PROBLEM_JSON, Problem, install_problem_handlers
+from shared.runtime import ServiceRuntime
+
+VERSION = "0.1.0"
+
+
+def build_app(runtimes: Sequence[ServiceRuntime], *, title: str, token_store: TokenStore,
+              max_body_bytes: int, shared_bus: Bus | None = None) -> FastAPI:
+    """One FastAPI app serving the routes of `runtimes` (one service, or all in dev mode).
+
+    Args:
+        runtimes: the services this process runs.
+        title: the OpenAPI title.
+        token_store: where bearer tokens are verified.
+        max_body_bytes: larger request bodies get 413.
+        shared_bus: a bus the runtimes share (dev mode); started first, closed last.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        started: list[ServiceRuntime] = []
+        if shared_bus is not None:
+            await shared_bus.start()
+        try:
+            for runtime in runtimes:
+                await runtime.start()
+                started.append(runtime)
+            yield
+        finally:
+            for runtime in reversed(started):
+                await runtime.stop()
+            if shared_bus is not None:
+                await shared_bus.close()
+
+    app = FastAPI(title=title, version=VERSION, lifespan=lifespan,
+                  description="handoff: the shared lead pipeline for marketing and sales.")
+    app.state.runtimes = {r.name: r for r in runtimes}
+    app.state.token_store = token_store
+    install_problem_handlers(app)
+    for runtime in runtimes:
+        for router in runtime.definition.routers:
+            app.include_router(router)
+    _add_operational_routes(app, runtimes)
+    label = runtimes[0].name if len(runtimes) == 1 else "all"
+    app.add_middleware(RequestMetrics, service=label)
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    return app
+
+
+def runtime_of(service: str) -> Any:
+    """A dependency returning one service's runtime from the app serving it."""
+
+    def get(request: Request) -> ServiceRuntime:
+        runtime: ServiceRuntime = request.app.state.runtimes[service]
+        return runtime
+
+    return Depends(get)
+
+
+def _add_operational_routes(app: FastAPI, runtimes: Sequence[ServiceRuntime]) -> None:
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """Alive: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], responses={503: {"description": "not ready"}})
+    async def readyz() -> JSONResponse:
+        """Ready: every service's database and the bus answer."""
+        checks = {r.name: await r.readiness() for r in runtimes}
+        ready = all(v == "ok" for c in checks.values() for v in c.values())
+        if ready:
+            return JSONResponse({"status": "ready", "checks": checks})
+        body = Problem(503, "Service Unavailable", "a dependency is not reachable",
+                       checks=checks).body("/readyz")
+        return JSONResponse(body, status_code=503, media_type=PROBLEM_JSON)
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        for runtime in runtimes:
+            await runtime.update_gauges()
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+class BodySizeLimit:
+    """Answers 413 (problem+json) to bodies over the limit, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(scope, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await self._reject(scope, send)
+
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        problem = Problem(413, "Content Too Large",
+                          f"the request body exceeds the limit of {self.max_bytes} bytes")
+        import orjson
+
+        body = orjson.dumps(problem.body(scope.get("path", "")))
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", PROBLEM_JSON.encode()),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class RequestMetrics:
+    """Counts and times requests by route template (not raw path: bounded label values)."""
+
+    def __init__(self, app: ASGIApp, *, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            method = scope.get("method", "GET")
+            metrics.HTTP_REQUESTS.labels(self.service, method, path, str(status)).inc()
+            metrics.HTTP_DURATION.labels(self.service, method, path).observe(
+                time.perf_counter() - start)
+
+

@@ -1,0 +1,148 @@
+"""A service at run time: its database, outbox relay and consumers, started and stopped once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+from fastapi import APIRouter
+from sqlalchemy import MetaData, Table
+
+from shared.bus.kafka import KafkaBus
+from shared.bus.local import LocalBus
+from shared.bus.port import Bus
+from shared.consumer import ConsumerHooks, EventConsumer, Handlers
+from shared.db import Database
+from shared.events.catalog import CATALOG, EventCatalog, Topics
+from shared.inbox import Inbox
+from shared.observability import metrics
+from shared.outbox import Outbox, OutboxRelay
+from shared.settings import ServiceSettings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    """Everything that makes one service: tables, routes, event handlers, migrations."""
+
+    name: str
+    metadata: MetaData
+    outbox_tables: tuple[Table, Table]
+    inbox_table: Table
+    migrations: Path
+    routers: Sequence[APIRouter] = ()
+    handlers: Callable[[ServiceRuntime], Handlers] | None = None
+    summary: str = ""
+
+    @property
+    def consumer_group(self) -> str:
+        return f"handoff.{self.name}"
+
+
+def bus_from_settings(settings: ServiceSettings) -> Bus:
+    """Kafka when `KAFKA_BOOTSTRAP_SERVERS` is set, else the local SQLite log."""
+    if settings.kafka_bootstrap_servers:
+        return KafkaBus(settings.kafka_bootstrap_servers, client_id=f"handoff-{settings.service}",
+                        partitions=settings.topic_partitions)
+    return LocalBus(settings.local_bus_path(), partitions=settings.topic_partitions)
+
+
+@dataclass
+class ServiceRuntime:
+    """Owns one service's live resources; `start()` and `stop()` bracket its life."""
+
+    definition: ServiceDefinition
+    settings: ServiceSettings
+    bus: Bus
+    owns_bus: bool = True
+    catalog: EventCatalog = CATALOG
+    consumer_hooks: ConsumerHooks | None = None
+    db: Database = field(init=False)
+    outbox: Outbox = field(init=False)
+    inbox: Inbox = field(init=False)
+    relay: OutboxRelay = field(init=False)
+    consumers: list[EventConsumer] = field(init=False, default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.db = Database(self.settings.resolved_database_url())
+        self.outbox = Outbox(service=self.name, tables=self.definition.outbox_tables,
+                             catalog=self.catalog)
+        self.inbox = Inbox(self.definition.inbox_table)
+        self.relay = OutboxRelay(db=self.db, outbox=self.outbox, bus=self.bus,
+                                 batch_size=self.settings.outbox_batch_size)
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    async def start(self) -> None:
+        """Start the bus (if ours), create topics, then the relay and consumers."""
+        if self.owns_bus:
+            await self.bus.start()
+        await self.bus.ensure_topics(Topics.ALL)
+        self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-relay"))
+        handlers = self.definition.handlers(self) if self.definition.handlers else {}
+        if handlers:
+            consumer = EventConsumer(
+                service=self.name, group=self.definition.consumer_group, bus=self.bus,
+                db=self.db, inbox=self.inbox, catalog=self.catalog, handlers=handlers,
+                outbox=self.outbox, batch_size=self.settings.consumer_batch_size,
+                max_attempts=self.settings.consumer_max_attempts, hooks=self.consumer_hooks)
+            self.consumers.append(consumer)
+            self._tasks.append(asyncio.create_task(self._supervise(consumer),
+                                                   name=f"{self.name}-consumer"))
+        log.info("service started", service=self.name, bus=type(self.bus).__name__,
+                 database=self.db.dialect)
+
+    async def _supervise(self, consumer: EventConsumer) -> None:
+        """Restart a consumer that failed (e.g. database outage), resuming from committed offsets."""
+        delay = 0.5
+        while True:
+            try:
+                await consumer.run()
+                return
+            except Exception:
+                log.exception("consumer failed; restarting", service=self.name, delay=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+
+    async def stop(self) -> None:
+        """Finish in-flight work, commit, and close everything (SIGTERM path)."""
+        for consumer in self.consumers:
+            consumer.stop()
+        self.relay.stop()
+        for task in self._tasks:
+            try:
+                await asyncio.wait_for(task, timeout=15)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+            except Exception:
+                log.exception("task ended with an error", task=task.get_name())
+        self._tasks.clear()
+        if self.owns_bus:
+            await self.bus.close()
+        await self.db.dispose()
+        log.info("service stopped", service=self.name)
+
+    async def readiness(self) -> dict[str, str]:
+        """`ok` or the error, for the database and the bus."""
+        checks: dict[str, str] = {}
+        for name, probe in (("database", self.db.ping), ("bus", self.bus.ping)):
+            try:
+                await asyncio.wait_for(probe(), timeout=5)
+                checks[name] = "ok"
+            except Exception as exc:
+                checks[name] = f"{type(exc).__name__}: {exc}"
+        return checks
+
+    async def update_gauges(self) -> None:
+        with contextlib.suppress(Exception):
+            backlog, age = await self.relay.backlog()
+            metrics.OUTBOX_BACKLOG.labels(self.name).set(backlog)
+            metrics.OUTBOX_AGE.labels(self.name).set(age)

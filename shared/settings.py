@@ -1,0 +1,135 @@
+"""Settings: one validated class per service, read from the environment at startup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal, Self
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET = "dev-only-insecure-secret"  # noqa: S105 - the sentinel we refuse outside dev
+DEFAULT_DB_PASSWORDS = frozenset({"handoff", "postgres", "password", "changeme"})
+SERVICES = ("intake", "qualification", "routing", "metrics", "webhooks")
+
+Environment = Literal["dev", "test", "prod"]
+
+
+class SettingsError(RuntimeError):
+    """Raised at startup when a setting is missing or invalid; names the setting."""
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs: where its database is, which bus, how it serves HTTP."""
+
+    model_config = SettingsConfigDict(env_prefix="HANDOFF_", extra="ignore", frozen=True)
+
+    service: ClassVar[str] = ""
+
+    env: Environment = "dev"
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "HANDOFF_DATABASE_URL")
+    )
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "HANDOFF_KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    data_dir: Path = Path(".handoff")
+    secret_key: SecretStr = SecretStr(DEV_SECRET)
+    tokens_file: Path | None = None
+    topic_partitions: int = Field(default=6, ge=1, le=256)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool = True
+    outbox_batch_size: int = Field(default=500, ge=1, le=10_000)
+    consumer_batch_size: int = Field(default=500, ge=1, le=10_000)
+    consumer_max_attempts: int = Field(default=3, ge=1, le=20)
+
+    @model_validator(mode="after")
+    def _refuse_defaults_outside_dev(self) -> Self:
+        if self.env == "dev":
+            return self
+        if self.secret_key.get_secret_value() == DEV_SECRET:
+            raise ValueError("HANDOFF_SECRET_KEY: the development default is refused outside dev")
+        if self.database_url is None:
+            raise ValueError("DATABASE_URL: required outside dev (embedded SQLite is dev only)")
+        if self.env == "prod" and _db_password(self.database_url) in DEFAULT_DB_PASSWORDS:
+            raise ValueError("DATABASE_URL: a default database password is refused in prod")
+        return self
+
+    @property
+    def bus_kind(self) -> Literal["kafka", "local"]:
+        return "kafka" if self.kafka_bootstrap_servers else "local"
+
+    def resolved_database_url(self) -> str:
+        """The configured database, or this service's SQLite file under the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / f'{self.service}.db').resolve()}"
+
+    def resolved_tokens_file(self) -> Path:
+        return self.tokens_file or self.data_dir / "tokens.json"
+
+    def local_bus_path(self) -> Path:
+        return self.data_dir / "events.db"
+
+
+def _db_password(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).password
+
+
+class IntakeSettings(ServiceSettings):
+    service: ClassVar[str] = "intake"
+
+
+class QualificationSettings(ServiceSettings):
+    service: ClassVar[str] = "qualification"
+
+
+class RoutingSettings(ServiceSettings):
+    service: ClassVar[str] = "routing"
+
+
+class MetricsSettings(ServiceSettings):
+    service: ClassVar[str] = "metrics"
+
+
+class WebhooksSettings(ServiceSettings):
+    service: ClassVar[str] = "webhooks"
+
+
+SETTINGS_BY_SERVICE: dict[str, type[ServiceSettings]] = {
+    cls.service: cls
+    for cls in (IntakeSettings, QualificationSettings, RoutingSettings, MetricsSettings,
+                WebhooksSettings)
+}
+
+
+def load_settings(service: str, **overrides: object) -> ServiceSettings:
+    """Build a service's settings from the environment, failing with the bad setting's name.
+
+    Args:
+        service: one of the five service names.
+        **overrides: explicit values that win over the environment.
+
+    Raises:
+        SettingsError: naming each invalid setting and why.
+    """
+    try:
+        cls = SETTINGS_BY_SERVICE[service]
+    except KeyError:
+        raise SettingsError(f"unknown service {service!r}; expected one of {SERVICES}") from None
+    try:
+        return cls(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(_describe(err) for err in exc.errors())
+        raise SettingsError(f"invalid {service} settings: {problems}") from None
+
+
+def _describe(err: object) -> str:
+    detail = dict(err)  # type: ignore[call-overload]
+    loc = ".".join(str(p) for p in detail.get("loc", ()))
+    field = f"HANDOFF_{loc.upper()}" if loc else "settings"
+    return f"{field}: {detail.get('msg', 'invalid')}"
