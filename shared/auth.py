@@ -144,3 +144,25 @@ def require_roles(*roles: Role) -> RoleCheck:
 
     check.roles = allowed  # type: ignore[attr-defined]  # read by the route audit
     return check
+
+
+def declared_roles(route: Any) -> frozenset[str] | None:
+    """The roles a route admits (from its `require_roles` dependency), or None if undeclared."""
+    pending = [route.dependant]
+    while pending:
+        dependant = pending.pop()
+        roles = getattr(dependant.call, "roles", None)
+        if roles is not None:
+            return frozenset(roles)
+        pending.extend(dependant.dependencies)
+    return None
+
+
+def routes_without_roles(routes: Any) -> list[str]:
+    """`METHOD path` of every `/v1` route that does not declare who may call it."""
+    missing = []
+    for route in routes:
+        path = getattr(route, "path", "")
+        if path.startswith("/v1") and hasattr(route, "dependant") and declared_roles(route) is None:
+            missing.extend(f"{m} {path}" for m in sorted(route.methods))
+    return missing

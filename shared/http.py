@@ -10,9 +10,10 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.auth import TokenStore
+from shared.auth import TokenStore, routes_without_roles
 from shared.bus.port import Bus
 from shared.observability import metrics
 from shared.problems import PROBLEM_JSON, Problem, install_problem_handlers
@@ -57,6 +58,8 @@ def build_app(runtimes: Sequence[ServiceRuntime], *, title: str, token_store: To
     for runtime in runtimes:
         for router in runtime.definition.routers:
             app.include_router(router)
+    if undeclared := routes_without_roles(app.routes):
+        raise RuntimeError(f"routes without declared roles: {', '.join(undeclared)}")
     _add_operational_routes(app, runtimes)
     label = runtimes[0].name if len(runtimes) == 1 else "all"
     app.add_middleware(RequestMetrics, service=label)
@@ -120,13 +123,10 @@ class BodySizeLimit:
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_bytes:
-                raise _TooLarge
+                raise ContentTooLarge(self.max_bytes)
             return message
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
-            await self._reject(scope, send)
+        await self.app(scope, limited_receive, send)
 
     async def _reject(self, scope: Scope, send: Send) -> None:
         problem = Problem(413, "Content Too Large",
@@ -140,8 +140,11 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
+class ContentTooLarge(StarletteHTTPException):
+    """A streamed body went over the limit; rendered as a 413 problem by the app."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"the request body exceeds the limit of {max_bytes} bytes")
 
 
 class RequestMetrics:

@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, wait_exponential_jitter
 
 from shared.bus.port import Bus, OutgoingMessage
 from shared.db import Database, after_commit
@@ -123,14 +123,19 @@ class OutboxRelay:
         """Relay until `stop()`; failures are logged and retried with backoff."""
         while not self._stopping:
             self.outbox.wake.clear()  # before reading: a commit from now on wakes us again
-            published = await self._relay_with_retry()
+            try:
+                published = await self._relay_with_retry()
+            except RetryError:
+                return  # stopped while retrying
             if published < self.batch_size and not self._stopping:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.outbox.wake.wait(), timeout=self.idle_poll)
 
     async def _relay_with_retry(self) -> int:
-        async for attempt in AsyncRetrying(wait=wait_exponential_jitter(initial=0.1, max=5),
-                                           retry=retry_if_exception_type(Exception)):
+        async for attempt in AsyncRetrying(
+                wait=wait_exponential_jitter(multiplier=0.1, max=5),
+                retry=retry_if_exception_type(Exception),
+                stop=lambda _state: self._stopping):
             with attempt:
                 try:
                     return await self.relay_once()

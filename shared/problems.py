@@ -76,7 +76,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        title = HTTPStatus(exc.status_code).phrase
+        title = _TITLES.get(exc.status_code) or HTTPStatus(exc.status_code).phrase
         detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else ""
         problem = Problem(exc.status_code, title, detail, headers=dict(exc.headers or {}))
         return problem_response(problem, request)
@@ -91,6 +91,9 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+_TITLES = {413: "Content Too Large"}  # RFC 9110's name; older Pythons say "Request Entity..."
 
 
 def _field_path(loc: Sequence[Any]) -> str:

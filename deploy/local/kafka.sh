@@ -103,11 +103,13 @@ ensure_libs() {
         work="$(mktemp -d "$CACHE_DIR/download.XXXXXX")"
         # Run mvn on a copy of the pom so nothing is ever written into the repo.
         cp "$POM" "$work/pom.xml"
-        if (cd "$work" && mvn -B -q -Dstyle.color=never -f "$work/pom.xml" \
+        # Output is kept in a file and shown only on failure (Debian's Maven 3.8
+        # prints stray ANSI resets even with -B -q).
+        if (cd "$work" && mvn -B -q -f "$work/pom.xml" \
                 -Dmaven.wagon.http.retryHandler.count=3 \
                 dependency:copy-dependencies \
                 -DincludeScope=runtime \
-                -DoutputDirectory="$work/libs" >&2); then
+                -DoutputDirectory="$work/libs" >"$work/mvn.log" 2>&1); then
             if [[ -f "$work/libs/kafka_2.13-$KAFKA_VERSION.jar" ]]; then
                 touch "$work/libs/.complete"
                 rm -rf "$LIBS_DIR"
@@ -118,6 +120,7 @@ ensure_libs() {
             fi
             log "mvn succeeded but kafka_2.13-$KAFKA_VERSION.jar is missing"
         fi
+        sed 's/\x1b\[[0-9;]*m//g' "$work/mvn.log" | tail -n 50 >&2 || true
         rm -rf "$work"
         log "jar download attempt $attempt failed"
         ((attempt < 3)) && sleep $((attempt * 5))
@@ -249,7 +252,7 @@ running_pid() {
     [[ -f "$PID_FILE" ]] || return 0
     local pid
     pid="$(tr -dc '0-9' <"$PID_FILE")"
-    if pid_alive "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "kafka.Kafka $CONF_FILE"; then
+    if pid_alive "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -F "kafka.Kafka $CONF_FILE" >/dev/null; then
         printf '%s\n' "$pid"
         return 0
     fi
@@ -271,14 +274,19 @@ api_versions_ok() {
     [[ "${#hex}" -eq 20 && "${hex:8:12}" == "000000010000" ]]
 }
 
+# tail_logs [OFFSET]: last 50 lines of the broker log written after byte OFFSET
+# (i.e. by this start attempt), then the JVM's stdout/stderr.
 tail_logs() {
-    local f
-    for f in "$SERVER_LOG" "$STDOUT_LOG"; do
-        if [[ -s "$f" ]]; then
-            printf '\n----- last 50 lines of %s -----\n' "$f" >&2
-            tail -n 50 "$f" >&2
-        fi
-    done
+    local offset="${1:-0}"
+    local chunk=""
+    [[ -s "$SERVER_LOG" ]] && chunk="$(tail -c "+$((offset + 1))" "$SERVER_LOG" | tail -n 50)"
+    if [[ -n "$chunk" ]]; then
+        printf '\n----- last 50 lines of %s -----\n%s\n' "$SERVER_LOG" "$chunk" >&2
+    fi
+    if [[ -s "$STDOUT_LOG" ]]; then
+        printf '\n----- last 50 lines of %s -----\n' "$STDOUT_LOG" >&2
+        tail -n 50 "$STDOUT_LOG" >&2
+    fi
 }
 
 # wait_ready PID LOG_OFFSET: until the broker logged "Kafka Server started" (after
@@ -290,18 +298,37 @@ wait_ready() {
     while (($(now_s) < deadline)); do
         if ! pid_alive "$pid"; then
             rm -f "$PID_FILE"
-            tail_logs
+            tail_logs "$offset"
             die "broker process $pid exited during startup (logs above, full logs in $LOG_DIR)"
         fi
         if [[ -f "$SERVER_LOG" ]] \
-            && tail -c "+$((offset + 1))" "$SERVER_LOG" 2>/dev/null | grep -q 'Kafka Server started' \
+            && tail -c "+$((offset + 1))" "$SERVER_LOG" 2>/dev/null | grep -F 'Kafka Server started' >/dev/null \
             && api_versions_ok; then
             return 0
         fi
         sleep 0.5
     done
-    tail_logs
-    die "broker did not become ready on $BOOTSTRAP within ${KAFKA_START_TIMEOUT}s (pid $pid still running; logs in $LOG_DIR; '$0 stop' to kill it)"
+    tail_logs "$offset"
+    log "broker did not become ready within ${KAFKA_START_TIMEOUT}s; killing it (pid $pid)"
+    kill_broker "$pid" 10
+    die "broker did not become ready on $BOOTSTRAP within ${KAFKA_START_TIMEOUT}s (logs in $LOG_DIR)"
+}
+
+# kill_broker PID TIMEOUT: SIGTERM the broker's process group (it leads its own
+# group, see setsid in cmd_start), SIGKILL after TIMEOUT seconds.
+kill_broker() {
+    local pid="$1" timeout="$2" deadline
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    deadline=$(($(now_s) + timeout))
+    while pid_alive "$pid" && (($(now_s) < deadline)); do
+        sleep 0.5
+    done
+    if pid_alive "$pid"; then
+        log "still running after ${timeout}s; sending SIGKILL"
+        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+        while pid_alive "$pid"; do sleep 0.2; done
+    fi
+    rm -f "$PID_FILE"
 }
 
 # ---------------------------------------------------------------- commands
@@ -381,19 +408,7 @@ cmd_stop() {
         return 0
     fi
     log "stopping broker (pid $pid)"
-    # The broker leads its own process group (setsid); signal the group.
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    local deadline
-    deadline=$(($(now_s) + KAFKA_STOP_TIMEOUT))
-    while pid_alive "$pid" && (($(now_s) < deadline)); do
-        sleep 0.5
-    done
-    if pid_alive "$pid"; then
-        log "still running after ${KAFKA_STOP_TIMEOUT}s; sending SIGKILL"
-        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-        while pid_alive "$pid"; do sleep 0.2; done
-    fi
-    rm -f "$PID_FILE"
+    kill_broker "$pid" "$KAFKA_STOP_TIMEOUT"
     log "stopped"
 }
 

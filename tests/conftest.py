@@ -1,0 +1,116 @@
+"""Fixtures shared by every test layer: real infrastructure, fresh databases, buses."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from shared.bus.kafka import KafkaBus
+from shared.bus.local import LocalBus
+from shared.bus.port import Bus
+from tests import infra
+
+
+def unique(prefix: str) -> str:
+    """A random name, so tests never share topics, groups or databases."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def kafka_servers() -> str:
+    try:
+        return infra.kafka_bootstrap_servers()
+    except infra.InfrastructureMissing as exc:
+        infra.unavailable("Kafka broker", str(exc))
+        raise
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str:
+    try:
+        return infra.postgres_url()
+    except infra.InfrastructureMissing as exc:
+        infra.unavailable("PostgreSQL server", str(exc))
+        raise
+
+
+@pytest.fixture
+async def postgres_url(postgres_admin_url: str) -> AsyncIterator[str]:
+    """A brand-new PostgreSQL database for this test, dropped afterwards."""
+    async with _pg_database(postgres_admin_url) as url:
+        yield url
+
+
+class _pg_database:  # noqa: N801 - used like a function
+    def __init__(self, admin_url: str) -> None:
+        self.admin = make_url(admin_url)
+        self.name = "t_" + uuid.uuid4().hex[:16]
+
+    async def _exec(self, sql: str) -> None:
+        conn = await asyncpg.connect(
+            user=self.admin.username, password=self.admin.password, host=self.admin.host,
+            port=self.admin.port, database=self.admin.database)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    async def __aenter__(self) -> str:
+        await self._exec(f'CREATE DATABASE "{self.name}"')
+        return self.admin.set(database=self.name).render_as_string(hide_password=False)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._exec(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def new_pg_database(admin_url: str) -> _pg_database:
+    return _pg_database(admin_url)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"
+
+
+@pytest.fixture(params=["local", pytest.param("kafka", marks=pytest.mark.integration)])
+async def bus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Bus]:
+    """The bus contract suite runs once per adapter."""
+    instance: Bus
+    if request.param == "local":
+        instance = LocalBus(tmp_path / "events.db", partitions=4)
+    else:
+        servers = request.getfixturevalue("kafka_servers")
+        instance = KafkaBus(servers, client_id=unique("test"), partitions=4,
+                            session_timeout_ms=6000)
+    await instance.start()
+    yield instance
+    await instance.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration/" in str(item.path):
+            item.add_marker(pytest.mark.integration)
+
+
+_integration: dict[str, int] = {"passed": 0, "failed": 0, "skipped": 0}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "integration" not in report.keywords:
+        return
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        _integration[report.outcome] = _integration.get(report.outcome, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    ran = _integration["passed"] + _integration["failed"]
+    terminalreporter.write_line(
+        f"integration tests against real Kafka/PostgreSQL: {ran} ran "
+        f"({_integration['passed']} passed, {_integration['failed']} failed, "
+        f"{_integration['skipped']} skipped)")

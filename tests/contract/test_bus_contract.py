@@ -1,0 +1,225 @@
+"""The bus contract: every adapter (LocalBus, KafkaBus) must behave the same way."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from shared.bus.port import Bus, OutgoingMessage
+from shared.consumer import ConsumerHooks, EventConsumer
+from shared.db import Database
+from shared.events.catalog import EventCatalog, dead_letter_topic
+from shared.events.codec import build_envelope, to_binary
+from shared.inbox import Inbox
+from tests.conftest import unique
+from tests.support import (
+    Ping,
+    catalog_with_ping,
+    collect,
+    count_effects,
+    create_schema,
+    eventually,
+    inbox_table,
+    record_effect,
+)
+
+
+def ping(catalog: EventCatalog, topic: str, lead_id: uuid.UUID, n: int) -> OutgoingMessage:
+    envelope = build_envelope(catalog, Ping(lead_id=lead_id, n=n), source_service="test",
+                              subject=str(lead_id), sequence=n + 1)
+    key, headers, value = to_binary(envelope)
+    return OutgoingMessage(topic=topic, key=key, value=value, headers=headers)
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> Database:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'consumer.db'}")
+    await create_schema(database)
+    return database
+
+
+def consumer(bus: Bus, db: Database, catalog: EventCatalog, group: str,
+             hooks: ConsumerHooks | None = None) -> EventConsumer:
+    return EventConsumer(service="test", group=group, bus=bus, db=db, inbox=Inbox(inbox_table),
+                         catalog=catalog, handlers={Ping: [record_effect]}, hooks=hooks,
+                         batch_size=50, max_attempts=2)
+
+
+async def test_events_of_one_key_arrive_in_publish_order(bus: Bus) -> None:
+    topic, catalog = unique("t.order"), None
+    catalog = catalog_with_ping(topic)
+    await bus.ensure_topics([topic])
+    leads = [uuid.uuid4() for _ in range(8)]
+    messages = [ping(catalog, topic, leads[i % 8], i) for i in range(240)]
+    for start in range(0, 240, 40):  # several publishes, interleaved keys
+        await bus.publish(messages[start:start + 40])
+
+    subscription = bus.subscribe(group=unique("g"), topics=[topic])
+    await subscription.start()
+    records = await collect(subscription, 240)
+    await subscription.close()
+
+    seen: dict[str, list[int]] = defaultdict(list)
+    for record in records:
+        seen[record.key or ""].append(int(record.header("ce_sequence") or 0))
+    assert len(records) == 240
+    assert all(seq == sorted(seq) and len(seq) == 30 for seq in seen.values())
+
+
+async def test_event_whose_handler_crashed_before_commit_is_delivered_again(
+        bus: Bus, db: Database) -> None:
+    topic = unique("t.crash")
+    catalog = catalog_with_ping(topic)
+    await bus.ensure_topics([topic])
+    lead = uuid.uuid4()
+    await bus.publish([ping(catalog, topic, lead, 1)])
+    group = unique("g")
+
+    class Crash(BaseException):
+        pass
+
+    async def crash_before_offset_commit(records: object) -> None:
+        raise Crash  # the process "dies" after the DB commit, before the offset commit
+
+    crashing = consumer(bus, db, catalog, group, ConsumerHooks(after_db_commit=crash_before_offset_commit))
+    with pytest.raises(Crash):
+        await asyncio.wait_for(crashing.run(), timeout=60)
+    assert await count_effects(db, lead_id=str(lead)) == 1
+
+    duplicates: list[str] = []
+
+    async def on_duplicate(envelope: object) -> None:
+        duplicates.append(str(getattr(envelope, "id", "")))
+
+    survivor = consumer(bus, db, catalog, group, ConsumerHooks(on_duplicate=on_duplicate))
+    task = asyncio.create_task(survivor.run())
+
+    async def redelivered() -> bool:
+        return len(duplicates) == 1
+
+    await eventually(redelivered, timeout=60)
+    survivor.stop()
+    await asyncio.wait_for(task, timeout=30)
+    assert await count_effects(db, lead_id=str(lead)) == 1
+
+
+async def test_two_members_of_one_group_share_the_partitions(bus: Bus) -> None:
+    topic = unique("t.share")
+    catalog = catalog_with_ping(topic)
+    await bus.ensure_topics([topic])
+    group = unique("g")
+    first = bus.subscribe(group=group, topics=[topic])
+    second = bus.subscribe(group=group, topics=[topic])
+    await first.start()
+    await second.start()
+
+    async def both_assigned() -> bool:
+        await first.poll(max_records=1, timeout=0.2)  # Kafka rebalances inside poll
+        await second.poll(max_records=1, timeout=0.2)
+        return bool(first.assignment()) and bool(second.assignment())
+
+    await eventually(both_assigned, timeout=60, interval=0)
+    messages = [ping(catalog, topic, uuid.uuid4(), i) for i in range(200)]
+    await bus.publish(messages)
+    got_first, got_second = await asyncio.gather(collect(first, 200, timeout=8),
+                                                 collect(second, 200, timeout=8))
+    await first.close()
+    await second.close()
+
+    assert first.assignment().isdisjoint(second.assignment())
+    assert got_first and got_second
+    first_ids = {r.header("ce_id") for r in got_first}
+    second_ids = {r.header("ce_id") for r in got_second}
+    assert first_ids.isdisjoint(second_ids)
+    assert len(first_ids | second_ids) == 200
+
+
+async def test_two_groups_each_see_every_event(bus: Bus) -> None:
+    topic = unique("t.groups")
+    catalog = catalog_with_ping(topic)
+    await bus.ensure_topics([topic])
+    await bus.publish([ping(catalog, topic, uuid.uuid4(), i) for i in range(50)])
+    a = bus.subscribe(group=unique("ga"), topics=[topic])
+    b = bus.subscribe(group=unique("gb"), topics=[topic])
+    await a.start()
+    await b.start()
+
+    got_a = await collect(a, 50)
+    got_b = await collect(b, 50)
+    await a.close()
+    await b.close()
+
+    assert len(got_a) == len(got_b) == 50
+    assert {r.header("ce_id") for r in got_a} == {r.header("ce_id") for r in got_b}
+
+
+async def test_malformed_and_unknown_events_go_to_the_dead_letter_topic_and_consumption_goes_on(
+        bus: Bus, db: Database) -> None:
+    topic = unique("t.dlq")
+    catalog = catalog_with_ping(topic)
+    group = unique("g")
+    await bus.ensure_topics([topic, dead_letter_topic(group)])
+    lead = uuid.uuid4()
+    not_json = OutgoingMessage(topic=topic, key=str(lead), value=b"{not json",
+                               headers=ping(catalog, topic, lead, 0).headers)
+    unknown = ping(catalog, topic, lead, 1)
+    unknown = OutgoingMessage(topic=topic, key=unknown.key, value=unknown.value, headers=[
+        (k, b"handoff.nobody.knows.v9" if k == "ce_type" else v) for k, v in unknown.headers])
+    await bus.publish([not_json, unknown, ping(catalog, topic, lead, 2)])
+
+    worker = consumer(bus, db, catalog, group)
+    task = asyncio.create_task(worker.run())
+
+    async def good_one_applied() -> bool:
+        return await count_effects(db, lead_id=str(lead), n=2) == 1
+
+    await eventually(good_one_applied, timeout=60)
+    worker.stop()
+    await asyncio.wait_for(task, timeout=30)
+
+    dlq = bus.subscribe(group=unique("inspect"), topics=[dead_letter_topic(group)])
+    await dlq.start()
+    dead = await collect(dlq, 2)
+    await dlq.close()
+    errors = sorted(r.header("dlq_error") or "" for r in dead)
+    assert len(dead) == 2
+    assert errors[0].startswith("MalformedEvent") and "not JSON" in errors[0]
+    assert errors[1].startswith("UnknownEventType") and "handoff.nobody.knows.v9" in errors[1]
+    assert all(r.header("dlq_topic") == topic for r in dead)
+
+
+async def test_a_handler_that_keeps_failing_dead_letters_only_its_event(
+        bus: Bus, db: Database) -> None:
+    topic = unique("t.poison")
+    catalog = catalog_with_ping(topic)
+    group = unique("g")
+    await bus.ensure_topics([topic, dead_letter_topic(group)])
+    lead = uuid.uuid4()
+
+    async def refuse_seven(ctx: object, payload: Ping) -> None:
+        if payload.n == 7:
+            raise ValueError("seven is not a valid ping")
+
+    worker = EventConsumer(service="test", group=group, bus=bus, db=db, inbox=Inbox(inbox_table),
+                           catalog=catalog, handlers={Ping: [refuse_seven, record_effect]},
+                           max_attempts=2)
+    await bus.publish([ping(catalog, topic, lead, n) for n in range(5, 10)])
+    task = asyncio.create_task(worker.run())
+
+    async def others_applied() -> bool:
+        return await count_effects(db, lead_id=str(lead)) == 4
+
+    await eventually(others_applied, timeout=60)
+    worker.stop()
+    await asyncio.wait_for(task, timeout=30)
+    dlq = bus.subscribe(group=unique("inspect"), topics=[dead_letter_topic(group)])
+    await dlq.start()
+    dead = await collect(dlq, 1)
+    await dlq.close()
+
+    assert await count_effects(db, lead_id=str(lead), n=7) == 0
+    assert [r.header("dlq_error") for r in dead] == ["ValueError: seven is not a valid ping"]

@@ -1,0 +1,93 @@
+"""Test doubles built from the real parts: a tiny service schema, a test event, collectors."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Column, Integer, String, Table, func, insert, select
+
+from shared.bus.port import Record, Subscription
+from shared.consumer import HandlerContext
+from shared.db import Database, new_metadata
+from shared.events.catalog import CATALOG, EventCatalog, EventType
+from shared.events.payloads import Payload
+from shared.inbox import define_inbox_table
+from shared.outbox import define_outbox_tables
+
+metadata = new_metadata()
+outbox_tables = define_outbox_tables(metadata)
+inbox_table = define_inbox_table(metadata)
+effects = Table(
+    "effects", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False),
+    Column("lead_id", String(36), nullable=False),
+    Column("n", Integer, nullable=False),
+)
+
+
+class Ping(Payload):
+    """A test event: lead `lead_id`'s n-th ping."""
+
+    n: int
+
+
+def catalog_with_ping(topic: str) -> EventCatalog:
+    return CATALOG.extended(EventType("handoff.test.ping.v1", Ping, topic, "A test event."))
+
+
+async def record_effect(ctx: HandlerContext, payload: Ping) -> None:
+    await ctx.session.execute(insert(effects).values(
+        event_id=str(ctx.envelope.id), lead_id=str(payload.lead_id), n=payload.n))
+
+
+async def create_schema(db: Database, *, dispose: bool = False) -> None:
+    async with db.engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    if dispose:  # the caller goes on in another event loop
+        await db.dispose()
+
+
+async def count_effects(db: Database, **where: Any) -> int:
+    stmt = select(func.count()).select_from(effects)
+    for column, value in where.items():
+        stmt = stmt.where(effects.c[column] == value)
+    async with db.engine.connect() as conn:
+        return int((await conn.execute(stmt)).scalar_one())
+
+
+async def effect_ns(db: Database) -> list[int]:
+    async with db.engine.connect() as conn:
+        return list((await conn.execute(select(effects.c.n).order_by(effects.c.id))).scalars())
+
+
+async def collect(subscription: Subscription, count: int, *, timeout: float = 30.0,
+                  commit: bool = True) -> list[Record]:
+    """Poll until `count` records arrived (or the timeout), committing as a consumer would."""
+    records: list[Record] = []
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len(records) < count and asyncio.get_running_loop().time() < deadline:
+        batch = await subscription.poll(max_records=500, timeout=0.5)
+        records.extend(batch)
+        if batch and commit:
+            await subscription.commit(batch)
+    return records
+
+
+async def eventually(predicate: Any, *, timeout: float = 30.0, interval: float = 0.1) -> None:
+    """Wait until an async predicate holds; fail with its last value otherwise."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    value = None
+    while asyncio.get_running_loop().time() < deadline:
+        value = await predicate()
+        if value:
+            return
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+
+
+def new_lead_ids(n: int) -> Sequence[uuid.UUID]:
+    return [uuid.uuid4() for _ in range(n)]

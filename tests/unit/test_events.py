@@ -1,0 +1,99 @@
+"""Event contracts: the envelope, the Kafka binary binding and the catalog."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from cloudevents.v1.kafka import KafkaMessage
+from cloudevents.v1.kafka import from_binary as sdk_from_binary
+
+from shared.events.catalog import CATALOG, Topics, UnknownEventType
+from shared.events.codec import (
+    MalformedEvent,
+    build_envelope,
+    decode_payload,
+    from_binary,
+    to_binary,
+    to_structured,
+)
+from shared.events.payloads import Actor, LeadStageChanged, Reason
+
+
+def stage_changed() -> LeadStageChanged:
+    return LeadStageChanged(lead_id=uuid.uuid4(), from_stage="lead", to_stage="mql",
+                            actor=Actor(kind="system", id="scoring"),
+                            reason=Reason(code="score_threshold", text="score 72 >= 60"),
+                            model_version="2026-11")
+
+
+def test_an_envelope_survives_the_kafka_binary_binding_unchanged() -> None:
+    payload = stage_changed()
+    envelope = build_envelope(CATALOG, payload, source_service="qualification",
+                              subject=str(payload.lead_id), sequence=3,
+                              traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01")
+    key, headers, value = to_binary(envelope)
+
+    assert key == str(payload.lead_id)
+    assert from_binary(headers, value) == envelope
+    assert decode_payload(CATALOG, envelope) == payload
+
+
+def test_the_binary_binding_is_readable_by_the_cloudevents_sdk() -> None:
+    payload = stage_changed()
+    envelope = build_envelope(CATALOG, payload, source_service="qualification",
+                              subject=str(payload.lead_id), sequence=1)
+    key, headers, value = to_binary(envelope)
+
+    event = sdk_from_binary(KafkaMessage(headers=dict(headers), key=key.encode(), value=value))
+
+    assert event["type"] == "handoff.lead.stage_changed.v1"
+    assert event["source"] == "/handoff/qualification"
+    assert event["subject"] == str(payload.lead_id)
+    assert event["partitionkey"] == str(payload.lead_id).encode()  # the SDK maps it from the key
+    assert event.data["to_stage"] == "mql"
+
+
+def test_structured_mode_carries_every_attribute_in_the_body() -> None:
+    payload = stage_changed()
+    envelope = build_envelope(CATALOG, payload, source_service="qualification",
+                              subject=str(payload.lead_id), sequence=9)
+    body = to_structured(envelope)
+    assert b'"specversion":"1.0"' in body and b'"sequence":9' in body and b'"data":{' in body
+
+
+def test_a_record_without_the_required_headers_is_malformed() -> None:
+    with pytest.raises(MalformedEvent, match="ce_id"):
+        from_binary([("ce_type", b"handoff.lead.captured.v1")], b"{}")
+
+
+def test_a_record_whose_value_is_not_a_json_object_is_malformed() -> None:
+    headers = [("ce_id", str(uuid.uuid4()).encode()), ("ce_source", b"/handoff/x"),
+               ("ce_type", b"t"), ("ce_subject", b"s")]
+    with pytest.raises(MalformedEvent, match="JSON object"):
+        from_binary(headers, b"[1, 2]")
+
+
+def test_data_that_breaks_the_payload_schema_is_malformed() -> None:
+    envelope = build_envelope(CATALOG, stage_changed(), source_service="q", subject="x",
+                              sequence=1)
+    broken = envelope.model_copy(update={"data": {**envelope.data, "to_stage": "limbo"}})
+    with pytest.raises(MalformedEvent, match="to_stage"):
+        decode_payload(CATALOG, broken)
+
+
+def test_an_unknown_type_is_refused_by_name() -> None:
+    with pytest.raises(UnknownEventType, match="handoff.lead.teleported.v1"):
+        CATALOG.by_name("handoff.lead.teleported.v1")
+
+
+def test_every_catalog_type_is_versioned_and_lives_on_a_known_topic() -> None:
+    names = [t.name for t in CATALOG]
+    assert len(names) == len(set(names)) == 11
+    assert all(t.name.startswith("handoff.") and t.name.rsplit(".", 1)[1] == "v1" for t in CATALOG)
+    assert {t.topic for t in CATALOG} == set(Topics.ALL)
+
+
+def test_payloads_ignore_fields_added_by_a_newer_producer() -> None:
+    data = stage_changed().model_dump(mode="json") | {"added_in_v1_1": "hello"}
+    assert LeadStageChanged.model_validate(data).to_stage == "mql"
