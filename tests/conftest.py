@@ -92,9 +92,12 @@ async def bus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[B
     await instance.close()
 
 
+REAL_INFRASTRUCTURE = {"kafka_servers", "postgres_admin_url", "postgres_url"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "tests/integration/" in str(item.path):
+        if REAL_INFRASTRUCTURE & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
 
 

@@ -50,11 +50,11 @@ apt_install() {
     export DEBIAN_FRONTEND=noninteractive
     if ((APT_UPDATED == 0)); then
         log "apt-get update"
-        apt-get update -qq >&2 || die "apt-get update failed"
+        apt-get update -qq -o DPkg::Lock::Timeout=300 >&2 || die "apt-get update failed"
         APT_UPDATED=1
     fi
     log "apt-get install $*"
-    apt-get install -y -qq --no-install-recommends \
+    apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
         "$@" >&2 || die "apt-get install $* failed"
 }

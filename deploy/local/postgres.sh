@@ -387,10 +387,14 @@ cmd_status() {
 
 cmd_createdb() {
     (($# > 0)) || die "usage: $0 createdb NAME..."
+    local name
+    for name in "$@"; do
+        [[ "$name" =~ ^[A-Za-z_][A-Za-z0-9_-]{0,62}$ ]] \
+            || die "invalid database name '$name' (letters, digits, _ and -, max 63 chars)"
+    done
     if ! resolve_layout lookup || ! find_binaries_noinstall || ! cluster_running || ! pg_ready; then
         die "PostgreSQL is not running on 127.0.0.1:$PG_PORT; run '$0 start' first"
     fi
-    local name
     for name in "$@"; do
         create_db "$name"
     done

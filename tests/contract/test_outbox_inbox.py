@@ -1,0 +1,162 @@
+"""Outbox -> bus -> inbox: events commit with the state change and apply exactly once.
+
+Runs on SQLite and PostgreSQL, over LocalBus and Kafka (PostgreSQL and Kafka are real).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, insert, select
+
+from shared.bus.port import Bus
+from shared.consumer import ConsumerHooks, EventConsumer
+from shared.db import Database
+from shared.inbox import Inbox
+from shared.outbox import Outbox, OutboxRelay
+from tests.conftest import new_pg_database, unique
+from tests.support import (
+    Ping,
+    catalog_with_ping,
+    count_effects,
+    create_schema,
+    effect_ns,
+    effects,
+    eventually,
+    inbox_table,
+    outbox_tables,
+    record_effect,
+)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+async def databases(request: pytest.FixtureRequest,
+                    tmp_path: Path) -> AsyncIterator[tuple[Database, Database]]:
+    """A producer's and a consumer's database (each service has its own)."""
+    if request.param == "sqlite":
+        pair = (Database(f"sqlite+aiosqlite:///{tmp_path / 'producer.db'}"),
+                Database(f"sqlite+aiosqlite:///{tmp_path / 'consumer.db'}"))
+        for db in pair:
+            await create_schema(db)
+        yield pair
+        for db in pair:
+            await db.dispose()
+        return
+    admin = request.getfixturevalue("postgres_admin_url")
+    async with new_pg_database(admin) as producer_url, new_pg_database(admin) as consumer_url:
+        pair = (Database(producer_url), Database(consumer_url))
+        for db in pair:
+            await create_schema(db)
+        yield pair
+        for db in pair:
+            await db.dispose()
+
+
+async def outbox_rows(db: Database) -> int:
+    async with db.engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(outbox_tables[0])))
+                   .scalar_one())
+
+
+async def test_a_state_change_and_its_events_commit_together_and_apply_once_downstream(
+        databases: tuple[Database, Database], bus: Bus) -> None:
+    producer_db, consumer_db = databases
+    topic = unique("t.outbox")
+    catalog = catalog_with_ping(topic)
+    outbox = Outbox(service="producer", tables=outbox_tables, catalog=catalog)
+    relay = OutboxRelay(db=producer_db, outbox=outbox, bus=bus, batch_size=7)
+    leads = [uuid.uuid4() for _ in range(5)]
+    async with producer_db.transaction() as session:
+        for n in range(40):
+            lead = leads[n % 5]
+            await session.execute(insert(effects).values(event_id="local", lead_id=str(lead), n=n))
+            await outbox.add(session, Ping(lead_id=lead, n=n), subject=str(lead))
+    consumer = EventConsumer(service="consumer", group=unique("g"), bus=bus, db=consumer_db,
+                             inbox=Inbox(inbox_table), catalog=catalog,
+                             handlers={Ping: [record_effect]})
+    tasks = [asyncio.create_task(relay.run()), asyncio.create_task(consumer.run())]
+
+    async def all_applied() -> bool:
+        return await count_effects(consumer_db) == 40
+
+    await eventually(all_applied, timeout=60)
+    relay.stop()
+    consumer.stop()
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+
+    assert await outbox_rows(producer_db) == 0
+    per_lead: dict[int, list[int]] = {}
+    for n in await effect_ns(consumer_db):
+        per_lead.setdefault(n % 5, []).append(n)
+    assert all(ns == sorted(ns) for ns in per_lead.values())  # per-lead order kept
+
+
+async def test_a_rolled_back_transaction_leaves_no_event(databases: tuple[Database, Database],
+                                                          ) -> None:
+    producer_db, _ = databases
+    outbox = Outbox(service="producer", tables=outbox_tables, catalog=catalog_with_ping("t"))
+    lead = uuid.uuid4()
+    with pytest.raises(RuntimeError):
+        async with producer_db.transaction() as session:
+            await outbox.add(session, Ping(lead_id=lead, n=1), subject=str(lead))
+            raise RuntimeError("the state change failed")
+    assert await outbox_rows(producer_db) == 0
+    assert not outbox.wake.is_set()
+
+
+async def test_each_subject_gets_its_own_gapless_sequence(
+        databases: tuple[Database, Database]) -> None:
+    producer_db, _ = databases
+    outbox = Outbox(service="producer", tables=outbox_tables, catalog=catalog_with_ping("t"))
+    a, b = uuid.uuid4(), uuid.uuid4()
+    sequences: list[tuple[uuid.UUID, int]] = []
+    for lead in (a, b, a, a, b):
+        async with producer_db.transaction() as session:
+            envelope = await outbox.add(session, Ping(lead_id=lead, n=0), subject=str(lead))
+            sequences.append((lead, envelope.sequence))
+    assert sequences == [(a, 1), (b, 1), (a, 2), (a, 3), (b, 2)]
+
+
+async def test_a_redelivered_event_is_dropped_by_the_inbox(
+        databases: tuple[Database, Database], bus: Bus) -> None:
+    producer_db, consumer_db = databases
+    topic = unique("t.dup")
+    catalog = catalog_with_ping(topic)
+    outbox = Outbox(service="producer", tables=outbox_tables, catalog=catalog)
+    relay = OutboxRelay(db=producer_db, outbox=outbox, bus=bus)
+    lead = uuid.uuid4()
+    async with producer_db.transaction() as session:
+        await outbox.add(session, Ping(lead_id=lead, n=1), subject=str(lead))
+    async with producer_db.transaction() as session:  # a relay that died before deleting
+        rows = (await session.execute(select(outbox_tables[0]))).all()
+    await relay.relay_once()
+    await producer_db_reinsert(producer_db, rows)
+    await relay.relay_once()
+    duplicates: list[str] = []
+
+    async def on_duplicate(envelope: object) -> None:
+        duplicates.append(str(getattr(envelope, "id", "")))
+
+    consumer = EventConsumer(service="consumer", group=unique("g"), bus=bus, db=consumer_db,
+                             inbox=Inbox(inbox_table), catalog=catalog,
+                             handlers={Ping: [record_effect]},
+                             hooks=ConsumerHooks(on_duplicate=on_duplicate))
+    task = asyncio.create_task(consumer.run())
+
+    async def duplicate_seen() -> bool:
+        return len(duplicates) == 1
+
+    await eventually(duplicate_seen, timeout=60)
+    consumer.stop()
+    await asyncio.wait_for(task, timeout=30)
+    assert await count_effects(consumer_db, lead_id=str(lead)) == 1
+
+
+async def producer_db_reinsert(db: Database, rows: list[object]) -> None:
+    async with db.transaction() as session:
+        for row in rows:
+            await session.execute(insert(outbox_tables[0]).values(**row._mapping))  # type: ignore[attr-defined]
