@@ -65,8 +65,11 @@ class TokenStore:
         if any(r.name == name for r in records):
             raise ValueError(f"a token named {name!r} exists; revoke it first")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        records.append(TokenRecord(name, role, team, _digest(token),
-                                   datetime.now(UTC).isoformat(timespec="seconds")))
+        records.append(
+            TokenRecord(
+                name, role, team, _digest(token), datetime.now(UTC).isoformat(timespec="seconds")
+            )
+        )
         self._write(records)
         return token
 
@@ -76,7 +79,7 @@ class TokenStore:
         self._write(kept)
         return len(kept) != len(records)
 
-    def list(self) -> list[TokenRecord]:
+    def records(self) -> list[TokenRecord]:
         return self._read()
 
     def verify(self, token: str) -> Principal | None:
@@ -125,21 +128,30 @@ def require_roles(*roles: Role) -> RoleCheck:
     """A dependency admitting callers with one of `roles` (admins always); 401 vs 403."""
     allowed = frozenset(roles) | {"admin"}
 
-    async def check(request: Request, credentials: Annotated[
-            HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+    async def check(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
         challenge = {"WWW-Authenticate": "Bearer"}
         if credentials is None:
-            raise Problem(401, "Unauthorized", "send a bearer token: Authorization: Bearer <token>",
-                          headers=challenge)
+            raise Problem(
+                401,
+                "Unauthorized",
+                "send a bearer token: Authorization: Bearer <token>",
+                headers=challenge,
+            )
         store: TokenStore = request.app.state.token_store
         principal = store.verify(credentials.credentials)
         if principal is None:
-            raise Problem(401, "Unauthorized", "the bearer token is unknown or revoked",
-                          headers=challenge)
+            raise Problem(
+                401, "Unauthorized", "the bearer token is unknown or revoked", headers=challenge
+            )
         if principal.role not in allowed:
-            raise Problem(403, "Forbidden",
-                          f"role {principal.role!r} may not do this; allowed: "
-                          f"{', '.join(sorted(allowed))}")
+            raise Problem(
+                403,
+                "Forbidden",
+                f"role {principal.role!r} may not do this; allowed: {', '.join(sorted(allowed))}",
+            )
         return principal
 
     check.roles = allowed  # type: ignore[attr-defined]  # read by the route audit
@@ -160,7 +172,7 @@ def declared_roles(route: Any) -> frozenset[str] | None:
 
 def routes_without_roles(routes: Any) -> list[str]:
     """`METHOD path` of every `/v1` route that does not declare who may call it."""
-    missing = []
+    missing: list[str] = []
     for route in routes:
         path = getattr(route, "path", "")
         if path.startswith("/v1") and hasattr(route, "dependant") and declared_roles(route) is None:

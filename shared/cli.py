@@ -22,8 +22,11 @@ from shared.runtime import ServiceRuntime
 from shared.service_app import service_definition, service_module
 from shared.settings import SERVICES, SettingsError, load_settings
 
-app = typer.Typer(help="handoff: the shared lead pipeline for marketing and sales.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="handoff: the shared lead pipeline for marketing and sales.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 tokens = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 app.add_typer(tokens, name="tokens")
 console = Console(stderr=True)
@@ -50,16 +53,24 @@ def dev(host: Host = "127.0.0.1", port: Port = 8000, data_dir: DataDir = Path(".
     for name, s in settings.items():
         asyncio.run(upgrade(service_definition(name).migrations, s.resolved_database_url()))
     bus = LocalBus(first.local_bus_path(), partitions=first.topic_partitions)
-    runtimes = [ServiceRuntime(definition=service_definition(name), settings=s, bus=bus,
-                               owns_bus=False) for name, s in settings.items()]
+    runtimes = [
+        ServiceRuntime(definition=service_definition(name), settings=s, bus=bus, owns_bus=False)
+        for name, s in settings.items()
+    ]
     store = TokenStore(first.resolved_tokens_file())
     token = _dev_admin_token(store, data_dir)
-    application = build_app(runtimes, title="handoff (embedded: all services)",
-                            token_store=store, max_body_bytes=first.max_body_bytes,
-                            shared_bus=bus)
+    application = build_app(
+        runtimes,
+        title="handoff (embedded: all services)",
+        token_store=store,
+        max_body_bytes=first.max_body_bytes,
+        shared_bus=bus,
+    )
     base = f"http://{host}:{port}"
     console.print(f"[bold]handoff dev[/bold]: all five services on {base}")
-    console.print(f"  API docs   {base}/docs\n  health     {base}/readyz\n  metrics    {base}/metrics")
+    console.print(
+        f"  API docs   {base}/docs\n  health     {base}/readyz\n  metrics    {base}/metrics"
+    )
     console.print(f"  data       {data_dir.resolve()}")
     console.print(f"  admin token (dev only): [green]{token}[/green]")
     uvicorn.run(application, host=host, port=port, log_config=None, access_log=False)
@@ -79,9 +90,12 @@ def _dev_admin_token(store: TokenStore, data_dir: Path) -> str:
 
 
 @app.command()
-def serve(service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}.")],
-          host: Host = "127.0.0.1", port: Port = 8000,
-          migrate: Annotated[bool, typer.Option(help="Apply migrations first.")] = True) -> None:
+def serve(
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}.")],
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    migrate: Annotated[bool, typer.Option(help="Apply migrations first.")] = True,
+) -> None:
     """Run one service as its own process (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS)."""
     try:
         settings = load_settings(service)
@@ -89,17 +103,27 @@ def serve(service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVI
         _fail(str(exc))
     configure_logging(level=settings.log_level, json=settings.log_json)
     if migrate:
-        asyncio.run(upgrade(service_definition(service).migrations,
-                            settings.resolved_database_url()))
+        asyncio.run(
+            upgrade(service_definition(service).migrations, settings.resolved_database_url())
+        )
     application = service_module(service).create_app(settings)
-    uvicorn.run(application, host=host, port=port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=20)
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=20,
+    )
 
 
 @app.command()
-def migrate(services: Annotated[list[str] | None, typer.Argument(
-                help="Services to migrate (default: all).")] = None,
-            revision: Annotated[str, typer.Option(help="Target revision.")] = "head") -> None:
+def migrate(
+    services: Annotated[
+        list[str] | None, typer.Argument(help="Services to migrate (default: all).")
+    ] = None,
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+) -> None:
     """Apply Alembic migrations to each service's own database."""
     for name in services or SERVICES:
         try:
@@ -131,7 +155,7 @@ def tokens_create(
 def tokens_list() -> None:
     """List tokens (names, roles, teams; never the tokens themselves)."""
     store = TokenStore(load_settings("intake").resolved_tokens_file())
-    for record in store.list():
+    for record in store.records():
         print(f"{record.name}\t{record.role}\t{record.team or '-'}\t{record.created_at}")
 
 
@@ -145,8 +169,9 @@ def tokens_revoke(name: Annotated[str, typer.Argument(help="The token's name.")]
 
 
 @app.command()
-def bench(name: Annotated[str, typer.Argument(help="Benchmark in bench/ (e.g. bus).")] = "bus",
-          ) -> None:
+def bench(
+    name: Annotated[str, typer.Argument(help="Benchmark in bench/ (e.g. bus).")] = "bus",
+) -> None:
     """Run a benchmark from the repository's bench/ directory."""
     script = Path("bench") / f"{name}.py"
     if not script.exists():
@@ -158,3 +183,7 @@ def bench(name: Annotated[str, typer.Argument(help="Benchmark in bench/ (e.g. bu
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -44,8 +44,12 @@ class HandlerContext:
         """Emit an event in the same transaction, continuing the incoming event's trace."""
         if self.outbox is None:
             raise RuntimeError("this consumer has no outbox to emit through")
-        return await self.outbox.add(self.session, payload, subject=subject or
-                                     self.envelope.subject, traceparent=self.envelope.traceparent)
+        return await self.outbox.add(
+            self.session,
+            payload,
+            subject=subject or self.envelope.subject,
+            traceparent=self.envelope.traceparent,
+        )
 
 
 Handler = Callable[[HandlerContext, Any], Awaitable[None]]
@@ -73,10 +77,22 @@ class ConsumerHooks:
 class EventConsumer:
     """Runs one consumer-group member: poll, apply idempotently, commit offsets."""
 
-    def __init__(self, *, service: str, group: str, bus: Bus, db: Database, inbox: Inbox,
-                 catalog: EventCatalog, handlers: Handlers, topics: Sequence[str] | None = None,
-                 outbox: Outbox | None = None, batch_size: int = 500, max_attempts: int = 3,
-                 hooks: ConsumerHooks | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        service: str,
+        group: str,
+        bus: Bus,
+        db: Database,
+        inbox: Inbox,
+        catalog: EventCatalog,
+        handlers: Handlers,
+        topics: Sequence[str] | None = None,
+        outbox: Outbox | None = None,
+        batch_size: int = 500,
+        max_attempts: int = 3,
+        hooks: ConsumerHooks | None = None,
+    ) -> None:
         self.service = service
         self.group = group
         self.bus = bus
@@ -84,8 +100,7 @@ class EventConsumer:
         self.inbox = inbox
         self.catalog = catalog
         self.handlers = handlers
-        self.topics = tuple(topics or sorted({catalog.for_payload_type(m).topic
-                                              for m in handlers}))
+        self.topics = tuple(topics or sorted({catalog.for_payload_type(m).topic for m in handlers}))
         self.outbox = outbox
         self.batch_size = batch_size
         self.max_attempts = max_attempts
@@ -97,8 +112,9 @@ class EventConsumer:
 
     async def run(self) -> None:
         """Consume until `stop()`; returns after the last batch is committed."""
-        subscription = self.bus.subscribe(group=self.group, topics=self.topics,
-                                          on_revoke=self._wait_for_in_flight)
+        subscription = self.bus.subscribe(
+            group=self.group, topics=self.topics, on_revoke=self._wait_for_in_flight
+        )
         self._subscription = subscription
         await subscription.start()
         try:
@@ -131,8 +147,9 @@ class EventConsumer:
             for item, outcome in zip(good, outcomes, strict=True):
                 self._count(item, outcome)
         except Exception:
-            log.warning("batch failed; retrying its events one by one", group=self.group,
-                        size=len(good))
+            log.warning(
+                "batch failed; retrying its events one by one", group=self.group, size=len(good)
+            )
             for item in good:
                 await self._apply_alone(item)
         dead = [d for d in decoded if d.error is not None]
@@ -151,7 +168,8 @@ class EventConsumer:
 
     async def _apply(self, session: AsyncSession, item: _Decoded) -> str:
         """Run the handlers unless the inbox has seen the event; returns the outcome."""
-        assert item.envelope is not None and item.payload is not None
+        assert item.envelope is not None
+        assert item.payload is not None
         envelope, payload = item.envelope, item.payload
         handlers = self.handlers.get(type(payload), ())
         if not handlers:
@@ -160,8 +178,9 @@ class EventConsumer:
             if self.hooks.on_duplicate:
                 await self.hooks.on_duplicate(envelope)
             return "duplicate"
-        bind_event_context(event_id=str(envelope.id), lead_id=envelope.subject,
-                           traceparent=envelope.traceparent)
+        bind_event_context(
+            event_id=str(envelope.id), lead_id=envelope.subject, traceparent=envelope.traceparent
+        )
         try:
             context = HandlerContext(session=session, envelope=envelope, outbox=self.outbox)
             for handler in handlers:
@@ -180,8 +199,14 @@ class EventConsumer:
                 return
             except Exception as exc:
                 metrics.EVENTS_FAILED.labels(self.service, self.group, item.envelope.type).inc()
-                log.warning("handler failed", group=self.group, event_id=str(item.envelope.id),
-                            type=item.envelope.type, attempt=attempt, error=repr(exc))
+                log.warning(
+                    "handler failed",
+                    group=self.group,
+                    event_id=str(item.envelope.id),
+                    type=item.envelope.type,
+                    attempt=attempt,
+                    error=repr(exc),
+                )
                 if attempt == self.max_attempts:
                     await self.db.ping()  # a database outage is not the event's fault: raise
                     item.error = f"{type(exc).__name__}: {exc}"
@@ -193,16 +218,28 @@ class EventConsumer:
         messages = []
         for item in dead:
             r = item.record
-            log.error("event dead-lettered", group=self.group, topic=r.topic,
-                      partition=r.partition, offset=r.offset, error=item.error)
-            metrics.EVENTS_CONSUMED.labels(self.service, self.group,
-                                           r.header("ce_type") or "unknown", "dead_lettered").inc()
-            headers = [*r.headers, ("dlq_error", (item.error or "").encode()),
-                       ("dlq_group", self.group.encode()), ("dlq_topic", r.topic.encode()),
-                       ("dlq_partition", str(r.partition).encode()),
-                       ("dlq_offset", str(r.offset).encode())]
-            messages.append(OutgoingMessage(topic=topic, key=r.key or "", value=r.value,
-                                            headers=headers))
+            log.error(
+                "event dead-lettered",
+                group=self.group,
+                topic=r.topic,
+                partition=r.partition,
+                offset=r.offset,
+                error=item.error,
+            )
+            metrics.EVENTS_CONSUMED.labels(
+                self.service, self.group, r.header("ce_type") or "unknown", "dead_lettered"
+            ).inc()
+            headers = [
+                *r.headers,
+                ("dlq_error", (item.error or "").encode()),
+                ("dlq_group", self.group.encode()),
+                ("dlq_topic", r.topic.encode()),
+                ("dlq_partition", str(r.partition).encode()),
+                ("dlq_offset", str(r.offset).encode()),
+            ]
+            messages.append(
+                OutgoingMessage(topic=topic, key=r.key or "", value=r.value, headers=headers)
+            )
         await self.bus.publish(messages)
 
     def _count(self, item: _Decoded, outcome: str) -> None:
@@ -216,4 +253,6 @@ class EventConsumer:
         self._last_lag_report = now
         with contextlib.suppress(Exception):
             for (topic, partition), lag in (await subscription.lag()).items():
-                metrics.CONSUMER_LAG.labels(self.service, self.group, topic, str(partition)).set(lag)
+                metrics.CONSUMER_LAG.labels(self.service, self.group, topic, str(partition)).set(
+                    lag
+                )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -22,8 +22,14 @@ from shared.runtime import ServiceRuntime
 VERSION = "0.1.0"
 
 
-def build_app(runtimes: Sequence[ServiceRuntime], *, title: str, token_store: TokenStore,
-              max_body_bytes: int, shared_bus: Bus | None = None) -> FastAPI:
+def build_app(
+    runtimes: Sequence[ServiceRuntime],
+    *,
+    title: str,
+    token_store: TokenStore,
+    max_body_bytes: int,
+    shared_bus: Bus | None = None,
+) -> FastAPI:
     """One FastAPI app serving the routes of `runtimes` (one service, or all in dev mode).
 
     Args:
@@ -50,8 +56,12 @@ def build_app(runtimes: Sequence[ServiceRuntime], *, title: str, token_store: To
             if shared_bus is not None:
                 await shared_bus.close()
 
-    app = FastAPI(title=title, version=VERSION, lifespan=lifespan,
-                  description="handoff: the shared lead pipeline for marketing and sales.")
+    app = FastAPI(
+        title=title,
+        version=VERSION,
+        lifespan=lifespan,
+        description="handoff: the shared lead pipeline for marketing and sales.",
+    )
     app.state.runtimes = {r.name: r for r in runtimes}
     app.state.token_store = token_store
     install_problem_handlers(app)
@@ -90,8 +100,9 @@ def _add_operational_routes(app: FastAPI, runtimes: Sequence[ServiceRuntime]) ->
         ready = all(v == "ok" for c in checks.values() for v in c.values())
         if ready:
             return JSONResponse({"status": "ready", "checks": checks})
-        body = Problem(503, "Service Unavailable", "a dependency is not reachable",
-                       checks=checks).body("/readyz")
+        body = Problem(
+            503, "Service Unavailable", "a dependency is not reachable", checks=checks
+        ).body("/readyz")
         return JSONResponse(body, status_code=503, media_type=PROBLEM_JSON)
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
@@ -129,14 +140,24 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
     async def _reject(self, scope: Scope, send: Send) -> None:
-        problem = Problem(413, "Content Too Large",
-                          f"the request body exceeds the limit of {self.max_bytes} bytes")
+        problem = Problem(
+            413,
+            "Content Too Large",
+            f"the request body exceeds the limit of {self.max_bytes} bytes",
+        )
         import orjson
 
         body = orjson.dumps(problem.body(scope.get("path", "")))
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", PROBLEM_JSON.encode()),
-                                (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", PROBLEM_JSON.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -175,6 +196,5 @@ class RequestMetrics:
             method = scope.get("method", "GET")
             metrics.HTTP_REQUESTS.labels(self.service, method, path, str(status)).inc()
             metrics.HTTP_DURATION.labels(self.service, method, path).observe(
-                time.perf_counter() - start)
-
-
+                time.perf_counter() - start
+            )

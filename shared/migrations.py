@@ -34,8 +34,12 @@ def run_env(metadata: MetaData) -> None:
     url = context.config.get_main_option("sqlalchemy.url")
     assert url is not None
     if context.is_offline_mode():
-        context.configure(url=url, target_metadata=metadata, literal_binds=True,
-                          render_as_batch=url.startswith("sqlite"))
+        context.configure(
+            url=url,
+            target_metadata=metadata,
+            literal_binds=True,
+            render_as_batch=url.startswith("sqlite"),
+        )
         with context.begin_transaction():
             context.run_migrations()
         return
@@ -57,8 +61,12 @@ def _migrate(conn: Connection, metadata: MetaData) -> None:
         lock = zlib.crc32(str(metadata.tables.keys()).encode())
         conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": lock})
     try:
-        context.configure(connection=conn, target_metadata=metadata,
-                          render_as_batch=not is_postgres, compare_type=True)
+        context.configure(
+            connection=conn,
+            target_metadata=metadata,
+            render_as_batch=not is_postgres,
+            compare_type=True,
+        )
         with context.begin_transaction():
             context.run_migrations()
         conn.commit()

@@ -47,8 +47,9 @@ def define_outbox_tables(metadata: MetaData) -> tuple[Table, Table]:
     outbox = Table(
         "outbox",
         metadata,
-        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-               autoincrement=True),
+        Column(
+            "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+        ),
         Column("event_id", String(36), nullable=False, unique=True),
         Column("topic", String(200), nullable=False),
         Column("key", String(200), nullable=False),
@@ -68,36 +69,63 @@ def define_outbox_tables(metadata: MetaData) -> tuple[Table, Table]:
 class Outbox:
     """Adds events to the current transaction; `OutboxRelay` ships them after commit."""
 
-    def __init__(self, *, service: str, tables: tuple[Table, Table], catalog: EventCatalog,
-                 wake: asyncio.Event | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        service: str,
+        tables: tuple[Table, Table],
+        catalog: EventCatalog,
+        wake: asyncio.Event | None = None,
+    ) -> None:
         self.service = service
         self.table, self.sequences = tables
         self.catalog = catalog
         self.wake = wake or asyncio.Event()
 
-    async def add(self, session: AsyncSession, payload: BaseModel, *, subject: str,
-                  traceparent: str | None = None) -> Envelope:
+    async def add(
+        self,
+        session: AsyncSession,
+        payload: BaseModel,
+        *,
+        subject: str,
+        traceparent: str | None = None,
+    ) -> Envelope:
         """Record `payload` as an event about `subject` inside the session's transaction."""
         sequence = await self._next_sequence(session, subject)
-        envelope = build_envelope(self.catalog, payload, source_service=self.service,
-                                  subject=subject, sequence=sequence, traceparent=traceparent)
+        envelope = build_envelope(
+            self.catalog,
+            payload,
+            source_service=self.service,
+            subject=subject,
+            sequence=sequence,
+            traceparent=traceparent,
+        )
         topic = self.catalog.by_name(envelope.type).topic
         key, headers, value = to_binary(envelope)
-        await session.execute(insert(self.table).values(
-            event_id=str(envelope.id), topic=topic, key=key,
-            headers=_dump_headers(headers), value=value, created_at=datetime.now(UTC),
-        ))
+        await session.execute(
+            insert(self.table).values(
+                event_id=str(envelope.id),
+                topic=topic,
+                key=key,
+                headers=_dump_headers(headers),
+                value=value,
+                created_at=datetime.now(UTC),
+            )
+        )
         after_commit(session, self.wake.set)
         return envelope
 
     async def _next_sequence(self, session: AsyncSession, subject: str) -> int:
-        dialect = session.bind.dialect.name
-        stmt_factory = pg_insert if dialect == "postgresql" else sqlite_insert
-        stmt = stmt_factory(self.sequences).values(subject=subject, last=1)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[self.sequences.c.subject],
-            set_={"last": self.sequences.c.last + 1},
-        ).returning(self.sequences.c.last)
+        insert_for = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+        stmt = (
+            insert_for(self.sequences)
+            .values(subject=subject, last=1)
+            .on_conflict_do_update(
+                index_elements=[self.sequences.c.subject],
+                set_={"last": self.sequences.c.last + 1},
+            )
+            .returning(self.sequences.c.last)
+        )
         return int((await session.execute(stmt)).scalar_one())
 
 
@@ -109,8 +137,15 @@ class OutboxRelay:
     `FOR UPDATE SKIP LOCKED`. It sleeps until a commit wakes it, with a slow safety poll.
     """
 
-    def __init__(self, *, db: Database, outbox: Outbox, bus: Bus, batch_size: int = 500,
-                 idle_poll: float = 2.0) -> None:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        outbox: Outbox,
+        bus: Bus,
+        batch_size: int = 500,
+        idle_poll: float = 2.0,
+    ) -> None:
         self.db = db
         self.outbox = outbox
         self.bus = bus
@@ -133,9 +168,10 @@ class OutboxRelay:
 
     async def _relay_with_retry(self) -> int:
         async for attempt in AsyncRetrying(
-                wait=wait_exponential_jitter(multiplier=0.1, max=5),
-                retry=retry_if_exception_type(Exception),
-                stop=lambda _state: self._stopping):
+            wait=wait_exponential_jitter(multiplier=0.1, max=5),
+            retry=retry_if_exception_type(Exception),
+            stop=lambda _state: self._stopping,
+        ):
             with attempt:
                 try:
                     return await self.relay_once()
@@ -148,19 +184,25 @@ class OutboxRelay:
         """Publish one batch; returns how many events went out."""
         async with self.db.transaction() as session:
             if self.db.is_postgres:
-                got = await session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"),
-                                            {"k": self._lock_id})
+                got = await session.execute(
+                    text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": self._lock_id}
+                )
                 if not got.scalar_one():
                     return 0
             rows = await self._claim(session)
             if not rows:
                 return 0
-            await self.bus.publish([
-                OutgoingMessage(topic=r.topic, key=r.key, value=r.value,
-                                headers=_load_headers(r.headers)) for r in rows
-            ])
-            await session.execute(delete(self.outbox.table).where(
-                self.outbox.table.c.id.in_([r.id for r in rows])))
+            await self.bus.publish(
+                [
+                    OutgoingMessage(
+                        topic=r.topic, key=r.key, value=r.value, headers=_load_headers(r.headers)
+                    )
+                    for r in rows
+                ]
+            )
+            await session.execute(
+                delete(self.outbox.table).where(self.outbox.table.c.id.in_([r.id for r in rows]))
+            )
         metrics.OUTBOX_PUBLISHED.labels(self.outbox.service).inc(len(rows))
         return len(rows)
 

@@ -27,9 +27,16 @@ class Problem(Exception):
         **extensions: extra members (e.g. `allowed` transitions).
     """
 
-    def __init__(self, status: int, title: str, detail: str = "", *,
-                 errors: Sequence[dict[str, Any]] = (), headers: dict[str, str] | None = None,
-                 **extensions: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str = "",
+        *,
+        errors: Sequence[dict[str, Any]] = (),
+        headers: dict[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
         super().__init__(detail or title)
         self.status = status
         self.title = title
@@ -54,8 +61,12 @@ class Problem(Exception):
 
 
 def problem_response(problem: Problem, request: Request) -> JSONResponse:
-    return JSONResponse(problem.body(request.url.path), status_code=problem.status,
-                        media_type=PROBLEM_JSON, headers=problem.headers)
+    return JSONResponse(
+        problem.body(request.url.path),
+        status_code=problem.status,
+        media_type=PROBLEM_JSON,
+        headers=problem.headers,
+    )
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -83,8 +94,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", path=request.url.path)
-        problem = Problem(500, "Internal Server Error",
-                          "An unexpected error occurred; it has been logged.")
+        problem = Problem(
+            500, "Internal Server Error", "An unexpected error occurred; it has been logged."
+        )
         return problem_response(problem, request)
 
     app.add_exception_handler(Problem, on_problem)

@@ -47,8 +47,11 @@ class ServiceDefinition:
 def bus_from_settings(settings: ServiceSettings) -> Bus:
     """Kafka when `KAFKA_BOOTSTRAP_SERVERS` is set, else the local SQLite log."""
     if settings.kafka_bootstrap_servers:
-        return KafkaBus(settings.kafka_bootstrap_servers, client_id=f"handoff-{settings.service}",
-                        partitions=settings.topic_partitions)
+        return KafkaBus(
+            settings.kafka_bootstrap_servers,
+            client_id=f"handoff-{settings.service}",
+            partitions=settings.topic_partitions,
+        )
     return LocalBus(settings.local_bus_path(), partitions=settings.topic_partitions)
 
 
@@ -71,11 +74,13 @@ class ServiceRuntime:
 
     def __post_init__(self) -> None:
         self.db = Database(self.settings.resolved_database_url())
-        self.outbox = Outbox(service=self.name, tables=self.definition.outbox_tables,
-                             catalog=self.catalog)
+        self.outbox = Outbox(
+            service=self.name, tables=self.definition.outbox_tables, catalog=self.catalog
+        )
         self.inbox = Inbox(self.definition.inbox_table)
-        self.relay = OutboxRelay(db=self.db, outbox=self.outbox, bus=self.bus,
-                                 batch_size=self.settings.outbox_batch_size)
+        self.relay = OutboxRelay(
+            db=self.db, outbox=self.outbox, bus=self.bus, batch_size=self.settings.outbox_batch_size
+        )
 
     @property
     def name(self) -> str:
@@ -90,18 +95,31 @@ class ServiceRuntime:
         handlers = self.definition.handlers(self) if self.definition.handlers else {}
         if handlers:
             consumer = EventConsumer(
-                service=self.name, group=self.definition.consumer_group, bus=self.bus,
-                db=self.db, inbox=self.inbox, catalog=self.catalog, handlers=handlers,
-                outbox=self.outbox, batch_size=self.settings.consumer_batch_size,
-                max_attempts=self.settings.consumer_max_attempts, hooks=self.consumer_hooks)
+                service=self.name,
+                group=self.definition.consumer_group,
+                bus=self.bus,
+                db=self.db,
+                inbox=self.inbox,
+                catalog=self.catalog,
+                handlers=handlers,
+                outbox=self.outbox,
+                batch_size=self.settings.consumer_batch_size,
+                max_attempts=self.settings.consumer_max_attempts,
+                hooks=self.consumer_hooks,
+            )
             self.consumers.append(consumer)
-            self._tasks.append(asyncio.create_task(self._supervise(consumer),
-                                                   name=f"{self.name}-consumer"))
-        log.info("service started", service=self.name, bus=type(self.bus).__name__,
-                 database=self.db.dialect)
+            self._tasks.append(
+                asyncio.create_task(self._supervise(consumer), name=f"{self.name}-consumer")
+            )
+        log.info(
+            "service started",
+            service=self.name,
+            bus=type(self.bus).__name__,
+            database=self.db.dialect,
+        )
 
     async def _supervise(self, consumer: EventConsumer) -> None:
-        """Restart a consumer that failed (e.g. database outage), resuming from committed offsets."""
+        """Restart a failed consumer (e.g. database outage); it resumes from committed offsets."""
         delay = 0.5
         while True:
             try:

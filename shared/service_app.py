@@ -14,14 +14,22 @@ from shared.runtime import ServiceDefinition, ServiceRuntime, bus_from_settings
 from shared.settings import SERVICES, ServiceSettings
 
 
-def create_service_app(definition: ServiceDefinition, settings: ServiceSettings, *,
-                       bus: Bus | None = None) -> FastAPI:
+def create_service_app(
+    definition: ServiceDefinition, settings: ServiceSettings, *, bus: Bus | None = None
+) -> FastAPI:
     """One service in its own app; `bus` lets a caller share or inject the bus."""
-    runtime = ServiceRuntime(definition=definition, settings=settings,
-                             bus=bus or bus_from_settings(settings), owns_bus=bus is None)
-    return build_app([runtime], title=f"handoff {definition.name}",
-                     token_store=TokenStore(settings.resolved_tokens_file()),
-                     max_body_bytes=settings.max_body_bytes)
+    runtime = ServiceRuntime(
+        definition=definition,
+        settings=settings,
+        bus=bus or bus_from_settings(settings),
+        owns_bus=bus is None,
+    )
+    return build_app(
+        [runtime],
+        title=f"handoff {definition.name}",
+        token_store=TokenStore(settings.resolved_tokens_file()),
+        max_body_bytes=settings.max_body_bytes,
+    )
 
 
 def service_module(name: str) -> ModuleType:

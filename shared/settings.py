@@ -102,8 +102,13 @@ class WebhooksSettings(ServiceSettings):
 
 SETTINGS_BY_SERVICE: dict[str, type[ServiceSettings]] = {
     cls.service: cls
-    for cls in (IntakeSettings, QualificationSettings, RoutingSettings, MetricsSettings,
-                WebhooksSettings)
+    for cls in (
+        IntakeSettings,
+        QualificationSettings,
+        RoutingSettings,
+        MetricsSettings,
+        WebhooksSettings,
+    )
 }
 
 

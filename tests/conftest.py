@@ -53,8 +53,12 @@ class _pg_database:  # noqa: N801 - used like a function
 
     async def _exec(self, sql: str) -> None:
         conn = await asyncpg.connect(
-            user=self.admin.username, password=self.admin.password, host=self.admin.host,
-            port=self.admin.port, database=self.admin.database)
+            user=self.admin.username,
+            password=self.admin.password,
+            host=self.admin.host,
+            port=self.admin.port,
+            database=self.admin.database,
+        )
         try:
             await conn.execute(sql)
         finally:
@@ -85,8 +89,9 @@ async def bus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[B
         instance = LocalBus(tmp_path / "events.db", partitions=4)
     else:
         servers = request.getfixturevalue("kafka_servers")
-        instance = KafkaBus(servers, client_id=unique("test"), partitions=4,
-                            session_timeout_ms=6000)
+        instance = KafkaBus(
+            servers, client_id=unique("test"), partitions=4, session_timeout_ms=6000
+        )
     await instance.start()
     yield instance
     await instance.close()
@@ -116,4 +121,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_line(
         f"integration tests against real Kafka/PostgreSQL: {ran} ran "
         f"({_integration['passed']} passed, {_integration['failed']} failed, "
-        f"{_integration['skipped']} skipped)")
+        f"{_integration['skipped']} skipped)"
+    )

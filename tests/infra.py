@@ -25,9 +25,11 @@ class InfrastructureMissing(RuntimeError):
 
 def unavailable(what: str, why: str) -> None:
     """Fail (CI, default) or skip (explicit opt-out outside CI) with the reason."""
-    message = (f"{what} is required by the integration tests and could not be started: {why}\n"
-               f"Start it with `deploy/local/{what.split()[0].lower()}.sh start`, or point "
-               f"the tests at one with KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL.")
+    message = (
+        f"{what} is required by the integration tests and could not be started: {why}\n"
+        f"Start it with `deploy/local/{what.split()[0].lower()}.sh start`, or point "
+        f"the tests at one with KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL."
+    )
     if os.environ.get("HANDOFF_SKIP_INTEGRATION") == "1" and os.environ.get("CI") != "true":
         pytest.skip(message)
     pytest.fail(message, pytrace=False)
@@ -43,11 +45,18 @@ def _docker_answers() -> bool:
 
 
 def _run_local(script: str) -> dict[str, str]:
-    result = subprocess.run(["bash", str(DEPLOY_LOCAL / script), "start"], capture_output=True,
-                            text=True, timeout=900, cwd=ROOT)
+    result = subprocess.run(
+        ["bash", str(DEPLOY_LOCAL / script), "start"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
     if result.returncode != 0:
-        raise InfrastructureMissing(f"deploy/local/{script} start failed "
-                                    f"(exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
+        raise InfrastructureMissing(
+            f"deploy/local/{script} start failed "
+            f"(exit {result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
     env = {}
     for line in result.stdout.splitlines():
         name, sep, value = line.strip().removeprefix("export ").partition("=")

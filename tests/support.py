@@ -21,7 +21,8 @@ metadata = new_metadata()
 outbox_tables = define_outbox_tables(metadata)
 inbox_table = define_inbox_table(metadata)
 effects = Table(
-    "effects", metadata,
+    "effects",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("event_id", String(36), nullable=False),
     Column("lead_id", String(36), nullable=False),
@@ -40,8 +41,11 @@ def catalog_with_ping(topic: str) -> EventCatalog:
 
 
 async def record_effect(ctx: HandlerContext, payload: Ping) -> None:
-    await ctx.session.execute(insert(effects).values(
-        event_id=str(ctx.envelope.id), lead_id=str(payload.lead_id), n=payload.n))
+    await ctx.session.execute(
+        insert(effects).values(
+            event_id=str(ctx.envelope.id), lead_id=str(payload.lead_id), n=payload.n
+        )
+    )
 
 
 async def create_schema(db: Database, *, dispose: bool = False) -> None:
@@ -64,8 +68,9 @@ async def effect_ns(db: Database) -> list[int]:
         return list((await conn.execute(select(effects.c.n).order_by(effects.c.id))).scalars())
 
 
-async def collect(subscription: Subscription, count: int, *, timeout: float = 30.0,
-                  commit: bool = True) -> list[Record]:
+async def collect(
+    subscription: Subscription, count: int, *, timeout: float = 30.0, commit: bool = True
+) -> list[Record]:
     """Poll until `count` records arrived (or the timeout), committing as a consumer would."""
     records: list[Record] = []
     deadline = asyncio.get_running_loop().time() + timeout

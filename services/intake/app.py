@@ -17,7 +17,10 @@ def definition() -> ServiceDefinition:
     """What the intake service is made of."""
     return ServiceDefinition(
         name="intake",
-        summary="Captures leads and activities from APIs, imports and marketing platforms; owns lead identity and accounts.",
+        summary=(
+            "Captures leads and activities from APIs, imports and marketing platforms; "
+            "owns lead identity and accounts."
+        ),
         metadata=models.metadata,
         outbox_tables=models.outbox_tables,
         inbox_table=models.inbox_table,

@@ -1,1 +1,4 @@
-"""The metrics service: Funnel read model, shared KPIs, lead timelines and the dashboard."""
+"""The metrics service.
+
+Funnel read model, shared KPIs, lead timelines and the dashboard.
+"""

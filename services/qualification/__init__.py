@@ -1,1 +1,4 @@
-"""The qualification service: Scores leads with the agreed model, assesses BANT and owns the lifecycle stage."""
+"""The qualification service.
+
+Scores leads with the agreed model, assesses BANT and owns the lifecycle stage.
+"""

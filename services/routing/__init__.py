@@ -1,1 +1,4 @@
-"""The routing service: Assigns an owner to every handed-off lead and runs the SLA clocks."""
+"""The routing service.
+
+Assigns an owner to every handed-off lead and runs the SLA clocks.
+"""

@@ -1,1 +1,4 @@
-"""The webhooks service: Delivers stage, assignment and SLA events to subscribers (CRMs)."""
+"""The webhooks service.
+
+Delivers stage, assignment and SLA events to subscribers (CRMs).
+"""

@@ -8,6 +8,7 @@ commit before partitions move.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 
 import structlog
@@ -37,9 +38,15 @@ class KafkaBus(Bus):
         session_timeout_ms: how long a silent (crashed) member keeps its partitions.
     """
 
-    def __init__(self, bootstrap_servers: str, *, client_id: str = "handoff",
-                 partitions: int = 6, replication_factor: int = 1,
-                 session_timeout_ms: int = 10_000) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        client_id: str = "handoff",
+        partitions: int = 6,
+        replication_factor: int = 1,
+        session_timeout_ms: int = 10_000,
+    ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.client_id = client_id
         self.partitions = partitions
@@ -50,9 +57,13 @@ class KafkaBus(Bus):
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap_servers, client_id=self.client_id,
-            enable_idempotence=True, acks="all", linger_ms=2,
-            max_batch_size=256 * 1024, request_timeout_ms=30_000,
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=self.client_id,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=2,
+            max_batch_size=256 * 1024,
+            request_timeout_ms=30_000,
         )
         try:
             await self._producer.start()
@@ -72,8 +83,11 @@ class KafkaBus(Bus):
         return self._producer
 
     async def ping(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers,
-                                    client_id=f"{self.client_id}-ping", request_timeout_ms=5000)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=f"{self.client_id}-ping",
+            request_timeout_ms=5000,
+        )
         try:
             await admin.start()
             await admin.describe_cluster()
@@ -86,19 +100,25 @@ class KafkaBus(Bus):
         missing = [t for t in topics if t not in self._known_topics]
         if not missing:
             return
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers,
-                                    client_id=f"{self.client_id}-admin")
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap_servers, client_id=f"{self.client_id}-admin"
+        )
         await admin.start()
         try:
             existing = set(await admin.list_topics())
-            new = [NewTopic(t, self.partitions, self.replication_factor,
-                            topic_configs={"retention.ms": "-1"})
-                   for t in missing if t not in existing]
+            new = [
+                NewTopic(
+                    t,
+                    self.partitions,
+                    self.replication_factor,
+                    topic_configs={"retention.ms": "-1"},
+                )
+                for t in missing
+                if t not in existing
+            ]
             if new:
-                try:
+                with contextlib.suppress(TopicAlreadyExistsError):  # another replica won
                     await admin.create_topics(new)
-                except TopicAlreadyExistsError:
-                    pass  # another replica won the race
         finally:
             await admin.close()
         self._known_topics.update(missing)
@@ -115,8 +135,9 @@ class KafkaBus(Bus):
         except KafkaError as exc:
             raise BusError(f"publish to Kafka failed: {exc}") from exc
 
-    def subscribe(self, *, group: str, topics: Sequence[str],
-                  on_revoke: RevokeHook | None = None) -> KafkaSubscription:
+    def subscribe(
+        self, *, group: str, topics: Sequence[str], on_revoke: RevokeHook | None = None
+    ) -> KafkaSubscription:
         return KafkaSubscription(self, group=group, topics=tuple(topics), on_revoke=on_revoke)
 
 
@@ -137,14 +158,18 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 class KafkaSubscription(Subscription):
     """One consumer-group member on Kafka."""
 
-    def __init__(self, bus: KafkaBus, *, group: str, topics: tuple[str, ...],
-                 on_revoke: RevokeHook | None) -> None:
+    def __init__(
+        self, bus: KafkaBus, *, group: str, topics: tuple[str, ...], on_revoke: RevokeHook | None
+    ) -> None:
         self.bus = bus
         self.group = group
         self.topics = topics
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bus.bootstrap_servers, client_id=f"{bus.client_id}-{group}",
-            group_id=group, enable_auto_commit=False, auto_offset_reset="earliest",
+            bootstrap_servers=bus.bootstrap_servers,
+            client_id=f"{bus.client_id}-{group}",
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
             session_timeout_ms=bus.session_timeout_ms,
             heartbeat_interval_ms=max(500, bus.session_timeout_ms // 4),
             fetch_max_wait_ms=100,
@@ -157,12 +182,21 @@ class KafkaSubscription(Subscription):
         await self._consumer.start()
 
     async def poll(self, *, max_records: int, timeout: float) -> list[Record]:
-        batches = await self._consumer.getmany(timeout_ms=int(timeout * 1000),
-                                               max_records=max_records)
+        batches = await self._consumer.getmany(
+            timeout_ms=int(timeout * 1000), max_records=max_records
+        )
         return [
-            Record(tp.topic, tp.partition, m.offset, m.key.decode() if m.key else None,
-                   m.value or b"", tuple(m.headers), m.timestamp)
-            for tp, messages in batches.items() for m in messages
+            Record(
+                tp.topic,
+                tp.partition,
+                m.offset,
+                m.key.decode() if m.key else None,
+                m.value or b"",
+                tuple(m.headers),
+                m.timestamp,
+            )
+            for tp, messages in batches.items()
+            for m in messages
         ]
 
     async def commit(self, records: Sequence[Record]) -> None:

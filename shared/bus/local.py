@@ -9,6 +9,7 @@ its committed offsets. Consumers sleep on a condition that publishes notify.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import time
 import zlib
@@ -107,8 +108,9 @@ class LocalBus(Bus):
     async def _create_missing(self, topics: Sequence[str]) -> None:
         for topic in topics:
             if topic not in self._partitions:
-                await self.conn.execute("INSERT OR IGNORE INTO topics VALUES (?, ?)",
-                                        (topic, self.default_partitions))
+                await self.conn.execute(
+                    "INSERT OR IGNORE INTO topics VALUES (?, ?)", (topic, self.default_partitions)
+                )
                 self._partitions[topic] = self.default_partitions
 
     def partitions_of(self, topic: str) -> int:
@@ -130,7 +132,8 @@ class LocalBus(Bus):
                     end[tp] = offset + 1
                     rows.append((*tp, offset, m.key, m.value, _dump_headers(m.headers), now))
                 await self.conn.executemany(
-                    "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                    "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+                )
                 await self.conn.commit()
             except BaseException:
                 await self.conn.rollback()
@@ -139,8 +142,9 @@ class LocalBus(Bus):
         async with self._appended:
             self._appended.notify_all()
 
-    def subscribe(self, *, group: str, topics: Sequence[str],
-                  on_revoke: RevokeHook | None = None) -> LocalSubscription:
+    def subscribe(
+        self, *, group: str, topics: Sequence[str], on_revoke: RevokeHook | None = None
+    ) -> LocalSubscription:
         return LocalSubscription(self, group=group, topics=tuple(topics), on_revoke=on_revoke)
 
     # --- group coordination (in-process: one process owns the log) ---
@@ -198,14 +202,18 @@ class LocalBus(Bus):
             end = self._end.get((topic, partition), 0)  # committed rows only
             if position >= end:
                 continue
-            query = ('SELECT "offset", key, value, headers, ts FROM records WHERE topic = ? AND '
-                     'partition = ? AND "offset" >= ? AND "offset" < ? ORDER BY "offset" LIMIT ?')
+            query = (
+                'SELECT "offset", key, value, headers, ts FROM records WHERE topic = ? AND '
+                'partition = ? AND "offset" >= ? AND "offset" < ? ORDER BY "offset" LIMIT ?'
+            )
             args = (topic, partition, position, end, max_records - len(records))
             async with self.conn.execute(query, args) as cur:
-                records.extend([
-                    Record(topic, partition, offset, key, value, _load_headers(headers), ts)
-                    async for offset, key, value, headers, ts in cur
-                ])
+                records.extend(
+                    [
+                        Record(topic, partition, offset, key, value, _load_headers(headers), ts)
+                        async for offset, key, value, headers, ts in cur
+                    ]
+                )
         return records
 
     async def _wait_for_append(self, seen: dict[TopicPartition, int], timeout: float) -> None:
@@ -213,10 +221,8 @@ class LocalBus(Bus):
             return any(self._end.get(tp, 0) > pos for tp, pos in seen.items())
 
         async with self._appended:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._appended.wait_for(grew), timeout)
-            except TimeoutError:
-                pass
 
     def end_offset(self, tp: TopicPartition) -> int:
         return self._end.get(tp, 0)
@@ -225,8 +231,9 @@ class LocalBus(Bus):
 class LocalSubscription(Subscription):
     """A member of a LocalBus consumer group."""
 
-    def __init__(self, bus: LocalBus, *, group: str, topics: tuple[str, ...],
-                 on_revoke: RevokeHook | None) -> None:
+    def __init__(
+        self, bus: LocalBus, *, group: str, topics: tuple[str, ...], on_revoke: RevokeHook | None
+    ) -> None:
         self.bus = bus
         self.group = group
         self.topics = topics
@@ -281,8 +288,10 @@ class LocalSubscription(Subscription):
             self._committed.update(offsets)
 
     async def lag(self) -> dict[TopicPartition, int]:
-        return {tp: max(0, self.bus.end_offset(tp) - self._committed.get(tp, 0))
-                for tp in self._positions}
+        return {
+            tp: max(0, self.bus.end_offset(tp) - self._committed.get(tp, 0))
+            for tp in self._positions
+        }
 
     async def close(self) -> None:
         if self._joined:

@@ -83,8 +83,9 @@ class Bus(abc.ABC):
         """Return once every message is durably stored, in order per key."""
 
     @abc.abstractmethod
-    def subscribe(self, *, group: str, topics: Sequence[str],
-                  on_revoke: RevokeHook | None = None) -> Subscription:
+    def subscribe(
+        self, *, group: str, topics: Sequence[str], on_revoke: RevokeHook | None = None
+    ) -> Subscription:
         """A new group member; `on_revoke` is awaited before its partitions move elsewhere."""
 
     @abc.abstractmethod

@@ -15,8 +15,17 @@ from shared.events.envelope import JSON, Envelope
 
 Headers = Sequence[tuple[str, bytes]]
 CONTENT_TYPE = "content-type"
-_ATTRS = ("id", "specversion", "source", "type", "subject", "time", "partitionkey",
-          "traceparent", "sequence")
+_ATTRS = (
+    "id",
+    "specversion",
+    "source",
+    "type",
+    "subject",
+    "time",
+    "partitionkey",
+    "traceparent",
+    "sequence",
+)
 
 
 class MalformedEvent(ValueError):
@@ -56,7 +65,9 @@ def from_binary(headers: Headers, value: bytes) -> Envelope:
             content_type = raw.decode()
     missing = [a for a in ("id", "source", "type", "subject") if a not in attrs]
     if missing:
-        raise MalformedEvent(f"missing CloudEvents header(s): {', '.join('ce_' + m for m in missing)}")
+        raise MalformedEvent(
+            f"missing CloudEvents header(s): {', '.join('ce_' + m for m in missing)}"
+        )
     attrs.setdefault("partitionkey", attrs["subject"])
     attrs.setdefault("sequence", "1")
     try:

@@ -22,7 +22,7 @@ def utcnow() -> datetime:
 
 
 class Envelope(BaseModel):
-    """CloudEvents 1.0 attributes plus the `partitionkey`, `traceparent` and `sequence` extensions."""
+    """CloudEvents 1.0 attributes plus the partitionkey, traceparent and sequence extensions."""
 
     model_config = ConfigDict(frozen=True)
 

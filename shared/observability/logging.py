@@ -7,8 +7,12 @@ import sys
 
 import structlog
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 def configure_logging(*, level: str = "info", json: bool = True) -> None:
@@ -29,7 +33,8 @@ def configure_logging(*, level: str = "info", json: bool = True) -> None:
     )
     structlog.configure(
         processors=[*shared_processors, structlog.processors.format_exc_info, renderer]
-        if json else [*shared_processors, renderer],
+        if json
+        else [*shared_processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
@@ -42,7 +47,9 @@ def configure_logging(*, level: str = "info", json: bool = True) -> None:
 def bind_event_context(*, event_id: str, lead_id: str | None, traceparent: str | None) -> None:
     """Put an event's ids on every log line until `clear_event_context()`."""
     structlog.contextvars.bind_contextvars(
-        event_id=event_id, lead_id=lead_id, trace_id=trace_id_of(traceparent),
+        event_id=event_id,
+        lead_id=lead_id,
+        trace_id=trace_id_of(traceparent),
     )
 
 

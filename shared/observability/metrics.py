@@ -5,11 +5,13 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUESTS = Counter(
-    "handoff_http_requests_total", "HTTP requests served.",
+    "handoff_http_requests_total",
+    "HTTP requests served.",
     ["service", "method", "route", "status"],
 )
 HTTP_DURATION = Histogram(
-    "handoff_http_request_duration_seconds", "HTTP request duration.",
+    "handoff_http_request_duration_seconds",
+    "HTTP request duration.",
     ["service", "method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
@@ -19,20 +21,27 @@ EVENTS_CONSUMED = Counter(
     ["service", "group", "type", "outcome"],
 )
 EVENTS_FAILED = Counter(
-    "handoff_events_failed_total", "Handler failures (each attempt).",
+    "handoff_events_failed_total",
+    "Handler failures (each attempt).",
     ["service", "group", "type"],
 )
 CONSUMER_LAG = Gauge(
-    "handoff_consumer_lag", "Records not yet consumed per partition.",
+    "handoff_consumer_lag",
+    "Records not yet consumed per partition.",
     ["service", "group", "topic", "partition"],
 )
 OUTBOX_PUBLISHED = Counter(
-    "handoff_outbox_published_total", "Events relayed from the outbox to the bus.", ["service"],
+    "handoff_outbox_published_total",
+    "Events relayed from the outbox to the bus.",
+    ["service"],
 )
 OUTBOX_BACKLOG = Gauge(
-    "handoff_outbox_backlog", "Events waiting in the outbox.", ["service"],
+    "handoff_outbox_backlog",
+    "Events waiting in the outbox.",
+    ["service"],
 )
 OUTBOX_AGE = Gauge(
-    "handoff_outbox_oldest_age_seconds", "Age of the oldest event waiting in the outbox.",
+    "handoff_outbox_oldest_age_seconds",
+    "Age of the oldest event waiting in the outbox.",
     ["service"],
 )

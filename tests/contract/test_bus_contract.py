@@ -29,8 +29,13 @@ from tests.support import (
 
 
 def ping(catalog: EventCatalog, topic: str, lead_id: uuid.UUID, n: int) -> OutgoingMessage:
-    envelope = build_envelope(catalog, Ping(lead_id=lead_id, n=n), source_service="test",
-                              subject=str(lead_id), sequence=n + 1)
+    envelope = build_envelope(
+        catalog,
+        Ping(lead_id=lead_id, n=n),
+        source_service="test",
+        subject=str(lead_id),
+        sequence=n + 1,
+    )
     key, headers, value = to_binary(envelope)
     return OutgoingMessage(topic=topic, key=key, value=value, headers=headers)
 
@@ -42,11 +47,21 @@ async def db(tmp_path: Path) -> Database:
     return database
 
 
-def consumer(bus: Bus, db: Database, catalog: EventCatalog, group: str,
-             hooks: ConsumerHooks | None = None) -> EventConsumer:
-    return EventConsumer(service="test", group=group, bus=bus, db=db, inbox=Inbox(inbox_table),
-                         catalog=catalog, handlers={Ping: [record_effect]}, hooks=hooks,
-                         batch_size=50, max_attempts=2)
+def consumer(
+    bus: Bus, db: Database, catalog: EventCatalog, group: str, hooks: ConsumerHooks | None = None
+) -> EventConsumer:
+    return EventConsumer(
+        service="test",
+        group=group,
+        bus=bus,
+        db=db,
+        inbox=Inbox(inbox_table),
+        catalog=catalog,
+        handlers={Ping: [record_effect]},
+        hooks=hooks,
+        batch_size=50,
+        max_attempts=2,
+    )
 
 
 async def test_events_of_one_key_arrive_in_publish_order(bus: Bus) -> None:
@@ -56,7 +71,7 @@ async def test_events_of_one_key_arrive_in_publish_order(bus: Bus) -> None:
     leads = [uuid.uuid4() for _ in range(8)]
     messages = [ping(catalog, topic, leads[i % 8], i) for i in range(240)]
     for start in range(0, 240, 40):  # several publishes, interleaved keys
-        await bus.publish(messages[start:start + 40])
+        await bus.publish(messages[start : start + 40])
 
     subscription = bus.subscribe(group=unique("g"), topics=[topic])
     await subscription.start()
@@ -71,7 +86,8 @@ async def test_events_of_one_key_arrive_in_publish_order(bus: Bus) -> None:
 
 
 async def test_event_whose_handler_crashed_before_commit_is_delivered_again(
-        bus: Bus, db: Database) -> None:
+    bus: Bus, db: Database
+) -> None:
     topic = unique("t.crash")
     catalog = catalog_with_ping(topic)
     await bus.ensure_topics([topic])
@@ -85,7 +101,9 @@ async def test_event_whose_handler_crashed_before_commit_is_delivered_again(
     async def crash_before_offset_commit(records: object) -> None:
         raise Crash  # the process "dies" after the DB commit, before the offset commit
 
-    crashing = consumer(bus, db, catalog, group, ConsumerHooks(after_db_commit=crash_before_offset_commit))
+    crashing = consumer(
+        bus, db, catalog, group, ConsumerHooks(after_db_commit=crash_before_offset_commit)
+    )
     with pytest.raises(Crash):
         await asyncio.wait_for(crashing.run(), timeout=60)
     assert await count_effects(db, lead_id=str(lead)) == 1
@@ -125,13 +143,15 @@ async def test_two_members_of_one_group_share_the_partitions(bus: Bus) -> None:
     await eventually(both_assigned, timeout=60, interval=0)
     messages = [ping(catalog, topic, uuid.uuid4(), i) for i in range(200)]
     await bus.publish(messages)
-    got_first, got_second = await asyncio.gather(collect(first, 200, timeout=8),
-                                                 collect(second, 200, timeout=8))
+    got_first, got_second = await asyncio.gather(
+        collect(first, 200, timeout=8), collect(second, 200, timeout=8)
+    )
     await first.close()
     await second.close()
 
     assert first.assignment().isdisjoint(second.assignment())
-    assert got_first and got_second
+    assert got_first
+    assert got_second
     first_ids = {r.header("ce_id") for r in got_first}
     second_ids = {r.header("ce_id") for r in got_second}
     assert first_ids.isdisjoint(second_ids)
@@ -158,17 +178,28 @@ async def test_two_groups_each_see_every_event(bus: Bus) -> None:
 
 
 async def test_malformed_and_unknown_events_go_to_the_dead_letter_topic_and_consumption_goes_on(
-        bus: Bus, db: Database) -> None:
+    bus: Bus, db: Database
+) -> None:
     topic = unique("t.dlq")
     catalog = catalog_with_ping(topic)
     group = unique("g")
     await bus.ensure_topics([topic, dead_letter_topic(group)])
     lead = uuid.uuid4()
-    not_json = OutgoingMessage(topic=topic, key=str(lead), value=b"{not json",
-                               headers=ping(catalog, topic, lead, 0).headers)
+    not_json = OutgoingMessage(
+        topic=topic,
+        key=str(lead),
+        value=b"{not json",
+        headers=ping(catalog, topic, lead, 0).headers,
+    )
     unknown = ping(catalog, topic, lead, 1)
-    unknown = OutgoingMessage(topic=topic, key=unknown.key, value=unknown.value, headers=[
-        (k, b"handoff.nobody.knows.v9" if k == "ce_type" else v) for k, v in unknown.headers])
+    unknown = OutgoingMessage(
+        topic=topic,
+        key=unknown.key,
+        value=unknown.value,
+        headers=[
+            (k, b"handoff.nobody.knows.v9" if k == "ce_type" else v) for k, v in unknown.headers
+        ],
+    )
     await bus.publish([not_json, unknown, ping(catalog, topic, lead, 2)])
 
     worker = consumer(bus, db, catalog, group)
@@ -187,13 +218,16 @@ async def test_malformed_and_unknown_events_go_to_the_dead_letter_topic_and_cons
     await dlq.close()
     errors = sorted(r.header("dlq_error") or "" for r in dead)
     assert len(dead) == 2
-    assert errors[0].startswith("MalformedEvent") and "not JSON" in errors[0]
-    assert errors[1].startswith("UnknownEventType") and "handoff.nobody.knows.v9" in errors[1]
+    assert errors[0].startswith("MalformedEvent")
+    assert "not JSON" in errors[0]
+    assert errors[1].startswith("UnknownEventType")
+    assert "handoff.nobody.knows.v9" in errors[1]
     assert all(r.header("dlq_topic") == topic for r in dead)
 
 
 async def test_a_handler_that_keeps_failing_dead_letters_only_its_event(
-        bus: Bus, db: Database) -> None:
+    bus: Bus, db: Database
+) -> None:
     topic = unique("t.poison")
     catalog = catalog_with_ping(topic)
     group = unique("g")
@@ -204,9 +238,16 @@ async def test_a_handler_that_keeps_failing_dead_letters_only_its_event(
         if payload.n == 7:
             raise ValueError("seven is not a valid ping")
 
-    worker = EventConsumer(service="test", group=group, bus=bus, db=db, inbox=Inbox(inbox_table),
-                           catalog=catalog, handlers={Ping: [refuse_seven, record_effect]},
-                           max_attempts=2)
+    worker = EventConsumer(
+        service="test",
+        group=group,
+        bus=bus,
+        db=db,
+        inbox=Inbox(inbox_table),
+        catalog=catalog,
+        handlers={Ping: [refuse_seven, record_effect]},
+        max_attempts=2,
+    )
     await bus.publish([ping(catalog, topic, lead, n) for n in range(5, 10)])
     task = asyncio.create_task(worker.run())
 

@@ -34,12 +34,15 @@ from tests.support import (
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
-async def databases(request: pytest.FixtureRequest,
-                    tmp_path: Path) -> AsyncIterator[tuple[Database, Database]]:
+async def databases(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[Database, Database]]:
     """A producer's and a consumer's database (each service has its own)."""
     if request.param == "sqlite":
-        pair = (Database(f"sqlite+aiosqlite:///{tmp_path / 'producer.db'}"),
-                Database(f"sqlite+aiosqlite:///{tmp_path / 'consumer.db'}"))
+        pair = (
+            Database(f"sqlite+aiosqlite:///{tmp_path / 'producer.db'}"),
+            Database(f"sqlite+aiosqlite:///{tmp_path / 'consumer.db'}"),
+        )
         for db in pair:
             await create_schema(db)
         yield pair
@@ -58,12 +61,14 @@ async def databases(request: pytest.FixtureRequest,
 
 async def outbox_rows(db: Database) -> int:
     async with db.engine.connect() as conn:
-        return int((await conn.execute(select(func.count()).select_from(outbox_tables[0])))
-                   .scalar_one())
+        return int(
+            (await conn.execute(select(func.count()).select_from(outbox_tables[0]))).scalar_one()
+        )
 
 
 async def test_a_state_change_and_its_events_commit_together_and_apply_once_downstream(
-        databases: tuple[Database, Database], bus: Bus) -> None:
+    databases: tuple[Database, Database], bus: Bus
+) -> None:
     producer_db, consumer_db = databases
     topic = unique("t.outbox")
     catalog = catalog_with_ping(topic)
@@ -75,9 +80,15 @@ async def test_a_state_change_and_its_events_commit_together_and_apply_once_down
             lead = leads[n % 5]
             await session.execute(insert(effects).values(event_id="local", lead_id=str(lead), n=n))
             await outbox.add(session, Ping(lead_id=lead, n=n), subject=str(lead))
-    consumer = EventConsumer(service="consumer", group=unique("g"), bus=bus, db=consumer_db,
-                             inbox=Inbox(inbox_table), catalog=catalog,
-                             handlers={Ping: [record_effect]})
+    consumer = EventConsumer(
+        service="consumer",
+        group=unique("g"),
+        bus=bus,
+        db=consumer_db,
+        inbox=Inbox(inbox_table),
+        catalog=catalog,
+        handlers={Ping: [record_effect]},
+    )
     tasks = [asyncio.create_task(relay.run()), asyncio.create_task(consumer.run())]
 
     async def all_applied() -> bool:
@@ -95,8 +106,9 @@ async def test_a_state_change_and_its_events_commit_together_and_apply_once_down
     assert all(ns == sorted(ns) for ns in per_lead.values())  # per-lead order kept
 
 
-async def test_a_rolled_back_transaction_leaves_no_event(databases: tuple[Database, Database],
-                                                          ) -> None:
+async def test_a_rolled_back_transaction_leaves_no_event(
+    databases: tuple[Database, Database],
+) -> None:
     producer_db, _ = databases
     outbox = Outbox(service="producer", tables=outbox_tables, catalog=catalog_with_ping("t"))
     lead = uuid.uuid4()
@@ -109,7 +121,8 @@ async def test_a_rolled_back_transaction_leaves_no_event(databases: tuple[Databa
 
 
 async def test_each_subject_gets_its_own_gapless_sequence(
-        databases: tuple[Database, Database]) -> None:
+    databases: tuple[Database, Database],
+) -> None:
     producer_db, _ = databases
     outbox = Outbox(service="producer", tables=outbox_tables, catalog=catalog_with_ping("t"))
     a, b = uuid.uuid4(), uuid.uuid4()
@@ -122,7 +135,8 @@ async def test_each_subject_gets_its_own_gapless_sequence(
 
 
 async def test_a_redelivered_event_is_dropped_by_the_inbox(
-        databases: tuple[Database, Database], bus: Bus) -> None:
+    databases: tuple[Database, Database], bus: Bus
+) -> None:
     producer_db, consumer_db = databases
     topic = unique("t.dup")
     catalog = catalog_with_ping(topic)
@@ -141,10 +155,16 @@ async def test_a_redelivered_event_is_dropped_by_the_inbox(
     async def on_duplicate(envelope: object) -> None:
         duplicates.append(str(getattr(envelope, "id", "")))
 
-    consumer = EventConsumer(service="consumer", group=unique("g"), bus=bus, db=consumer_db,
-                             inbox=Inbox(inbox_table), catalog=catalog,
-                             handlers={Ping: [record_effect]},
-                             hooks=ConsumerHooks(on_duplicate=on_duplicate))
+    consumer = EventConsumer(
+        service="consumer",
+        group=unique("g"),
+        bus=bus,
+        db=consumer_db,
+        inbox=Inbox(inbox_table),
+        catalog=catalog,
+        handlers={Ping: [record_effect]},
+        hooks=ConsumerHooks(on_duplicate=on_duplicate),
+    )
     task = asyncio.create_task(consumer.run())
 
     async def duplicate_seen() -> bool:

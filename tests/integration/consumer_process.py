@@ -52,11 +52,16 @@ async def main(bus_spec: str, url: str, topic: str, group: str, crash: bool) -> 
     async def on_duplicate(envelope: object) -> None:
         say(event="duplicate", id=str(getattr(envelope, "id", "")))
 
-    consumer = EventConsumer(service="crash-test", group=group, bus=bus, db=db,
-                             inbox=Inbox(inbox_table), catalog=catalog_with_ping(topic),
-                             handlers={Ping: [record_effect]},
-                             hooks=ConsumerHooks(after_db_commit=after_db_commit,
-                                                 on_duplicate=on_duplicate))
+    consumer = EventConsumer(
+        service="crash-test",
+        group=group,
+        bus=bus,
+        db=db,
+        inbox=Inbox(inbox_table),
+        catalog=catalog_with_ping(topic),
+        handlers={Ping: [record_effect]},
+        hooks=ConsumerHooks(after_db_commit=after_db_commit, on_duplicate=on_duplicate),
+    )
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, consumer.stop)
     say(event="started")

@@ -24,12 +24,19 @@ from tests.support import Ping, catalog_with_ping, count_effects
 
 async def start_consumer(*args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.integration.consumer_process", *args,
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        sys.executable,
+        "-m",
+        "tests.integration.consumer_process",
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
 
 
-async def wait_for_line(proc: asyncio.subprocess.Process, event: str,
-                        timeout: float = 90) -> dict[str, object]:
+async def wait_for_line(
+    proc: asyncio.subprocess.Process, event: str, timeout: float = 90
+) -> dict[str, object]:
     assert proc.stdout is not None
     async with asyncio.timeout(timeout):
         while line := await proc.stdout.readline():
@@ -43,8 +50,13 @@ async def publish_pings(bus: Bus, topic: str, lead: uuid.UUID, count: int) -> No
     catalog = catalog_with_ping(topic)
     messages = []
     for n in range(count):
-        envelope = build_envelope(catalog, Ping(lead_id=lead, n=n), source_service="test",
-                                  subject=str(lead), sequence=n + 1)
+        envelope = build_envelope(
+            catalog,
+            Ping(lead_id=lead, n=n),
+            source_service="test",
+            subject=str(lead),
+            sequence=n + 1,
+        )
         key, headers, value = to_binary(envelope)
         messages.append(OutgoingMessage(topic=topic, key=key, value=value, headers=headers))
     await bus.ensure_topics([topic])
@@ -66,7 +78,8 @@ async def crash_then_recover(bus_spec: str, url: str, topic: str) -> list[dict[s
 
 
 async def test_kafka_consumer_killed_after_db_commit_gets_the_events_again_and_skips_them(
-        kafka_servers: str, postgres_admin_url: str) -> None:
+    kafka_servers: str, postgres_admin_url: str
+) -> None:
     topic, lead = unique("t.kill"), uuid.uuid4()
     bus = KafkaBus(kafka_servers, client_id="test-publisher", partitions=4)
     await bus.start()
@@ -81,7 +94,8 @@ async def test_kafka_consumer_killed_after_db_commit_gets_the_events_again_and_s
 
 
 async def test_local_bus_consumer_killed_after_db_commit_gets_the_events_again_and_skips_them(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     topic, lead = unique("t.kill"), uuid.uuid4()
     log_path = tmp_path / "events.db"
     bus = LocalBus(log_path, partitions=4)

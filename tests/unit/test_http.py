@@ -28,8 +28,9 @@ class Signup(BaseModel):
 
 
 @router.post("/v1/signups", status_code=201)
-async def create_signup(body: Signup, who: Annotated[Principal, Depends(
-        require_roles("marketing", "integration"))]) -> dict[str, str]:
+async def create_signup(
+    body: Signup, who: Annotated[Principal, Depends(require_roles("marketing", "integration"))]
+) -> dict[str, str]:
     """Echo the caller: enough to exercise validation, auth and limits."""
     return {"email": body.email, "actor": who.id}
 
@@ -42,10 +43,14 @@ def tokens(tmp_path: Path) -> TokenStore:
 @pytest.fixture
 def client(tmp_path: Path, tokens: TokenStore) -> Iterator[TestClient]:
     settings = load_settings("intake", data_dir=tmp_path, env="dev")
-    definition = ServiceDefinition(name="intake", metadata=support.metadata,
-                                   outbox_tables=support.outbox_tables,
-                                   inbox_table=support.inbox_table,
-                                   migrations=tmp_path, routers=[router])
+    definition = ServiceDefinition(
+        name="intake",
+        metadata=support.metadata,
+        outbox_tables=support.outbox_tables,
+        inbox_table=support.inbox_table,
+        migrations=tmp_path,
+        routers=[router],
+    )
     bus = LocalBus(tmp_path / "events.db")
     runtime = ServiceRuntime(definition=definition, settings=settings, bus=bus)
     app = build_app([runtime], title="t", token_store=tokens, max_body_bytes=2048)
@@ -58,20 +63,22 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def test_invalid_body_is_a_422_problem_naming_each_field(client: TestClient,
-                                                         tokens: TokenStore) -> None:
+def test_invalid_body_is_a_422_problem_naming_each_field(
+    client: TestClient, tokens: TokenStore
+) -> None:
     token = tokens.create(name="mops", role="marketing")
-    response = client.post("/v1/signups", json={"email": "nope", "company_size": "big"},
-                           headers=bearer(token))
+    response = client.post(
+        "/v1/signups", json={"email": "nope", "company_size": "big"}, headers=bearer(token)
+    )
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
     assert {e["field"] for e in problem["errors"]} == {"email", "company_size"}
-    assert problem["status"] == 422 and "email" in problem["detail"]
+    assert problem["status"] == 422
+    assert "email" in problem["detail"]
 
 
-def test_missing_token_is_401_and_wrong_role_is_403(client: TestClient,
-                                                    tokens: TokenStore) -> None:
+def test_missing_token_is_401_and_wrong_role_is_403(client: TestClient, tokens: TokenStore) -> None:
     viewer = tokens.create(name="board", role="viewer")
     body = {"email": "ana@example.com", "company_size": 50}
 
@@ -79,52 +86,66 @@ def test_missing_token_is_401_and_wrong_role_is_403(client: TestClient,
     forbidden = client.post("/v1/signups", json=body, headers=bearer(viewer))
     unknown = client.post("/v1/signups", json=body, headers=bearer("hnd_made_up"))
 
-    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == "Bearer"
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"] == "Bearer"
     assert unknown.status_code == 401
-    assert forbidden.status_code == 403 and "viewer" in forbidden.json()["detail"]
+    assert forbidden.status_code == 403
+    assert "viewer" in forbidden.json()["detail"]
 
 
 def test_an_allowed_role_and_admin_get_through(client: TestClient, tokens: TokenStore) -> None:
     body = {"email": "ana@example.com", "company_size": 50}
     for name, role in (("hubspot-sync", "integration"), ("root", "admin")):
-        response = client.post("/v1/signups", json=body, headers=bearer(
-            tokens.create(name=name, role=role)))
-        assert response.status_code == 201 and response.json()["actor"] == name
+        response = client.post(
+            "/v1/signups", json=body, headers=bearer(tokens.create(name=name, role=role))
+        )
+        assert response.status_code == 201
+        assert response.json()["actor"] == name
 
 
 def test_a_revoked_token_stops_working(client: TestClient, tokens: TokenStore) -> None:
     token = tokens.create(name="temp", role="marketing")
     tokens.revoke("temp")
-    response = client.post("/v1/signups", json={"email": "a@b.co", "company_size": 1},
-                           headers=bearer(token))
+    response = client.post(
+        "/v1/signups", json={"email": "a@b.co", "company_size": 1}, headers=bearer(token)
+    )
     assert response.status_code == 401
 
 
 def test_tokens_are_stored_only_as_hashes(tokens: TokenStore) -> None:
     token = tokens.create(name="crm", role="integration")
     stored = tokens.path.read_text()
-    assert token not in stored and token.startswith("hnd_") and len(token) > 40
+    assert token not in stored
+    assert token.startswith("hnd_")
+    assert len(token) > 40
     assert oct(tokens.path.stat().st_mode & 0o777) == "0o600"
 
 
 def test_an_oversized_body_is_refused_with_413(client: TestClient, tokens: TokenStore) -> None:
     token = tokens.create(name="big", role="marketing")
-    response = client.post("/v1/signups", content=b'{"email": "' + b"a" * 4096 + b'"}',
-                           headers={**bearer(token), "content-type": "application/json"})
+    response = client.post(
+        "/v1/signups",
+        content=b'{"email": "' + b"a" * 4096 + b'"}',
+        headers={**bearer(token), "content-type": "application/json"},
+    )
     assert response.status_code == 413
     assert response.json()["title"] == "Content Too Large"
 
 
-def test_an_oversized_streamed_body_is_refused_with_413(client: TestClient,
-                                                       tokens: TokenStore) -> None:
+def test_an_oversized_streamed_body_is_refused_with_413(
+    client: TestClient, tokens: TokenStore
+) -> None:
     token = tokens.create(name="stream", role="marketing")
 
     def chunks() -> Iterator[bytes]:
         for _ in range(10):
             yield b"x" * 1000
 
-    response = client.post("/v1/signups", content=chunks(),
-                           headers={**bearer(token), "content-type": "application/json"})
+    response = client.post(
+        "/v1/signups",
+        content=chunks(),
+        headers={**bearer(token), "content-type": "application/json"},
+    )
     assert response.status_code == 413
 
 

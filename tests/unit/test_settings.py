@@ -8,7 +8,8 @@ from shared.settings import SettingsError, load_settings
 
 
 def test_dev_runs_on_sqlite_files_and_the_local_bus_with_no_configuration(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     for name in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "HANDOFF_ENV"):
         monkeypatch.delenv(name, raising=False)
     settings = load_settings("routing")
