@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import runpy
 import sys
@@ -15,7 +16,9 @@ from rich.console import Console
 
 from shared.auth import ROLES, TokenStore
 from shared.bus.local import LocalBus
-from shared.http import build_app
+from shared.events.asyncapi import asyncapi_document
+from shared.events.catalog import CATALOG
+from shared.http import VERSION, build_app
 from shared.migrations import upgrade
 from shared.observability.logging import configure_logging
 from shared.runtime import ServiceRuntime
@@ -179,6 +182,18 @@ def bench(
     sys.argv = [str(script)]
     os.environ.setdefault("PYTHONPATH", ".")
     runpy.run_path(str(script), run_name="__main__")
+
+
+@app.command()
+def asyncapi(output: Annotated[Path | None, typer.Option(help="Write here, not stdout.")] = None,
+             ) -> None:
+    """Print the event catalog as an AsyncAPI 3.0 document (JSON)."""
+    document = json.dumps(asyncapi_document(CATALOG, version=VERSION), indent=2) + "\n"
+    if output is None:
+        print(document, end="")
+    else:
+        output.write_text(document)
+        console.print(f"wrote {output}")
 
 
 def main() -> None:

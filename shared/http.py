@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth import TokenStore, routes_without_roles
 from shared.bus.port import Bus
+from shared.events.asyncapi import asyncapi_document
 from shared.observability import metrics
 from shared.problems import PROBLEM_JSON, Problem, install_problem_handlers
 from shared.runtime import ServiceRuntime
@@ -104,6 +105,11 @@ def _add_operational_routes(app: FastAPI, runtimes: Sequence[ServiceRuntime]) ->
             503, "Service Unavailable", "a dependency is not reachable", checks=checks
         ).body("/readyz")
         return JSONResponse(body, status_code=503, media_type=PROBLEM_JSON)
+
+    @app.get("/asyncapi.json", tags=["operations"])
+    async def asyncapi() -> dict[str, Any]:
+        """The event catalog (AsyncAPI 3.0), generated from the payload models."""
+        return asyncapi_document(runtimes[0].catalog, version=VERSION)
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
     async def prometheus_metrics() -> Response:

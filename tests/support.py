@@ -37,7 +37,7 @@ class Ping(Payload):
 
 
 def catalog_with_ping(topic: str) -> EventCatalog:
-    return CATALOG.extended(EventType("handoff.test.ping.v1", Ping, topic, "A test event."))
+    return CATALOG.extended(EventType("handoff.test.ping.v1", Ping, topic, "A test event.", "test"))
 
 
 async def record_effect(ctx: HandlerContext, payload: Ping) -> None:

@@ -34,6 +34,7 @@ class EventType:
     model: type[BaseModel]
     topic: str
     summary: str
+    producer: str  # the one service that emits it
 
 
 class UnknownEventType(LookupError):
@@ -75,22 +76,29 @@ class EventCatalog:
         return EventCatalog([*self, *types])
 
 
-def _t(name: str, model: type[BaseModel], topic: str, summary: str) -> EventType:
-    return EventType(f"handoff.{name}.v1", model, topic, summary)
+def _v1(name: str, model: type[BaseModel], topic: str, producer: str, summary: str) -> EventType:
+    return EventType(f"handoff.{name}.v1", model, topic, summary, producer)
 
 
 CATALOG = EventCatalog(
     [
-        _t("lead.captured", p.LeadCaptured, Topics.LEAD_CAPTURED, "A new lead was captured."),
-        _t("lead.updated", p.LeadUpdated, Topics.LEAD_CAPTURED, "A lead's profile changed."),
-        _t("lead.erased", p.LeadErased, Topics.LEAD_CAPTURED, "A lead's personal data was erased."),
-        _t("lead.activity", p.LeadActivity, Topics.LEAD_ACTIVITY, "A lead did something."),
-        _t("lead.scored", p.LeadScored, Topics.LEAD_SCORED, "A lead was (re)scored, with why."),
-        _t("lead.stage_changed", p.LeadStageChanged, Topics.LEAD_STAGE, "A lead changed stage."),
-        _t("lead.assigned", p.LeadAssigned, Topics.LEAD_ASSIGNMENT, "A lead got an owner."),
-        _t("sla.started", p.SlaStarted, Topics.SLA, "An SLA clock started."),
-        _t("sla.warning", p.SlaWarning, Topics.SLA, "An SLA is close to its budget."),
-        _t("sla.met", p.SlaMet, Topics.SLA, "An SLA was met."),
-        _t("sla.breached", p.SlaBreached, Topics.SLA, "An SLA was breached."),
+        _v1("lead.captured", p.LeadCaptured, Topics.LEAD_CAPTURED, "intake",
+            "A new lead was captured."),
+        _v1("lead.updated", p.LeadUpdated, Topics.LEAD_CAPTURED, "intake",
+            "A lead's profile changed."),
+        _v1("lead.erased", p.LeadErased, Topics.LEAD_CAPTURED, "intake",
+            "A lead's personal data was erased."),
+        _v1("lead.activity", p.LeadActivity, Topics.LEAD_ACTIVITY, "intake",
+            "A lead did something."),
+        _v1("lead.scored", p.LeadScored, Topics.LEAD_SCORED, "qualification",
+            "A lead was (re)scored, with the rules that fired."),
+        _v1("lead.stage_changed", p.LeadStageChanged, Topics.LEAD_STAGE, "qualification",
+            "A lead changed lifecycle stage."),
+        _v1("lead.assigned", p.LeadAssigned, Topics.LEAD_ASSIGNMENT, "routing",
+            "A lead got an owner, and why."),
+        _v1("sla.started", p.SlaStarted, Topics.SLA, "routing", "An SLA clock started."),
+        _v1("sla.warning", p.SlaWarning, Topics.SLA, "routing", "An SLA is close to its budget."),
+        _v1("sla.met", p.SlaMet, Topics.SLA, "routing", "An SLA was met."),
+        _v1("sla.breached", p.SlaBreached, Topics.SLA, "routing", "An SLA was breached."),
     ]
 )

@@ -1,0 +1,230 @@
+"""Shared pieces of the benchmarks: infrastructure, a tiny service schema, pacing, statistics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from sqlalchemy import Column, Integer, String, Table
+from sqlalchemy.engine import make_url
+
+from shared.db import Database, new_metadata
+from shared.events.catalog import CATALOG, EventCatalog, EventType
+from shared.events.payloads import Payload
+from shared.inbox import define_inbox_table
+from shared.outbox import define_outbox_tables
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+DEPLOY_LOCAL = ROOT / "deploy" / "local"
+
+# --- a tiny service schema: outbox + inbox + one effect table ---------------------------
+
+metadata = new_metadata()
+outbox_tables = define_outbox_tables(metadata)
+inbox_table = define_inbox_table(metadata)
+effects = Table(
+    "bench_effects",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False),
+    Column("lead_id", String(36), nullable=False),
+    Column("n", Integer, nullable=False),
+)
+
+PAD = "x" * 160  # brings the payload to the size of a typical lead event (~250 B of JSON)
+
+
+class BenchPing(Payload):
+    """The benchmark's event: the n-th ping of a lead, with the clocks that time it.
+
+    `t_sched` is when the event was due (the paced schedule; equal to `t_add` in a burst),
+    `t_add` when `Outbox.add` was called; both are `time.perf_counter_ns()` values, which on
+    Linux are CLOCK_MONOTONIC and so comparable between processes of one machine.
+    """
+
+    n: int
+    t_sched: int
+    t_add: int
+    pad: str = ""
+
+
+def catalog_with_bench_ping(topic: str) -> EventCatalog:
+    return CATALOG.extended(EventType("handoff.bench.ping.v1", BenchPing, topic, "Benchmark."))
+
+
+async def create_schema(db: Database) -> None:
+    async with db.engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+# --- infrastructure -------------------------------------------------------------------
+
+
+def _start_local(script: str, variable: str) -> str:
+    """Start deploy/local/<script> (idempotent) and return the value it prints."""
+    result = subprocess.run(["bash", str(DEPLOY_LOCAL / script), "start"], capture_output=True,
+                            text=True, timeout=900, cwd=ROOT, check=False)
+    if result.returncode != 0:
+        sys.exit(f"deploy/local/{script} start failed (exit {result.returncode}):\n"
+                 f"{result.stdout}\n{result.stderr}")
+    for line in result.stdout.splitlines():
+        name, sep, value = line.strip().removeprefix("export ").partition("=")
+        if sep and name == variable:
+            return value.strip("'\"")
+    sys.exit(f"deploy/local/{script} printed no {variable}: {result.stdout!r}")
+
+
+def kafka_bootstrap_servers() -> str:
+    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or _start_local(
+        "kafka.sh", "KAFKA_BOOTSTRAP_SERVERS")
+
+
+def postgres_admin_url() -> str:
+    return os.environ.get("DATABASE_URL") or _start_local("postgres.sh", "DATABASE_URL")
+
+
+class FreshPgDatabase:
+    """A brand-new PostgreSQL database with a random name, dropped on exit."""
+
+    def __init__(self, admin_url: str, prefix: str) -> None:
+        self.admin = make_url(admin_url)
+        self.name = f"bench_{prefix}_{uuid.uuid4().hex[:10]}"
+
+    async def _exec(self, sql: str) -> None:
+        conn = await asyncpg.connect(user=self.admin.username, password=self.admin.password,
+                                     host=self.admin.host, port=self.admin.port,
+                                     database=self.admin.database)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    async def __aenter__(self) -> str:
+        await self._exec(f'CREATE DATABASE "{self.name}"')
+        return self.admin.set(database=self.name).render_as_string(hide_password=False)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._exec(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+# --- load generation ------------------------------------------------------------------
+
+WriteBatch = Callable[[Sequence[tuple[int, int]]], Awaitable[None]]
+"""Writes events [(n, t_sched_ns), ...] (a transaction, or sends to a producer)."""
+
+
+async def burst(first: int, count: int, batch: int, write: WriteBatch,
+                on_progress: Callable[[int], None] | None = None) -> None:
+    """Offer `count` events as fast as `write` takes them, `batch` per call."""
+    for start in range(first, first + count, batch):
+        stop = min(start + batch, first + count)
+        now = time.perf_counter_ns()
+        await write([(n, now) for n in range(start, stop)])
+        if on_progress:
+            on_progress(stop - start)
+
+
+async def paced(first: int, count: int, rate: float, max_batch: int, write: WriteBatch,
+                on_progress: Callable[[int], None] | None = None) -> None:
+    """Offer `count` events on a fixed schedule of `rate` events/s (open loop).
+
+    Event k is due at t0 + k/rate. Whatever is due when the previous write returns goes out
+    in the next write (at most `max_batch`), stamped with its *due* time, so a writer that
+    falls behind shows up as latency (no coordinated omission) rather than a slower schedule.
+    """
+    interval = 1e9 / rate
+    t0 = time.perf_counter_ns()
+    sent = 0
+    while sent < count:
+        now = time.perf_counter_ns()
+        due = min(count, int((now - t0) / interval) + 1)
+        if due <= sent:
+            await asyncio.sleep((t0 + sent * interval - now) / 1e9)
+            continue
+        stop = min(due, sent + max_batch)
+        await write([(first + k, int(t0 + k * interval)) for k in range(sent, stop)])
+        if on_progress:
+            on_progress(stop - sent)
+        sent = stop
+
+
+# --- measurements ---------------------------------------------------------------------
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100) of an already sorted sequence."""
+    if not sorted_values:
+        return float("nan")
+    pos = (len(sorted_values) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+@dataclass
+class Samples:
+    """Per-event timestamps (ns) of one measured phase."""
+
+    t_sched: list[int] = field(default_factory=list)
+    t_add: list[int] = field(default_factory=list)
+    t_handled: list[int] = field(default_factory=list)
+    t_applied: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.t_applied)
+
+
+def summarize(samples: Samples, *, t_start: int, t_end: int, offered_rate: float | None,
+              expected: int) -> dict[str, Any]:
+    """Throughput (first write -> last event applied) and latency percentiles in ms."""
+    def dist(ends: list[int], starts: list[int]) -> dict[str, float]:
+        values = sorted((e - s) / 1e6 for e, s in zip(ends, starts, strict=True))
+        return {"p50": percentile(values, 50), "p90": percentile(values, 90),
+                "p99": percentile(values, 99), "max": values[-1] if values else float("nan")}
+
+    elapsed = (t_end - t_start) / 1e9
+    return {
+        "events": len(samples),
+        "expected": expected,
+        "elapsed_s": elapsed,
+        "events_per_s": len(samples) / elapsed if elapsed > 0 else float("nan"),
+        "offered_rate": offered_rate,
+        # the brief's latency: due (== outbox add in a burst) -> handler runs
+        "latency_ms": dist(samples.t_handled, samples.t_sched),
+        # until the consumer's transaction (inbox + effect) committed
+        "latency_applied_ms": dist(samples.t_applied, samples.t_sched),
+        # from the actual Outbox.add call (leaves out time spent behind schedule)
+        "latency_from_add_ms": dist(samples.t_handled, samples.t_add),
+    }
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "loadavg": os.getloadavg(),
+    }
+
+
+def write_results(name: str, results: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    return path
