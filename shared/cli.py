@@ -32,7 +32,7 @@ app = typer.Typer(
 )
 tokens = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 app.add_typer(tokens, name="tokens")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 Host = Annotated[str, typer.Option(help="Interface to bind.")]
 Port = Annotated[int, typer.Option(help="TCP port.")]
@@ -185,8 +185,9 @@ def bench(
 
 
 @app.command()
-def asyncapi(output: Annotated[Path | None, typer.Option(help="Write here, not stdout.")] = None,
-             ) -> None:
+def asyncapi(
+    output: Annotated[Path | None, typer.Option(help="Write here, not stdout.")] = None,
+) -> None:
     """Print the event catalog as an AsyncAPI 3.0 document (JSON)."""
     document = json.dumps(asyncapi_document(CATALOG, version=VERSION), indent=2) + "\n"
     if output is None:

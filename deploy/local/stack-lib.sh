@@ -3,11 +3,13 @@
 # services run as plain background processes). Sourced after lib.sh, never
 # executed.
 
+# shellcheck disable=SC2034 # used by the scripts that source this file
 HANDOFF_SERVICES=(intake qualification routing metrics webhooks)
 
 STACK_DIR="$(make_abs "$HANDOFF_LOCAL_DIR")"
 STACK_RUN_DIR="$STACK_DIR/run"
 STACK_LOG_DIR="$STACK_DIR/logs"
+# shellcheck disable=SC2034 # used by the scripts that source this file
 STACK_LOCK="$STACK_DIR/stack.lock"
 HANDOFF_BIN="${HANDOFF_BIN:-$HANDOFF_REPO_ROOT/.venv/bin/handoff}"
 

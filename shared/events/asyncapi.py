@@ -48,12 +48,15 @@ def asyncapi_document(catalog: EventCatalog, *, version: str) -> dict[str, Any]:
         channel_id = event_type.topic.replace(".", "_")
         channel = channels.setdefault(channel_id, {"address": event_type.topic, "messages": {}})
         channel["messages"][message_id] = {"$ref": f"#/components/messages/{message_id}"}
-        operation = operations.setdefault(f"{event_type.producer}_sends_{channel_id}", {
-            "action": "send",
-            "channel": {"$ref": f"#/channels/{channel_id}"},
-            "summary": f"{event_type.producer} publishes to {event_type.topic}",
-            "messages": [],
-        })
+        operation = operations.setdefault(
+            f"{event_type.producer}_sends_{channel_id}",
+            {
+                "action": "send",
+                "channel": {"$ref": f"#/channels/{channel_id}"},
+                "summary": f"{event_type.producer} publishes to {event_type.topic}",
+                "messages": [],
+            },
+        )
         operation["messages"].append({"$ref": f"#/channels/{channel_id}/messages/{message_id}"})
     return {
         "asyncapi": "3.0.0",

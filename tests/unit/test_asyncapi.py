@@ -22,13 +22,16 @@ def test_every_event_type_is_a_message_on_its_topic_with_its_payload_schema() ->
 
 def test_each_producer_sends_only_its_own_events() -> None:
     operations = asyncapi_document(CATALOG, version=VERSION)["operations"]
-    assert set(operations) >= {"intake_sends_handoff_lead_captured",
-                               "qualification_sends_handoff_lead_stage",
-                               "routing_sends_handoff_sla"}
+    assert set(operations) >= {
+        "intake_sends_handoff_lead_captured",
+        "qualification_sends_handoff_lead_stage",
+        "routing_sends_handoff_sla",
+    }
     assert all(op["action"] == "send" for op in operations.values())
 
 
 def test_the_committed_catalog_matches_the_models() -> None:
     committed = json.loads((ROOT / "docs" / "asyncapi.json").read_text())
     assert committed == asyncapi_document(CATALOG, version=VERSION), (
-        "docs/asyncapi.json is stale: run `handoff asyncapi --output docs/asyncapi.json`")
+        "docs/asyncapi.json is stale: run `handoff asyncapi --output docs/asyncapi.json`"
+    )
