@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -27,6 +27,7 @@ from shared.events.envelope import Envelope
 from shared.inbox import Inbox
 from shared.observability import metrics
 from shared.observability.logging import bind_event_context, clear_event_context
+from shared.observability.tracing import continue_trace, current_traceparent
 from shared.outbox import Outbox
 
 log = structlog.get_logger(__name__)
@@ -48,8 +49,7 @@ class HandlerContext:
             self.session,
             payload,
             subject=subject or self.envelope.subject,
-            traceparent=self.envelope.traceparent,
-        )
+        )  # the trace continues through the current_traceparent context
 
 
 Handler = Callable[[HandlerContext, Any], Awaitable[None]]
@@ -71,7 +71,6 @@ class ConsumerHooks:
     after_db_commit: Callable[[Sequence[Record]], Awaitable[None]] | None = None
     after_offset_commit: Callable[[Sequence[Record]], Awaitable[None]] | None = None
     on_duplicate: Callable[[Envelope], Awaitable[None]] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class EventConsumer:
@@ -181,11 +180,13 @@ class EventConsumer:
         bind_event_context(
             event_id=str(envelope.id), lead_id=envelope.subject, traceparent=envelope.traceparent
         )
+        trace = current_traceparent.set(continue_trace(envelope.traceparent))
         try:
             context = HandlerContext(session=session, envelope=envelope, outbox=self.outbox)
             for handler in handlers:
                 await handler(context, payload)
         finally:
+            current_traceparent.reset(trace)
             clear_event_context()
         return "processed"
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import structlog
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -17,6 +18,7 @@ from shared.auth import TokenStore, routes_without_roles
 from shared.bus.port import Bus
 from shared.events.asyncapi import asyncapi_document
 from shared.observability import metrics
+from shared.observability.tracing import continue_trace, current_traceparent, trace_id_of
 from shared.problems import PROBLEM_JSON, Problem, install_problem_handlers
 from shared.runtime import ServiceRuntime
 
@@ -74,6 +76,7 @@ def build_app(
     _add_operational_routes(app, runtimes)
     label = runtimes[0].name if len(runtimes) == 1 else "all"
     app.add_middleware(RequestMetrics, service=label)
+    app.add_middleware(TraceContext)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     return app
 
@@ -172,6 +175,36 @@ class ContentTooLarge(StarletteHTTPException):
 
     def __init__(self, max_bytes: int) -> None:
         super().__init__(413, f"the request body exceeds the limit of {max_bytes} bytes")
+
+
+class TraceContext:
+    """Continues the caller's W3C trace (or starts one) for logs and the events emitted."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers", [])).get(b"traceparent", b"").decode("latin-1")
+        traceparent = continue_trace(incoming)
+        token = current_traceparent.set(traceparent)
+        structlog.contextvars.bind_contextvars(trace_id=trace_id_of(traceparent))
+
+        async def send_with_trace(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"traceparent", traceparent.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_trace)
+        finally:
+            current_traceparent.reset(token)
+            structlog.contextvars.unbind_contextvars("trace_id")
 
 
 class RequestMetrics:

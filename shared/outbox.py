@@ -38,6 +38,7 @@ from shared.events.catalog import EventCatalog
 from shared.events.codec import build_envelope, to_binary
 from shared.events.envelope import Envelope
 from shared.observability import metrics
+from shared.observability.tracing import current_traceparent
 
 log = structlog.get_logger(__name__)
 
@@ -92,6 +93,7 @@ class Outbox:
     ) -> Envelope:
         """Record `payload` as an event about `subject` inside the session's transaction."""
         sequence = await self._next_sequence(session, subject)
+        traceparent = traceparent or current_traceparent.get()
         envelope = build_envelope(
             self.catalog,
             payload,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -127,10 +126,3 @@ class SlaMet(SlaEvent):
 
 class SlaBreached(SlaEvent):
     action: Literal["notify", "reassign", "escalate"]
-
-
-class DealOutcome(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    amount: Decimal | None = None
-    currency: str | None = None

@@ -7,6 +7,8 @@ import sys
 
 import structlog
 
+from shared.observability.tracing import trace_id_of
+
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -55,11 +57,3 @@ def bind_event_context(*, event_id: str, lead_id: str | None, traceparent: str |
 
 def clear_event_context() -> None:
     structlog.contextvars.unbind_contextvars("event_id", "lead_id", "trace_id")
-
-
-def trace_id_of(traceparent: str | None) -> str | None:
-    """The trace id of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`)."""
-    if not traceparent:
-        return None
-    parts = traceparent.split("-")
-    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None

@@ -174,3 +174,9 @@ def test_a_route_without_declared_roles_is_caught() -> None:
 
     assert routes_without_roles(loose.routes) == ["GET /v1/secrets"]
     assert routes_without_roles(router.routes) == []
+
+
+def test_responses_continue_the_callers_trace(client: TestClient) -> None:
+    caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    response = client.get("/healthz", headers={"traceparent": caller})
+    assert response.headers["traceparent"].split("-")[1] == caller.split("-")[1]

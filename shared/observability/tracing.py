@@ -1,0 +1,30 @@
+"""W3C trace context: one trace id from the HTTP request through every event it causes."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from contextvars import ContextVar
+
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+current_traceparent: ContextVar[str | None] = ContextVar("traceparent", default=None)
+
+
+def new_traceparent() -> str:
+    """The start of a new trace."""
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
+def continue_trace(traceparent: str | None) -> str:
+    """A new span in the caller's trace, or a new trace if the header is missing or invalid."""
+    match = _TRACEPARENT.match(traceparent or "")
+    if match is None or match.group(1) == "0" * 32:
+        return new_traceparent()
+    return f"00-{match.group(1)}-{secrets.token_hex(8)}-{match.group(3)}"
+
+
+def trace_id_of(traceparent: str | None) -> str | None:
+    """The trace id of a valid `traceparent`."""
+    match = _TRACEPARENT.match(traceparent or "")
+    return match.group(1) if match else None

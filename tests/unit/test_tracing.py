@@ -1,0 +1,39 @@
+"""One trace id follows a lead from the HTTP request through every event it causes."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from shared.db import Database
+from shared.observability.tracing import continue_trace, current_traceparent, trace_id_of
+from shared.outbox import Outbox
+from tests.support import Ping, catalog_with_ping, create_schema, outbox_tables
+
+CALLER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def test_a_valid_caller_trace_is_continued_with_a_new_span() -> None:
+    child = continue_trace(CALLER)
+    assert trace_id_of(child) == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert child != CALLER
+
+
+def test_a_missing_or_invalid_trace_starts_a_new_one() -> None:
+    for header in (None, "", "garbage", "00-" + "0" * 32 + "-00f067aa0ba902b7-01"):
+        assert trace_id_of(continue_trace(header)) not in (None, "0" * 32)
+
+
+async def test_events_added_during_a_traced_request_carry_its_trace(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'p.db'}")
+    await create_schema(db)
+    outbox = Outbox(service="p", tables=outbox_tables, catalog=catalog_with_ping("t"))
+    lead = uuid.uuid4()
+    token = current_traceparent.set(continue_trace(CALLER))
+    try:
+        async with db.transaction() as session:
+            envelope = await outbox.add(session, Ping(lead_id=lead, n=1), subject=str(lead))
+    finally:
+        current_traceparent.reset(token)
+    await db.dispose()
+    assert trace_id_of(envelope.traceparent) == trace_id_of(CALLER)
