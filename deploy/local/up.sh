@@ -77,17 +77,30 @@ SECRET=""
 
 # ---------------------------------------------------------------- infrastructure
 
-# Kafka and PostgreSQL start in parallel; each script prints one NAME=value line.
+# Both installed already (no apt-get needed)? Then Kafka and PostgreSQL can
+# start in parallel; two concurrent apt-get runs would fight over the dpkg lock.
+infra_installed() {
+    command -v java >/dev/null 2>&1 || return 1
+    [[ -n "${PG_BINDIR:-}" ]] && return 0
+    compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null
+}
+
+# Each script prints one NAME=value line on stdout (progress on stderr).
 start_infra() {
     local tmp kafka_pid pg_pid kafka_rc=0 pg_rc=0
     tmp="$(mktemp -d)"
     # 9>&- : the infra processes must not inherit our stack lock.
-    "$SCRIPT_DIR/kafka.sh" start >"$tmp/kafka" 9>&- &
-    kafka_pid=$!
-    "$SCRIPT_DIR/postgres.sh" start >"$tmp/postgres" 9>&- &
-    pg_pid=$!
-    wait "$kafka_pid" || kafka_rc=$?
-    wait "$pg_pid" || pg_rc=$?
+    if infra_installed; then
+        "$SCRIPT_DIR/kafka.sh" start >"$tmp/kafka" 9>&- &
+        kafka_pid=$!
+        "$SCRIPT_DIR/postgres.sh" start >"$tmp/postgres" 9>&- &
+        pg_pid=$!
+        wait "$kafka_pid" || kafka_rc=$?
+        wait "$pg_pid" || pg_rc=$?
+    else
+        "$SCRIPT_DIR/kafka.sh" start >"$tmp/kafka" 9>&- || kafka_rc=$?
+        ((kafka_rc != 0)) || "$SCRIPT_DIR/postgres.sh" start >"$tmp/postgres" 9>&- || pg_rc=$?
+    fi
     BOOTSTRAP="$(sed -n 's/^KAFKA_BOOTSTRAP_SERVERS=//p' "$tmp/kafka" | tail -n 1)"
     PG_URL="$(sed -n 's/^DATABASE_URL=//p' "$tmp/postgres" | tail -n 1)"
     rm -rf "$tmp"
