@@ -47,8 +47,19 @@ def _fail(message: str) -> None:
 @app.command()
 def dev(host: Host = "127.0.0.1", port: Port = 8000, data_dir: DataDir = Path(".handoff")) -> None:
     """Run every service in one process on one port (SQLite files and the local event log)."""
+    embedded = {
+        "data_dir": data_dir,
+        "env": "dev",
+        "database_url": None,
+        "kafka_bootstrap_servers": None,
+    }  # dev is embedded whatever the environment says
+    if os.environ.get("DATABASE_URL") or os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        console.print(
+            "note: dev mode ignores DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS "
+            "(use `make up` or `handoff serve` for Kafka and PostgreSQL)"
+        )
     try:
-        settings = {name: load_settings(name, data_dir=data_dir, env="dev") for name in SERVICES}
+        settings = {name: load_settings(name, **embedded) for name in SERVICES}
     except SettingsError as exc:
         _fail(str(exc))
     first = settings[SERVICES[0]]

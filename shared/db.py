@@ -25,6 +25,7 @@ NAMING_CONVENTION = {
 }
 
 AFTER_COMMIT = "handoff.after_commit"
+WRITE_INTENT = "handoff_write_intent"
 
 
 def new_metadata() -> MetaData:
@@ -44,7 +45,9 @@ class Database:
         self.url = url
         self.dialect = make_url(url).get_backend_name()
         self.engine: AsyncEngine = _create_engine(url, echo=echo)
-        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Units of work take SQLite's write lock up front; plain reads stay deferred.
+        writer = self.engine.execution_options(**{WRITE_INTENT: True})
+        self._sessions = async_sessionmaker(writer, expire_on_commit=False)
 
     @property
     def is_postgres(self) -> bool:
@@ -83,7 +86,7 @@ def _create_engine(url: str, *, echo: bool) -> AsyncEngine:
         kwargs["connect_args"] = {"timeout": 30}
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
     return create_async_engine(url, **kwargs)
@@ -100,6 +103,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_begin_immediate(conn: Any) -> None:
-    # Take the write lock up front: no deadlock-prone read->write upgrades between writers.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+def _sqlite_begin(conn: Any) -> None:
+    # A unit of work takes the write lock up front (no deadlock-prone read->write upgrade
+    # between two writers); a read-only connection must not, or it would queue behind writers.
+    immediate = conn.get_execution_options().get(WRITE_INTENT, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

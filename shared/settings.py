@@ -22,7 +22,9 @@ class SettingsError(RuntimeError):
 class ServiceSettings(BaseSettings):
     """What every service needs: where its database is, which bus, how it serves HTTP."""
 
-    model_config = SettingsConfigDict(env_prefix="HANDOFF_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="HANDOFF_", extra="ignore", frozen=True, populate_by_name=True
+    )
 
     service: ClassVar[str] = ""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from tests.support import (
     collect,
     count_effects,
     create_schema,
+    effect_ns,
     eventually,
     inbox_table,
     record_effect,
@@ -267,3 +269,53 @@ async def test_a_handler_that_keeps_failing_dead_letters_only_its_event(
 
     assert await count_effects(db, lead_id=str(lead), n=7) == 0
     assert [r.header("dlq_error") for r in dead] == ["ValueError: seven is not a valid ping"]
+
+
+async def test_a_member_joining_mid_stream_changes_nothing_about_exactly_once_effects(
+    bus: Bus, db: Database
+) -> None:
+    topic = unique("t.join")
+    catalog = catalog_with_ping(topic)
+    await bus.ensure_topics([topic])
+    group = unique("g")
+    await bus.publish([ping(catalog, topic, uuid.uuid4(), n) for n in range(300)])
+    applied_by: dict[str, int] = defaultdict(int)
+
+    def member(name: str) -> EventConsumer:
+        async def count(records: Sequence[Record]) -> None:
+            applied_by[name] += len(records)
+
+        async def slowly(ctx: object, payload: Ping) -> None:
+            await asyncio.sleep(0.01)  # keep the stream going while the group rebalances
+
+        return EventConsumer(
+            service="test",
+            group=group,
+            bus=bus,
+            db=db,
+            inbox=Inbox(inbox_table),
+            catalog=catalog,
+            handlers={Ping: [slowly, record_effect]},
+            batch_size=20,
+            hooks=ConsumerHooks(after_db_commit=count),
+        )
+
+    first, second = member("first"), member("second")
+    tasks = [asyncio.create_task(first.run())]
+
+    async def some_applied() -> bool:
+        return await count_effects(db) > 0
+
+    await eventually(some_applied, timeout=60, interval=0.01)
+    tasks.append(asyncio.create_task(second.run()))
+
+    async def all_applied() -> bool:
+        return await count_effects(db) >= 300
+
+    await eventually(all_applied, timeout=90)
+    first.stop()
+    second.stop()
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+    assert sorted(await effect_ns(db)) == list(range(300))  # each applied exactly once
+    assert applied_by["first"] > 0
+    assert applied_by["second"] > 0

@@ -40,7 +40,8 @@ async def test_dev_serves_all_five_services_with_docs_and_prints_an_admin_token(
             docs = await client.get("/docs")
             asyncapi = (await client.get("/asyncapi.json")).json()
     finally:
-        proc.send_signal(signal.SIGTERM)
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
 
     assert set(ready["checks"]) == SERVICES  # type: ignore[arg-type]

@@ -53,7 +53,8 @@ async def test_a_served_service_is_ready_on_real_kafka_and_postgres_and_stops_on
                 docs = await client.get(f"http://127.0.0.1:{port}/openapi.json")
             assert docs.json()["info"]["title"] == "handoff routing"
         finally:
-            proc.send_signal(signal.SIGTERM)
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
             _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
         # uvicorn re-raises SIGTERM once its graceful shutdown is over
         assert proc.returncode in (0, -signal.SIGTERM)

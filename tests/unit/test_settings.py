@@ -47,3 +47,11 @@ def test_kafka_is_chosen_when_bootstrap_servers_are_given(monkeypatch: pytest.Mo
 def test_an_unknown_service_is_refused() -> None:
     with pytest.raises(SettingsError, match="unknown service 'billing'"):
         load_settings("billing")
+
+
+def test_explicit_overrides_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://u:p@db/intake")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    settings = load_settings("intake", database_url=None, kafka_bootstrap_servers=None)
+    assert settings.bus_kind == "local"
+    assert settings.resolved_database_url().startswith("sqlite+aiosqlite:///")
