@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +42,7 @@ class HandlerContext:
     envelope: Envelope
     outbox: Outbox | None
 
-    async def emit(self, payload: BaseModel, *, subject: str | None = None) -> Envelope:
+    async def emit(self, payload: BaseModel, *, subject: str | None = None) -> uuid.UUID:
         """Emit an event in the same transaction, continuing the incoming event's trace."""
         if self.outbox is None:
             raise RuntimeError("this consumer has no outbox to emit through")
@@ -142,7 +143,7 @@ class EventConsumer:
         good = [d for d in decoded if d.error is None]
         try:
             async with self.db.transaction() as session:
-                outcomes = [await self._apply(session, item) for item in good]
+                outcomes = await self._apply(session, good)
             for item, outcome in zip(good, outcomes, strict=True):
                 self._count(item, outcome)
         except Exception:
@@ -165,37 +166,49 @@ class EventConsumer:
             return _Decoded(record, error=f"{type(exc).__name__}: {exc}")
         return _Decoded(record, envelope, payload)
 
-    async def _apply(self, session: AsyncSession, item: _Decoded) -> str:
-        """Run the handlers unless the inbox has seen the event; returns the outcome."""
-        assert item.envelope is not None
-        assert item.payload is not None
-        envelope, payload = item.envelope, item.payload
-        handlers = self.handlers.get(type(payload), ())
-        if not handlers:
-            return "ignored"
-        if not await self.inbox.claim(session, group=self.group, event_id=str(envelope.id)):
-            if self.hooks.on_duplicate:
-                await self.hooks.on_duplicate(envelope)
-            return "duplicate"
+    async def _apply(self, session: AsyncSession, items: Sequence[_Decoded]) -> list[str]:
+        """Run the handlers of events the inbox has not seen; returns each one's outcome."""
+        handled = [i for i in items if i.payload is not None and self.handlers.get(type(i.payload))]
+        fresh = await self.inbox.claim(
+            session, group=self.group, event_ids=[str(i.envelope.id) for i in handled if i.envelope]
+        )
+        outcomes = []
+        for item in items:
+            assert item.envelope is not None and item.payload is not None
+            event_id = str(item.envelope.id)
+            if not self.handlers.get(type(item.payload)):
+                outcomes.append("ignored")
+            elif event_id not in fresh:
+                outcomes.append("duplicate")
+                if self.hooks.on_duplicate:
+                    await self.hooks.on_duplicate(item.envelope)
+            else:
+                fresh.discard(event_id)  # a second copy in this very batch is a duplicate
+                await self._run_handlers(session, item.envelope, item.payload)
+                outcomes.append("processed")
+        return outcomes
+
+    async def _run_handlers(
+        self, session: AsyncSession, envelope: Envelope, payload: BaseModel
+    ) -> None:
         bind_event_context(
             event_id=str(envelope.id), lead_id=envelope.subject, traceparent=envelope.traceparent
         )
         trace = current_traceparent.set(continue_trace(envelope.traceparent))
         try:
             context = HandlerContext(session=session, envelope=envelope, outbox=self.outbox)
-            for handler in handlers:
+            for handler in self.handlers[type(payload)]:
                 await handler(context, payload)
         finally:
             current_traceparent.reset(trace)
             clear_event_context()
-        return "processed"
 
     async def _apply_alone(self, item: _Decoded) -> None:
         assert item.envelope is not None
         for attempt in range(1, self.max_attempts + 1):
             try:
                 async with self.db.transaction() as session:
-                    outcome = await self._apply(session, item)
+                    (outcome,) = await self._apply(session, [item])
                 self._count(item, outcome)
                 return
             except Exception as exc:

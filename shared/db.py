@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ NAMING_CONVENTION = {
 }
 
 AFTER_COMMIT = "handoff.after_commit"
+BEFORE_COMMIT = "handoff.before_commit"
 WRITE_INTENT = "handoff_write_intent"
 
 
@@ -48,6 +50,7 @@ class Database:
         # Units of work take SQLite's write lock up front; plain reads stay deferred.
         writer = self.engine.execution_options(**{WRITE_INTENT: True})
         self._sessions = async_sessionmaker(writer, expire_on_commit=False)
+        self._sqlite_writer = asyncio.Lock() if self.dialect == "sqlite" else None
 
     @property
     def is_postgres(self) -> bool:
@@ -56,11 +59,18 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A unit of work: commits on success, rolls back on error, then runs after-commit hooks."""
-        async with self._sessions() as session:
+        async with self._write_turn(), self._sessions() as session:
             async with session.begin():
                 yield session
+                for flush in session.info.pop(BEFORE_COMMIT, []):
+                    await flush(session)
             for hook in session.info.pop(AFTER_COMMIT, []):
                 hook()
+
+    def _write_turn(self) -> AbstractAsyncContextManager[object]:
+        # SQLite has one writer at a time; queueing writers here (fair, no sleeping) beats
+        # SQLite's busy handler, which sleeps and retries. PostgreSQL needs no such thing.
+        return self._sqlite_writer if self._sqlite_writer is not None else nullcontext()
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -68,6 +78,15 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def before_commit(session: AsyncSession, hook: Callable[[AsyncSession], Awaitable[None]]) -> None:
+    """Await `hook(session)` as the last step of the unit of work, before it commits."""
+    hooks: list[Callable[[AsyncSession], Awaitable[None]]] = session.info.setdefault(
+        BEFORE_COMMIT, []
+    )
+    if hook not in hooks:
+        hooks.append(hook)
 
 
 def after_commit(session: AsyncSession, hook: Callable[[], None]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import Column, DateTime, MetaData, String, Table
@@ -27,14 +28,21 @@ class Inbox:
     def __init__(self, table: Table) -> None:
         self.table = table
 
-    async def claim(self, session: AsyncSession, *, group: str, event_id: str) -> bool:
-        """True the first time this group sees `event_id`; False for a duplicate."""
-        dialect = session.bind.dialect.name
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    async def claim(
+        self, session: AsyncSession, *, group: str, event_ids: Sequence[str]
+    ) -> set[str]:
+        """The ids among `event_ids` this group has not seen before (now recorded as seen)."""
+        unique_ids = list(dict.fromkeys(event_ids))
+        if not unique_ids:
+            return set()
+        insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+        now = datetime.now(UTC)
         stmt = (
             insert(self.table)
-            .values(consumer_group=group, event_id=event_id, processed_at=datetime.now(UTC))
+            .values(
+                [{"consumer_group": group, "event_id": e, "processed_at": now} for e in unique_ids]
+            )
             .on_conflict_do_nothing()
+            .returning(self.table.c.event_id)
         )
-        result = await session.execute(stmt)
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return set((await session.execute(stmt)).scalars())

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,10 +36,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, wait_exponential_jitter
 
 from shared.bus.port import Bus, OutgoingMessage
-from shared.db import Database, after_commit
+from shared.db import Database, after_commit, before_commit
 from shared.events.catalog import EventCatalog
 from shared.events.codec import build_envelope, to_binary
-from shared.events.envelope import Envelope
+from shared.events.envelope import new_event_id, utcnow
 from shared.observability import metrics
 from shared.observability.tracing import current_traceparent
 
@@ -67,8 +70,21 @@ def define_outbox_tables(metadata: MetaData) -> tuple[Table, Table]:
     return outbox, sequences
 
 
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    event_id: uuid.UUID
+    payload: BaseModel
+    subject: str
+    traceparent: str | None
+    time: datetime
+
+
 class Outbox:
-    """Adds events to the current transaction; `OutboxRelay` ships them after commit."""
+    """Adds events to the current transaction; `OutboxRelay` ships them after commit.
+
+    Events are buffered in the session and written just before it commits: one statement
+    numbers every subject's events, one more inserts them all.
+    """
 
     def __init__(
         self,
@@ -82,6 +98,7 @@ class Outbox:
         self.table, self.sequences = tables
         self.catalog = catalog
         self.wake = wake or asyncio.Event()
+        self._key = f"handoff.outbox.{service}.{id(self)}"
 
     async def add(
         self,
@@ -90,45 +107,70 @@ class Outbox:
         *,
         subject: str,
         traceparent: str | None = None,
-    ) -> Envelope:
-        """Record `payload` as an event about `subject` inside the session's transaction."""
-        sequence = await self._next_sequence(session, subject)
-        traceparent = traceparent or current_traceparent.get()
-        envelope = build_envelope(
-            self.catalog,
-            payload,
-            source_service=self.service,
-            subject=subject,
-            sequence=sequence,
-            traceparent=traceparent,
-        )
-        topic = self.catalog.by_name(envelope.type).topic
-        key, headers, value = to_binary(envelope)
-        await session.execute(
-            insert(self.table).values(
-                event_id=str(envelope.id),
-                topic=topic,
-                key=key,
-                headers=_dump_headers(headers),
-                value=value,
-                created_at=datetime.now(UTC),
-            )
-        )
-        after_commit(session, self.wake.set)
-        return envelope
+    ) -> uuid.UUID:
+        """Record `payload` as an event about `subject` in the session's transaction.
 
-    async def _next_sequence(self, session: AsyncSession, subject: str) -> int:
-        insert_for = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-        stmt = (
-            insert_for(self.sequences)
-            .values(subject=subject, last=1)
-            .on_conflict_do_update(
-                index_elements=[self.sequences.c.subject],
-                set_={"last": self.sequences.c.last + 1},
-            )
-            .returning(self.sequences.c.last)
+        Returns the event id; the event is written when the transaction commits.
+        """
+        self.catalog.for_payload(payload)  # an unknown type fails here, not at commit
+        pending: list[_Pending] | None = session.info.get(self._key)
+        if pending is None:
+            pending = session.info[self._key] = []
+            before_commit(session, self._flush)
+            after_commit(session, self.wake.set)
+        event = _Pending(
+            new_event_id(), payload, subject, traceparent or current_traceparent.get(), utcnow()
         )
-        return int((await session.execute(stmt)).scalar_one())
+        pending.append(event)
+        return event.event_id
+
+    async def _flush(self, session: AsyncSession) -> None:
+        pending: list[_Pending] = session.info.pop(self._key, [])
+        if not pending:
+            return
+        last = await self._reserve_sequences(session, Counter(e.subject for e in pending))
+        counters = {
+            subject: last[subject] - n for subject, n in Counter(e.subject for e in pending).items()
+        }
+        rows = []
+        for event in pending:
+            counters[event.subject] += 1
+            envelope = build_envelope(
+                self.catalog,
+                event.payload,
+                source_service=self.service,
+                subject=event.subject,
+                sequence=counters[event.subject],
+                traceparent=event.traceparent,
+                event_id=event.event_id,
+                time=event.time,
+            )
+            key, headers, value = to_binary(envelope)
+            rows.append(
+                {
+                    "event_id": str(event.event_id),
+                    "topic": self.catalog.by_name(envelope.type).topic,
+                    "key": key,
+                    "headers": _dump_headers(headers),
+                    "value": value,
+                    "created_at": event.time,
+                }
+            )
+        await session.execute(insert(self.table), rows)
+
+    async def _reserve_sequences(
+        self, session: AsyncSession, counts: Counter[str]
+    ) -> dict[str, int]:
+        """Atomically advance each subject's counter; returns the new last value per subject."""
+        insert_for = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+        values = insert_for(self.sequences).values(
+            [{"subject": subject, "last": n} for subject, n in sorted(counts.items())]
+        )
+        stmt = values.on_conflict_do_update(
+            index_elements=[self.sequences.c.subject],
+            set_={"last": self.sequences.c.last + values.excluded.last},
+        ).returning(self.sequences.c.subject, self.sequences.c.last)
+        return {subject: int(last) for subject, last in await session.execute(stmt)}
 
 
 class OutboxRelay:

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 from sqlalchemy import func, insert, select
 
@@ -126,12 +127,14 @@ async def test_each_subject_gets_its_own_gapless_sequence(
     producer_db, _ = databases
     outbox = Outbox(service="producer", tables=outbox_tables, catalog=catalog_with_ping("t"))
     a, b = uuid.uuid4(), uuid.uuid4()
-    sequences: list[tuple[uuid.UUID, int]] = []
-    for lead in (a, b, a, a, b):
+    for batch in ((a, b, a), (a, b)):  # two transactions, several events each
         async with producer_db.transaction() as session:
-            envelope = await outbox.add(session, Ping(lead_id=lead, n=0), subject=str(lead))
-            sequences.append((lead, envelope.sequence))
-    assert sequences == [(a, 1), (b, 1), (a, 2), (a, 3), (b, 2)]
+            for lead in batch:
+                await outbox.add(session, Ping(lead_id=lead, n=0), subject=str(lead))
+    async with producer_db.engine.connect() as conn:
+        rows = (await conn.execute(select(outbox_tables[0]).order_by(outbox_tables[0].c.id))).all()
+    sequences = [(row.key, dict(orjson.loads(row.headers))["ce_sequence"]) for row in rows]
+    assert sequences == [(str(a), "1"), (str(b), "1"), (str(a), "2"), (str(a), "3"), (str(b), "2")]
 
 
 async def test_a_redelivered_event_is_dropped_by_the_inbox(

@@ -5,6 +5,9 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import orjson
+from sqlalchemy import select
+
 from shared.db import Database
 from shared.observability.tracing import continue_trace, current_traceparent, trace_id_of
 from shared.outbox import Outbox
@@ -32,8 +35,12 @@ async def test_events_added_during_a_traced_request_carry_its_trace(tmp_path: Pa
     token = current_traceparent.set(continue_trace(CALLER))
     try:
         async with db.transaction() as session:
-            envelope = await outbox.add(session, Ping(lead_id=lead, n=1), subject=str(lead))
+            await outbox.add(session, Ping(lead_id=lead, n=1), subject=str(lead))
     finally:
         current_traceparent.reset(token)
+    async with db.engine.connect() as conn:
+        headers = dict(
+            orjson.loads((await conn.execute(select(outbox_tables[0].c.headers))).scalar_one())
+        )
     await db.dispose()
-    assert trace_id_of(envelope.traceparent) == trace_id_of(CALLER)
+    assert trace_id_of(headers["ce_traceparent"]) == trace_id_of(CALLER)
