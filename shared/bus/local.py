@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import sqlite3
 import time
 import zlib
 from collections import defaultdict
@@ -18,7 +19,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-import aiosqlite
 import orjson
 
 from shared.bus.port import Bus, BusError, OutgoingMessage, Record, RevokeHook, Subscription
@@ -53,7 +53,7 @@ class LocalBus(Bus):
     def __init__(self, path: Path, *, partitions: int = 6) -> None:
         self.path = path
         self.default_partitions = partitions
-        self._conn: aiosqlite.Connection | None = None
+        self._conn: sqlite3.Connection | None = None
         self._lock_file: IO[str] | None = None
         self._partitions: dict[str, int] = {}
         self._end: dict[TopicPartition, int] = defaultdict(int)
@@ -69,46 +69,46 @@ class LocalBus(Bus):
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise BusError(f"{self.path} is in use by another handoff process") from None
-        self._conn = await aiosqlite.connect(self.path, isolation_level=None)
-        await self._conn.execute("PRAGMA journal_mode=WAL")
-        await self._conn.execute("PRAGMA synchronous=NORMAL")
-        await self._conn.executescript(_SCHEMA)
-        async with self._conn.execute("SELECT name, partitions FROM topics") as cur:
-            self._partitions = {name: n async for name, n in cur}
+        # Inline sqlite3 (no worker thread): each call takes microseconds, and this process
+        # is the log's only writer.
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(_SCHEMA)
+        self._partitions = dict(self._conn.execute("SELECT name, partitions FROM topics"))
         query = 'SELECT topic, partition, MAX("offset") FROM records GROUP BY topic, partition'
-        async with self._conn.execute(query) as cur:
-            async for topic, partition, last in cur:
-                self._end[(topic, partition)] = last + 1
+        for topic, partition, last in self._conn.execute(query):
+            self._end[(topic, partition)] = last + 1
 
     async def close(self) -> None:
         for members in list(self._groups.values()):
             for member in list(members):
                 await member.close()
         if self._conn is not None:
-            await self._conn.close()
+            self._conn.close()
             self._conn = None
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
 
     @property
-    def conn(self) -> aiosqlite.Connection:
+    def conn(self) -> sqlite3.Connection:
         if self._conn is None:
             raise BusError("LocalBus is not started")
         return self._conn
 
     async def ping(self) -> None:
-        await self.conn.execute("SELECT 1")
+        self.conn.execute("SELECT 1")
 
     async def ensure_topics(self, topics: Sequence[str]) -> None:
         async with self._write_lock:
             await self._create_missing(topics)
-            await self.conn.commit()
+            self.conn.commit()
 
     async def _create_missing(self, topics: Sequence[str]) -> None:
         for topic in topics:
             if topic not in self._partitions:
-                await self.conn.execute(
+                self.conn.execute(
                     "INSERT OR IGNORE INTO topics VALUES (?, ?)", (topic, self.default_partitions)
                 )
                 self._partitions[topic] = self.default_partitions
@@ -123,7 +123,7 @@ class LocalBus(Bus):
         async with self._write_lock:
             end = dict(self._end)
             rows = []
-            await self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute("BEGIN IMMEDIATE")
             try:
                 await self._create_missing(sorted({m.topic for m in messages}))
                 for m in messages:
@@ -131,12 +131,10 @@ class LocalBus(Bus):
                     offset = end.get(tp, 0)
                     end[tp] = offset + 1
                     rows.append((*tp, offset, m.key, m.value, _dump_headers(m.headers), now))
-                await self.conn.executemany(
-                    "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", rows
-                )
-                await self.conn.commit()
+                self.conn.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                self.conn.commit()
             except BaseException:
-                await self.conn.rollback()
+                self.conn.rollback()
                 raise
             self._end.update(end)
         async with self._appended:
@@ -168,7 +166,7 @@ class LocalBus(Bus):
         topics = sorted({t for m in members for t in m.topics})
         async with self._write_lock:
             await self._create_missing(topics)
-            await self.conn.commit()
+            self.conn.commit()
         partitions = [(t, p) for t in topics for p in range(self.partitions_of(t))]
         committed = await self._committed(group)
         plan: dict[int, list[TopicPartition]] = defaultdict(list)
@@ -182,17 +180,16 @@ class LocalBus(Bus):
 
     async def _committed(self, group: str) -> dict[TopicPartition, int]:
         query = "SELECT topic, partition, next_offset FROM group_offsets WHERE grp = ?"
-        async with self.conn.execute(query, (group,)) as cur:
-            return {(t, p): o async for t, p, o in cur}
+        return {(t, p): o for t, p, o in self.conn.execute(query, (group,))}
 
     async def _commit(self, group: str, offsets: dict[TopicPartition, int]) -> None:
         async with self._write_lock:
-            await self.conn.executemany(
+            self.conn.executemany(
                 "INSERT INTO group_offsets VALUES (?, ?, ?, ?) ON CONFLICT (grp, topic, partition)"
                 " DO UPDATE SET next_offset = excluded.next_offset",
                 [(group, t, p, o) for (t, p), o in offsets.items()],
             )
-            await self.conn.commit()
+            self.conn.commit()
 
     async def _fetch(self, positions: dict[TopicPartition, int], max_records: int) -> list[Record]:
         records: list[Record] = []
@@ -207,13 +204,10 @@ class LocalBus(Bus):
                 'partition = ? AND "offset" >= ? AND "offset" < ? ORDER BY "offset" LIMIT ?'
             )
             args = (topic, partition, position, end, max_records - len(records))
-            async with self.conn.execute(query, args) as cur:
-                records.extend(
-                    [
-                        Record(topic, partition, offset, key, value, _load_headers(headers), ts)
-                        async for offset, key, value, headers, ts in cur
-                    ]
-                )
+            records.extend(
+                Record(topic, partition, offset, key, value, _load_headers(headers), ts)
+                for offset, key, value, headers, ts in self.conn.execute(query, args)
+            )
         return records
 
     async def _wait_for_append(self, seen: dict[TopicPartition, int], timeout: float) -> None:
