@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Column, DateTime, MetaData, String, Table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -27,6 +28,7 @@ class Inbox:
 
     def __init__(self, table: Table) -> None:
         self.table = table
+        self._claims: dict[str, Any] = {}
 
     async def claim(
         self, session: AsyncSession, *, group: str, event_ids: Sequence[str]
@@ -35,14 +37,17 @@ class Inbox:
         unique_ids = list(dict.fromkeys(event_ids))
         if not unique_ids:
             return set()
-        insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+        stmt = self._claim_statement(session.bind.dialect.name)
         now = datetime.now(UTC)
-        stmt = (
-            insert(self.table)
-            .values(
-                [{"consumer_group": group, "event_id": e, "processed_at": now} for e in unique_ids]
+        rows = [{"consumer_group": group, "event_id": e, "processed_at": now} for e in unique_ids]
+        return set((await session.execute(stmt, rows)).scalars())
+
+    def _claim_statement(self, dialect: str) -> Any:
+        # One statement object per dialect, executed with many parameter sets: SQLAlchemy
+        # compiles it once and batches the rows ("insertmanyvalues").
+        if dialect not in self._claims:
+            insert = pg_insert if dialect == "postgresql" else sqlite_insert
+            self._claims[dialect] = (
+                insert(self.table).on_conflict_do_nothing().returning(self.table.c.event_id)
             )
-            .on_conflict_do_nothing()
-            .returning(self.table.c.event_id)
-        )
-        return set((await session.execute(stmt)).scalars())
+        return self._claims[dialect]

@@ -99,6 +99,7 @@ class Outbox:
         self.catalog = catalog
         self.wake = wake or asyncio.Event()
         self._key = f"handoff.outbox.{service}.{id(self)}"
+        self._reserve: dict[str, Any] = {}
 
     async def add(
         self,
@@ -162,15 +163,20 @@ class Outbox:
         self, session: AsyncSession, counts: Counter[str]
     ) -> dict[str, int]:
         """Atomically advance each subject's counter; returns the new last value per subject."""
-        insert_for = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-        values = insert_for(self.sequences).values(
-            [{"subject": subject, "last": n} for subject, n in sorted(counts.items())]
-        )
-        stmt = values.on_conflict_do_update(
-            index_elements=[self.sequences.c.subject],
-            set_={"last": self.sequences.c.last + values.excluded.last},
-        ).returning(self.sequences.c.subject, self.sequences.c.last)
-        return {subject: int(last) for subject, last in await session.execute(stmt)}
+        stmt = self._reserve_statement(session.bind.dialect.name)
+        rows = [{"subject": subject, "last": n} for subject, n in sorted(counts.items())]
+        return {subject: int(last) for subject, last in await session.execute(stmt, rows)}
+
+    def _reserve_statement(self, dialect: str) -> Any:
+        # Built once per dialect and run with many parameter sets (compiled once, batched).
+        if dialect not in self._reserve:
+            insert_for = pg_insert if dialect == "postgresql" else sqlite_insert
+            values = insert_for(self.sequences)
+            self._reserve[dialect] = values.on_conflict_do_update(
+                index_elements=[self.sequences.c.subject],
+                set_={"last": self.sequences.c.last + values.excluded.last},
+            ).returning(self.sequences.c.subject, self.sequences.c.last)
+        return self._reserve[dialect]
 
 
 class OutboxRelay:
