@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -144,8 +145,7 @@ class EventConsumer:
         try:
             async with self.db.transaction() as session:
                 outcomes = await self._apply(session, good)
-            for item, outcome in zip(good, outcomes, strict=True):
-                self._count(item, outcome)
+            self._count_all(good, outcomes)
         except Exception:
             log.warning(
                 "batch failed; retrying its events one by one", group=self.group, size=len(good)
@@ -255,6 +255,14 @@ class EventConsumer:
                 OutgoingMessage(topic=topic, key=r.key or "", value=r.value, headers=headers)
             )
         await self.bus.publish(messages)
+
+    def _count_all(self, items: Sequence[_Decoded], outcomes: Sequence[str]) -> None:
+        tally = Counter(
+            (i.envelope.type if i.envelope else "unknown", o)
+            for i, o in zip(items, outcomes, strict=True)
+        )
+        for (event_type, outcome), n in tally.items():
+            metrics.EVENTS_CONSUMED.labels(self.service, self.group, event_type, outcome).inc(n)
 
     def _count(self, item: _Decoded, outcome: str) -> None:
         event_type = item.envelope.type if item.envelope else "unknown"

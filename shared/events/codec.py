@@ -11,7 +11,7 @@ import orjson
 from pydantic import BaseModel
 
 from shared.events.catalog import EventCatalog
-from shared.events.envelope import JSON, Envelope
+from shared.events.envelope import JSON, SPEC_VERSION, Envelope, new_event_id, utcnow
 
 Headers = Sequence[tuple[str, bytes]]
 CONTENT_TYPE = "content-type"
@@ -100,20 +100,19 @@ def build_envelope(
 ) -> Envelope:
     """Wrap a payload in its envelope, type and topic taken from the catalog."""
     event_type = catalog.for_payload(payload)
-    extra: dict[str, Any] = {}
-    if event_id is not None:
-        extra["id"] = event_id
-    if time is not None:
-        extra["time"] = time
-    return Envelope(
+    # Every attribute is ours and already typed: construct without re-validating (hot path).
+    return Envelope.model_construct(
+        id=event_id or new_event_id(),
+        specversion=SPEC_VERSION,
         source=f"/handoff/{source_service}",
         type=event_type.name,
         subject=subject,
+        time=time or utcnow(),
+        datacontenttype=JSON,
         partitionkey=subject,
         traceparent=traceparent,
         sequence=sequence,
         data=payload.model_dump(mode="json"),
-        **extra,
     )
 
 
