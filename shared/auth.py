@@ -178,3 +178,10 @@ def routes_without_roles(routes: Any) -> list[str]:
         if path.startswith("/v1") and hasattr(route, "dependant") and declared_roles(route) is None:
             missing.extend(f"{m} {path}" for m in sorted(route.methods))
     return missing
+
+
+async def authenticated_by_signature() -> None:
+    """Marks a route whose caller proves itself by a signature the route verifies itself."""
+
+
+authenticated_by_signature.roles = frozenset({"signature"})  # type: ignore[attr-defined]

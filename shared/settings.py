@@ -82,8 +82,30 @@ def _db_password(url: str) -> str | None:
     return make_url(url).password
 
 
+SALES_OWNED_DEFAULT = frozenset(
+    {
+        "first_name",
+        "last_name",
+        "phone",
+        "company",
+        "company_domain",
+        "job_title",
+        "department",
+        "seniority",
+        "company_size",
+        "industry",
+        "country",
+    }
+)
+
+
 class IntakeSettings(ServiceSettings):
     service: ClassVar[str] = "intake"
+
+    # Fields a marketing sync may not overwrite once sales has entered them.
+    sales_owned_fields: frozenset[str] = SALES_OWNED_DEFAULT
+    import_batch_size: int = Field(default=1000, ge=1, le=10_000)
+    import_max_errors: int = Field(default=1000, ge=0)
 
 
 class QualificationSettings(ServiceSettings):

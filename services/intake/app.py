@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.intake import models
+from services.intake import api, models, webhooks_api
 from shared.bus.port import Bus
 from shared.runtime import ServiceDefinition
 from shared.service_app import create_service_app
@@ -25,6 +25,7 @@ def definition() -> ServiceDefinition:
         outbox_tables=models.outbox_tables,
         inbox_table=models.inbox_table,
         migrations=Path(__file__).parent / "migrations",
+        routers=[api.router, webhooks_api.router],
     )
 
 

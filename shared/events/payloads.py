@@ -39,20 +39,30 @@ class Reason(BaseModel):
 
 
 class LeadCaptured(Payload):
-    """A new lead landed in intake, normalized and matched to an account."""
+    """A new lead landed in intake, normalized and matched to an account.
 
-    email: str
+    Events carry no direct identifiers (email, names, phone): those stay in intake, where
+    erasure can remove them. `email_domain` and `email_kind` are enough to score fit.
+    """
+
     source: LeadSource
     channel: str | None = None
     campaign: str | None = None
     account_id: uuid.UUID | None = None
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    email_domain: str | None = None
+    email_kind: Literal["business", "freemail", "disposable"] | None = None
+    profile: dict[str, Any] = Field(default_factory=dict)
+    external_ids: dict[str, str] = Field(default_factory=dict)
+    custom: dict[str, Any] = Field(default_factory=dict)
 
 
 class LeadUpdated(Payload):
     """A known lead's profile changed; only the changed fields are carried."""
 
-    changes: dict[str, Any]
+    changes: dict[str, Any] = Field(default_factory=dict)
+    changed_pii: list[str] = Field(default_factory=list)
+    account_id: uuid.UUID | None = None
+    source: LeadSource | None = None
 
 
 class LeadActivity(Payload):

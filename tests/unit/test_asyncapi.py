@@ -15,7 +15,8 @@ def test_every_event_type_is_a_message_on_its_topic_with_its_payload_schema() ->
     messages = document["components"]["messages"]
     assert {m["name"] for m in messages.values()} == {t.name for t in CATALOG}
     captured = document["components"]["schemas"]["lead_captured_v1"]
-    assert {"lead_id", "email", "source"} <= set(captured["required"])
+    assert {"lead_id", "source"} <= set(captured["required"])
+    assert "email" not in captured["properties"]  # no direct identifiers on the bus
     addresses = {c["address"] for c in document["channels"].values()}
     assert addresses == {t.topic for t in CATALOG}
 

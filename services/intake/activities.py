@@ -1,0 +1,163 @@
+"""Activities: who did what; anonymous visitors are stitched to a lead once they identify."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.intake.canonical import ActivityIn
+from services.intake.models import activities, lead_external_ids, leads, visitors
+from shared.events.payloads import LeadActivity
+from shared.outbox import Outbox
+
+
+class UnknownLead(LookupError):
+    """The activity names a lead intake does not know (or that was erased)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class RecordedActivity:
+    activity_id: str
+    lead_id: str | None  # None: an anonymous visitor's, kept until they identify
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "activity_id": self.activity_id,
+            "lead_id": self.lead_id,
+            "anonymous": self.lead_id is None,
+        }
+
+
+async def record_activity(
+    session: AsyncSession, outbox: Outbox, activity: ActivityIn
+) -> RecordedActivity:
+    """Store an activity; announce it if its lead is known (else keep it for stitching)."""
+    lead_id = await _resolve(session, activity)
+    activity_id = str(uuid.uuid4())
+    await session.execute(
+        insert(activities).values(
+            id=activity_id,
+            lead_id=lead_id,
+            visitor_id=activity.visitor_id,
+            activity_type=activity.activity_type,
+            occurred_at=activity.occurred_at,
+            properties=activity.properties,
+            received_at=datetime.now(UTC),
+        )
+    )
+    if lead_id is not None:
+        await _announce(
+            session,
+            outbox,
+            lead_id,
+            activity_id,
+            activity.activity_type,
+            activity.occurred_at,
+            activity.properties,
+            activity.visitor_id,
+        )
+    return RecordedActivity(activity_id, lead_id)
+
+
+async def stitch_visitor(
+    session: AsyncSession, outbox: Outbox, *, visitor_id: str, lead_id: str
+) -> int:
+    """Attribute a visitor's anonymous history to the lead they turned out to be."""
+    insert_for = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    await session.execute(
+        insert_for(visitors).values(visitor_id=visitor_id, lead_id=lead_id).on_conflict_do_nothing()
+    )
+    rows = (
+        await session.execute(
+            update(activities)
+            .where(activities.c.visitor_id == visitor_id, activities.c.lead_id.is_(None))
+            .values(lead_id=lead_id)
+            .returning(
+                activities.c.id,
+                activities.c.activity_type,
+                activities.c.occurred_at,
+                activities.c.properties,
+            )
+        )
+    ).all()
+    for row in sorted(rows, key=lambda r: r.occurred_at):
+        await _announce(
+            session,
+            outbox,
+            lead_id,
+            row.id,
+            row.activity_type,
+            _aware(row.occurred_at),
+            row.properties,
+            visitor_id,
+        )
+    return len(rows)
+
+
+async def _announce(
+    session: AsyncSession,
+    outbox: Outbox,
+    lead_id: str,
+    activity_id: str,
+    activity_type: str,
+    occurred_at: datetime,
+    properties: dict[str, Any],
+    visitor_id: str | None,
+) -> None:
+    await outbox.add(
+        session,
+        LeadActivity(
+            lead_id=uuid.UUID(lead_id),
+            activity_id=uuid.UUID(activity_id),
+            activity_type=activity_type,
+            occurred_at=occurred_at,
+            properties={**properties, **({"visitor_id": visitor_id} if visitor_id else {})},
+        ),
+        subject=lead_id,
+    )
+
+
+async def _resolve(session: AsyncSession, activity: ActivityIn) -> str | None:
+    live = leads.c.erased_at.is_(None)
+    if activity.lead_id:
+        found = await session.scalar(select(leads.c.id).where(leads.c.id == activity.lead_id, live))
+        if found is None:
+            raise UnknownLead("lead_id", f"no lead {activity.lead_id}")
+        return str(found)
+    if activity.email:
+        found = await session.scalar(
+            select(leads.c.id).where(leads.c.email == activity.email, live)
+        )
+        if found is None:
+            raise UnknownLead("email", "no lead with this email: capture the lead first")
+        return str(found)
+    for provider, external_id in activity.external_ids.items():
+        found = await session.scalar(
+            select(lead_external_ids.c.lead_id).where(
+                lead_external_ids.c.provider == provider,
+                lead_external_ids.c.external_id == external_id,
+            )
+        )
+        if found is not None:
+            return str(found)
+    if activity.visitor_id:
+        return await session.scalar(
+            select(visitors.c.lead_id).where(visitors.c.visitor_id == activity.visitor_id)
+        )
+    raise UnknownLead("external_ids", "no lead with these external ids")
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,0 +1,153 @@
+"""Intake's HTTP API: capture leads, import files, record activities, erase."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi.responses import JSONResponse
+
+from services.intake import idempotency
+from services.intake.activities import UnknownLead, record_activity
+from services.intake.canonical import ActivityIn, LeadCapture
+from services.intake.erasure import erase_lead
+from services.intake.import_job import run_import
+from services.intake.importing import format_of
+from services.intake.lead_view import lead_view
+from services.intake.leads import CaptureOutcome, capture_batch
+from shared.auth import Principal, require_roles
+from shared.http import runtime_of
+from shared.problems import Problem
+from shared.runtime import ServiceRuntime
+from shared.settings import IntakeSettings
+
+router = APIRouter(tags=["intake"])
+Runtime = Annotated[ServiceRuntime, runtime_of("intake")]
+Writer = Annotated[Principal, Depends(require_roles("integration", "marketing", "sales"))]
+Reader = Annotated[
+    Principal, Depends(require_roles("manager", "integration", "marketing", "sales"))
+]
+Eraser = Annotated[Principal, Depends(require_roles("manager"))]
+
+
+def _settings(runtime: ServiceRuntime) -> IntakeSettings:
+    assert isinstance(runtime.settings, IntakeSettings)
+    return runtime.settings
+
+
+@router.post(
+    "/v1/leads",
+    status_code=201,
+    responses={
+        200: {"description": "an existing lead was updated"},
+        409: {"description": "Idempotency-Key reused with another body, or an identity conflict"},
+        422: {"description": "invalid lead"},
+    },
+)
+async def capture_lead(
+    lead: LeadCapture,
+    request: Request,
+    runtime: Runtime,
+    who: Writer,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JSONResponse:
+    """Capture a lead: create it (201), or update the person it already is (200)."""
+    body_hash = idempotency.request_hash(await request.body())
+    async with runtime.db.transaction() as session:
+        if idempotency_key:
+            earlier = await idempotency.previous_answer(
+                session, principal=who.id, key=idempotency_key, body_hash=body_hash
+            )
+            if earlier is not None:
+                return JSONResponse(
+                    earlier.body,
+                    status_code=earlier.status_code,
+                    headers={"Idempotent-Replayed": "true"},
+                )
+        (outcome,) = await capture_batch(
+            session, runtime.outbox, [lead], sales_owned=_settings(runtime).sales_owned_fields
+        )
+        answer = _answer(outcome)
+        if idempotency_key:
+            await idempotency.remember_answer(
+                session, principal=who.id, key=idempotency_key, body_hash=body_hash, answer=answer
+            )
+    return JSONResponse(answer.body, status_code=answer.status_code)
+
+
+def _answer(outcome: CaptureOutcome) -> idempotency.StoredAnswer:
+    if outcome.error is not None:
+        raise Problem(
+            409,
+            "Identity conflict",
+            outcome.error.reason,
+            errors=[{"field": outcome.error.field, "reason": outcome.error.reason}],
+        )
+    return idempotency.StoredAnswer(201 if outcome.created else 200, outcome.as_json())
+
+
+@router.get("/v1/leads/{lead_id}")
+async def get_lead(lead_id: uuid.UUID, runtime: Runtime, who: Reader) -> dict[str, Any]:
+    """A lead's profile, account and external ids (personal data: not for viewers)."""
+    async with runtime.db.engine.connect() as conn:
+        view = await lead_view(conn, str(lead_id))
+    if view is None:
+        raise Problem(404, "Not Found", f"no lead {lead_id}")
+    return view
+
+
+@router.delete("/v1/leads/{lead_id}", status_code=204, responses={404: {}})
+async def erase(lead_id: uuid.UUID, runtime: Runtime, who: Eraser) -> Response:
+    """Erase a lead's personal data here and tell every service to forget it."""
+    async with runtime.db.transaction() as session:
+        erased = await erase_lead(session, runtime.outbox, str(lead_id), requested_by=who.id)
+    if erased is None:
+        raise Problem(404, "Not Found", f"no lead {lead_id}")
+    return Response(status_code=204)
+
+
+@router.post(
+    "/v1/leads/import",
+    responses={415: {}, 422: {}},
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/x-ndjson": {"schema": {"type": "string"}},
+                "text/csv": {"schema": {"type": "string"}},
+            }
+        }
+    },
+)
+async def import_leads(request: Request, runtime: Runtime, who: Writer) -> dict[str, Any]:
+    """Import NDJSON or CSV, streamed: good rows are kept, bad rows reported by line."""
+    fmt = format_of(request.headers.get("content-type", ""))
+    if fmt is None:
+        raise Problem(
+            415,
+            "Unsupported Media Type",
+            "send application/x-ndjson or text/csv",
+            errors=[{"field": "Content-Type", "reason": "not an import format"}],
+        )
+    summary = await run_import(runtime, request.stream(), fmt, _settings(runtime))
+    if summary.rows == 0:
+        raise Problem(
+            422,
+            "Empty import",
+            "the file has no rows",
+            errors=[{"field": "body", "reason": "no rows"}],
+        )
+    return summary.as_json()
+
+
+@router.post("/v1/activities", status_code=202, responses={404: {}, 422: {}})
+async def record(activity: ActivityIn, runtime: Runtime, who: Writer) -> dict[str, Any]:
+    """Record what a lead (or an anonymous visitor) did."""
+    try:
+        async with runtime.db.transaction() as session:
+            recorded = await record_activity(session, runtime.outbox, activity)
+    except UnknownLead as exc:
+        raise Problem(
+            404, "Unknown lead", exc.reason, errors=[{"field": exc.field, "reason": exc.reason}]
+        ) from None
+    return recorded.as_json()

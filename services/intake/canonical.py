@@ -1,0 +1,191 @@
+"""The canonical lead and activity: one definition, whatever system they came from."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from services.intake import normalize
+
+LeadSource = Literal["marketing", "sales"]
+Channel = Literal[
+    "web_form",
+    "webinar",
+    "event",
+    "content",
+    "paid",
+    "email",
+    "organic",
+    "social",
+    "referral",
+    "partner",
+    "cold_call",
+    "outbound",
+    "import",
+    "chat",
+    "other",
+]
+ActivityType = Literal[
+    "page_view",
+    "pricing_page_view",
+    "form_submit",
+    "content_download",
+    "webinar_registered",
+    "webinar_attended",
+    "event_attended",
+    "email_open",
+    "email_click",
+    "email_unsubscribe",
+    "email_bounce",
+    "meeting_booked",
+    "call_logged",
+    "demo_request",
+    "trial_signup",
+    "chat_started",
+    "ad_click",
+]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Scalar = str | int | float | bool | None
+
+MAX_CUSTOM = 50
+PII_FIELDS = frozenset({"email", "first_name", "last_name", "phone", "visitor_id"})
+PROFILE_FIELDS = (
+    "email",
+    "first_name",
+    "last_name",
+    "phone",
+    "company",
+    "company_domain",
+    "job_title",
+    "department",
+    "seniority",
+    "company_size",
+    "industry",
+    "country",
+    "marketing_consent",
+    "channel",
+    "campaign",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+)
+
+
+class LeadIn(BaseModel):
+    """A lead as any source describes it; fields not given are left as they are."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    email: str | None = Field(default=None, max_length=254, examples=["ana@acme.com"])
+    first_name: Text | None = None
+    last_name: Text | None = None
+    phone: str | None = Field(default=None, max_length=40, examples=["+49 30 1234567"])
+    company: Text | None = None
+    company_domain: str | None = Field(default=None, max_length=253)
+    job_title: Text | None = None
+    department: Text | None = None
+    seniority: (
+        Literal["entry", "mid", "senior", "manager", "director", "vp", "c_level", "owner"] | None
+    ) = None
+    company_size: int | None = Field(default=None, ge=1, le=10_000_000)
+    industry: Text | None = None
+    country: str | None = Field(default=None, description="ISO 3166 code or English name")
+    marketing_consent: bool | None = None
+    source: LeadSource = "marketing"
+    channel: Channel | None = None
+    campaign: Text | None = None
+    utm_source: Text | None = None
+    utm_medium: Text | None = None
+    utm_campaign: Text | None = None
+    utm_term: Text | None = None
+    utm_content: Text | None = None
+    external_ids: dict[
+        Annotated[str, StringConstraints(max_length=40)],
+        Annotated[str, StringConstraints(max_length=200)],
+    ] = Field(default_factory=dict, max_length=10, examples=[{"hubspot": "1234"}])
+    custom: dict[Annotated[str, StringConstraints(max_length=64)], Scalar] = Field(
+        default_factory=dict, max_length=MAX_CUSTOM
+    )
+    visitor_id: str | None = Field(default=None, max_length=100)
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        return None if value is None else normalize.normalize_email(value)
+
+    @field_validator("company_domain")
+    @classmethod
+    def _domain(cls, value: str | None) -> str | None:
+        return None if value is None else normalize.normalize_domain(value)
+
+    @field_validator("country")
+    @classmethod
+    def _country(cls, value: str | None) -> str | None:
+        return None if value is None else normalize.normalize_country(value)
+
+    @field_validator("custom")
+    @classmethod
+    def _custom(cls, value: dict[str, Scalar]) -> dict[str, Scalar]:
+        for key, item in value.items():
+            if isinstance(item, str) and len(item) > 1000:
+                raise ValueError(f"custom.{key}: at most 1000 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _phone(self) -> Self:
+        if self.phone is not None:
+            self.phone = normalize.normalize_phone(self.phone, self.country)
+        return self
+
+    def profile(self) -> dict[str, Any]:
+        """The profile fields this input sets (None and unset fields left out)."""
+        return {f: v for f in PROFILE_FIELDS if (v := getattr(self, f)) is not None}
+
+
+class LeadCapture(LeadIn):
+    """`POST /v1/leads`: a lead with its email (the identity key)."""
+
+    email: str = Field(max_length=254, examples=["ana@acme.com"])  # type: ignore[assignment]
+
+
+class ActivityIn(BaseModel):
+    """Something a lead (or a not-yet-identified visitor) did."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    activity_type: ActivityType
+    occurred_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    lead_id: str | None = None
+    email: str | None = Field(default=None, max_length=254)
+    external_ids: dict[str, str] = Field(default_factory=dict, max_length=10)
+    visitor_id: str | None = Field(default=None, max_length=100)
+    properties: dict[Annotated[str, StringConstraints(max_length=64)], Scalar] = Field(
+        default_factory=dict, max_length=50
+    )
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        return None if value is None else normalize.normalize_email(value)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    @model_validator(mode="after")
+    def _someone(self) -> Self:
+        if not (self.lead_id or self.email or self.external_ids or self.visitor_id):
+            raise ValueError("say who: lead_id, email, external_ids or visitor_id")
+        return self

@@ -1,0 +1,44 @@
+"""Erasure: a lead's personal data is removed here, and every service is told to forget it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.intake.models import activities, lead_external_ids, leads, visitors
+from shared.events.payloads import LeadErased
+from shared.outbox import Outbox
+
+
+async def erase_lead(
+    session: AsyncSession, outbox: Outbox, lead_id: str, *, requested_by: str
+) -> bool | None:
+    """Erase a lead: True when erased now, False if it already was, None if unknown."""
+    row = (
+        await session.execute(
+            select(leads.c.id, leads.c.erased_at).where(leads.c.id == lead_id).with_for_update()
+        )
+    ).first()
+    if row is None:
+        return None
+    if row.erased_at is not None:
+        return False
+    await session.execute(
+        update(leads)
+        .where(leads.c.id == lead_id)
+        .values(email=None, profile={}, field_sources={}, erased_at=datetime.now(UTC))
+    )
+    await session.execute(delete(lead_external_ids).where(lead_external_ids.c.lead_id == lead_id))
+    await session.execute(delete(visitors).where(visitors.c.lead_id == lead_id))
+    await session.execute(
+        update(activities)
+        .where(activities.c.lead_id == lead_id)
+        .values(properties={}, visitor_id=None)
+    )
+    await outbox.add(
+        session, LeadErased(lead_id=uuid.UUID(lead_id), requested_by=requested_by), subject=lead_id
+    )
+    return True

@@ -1,0 +1,75 @@
+"""One lead per person: how a capture merges into what is known (pure, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.intake.canonical import LeadSource
+
+
+@dataclass
+class KnownLead:
+    """What intake knows of a lead while a capture is applied."""
+
+    id: str
+    email: str | None
+    source: LeadSource
+    account_id: str | None
+    profile: dict[str, Any]
+    field_sources: dict[str, str]
+    external_ids: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Merge:
+    """What a capture changes on a known lead, and what it was not allowed to change."""
+
+    changes: dict[str, Any]
+    protected: list[str]
+    new_external_ids: dict[str, str]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes or self.new_external_ids)
+
+
+def merge(
+    known: KnownLead,
+    incoming: dict[str, Any],
+    *,
+    source: LeadSource,
+    external_ids: dict[str, str],
+    sales_owned: frozenset[str],
+) -> Merge:
+    """Apply a capture's fields: a marketing sync never overwrites what sales entered.
+
+    A field is protected when sales set it last, it is in `sales_owned`, and the capture
+    comes from marketing. Equal values are no change.
+    """
+    changes: dict[str, Any] = {}
+    protected: list[str] = []
+    for name, value in incoming.items():
+        if known.profile.get(name) == value:
+            continue
+        if (
+            source == "marketing"
+            and name in sales_owned
+            and known.field_sources.get(name) == "sales"
+            and name in known.profile
+        ):
+            protected.append(name)
+            continue
+        changes[name] = value
+    new_ids = {p: i for p, i in external_ids.items() if known.external_ids.get(p) != i}
+    return Merge(changes=changes, protected=sorted(protected), new_external_ids=new_ids)
+
+
+def apply(known: KnownLead, merged: Merge, *, source: LeadSource) -> None:
+    """Record a merge on the in-memory lead (later captures in the same batch see it)."""
+    known.profile.update(merged.changes)
+    for name in merged.changes:
+        known.field_sources[name] = source
+    if "email" in merged.changes:
+        known.email = merged.changes["email"]
+    known.external_ids.update(merged.new_external_ids)

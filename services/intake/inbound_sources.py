@@ -1,0 +1,103 @@
+"""Inbound sources: which marketing platforms may post webhooks, with their secrets."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from services.intake.canonical import Channel, LeadSource
+from services.intake.models import inbound_sources
+from services.intake.providers import ADAPTERS, SourceConfig
+
+
+class InboundSourceIn(BaseModel):
+    """An inbound source as an admin configures it; the secret is never shown again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,99}$", examples=["hubspot-main"])
+    provider: Literal["hubspot", "standard", "marketo"]
+    secret: str = Field(
+        min_length=16,
+        max_length=500,
+        description="HubSpot app secret, whsec_ secret, or Marketo token",
+    )
+    lead_source: LeadSource = "marketing"
+    channel: Channel | None = None
+    field_map: dict[str, str] = Field(default_factory=dict, max_length=200)
+    token_header: str = Field(default="x-handoff-token", max_length=100)
+
+    @field_validator("token_header")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.lower()
+
+
+def check_secret(source: InboundSourceIn) -> str | None:
+    """Why this provider cannot use the secret, or None."""
+    if source.provider == "standard":
+        from standardwebhooks import Webhook
+
+        try:
+            Webhook(source.secret)
+        except Exception:
+            return "not a Standard Webhooks secret (whsec_ followed by base64)"
+    return None
+
+
+async def create_source(session: AsyncSession, source: InboundSourceIn) -> None:
+    await session.execute(
+        insert(inbound_sources).values(**source.model_dump(), created_at=datetime.now(UTC))
+    )
+
+
+async def delete_source(session: AsyncSession, name: str) -> bool:
+    result = await session.execute(delete(inbound_sources).where(inbound_sources.c.name == name))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def list_sources(conn: AsyncConnection) -> list[dict[str, Any]]:
+    rows = await conn.execute(select(inbound_sources).order_by(inbound_sources.c.name))
+    return [
+        {
+            "name": r.name,
+            "provider": r.provider,
+            "lead_source": r.lead_source,
+            "channel": r.channel,
+            "field_map": r.field_map,
+            "token_header": r.token_header,
+            "created_at": r.created_at,
+            "webhook_path": f"/v1/webhooks/{r.provider}?source={r.name}",
+        }
+        for r in rows
+    ]
+
+
+async def find_source(conn: AsyncConnection, provider: str, name: str | None) -> SourceConfig | str:
+    """The source a webhook is for, or why none fits."""
+    stmt = select(inbound_sources).where(inbound_sources.c.provider == provider)
+    if name is not None:
+        stmt = stmt.where(inbound_sources.c.name == name)
+    rows = (await conn.execute(stmt)).all()
+    if not rows:
+        return f"no {provider} inbound source" + (f" named {name!r}" if name else "")
+    if len(rows) > 1:
+        return f"several {provider} sources exist: say which with ?source=<name>"
+    r = rows[0]
+    return SourceConfig(
+        name=r.name,
+        provider=r.provider,
+        secret=r.secret,
+        lead_source=r.lead_source,
+        channel=r.channel,
+        field_map=dict(r.field_map),
+        token_header=r.token_header,
+    )
+
+
+def known_provider(provider: str) -> bool:
+    return provider in ADAPTERS

@@ -1,0 +1,351 @@
+"""Capturing leads: identity resolution, account matching, changes and their events."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.intake import domains
+from services.intake.activities import stitch_visitor
+from services.intake.canonical import PII_FIELDS, LeadIn
+from services.intake.identity import KnownLead, apply, merge
+from services.intake.models import accounts, lead_external_ids, leads
+from services.intake.normalize import email_domain
+from shared.events.payloads import LeadCaptured, LeadUpdated
+from shared.outbox import Outbox
+
+
+@dataclass(frozen=True)
+class CaptureError:
+    field: str
+    reason: str
+
+
+@dataclass
+class CaptureOutcome:
+    """What one capture did: created or updated which lead, and what changed."""
+
+    lead_id: str | None = None
+    account_id: str | None = None
+    created: bool = False
+    changes: dict[str, Any] = field(default_factory=dict)
+    protected: list[str] = field(default_factory=list)
+    error: CaptureError | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "lead_id": self.lead_id,
+            "account_id": self.account_id,
+            "created": self.created,
+            "changed_fields": sorted(self.changes),
+            "protected_fields": self.protected,
+        }
+
+
+class _Leads:
+    """The leads a batch touches, found by email, external id or id."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, KnownLead] = {}
+        self.by_email: dict[str, KnownLead] = {}
+        self.by_external: dict[tuple[str, str], KnownLead] = {}
+
+    def add(self, lead: KnownLead) -> None:
+        self.by_id[lead.id] = lead
+        if lead.email:
+            self.by_email[lead.email] = lead
+        for provider, external_id in lead.external_ids.items():
+            self.by_external[(provider, external_id)] = lead
+
+    def resolve(self, item: LeadIn) -> KnownLead | None:
+        by_email = self.by_email.get(item.email) if item.email else None
+        by_ids = {
+            self.by_external[k].id: self.by_external[k]
+            for k in item.external_ids.items()
+            if k in self.by_external
+        }
+        if by_email is not None and any(i != by_email.id for i in by_ids):
+            raise _Conflict(
+                "external_ids", "these external ids belong to another lead than this email"
+            )
+        if by_email is None and len(by_ids) > 1:
+            raise _Conflict("external_ids", "these external ids belong to different leads")
+        return by_email or next(iter(by_ids.values()), None)
+
+
+class _Conflict(Exception):
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.error = CaptureError(field, reason)
+
+
+async def capture_batch(
+    session: AsyncSession, outbox: Outbox, items: Sequence[LeadIn], *, sales_owned: frozenset[str]
+) -> list[CaptureOutcome]:
+    """Create or update one lead per item, in order; a failed item changes nothing."""
+    now = datetime.now(UTC)
+    known = await _load_known(session, items)
+    outcomes: list[CaptureOutcome] = []
+    created: list[KnownLead] = []
+    dirty: dict[str, KnownLead] = {}
+    new_ids: list[dict[str, str]] = []
+    pending_events: list[tuple[KnownLead, LeadIn, CaptureOutcome]] = []
+    for item in items:
+        try:
+            lead = known.resolve(item)
+        except _Conflict as conflict:
+            outcomes.append(CaptureOutcome(error=conflict.error))
+            continue
+        if lead is None:
+            if item.email is None:
+                outcomes.append(
+                    CaptureOutcome(
+                        error=CaptureError(
+                            "email",
+                            "unknown lead: an email is needed (no known external id matches)",
+                        )
+                    )
+                )
+                continue
+            lead = KnownLead(
+                id=str(uuid.uuid4()),
+                email=item.email,
+                source=item.source,
+                account_id=None,
+                profile=item.profile(),
+                field_sources=dict.fromkeys(item.profile(), item.source),
+                external_ids=dict(item.external_ids),
+            )
+            known.add(lead)
+            created.append(lead)
+            new_ids += [
+                {"provider": p, "external_id": i, "lead_id": lead.id}
+                for p, i in item.external_ids.items()
+            ]
+            outcome = CaptureOutcome(lead_id=lead.id, created=True, changes=dict(lead.profile))
+        else:
+            merged = merge(
+                lead,
+                item.profile(),
+                source=item.source,
+                external_ids=item.external_ids,
+                sales_owned=sales_owned,
+            )
+            if "email" in merged.changes and merged.changes["email"] in known.by_email:
+                outcomes.append(
+                    CaptureOutcome(
+                        error=CaptureError("email", "this email belongs to another lead")
+                    )
+                )
+                continue
+            apply(lead, merged, source=item.source)
+            known.add(lead)
+            if merged.changes:
+                dirty[lead.id] = lead
+            new_ids += [
+                {"provider": p, "external_id": i, "lead_id": lead.id}
+                for p, i in merged.new_external_ids.items()
+            ]
+            outcome = CaptureOutcome(
+                lead_id=lead.id, changes=merged.changes, protected=merged.protected
+            )
+        outcomes.append(outcome)
+        pending_events.append((lead, item, outcome))
+    account_ids = await _accounts(session, created + list(dirty.values()), now)
+    for lead, item, outcome in pending_events:
+        previous_account = lead.account_id
+        lead.account_id = account_ids.get(_account_domain(lead)) or lead.account_id
+        outcome.account_id = lead.account_id
+        if lead.account_id != previous_account and not outcome.created:
+            dirty[lead.id] = lead
+        await _emit(outbox, session, lead, item, outcome, previous_account)
+    await _write(session, created, [d for d in dirty.values() if d not in created], new_ids, now)
+    for lead, item, _ in pending_events:
+        if item.visitor_id:
+            await stitch_visitor(session, outbox, visitor_id=item.visitor_id, lead_id=lead.id)
+    return outcomes
+
+
+async def _emit(
+    outbox: Outbox,
+    session: AsyncSession,
+    lead: KnownLead,
+    item: LeadIn,
+    outcome: CaptureOutcome,
+    previous_account: str | None,
+) -> None:
+    if outcome.created:
+        domain = email_domain(lead.email) if lead.email else None
+        await outbox.add(
+            session,
+            LeadCaptured(
+                lead_id=uuid.UUID(lead.id),
+                source=lead.source,
+                channel=item.channel,
+                campaign=item.campaign,
+                account_id=_uuid(lead.account_id),
+                email_domain=domain,
+                email_kind=domains.email_kind(domain) if domain else None,
+                profile={k: v for k, v in lead.profile.items() if k not in PII_FIELDS},
+                external_ids=dict(item.external_ids),
+                custom=dict(item.custom),
+            ),
+            subject=lead.id,
+        )
+        return
+    account_moved = lead.account_id != previous_account
+    if outcome.changes or account_moved:
+        await outbox.add(
+            session,
+            LeadUpdated(
+                lead_id=uuid.UUID(lead.id),
+                source=item.source,
+                changes={k: v for k, v in outcome.changes.items() if k not in PII_FIELDS},
+                changed_pii=sorted(k for k in outcome.changes if k in PII_FIELDS),
+                account_id=_uuid(lead.account_id) if account_moved else None,
+            ),
+            subject=lead.id,
+        )
+
+
+def _uuid(value: str | None) -> uuid.UUID | None:
+    return uuid.UUID(value) if value else None
+
+
+def _account_domain(lead: KnownLead) -> str | None:
+    return domains.account_domain(
+        email_domain=email_domain(lead.email) if lead.email else None,
+        company_domain=lead.profile.get("company_domain"),
+    )
+
+
+async def _load_known(session: AsyncSession, items: Sequence[LeadIn]) -> _Leads:
+    known = _Leads()
+    emails = sorted({i.email for i in items if i.email})
+    external = {(p, e) for i in items for p, e in i.external_ids.items()}
+    ids: set[str] = set()
+    if external:
+        stmt = select(lead_external_ids).where(
+            lead_external_ids.c.external_id.in_(sorted({e for _, e in external}))
+        )
+        ids |= {
+            r.lead_id
+            for r in await session.execute(stmt)
+            if (r.provider, r.external_id) in external
+        }
+    conditions = []
+    if emails:
+        conditions.append(leads.c.email.in_(emails))
+    if ids:
+        conditions.append(leads.c.id.in_(sorted(ids)))
+    if not conditions:
+        return known
+    rows = (await session.execute(select(leads).where(or_(*conditions)))).all()
+    found = [_known(r) for r in rows if r.erased_at is None]
+    if found:
+        stmt = select(lead_external_ids).where(
+            lead_external_ids.c.lead_id.in_([lead.id for lead in found])
+        )
+        by_lead: dict[str, dict[str, str]] = {}
+        for r in await session.execute(stmt):
+            by_lead.setdefault(r.lead_id, {})[r.provider] = r.external_id
+        for lead in found:
+            lead.external_ids = by_lead.get(lead.id, {})
+            known.add(lead)
+    return known
+
+
+def _known(row: Any) -> KnownLead:
+    return KnownLead(
+        id=row.id,
+        email=row.email,
+        source=row.source,
+        account_id=row.account_id,
+        profile=dict(row.profile),
+        field_sources=dict(row.field_sources),
+    )
+
+
+async def _accounts(
+    session: AsyncSession, touched: Sequence[KnownLead], now: datetime
+) -> dict[str | None, str]:
+    wanted = {
+        d: lead.profile.get("company")
+        for lead in touched
+        if (d := _account_domain(lead)) is not None
+    }
+    if not wanted:
+        return {}
+    rows = await session.execute(
+        select(accounts.c.domain, accounts.c.id).where(accounts.c.domain.in_(sorted(wanted)))
+    )
+    found: dict[str | None, str] = {domain: account_id for domain, account_id in rows}
+    missing = [
+        {"id": str(uuid.uuid4()), "domain": d, "name": name, "created_at": now}
+        for d, name in wanted.items()
+        if d not in found
+    ]
+    if missing:
+        await session.execute(insert(accounts), missing)
+        found.update({row["domain"]: row["id"] for row in missing})
+    return found
+
+
+async def _write(
+    session: AsyncSession,
+    created: Sequence[KnownLead],
+    changed: Sequence[KnownLead],
+    new_ids: list[dict[str, str]],
+    now: datetime,
+) -> None:
+    if created:
+        await session.execute(
+            insert(leads),
+            [
+                {
+                    "id": lead.id,
+                    "email": lead.email,
+                    "source": lead.source,
+                    "account_id": lead.account_id,
+                    "profile": lead.profile,
+                    "field_sources": lead.field_sources,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for lead in created
+            ],
+        )
+    if changed:
+        stmt = (
+            update(leads)
+            .where(leads.c.id == bindparam("lead_id"))
+            .values(
+                email=bindparam("new_email"),
+                account_id=bindparam("new_account"),
+                profile=bindparam("new_profile"),
+                field_sources=bindparam("new_sources"),
+                updated_at=now,
+            )
+        )
+        connection = await session.connection()  # an executemany UPDATE is a Core operation
+        await connection.execute(
+            stmt,
+            [
+                {
+                    "lead_id": lead.id,
+                    "new_email": lead.email,
+                    "new_account": lead.account_id,
+                    "new_profile": lead.profile,
+                    "new_sources": lead.field_sources,
+                }
+                for lead in changed
+            ],
+        )
+    if new_ids:
+        await session.execute(insert(lead_external_ids), new_ids)

@@ -1,0 +1,85 @@
+"""Marketo webhooks: a shared token header, and leads as the customer's template renders them.
+
+Marketo does not sign its webhooks, so the customer's webhook template sends a secret token
+in a header (``SourceConfig.token_header``) and a JSON object, or array of objects, whose keys
+are Marketo field names.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime
+from typing import Any
+
+from services.intake.providers.base import (
+    InboundItem,
+    InboundRequest,
+    PayloadError,
+    SignatureError,
+    SourceConfig,
+    assign,
+    content_digest,
+    failed,
+    load_json,
+    required_header,
+)
+
+DEFAULT_FIELD_MAP = {
+    "email": "email",
+    "firstName": "first_name",
+    "lastName": "last_name",
+    "phone": "phone",
+    "company": "company",
+    "title": "job_title",
+    "country": "country",
+    "industry": "industry",
+    "numberOfEmployees": "company_size",
+    "leadId": "external_ids.marketo",
+    "website": "company_domain",
+}
+
+
+class MarketoAdapter:
+    """Leads posted by a Marketo webhook template."""
+
+    name: str = "marketo"
+
+    def verify(self, request: InboundRequest, source: SourceConfig, *, now: datetime) -> None:
+        """Refuse a request whose token header is missing or differs from the shared token."""
+        header = source.token_header.lower()
+        token = required_header(request, header)
+        if not hmac.compare_digest(token.encode(), source.secret.encode()):
+            raise SignatureError(f"{header} does not match the shared token")
+
+    def parse(self, request: InboundRequest, source: SourceConfig) -> list[InboundItem]:
+        """One lead item per object; objects without an email or leadId carry an error."""
+        body = load_json(request.body)
+        objects = body if isinstance(body, list) else [body]
+        if not objects or not all(isinstance(obj, dict) for obj in objects):
+            raise PayloadError("expected a JSON object or a non-empty array of objects")
+        field_map = {**DEFAULT_FIELD_MAP, **source.field_map}
+        return [_map_lead(obj, source, field_map) for obj in objects]
+
+
+def _map_lead(obj: dict[str, Any], source: SourceConfig, field_map: dict[str, str]) -> InboundItem:
+    data: dict[str, Any] = {"source": source.lead_source, "channel": source.channel}
+    for key, value in obj.items():
+        assign(data, field_map.get(key, f"custom.marketo_{key}"), value)
+    lead_id = _lead_id(data)
+    # A retried identical delivery has the same content, hence the same id.
+    delivery_id = f"marketo:{lead_id or 'none'}:{content_digest(obj)}"
+    if not data.get("email") and not lead_id:
+        return failed(delivery_id, "object has neither an email nor a leadId")
+    return InboundItem(delivery_id=delivery_id, kind="lead", data=data)
+
+
+def _lead_id(data: dict[str, Any]) -> str | None:
+    """The Marketo lead id as text; a template renders a missing one as "", which is dropped."""
+    external_ids = data.get("external_ids", {})
+    raw = external_ids.pop("marketo", None)
+    if raw is None or str(raw) == "":
+        if not external_ids:
+            data.pop("external_ids", None)
+        return None
+    external_ids["marketo"] = str(raw)
+    return str(raw)

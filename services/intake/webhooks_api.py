@@ -1,0 +1,129 @@
+"""Intake's webhook endpoints (signature-authenticated) and the inbound-source admin API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from sqlalchemy.exc import IntegrityError
+
+from services.intake.inbound_sources import (
+    InboundSourceIn,
+    check_secret,
+    create_source,
+    delete_source,
+    find_source,
+    known_provider,
+    list_sources,
+)
+from services.intake.providers import ADAPTERS, InboundRequest, PayloadError, SignatureError
+from services.intake.webhook_intake import apply_items
+from shared.auth import Principal, authenticated_by_signature, require_roles
+from shared.http import runtime_of
+from shared.problems import Problem
+from shared.runtime import ServiceRuntime
+from shared.settings import IntakeSettings
+
+router = APIRouter(tags=["intake: webhooks"])
+Runtime = Annotated[ServiceRuntime, runtime_of("intake")]
+Admin = Annotated[Principal, Depends(require_roles("admin"))]
+
+
+@router.post(
+    "/v1/webhooks/{provider}",
+    dependencies=[Depends(authenticated_by_signature)],
+    responses={401: {}, 404: {}, 422: {}},
+)
+async def receive_webhook(
+    provider: str,
+    request: Request,
+    runtime: Runtime,
+    source: Annotated[str | None, Query(max_length=100)] = None,
+) -> dict[str, Any]:
+    """A marketing platform's webhook: verified over the raw body, then mapped and applied."""
+    if not known_provider(provider):
+        raise Problem(
+            404,
+            "Unknown provider",
+            f"no webhook adapter for {provider!r}; known: {', '.join(sorted(ADAPTERS))}",
+        )
+    async with runtime.db.engine.connect() as conn:
+        config = await find_source(conn, provider, source)
+    if isinstance(config, str):
+        raise Problem(404, "Unknown inbound source", config)
+    inbound = InboundRequest(
+        method=request.method,
+        url=_public_url(request),
+        headers={k.lower(): v for k, v in request.headers.items()},
+        body=await request.body(),
+    )
+    adapter = ADAPTERS[provider]
+    try:
+        adapter.verify(inbound, config, now=datetime.now(UTC))
+    except SignatureError as exc:
+        raise Problem(
+            401, "Invalid signature", str(exc), headers={"WWW-Authenticate": "Signature"}
+        ) from None
+    try:
+        items = adapter.parse(inbound, config)
+    except PayloadError as exc:
+        raise Problem(
+            422, "Invalid webhook payload", str(exc), errors=[{"field": "body", "reason": str(exc)}]
+        ) from None
+    settings = runtime.settings
+    assert isinstance(settings, IntakeSettings)
+    async with runtime.db.transaction() as session:
+        report = await apply_items(
+            session,
+            runtime.outbox,
+            items,
+            source_name=config.name,
+            sales_owned=settings.sales_owned_fields,
+        )
+    return report.as_json()
+
+
+def _public_url(request: Request) -> str:
+    """The URL as the sender signed it: forwarded scheme and host, raw path and query."""
+    headers = request.headers
+    scheme = headers.get("x-forwarded-proto", request.url.scheme).split(",")[0].strip()
+    host = headers.get("x-forwarded-host", headers.get("host", request.url.netloc))
+    path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
+
+
+@router.post("/v1/inbound-sources", status_code=201, responses={409: {}, 422: {}})
+async def add_source(body: InboundSourceIn, runtime: Runtime, who: Admin) -> dict[str, Any]:
+    """Configure a platform that may post webhooks (its secret is stored, never returned)."""
+    if (problem := check_secret(body)) is not None:
+        raise Problem(
+            422,
+            "Invalid request",
+            f"secret: {problem}",
+            errors=[{"field": "secret", "reason": problem}],
+        )
+    try:
+        async with runtime.db.transaction() as session:
+            await create_source(session, body)
+    except IntegrityError:
+        raise Problem(409, "Conflict", f"an inbound source named {body.name!r} exists") from None
+    return {"name": body.name, "webhook_path": f"/v1/webhooks/{body.provider}?source={body.name}"}
+
+
+@router.get("/v1/inbound-sources")
+async def sources(runtime: Runtime, who: Admin) -> list[dict[str, Any]]:
+    """Configured inbound sources (without their secrets)."""
+    async with runtime.db.engine.connect() as conn:
+        return await list_sources(conn)
+
+
+@router.delete("/v1/inbound-sources/{name}", status_code=204, responses={404: {}})
+async def remove_source(name: str, runtime: Runtime, who: Admin) -> Response:
+    """Stop accepting webhooks from a source."""
+    async with runtime.db.transaction() as session:
+        removed = await delete_source(session, name)
+    if not removed:
+        raise Problem(404, "Not Found", f"no inbound source {name!r}")
+    return Response(status_code=204)

@@ -1,0 +1,111 @@
+"""Capturing leads through the API: normalized, one per person, announced on the bus."""
+
+from __future__ import annotations
+
+from tests.api.conftest import Intake
+
+ANA = {"email": "  Ana.Souza@ACME.com ", "first_name": "Ana", "last_name": "Souza",
+       "phone": "030 1234567", "country": "Germany", "company": "Acme GmbH",
+       "job_title": "Head of Ops", "company_size": 250, "channel": "web_form",
+       "campaign": "q4-webinar", "external_ids": {"hubspot": "501"}}
+
+
+async def test_a_new_lead_is_stored_normalized_and_announced_without_personal_data(
+        intake: Intake) -> None:
+    response = await intake.client.post("/v1/leads", json=ANA, headers=intake.auth())
+    assert response.status_code == 201
+    lead_id = response.json()["lead_id"]
+
+    stored = (await intake.client.get(f"/v1/leads/{lead_id}", headers=intake.auth())).json()
+    (event,) = await intake.events("handoff.lead.captured", 1)
+
+    assert stored["email"] == "ana.souza@acme.com"
+    assert stored["profile"]["phone"] == "+49301234567"
+    assert stored["profile"]["country"] == "DE"
+    assert stored["account"]["domain"] == "acme.com"
+    assert event["key"] == lead_id and event["type"] == "handoff.lead.captured.v1"
+    assert event["data"]["email_domain"] == "acme.com"
+    assert event["data"]["account_id"] == stored["account"]["id"]
+    assert "email" not in event["data"] and "first_name" not in event["data"]["profile"]
+
+
+async def test_capturing_the_same_person_again_updates_only_what_changed(intake: Intake) -> None:
+    first = await intake.client.post("/v1/leads", json=ANA, headers=intake.auth())
+    again = await intake.client.post("/v1/leads", headers=intake.auth(), json={
+        **ANA, "email": "ANA.SOUZA@acme.com", "job_title": "COO"})
+
+    assert again.status_code == 200
+    assert again.json()["lead_id"] == first.json()["lead_id"]
+    assert again.json()["changed_fields"] == ["job_title"]
+    captured, updated = await intake.events("handoff.lead.captured", 2)
+    assert updated["type"] == "handoff.lead.updated.v1"
+    assert updated["data"]["changes"] == {"job_title": "COO"}
+    assert updated["sequence"] == captured["sequence"] + 1
+
+
+async def test_a_marketing_sync_does_not_overwrite_what_sales_entered(intake: Intake) -> None:
+    sales = {"email": "raj@globex.io", "job_title": "CFO", "source": "sales"}
+    await intake.client.post("/v1/leads", json=sales, headers=intake.auth("sales"))
+    sync = await intake.client.post("/v1/leads", headers=intake.auth("marketing"), json={
+        "email": "raj@globex.io", "job_title": "Finance", "industry": "Retail"})
+
+    assert sync.json()["protected_fields"] == ["job_title"]
+    assert sync.json()["changed_fields"] == ["industry"]
+    stored = (await intake.client.get(f"/v1/leads/{sync.json()['lead_id']}",
+                                      headers=intake.auth())).json()
+    assert stored["profile"]["job_title"] == "CFO"
+
+
+async def test_colleagues_share_an_account_and_free_mail_gets_none(intake: Intake) -> None:
+    auth = intake.auth()
+    a = await intake.client.post("/v1/leads", json={"email": "a@initech.com"}, headers=auth)
+    b = await intake.client.post("/v1/leads", json={"email": "b@initech.com"}, headers=auth)
+    c = await intake.client.post("/v1/leads", json={"email": "c@gmail.com"}, headers=auth)
+
+    assert a.json()["account_id"] == b.json()["account_id"] is not None
+    assert c.json()["account_id"] is None
+
+
+async def test_the_same_idempotency_key_replays_the_answer_and_another_body_conflicts(
+        intake: Intake) -> None:
+    headers = {**intake.auth(), "Idempotency-Key": "form-7781"}
+    first = await intake.client.post("/v1/leads", json=ANA, headers=headers)
+    replay = await intake.client.post("/v1/leads", json=ANA, headers=headers)
+    other = await intake.client.post("/v1/leads", json={**ANA, "company": "X"}, headers=headers)
+
+    assert first.status_code == replay.status_code == 201
+    assert replay.json() == first.json()
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert other.status_code == 409
+    assert other.json()["errors"][0]["field"] == "Idempotency-Key"
+
+
+async def test_an_invalid_lead_is_a_422_naming_each_field_and_nothing_is_written(
+        intake: Intake) -> None:
+    response = await intake.client.post("/v1/leads", headers=intake.auth(), json={
+        "email": "not-an-email", "country": "Atlantis", "company_size": -3})
+
+    problem = response.json()
+    assert response.status_code == 422
+    assert {e["field"] for e in problem["errors"]} == {"email", "country", "company_size"}
+    assert await intake.events("handoff.lead.captured", 0) == []
+
+
+async def test_a_viewer_may_not_capture_leads(intake: Intake) -> None:
+    response = await intake.client.post("/v1/leads", json=ANA, headers=intake.auth("viewer"))
+    assert response.status_code == 403
+
+
+async def test_erasure_removes_personal_data_and_tells_every_service(intake: Intake) -> None:
+    lead_id = (await intake.client.post("/v1/leads", json=ANA, headers=intake.auth())).json()[
+        "lead_id"]
+    erased = await intake.client.delete(f"/v1/leads/{lead_id}", headers=intake.auth("manager"))
+    stored = (await intake.client.get(f"/v1/leads/{lead_id}", headers=intake.auth())).json()
+    events = await intake.events("handoff.lead.captured", 2)
+
+    assert erased.status_code == 204
+    assert stored["email"] is None and stored["profile"] == {} and stored["erased"]
+    assert stored["external_ids"] == {}
+    assert events[-1]["type"] == "handoff.lead.erased.v1"
+    again = await intake.client.post("/v1/leads", json=ANA, headers=intake.auth())
+    assert again.status_code == 201 and again.json()["lead_id"] != lead_id
