@@ -43,8 +43,13 @@ class Intake:
 
 def _event(record: Record) -> dict[str, Any]:
     envelope = from_binary(record.headers, record.value)
-    return {"key": record.key, "type": envelope.type, "subject": envelope.subject,
-            "data": envelope.data, "sequence": envelope.sequence}
+    return {
+        "key": record.key,
+        "type": envelope.type,
+        "subject": envelope.subject,
+        "data": envelope.data,
+        "sequence": envelope.sequence,
+    }
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
@@ -59,13 +64,15 @@ async def intake(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 
 async def _serve(url: str, data_dir: Path) -> AsyncIterator[Intake]:
-    settings = load_settings("intake", database_url=url, kafka_bootstrap_servers=None,
-                             data_dir=data_dir, env="dev")
+    settings = load_settings(
+        "intake", database_url=url, kafka_bootstrap_servers=None, data_dir=data_dir, env="dev"
+    )
     assert isinstance(settings, IntakeSettings)
     await upgrade(definition().migrations, url)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://intake.test") as client:
-            yield Intake(client, TokenStore(settings.resolved_tokens_file()),
-                         app.state.runtimes["intake"])
+            yield Intake(
+                client, TokenStore(settings.resolved_tokens_file()), app.state.runtimes["intake"]
+            )

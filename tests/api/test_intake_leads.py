@@ -4,14 +4,24 @@ from __future__ import annotations
 
 from tests.api.conftest import Intake
 
-ANA = {"email": "  Ana.Souza@ACME.com ", "first_name": "Ana", "last_name": "Souza",
-       "phone": "030 1234567", "country": "Germany", "company": "Acme GmbH",
-       "job_title": "Head of Ops", "company_size": 250, "channel": "web_form",
-       "campaign": "q4-webinar", "external_ids": {"hubspot": "501"}}
+ANA = {
+    "email": "  Ana.Souza@ACME.com ",
+    "first_name": "Ana",
+    "last_name": "Souza",
+    "phone": "030 1234567",
+    "country": "Germany",
+    "company": "Acme GmbH",
+    "job_title": "Head of Ops",
+    "company_size": 250,
+    "channel": "web_form",
+    "campaign": "q4-webinar",
+    "external_ids": {"hubspot": "501"},
+}
 
 
 async def test_a_new_lead_is_stored_normalized_and_announced_without_personal_data(
-        intake: Intake) -> None:
+    intake: Intake,
+) -> None:
     response = await intake.client.post("/v1/leads", json=ANA, headers=intake.auth())
     assert response.status_code == 201
     lead_id = response.json()["lead_id"]
@@ -31,8 +41,11 @@ async def test_a_new_lead_is_stored_normalized_and_announced_without_personal_da
 
 async def test_capturing_the_same_person_again_updates_only_what_changed(intake: Intake) -> None:
     first = await intake.client.post("/v1/leads", json=ANA, headers=intake.auth())
-    again = await intake.client.post("/v1/leads", headers=intake.auth(), json={
-        **ANA, "email": "ANA.SOUZA@acme.com", "job_title": "COO"})
+    again = await intake.client.post(
+        "/v1/leads",
+        headers=intake.auth(),
+        json={**ANA, "email": "ANA.SOUZA@acme.com", "job_title": "COO"},
+    )
 
     assert again.status_code == 200
     assert again.json()["lead_id"] == first.json()["lead_id"]
@@ -46,13 +59,17 @@ async def test_capturing_the_same_person_again_updates_only_what_changed(intake:
 async def test_a_marketing_sync_does_not_overwrite_what_sales_entered(intake: Intake) -> None:
     sales = {"email": "raj@globex.io", "job_title": "CFO", "source": "sales"}
     await intake.client.post("/v1/leads", json=sales, headers=intake.auth("sales"))
-    sync = await intake.client.post("/v1/leads", headers=intake.auth("marketing"), json={
-        "email": "raj@globex.io", "job_title": "Finance", "industry": "Retail"})
+    sync = await intake.client.post(
+        "/v1/leads",
+        headers=intake.auth("marketing"),
+        json={"email": "raj@globex.io", "job_title": "Finance", "industry": "Retail"},
+    )
 
     assert sync.json()["protected_fields"] == ["job_title"]
     assert sync.json()["changed_fields"] == ["industry"]
-    stored = (await intake.client.get(f"/v1/leads/{sync.json()['lead_id']}",
-                                      headers=intake.auth())).json()
+    stored = (
+        await intake.client.get(f"/v1/leads/{sync.json()['lead_id']}", headers=intake.auth())
+    ).json()
     assert stored["profile"]["job_title"] == "CFO"
 
 
@@ -67,7 +84,8 @@ async def test_colleagues_share_an_account_and_free_mail_gets_none(intake: Intak
 
 
 async def test_the_same_idempotency_key_replays_the_answer_and_another_body_conflicts(
-        intake: Intake) -> None:
+    intake: Intake,
+) -> None:
     headers = {**intake.auth(), "Idempotency-Key": "form-7781"}
     first = await intake.client.post("/v1/leads", json=ANA, headers=headers)
     replay = await intake.client.post("/v1/leads", json=ANA, headers=headers)
@@ -81,9 +99,13 @@ async def test_the_same_idempotency_key_replays_the_answer_and_another_body_conf
 
 
 async def test_an_invalid_lead_is_a_422_naming_each_field_and_nothing_is_written(
-        intake: Intake) -> None:
-    response = await intake.client.post("/v1/leads", headers=intake.auth(), json={
-        "email": "not-an-email", "country": "Atlantis", "company_size": -3})
+    intake: Intake,
+) -> None:
+    response = await intake.client.post(
+        "/v1/leads",
+        headers=intake.auth(),
+        json={"email": "not-an-email", "country": "Atlantis", "company_size": -3},
+    )
 
     problem = response.json()
     assert response.status_code == 422
@@ -98,7 +120,8 @@ async def test_a_viewer_may_not_capture_leads(intake: Intake) -> None:
 
 async def test_erasure_removes_personal_data_and_tells_every_service(intake: Intake) -> None:
     lead_id = (await intake.client.post("/v1/leads", json=ANA, headers=intake.auth())).json()[
-        "lead_id"]
+        "lead_id"
+    ]
     erased = await intake.client.delete(f"/v1/leads/{lead_id}", headers=intake.auth("manager"))
     stored = (await intake.client.get(f"/v1/leads/{lead_id}", headers=intake.auth())).json()
     events = await intake.events("handoff.lead.captured", 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import sys
@@ -53,3 +54,51 @@ async def test_dev_serves_all_five_services_with_docs_and_prints_an_admin_token(
     assert f"{base}/docs" in output
     assert {f"{name}.db" for name in SERVICES} <= {p.name for p in tmp_path.iterdir()}
     assert (tmp_path / "events.db").exists()
+
+
+async def test_handoff_import_streams_a_file_with_progress_and_prints_the_summary(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "shared.cli",
+        "dev",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp_path / "data"),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    rows = "\n".join(f'{{"email": "user{i}@import-test.com"}}' for i in range(500))
+    leads_file = tmp_path / "leads.ndjson"
+    leads_file.write_text(rows + '\n{"email": "broken"}\n')
+    try:
+        await wait_ready(f"http://127.0.0.1:{port}")
+        token = (tmp_path / "data" / "dev-admin-token").read_text().strip()
+        cli = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "shared.cli",
+            "import",
+            str(leads_file),
+            "--url",
+            f"http://127.0.0.1:{port}",
+            "--token",
+            token,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, "COLUMNS": "120"},
+        )
+        output = (await asyncio.wait_for(cli.communicate(), timeout=60))[0].decode()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), timeout=30)
+    assert cli.returncode == 0, output
+    assert "uploading leads.ndjson" in output
+    assert re.search(r"501\s.*500\s.*0\s.*0\s.*1", output), output
+    assert "line 501: email:" in output

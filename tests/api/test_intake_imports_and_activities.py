@@ -1,0 +1,121 @@
+"""Imports keep good rows and report bad ones by line; activities find their lead."""
+
+from __future__ import annotations
+
+from tests.api.conftest import Intake
+
+NDJSON = b"""{"email": "li@hooli.com", "company_size": 40}
+{"email": "broken"}
+
+{"email": "mo@hooli.com", "country": "Narnia"}
+not json at all
+{"email": "li@HOOLI.com", "job_title": "CTO"}
+"""
+
+CSV = (
+    b"email,first_name,company_size,external_ids.salesforce,custom.tier\r\n"
+    b"zoe@umbrella.com,Zoe,1200,00Q1,gold\r\n"
+    b'yan@umbrella.com,"Yan, Jr.",twelve,00Q2,\r\n'
+    b"xi@umbrella.com,Xi,,00Q3,silver\r\n"
+)
+
+
+async def test_an_ndjson_import_keeps_good_rows_and_reports_bad_ones_by_line(
+    intake: Intake,
+) -> None:
+    response = await intake.client.post(
+        "/v1/leads/import",
+        content=NDJSON,
+        headers={**intake.auth(), "content-type": "application/x-ndjson"},
+    )
+
+    summary = response.json()
+    assert response.status_code == 200
+    assert (summary["rows"], summary["created"], summary["updated"], summary["failed"]) == (
+        5,
+        1,
+        1,
+        3,
+    )
+    assert [(e["line"], e["field"]) for e in summary["errors"]] == [
+        (2, "email"),
+        (4, "country"),
+        (5, "row"),
+    ]
+    assert len(await intake.events("handoff.lead.captured", 2)) == 2
+
+
+async def test_a_csv_import_maps_nested_columns_and_reports_bad_cells(intake: Intake) -> None:
+    response = await intake.client.post(
+        "/v1/leads/import",
+        content=CSV,
+        headers={**intake.auth("marketing"), "content-type": "text/csv"},
+    )
+
+    summary = response.json()
+    assert (summary["created"], summary["failed"]) == (2, 1)
+    assert summary["errors"] == [
+        {"line": 3, "field": "company_size", "reason": summary["errors"][0]["reason"]}
+    ]
+    events = await intake.events("handoff.lead.captured", 2)  # two leads: two partitions
+    zoe = next(e for e in events if e["data"]["external_ids"] == {"salesforce": "00Q1"})
+    assert zoe["data"]["custom"] == {"tier": "gold"}
+    assert zoe["data"]["profile"]["company_size"] == 1200
+
+
+async def test_an_import_in_an_unknown_format_is_refused(intake: Intake) -> None:
+    response = await intake.client.post(
+        "/v1/leads/import",
+        content=b"<xml/>",
+        headers={**intake.auth(), "content-type": "application/xml"},
+    )
+    assert response.status_code == 415
+
+
+async def test_an_anonymous_visitors_history_is_stitched_when_they_identify(intake: Intake) -> None:
+    auth = intake.auth()
+    for kind in ("page_view", "pricing_page_view"):
+        visit = await intake.client.post(
+            "/v1/activities",
+            headers=auth,
+            json={
+                "activity_type": kind,
+                "visitor_id": "v-42",
+                "occurred_at": "2026-11-01T10:00:00Z",
+            },
+        )
+        assert visit.json()["anonymous"] is True
+    assert await intake.events("handoff.lead.activity", 0) == []
+
+    lead = await intake.client.post(
+        "/v1/leads", headers=auth, json={"email": "sam@stark.com", "visitor_id": "v-42"}
+    )
+    later = await intake.client.post(
+        "/v1/activities", headers=auth, json={"activity_type": "demo_request", "visitor_id": "v-42"}
+    )
+
+    events = await intake.events("handoff.lead.activity", 3)
+    assert later.json()["lead_id"] == lead.json()["lead_id"]
+    assert [e["data"]["activity_type"] for e in events] == [
+        "page_view",
+        "pricing_page_view",
+        "demo_request",
+    ]
+    assert {e["key"] for e in events} == {lead.json()["lead_id"]}
+
+
+async def test_an_activity_for_an_unknown_email_is_a_404_naming_the_field(intake: Intake) -> None:
+    response = await intake.client.post(
+        "/v1/activities",
+        headers=intake.auth(),
+        json={"activity_type": "email_click", "email": "ghost@nowhere.org"},
+    )
+    assert response.status_code == 404
+    assert response.json()["errors"][0]["field"] == "email"
+
+
+async def test_an_activity_must_say_who_did_it(intake: Intake) -> None:
+    response = await intake.client.post(
+        "/v1/activities", headers=intake.auth(), json={"activity_type": "page_view"}
+    )
+    assert response.status_code == 422

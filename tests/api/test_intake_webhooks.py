@@ -1,0 +1,162 @@
+"""Marketing platforms post webhooks: verified by signature, each event applied once."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from datetime import UTC, datetime
+
+from standardwebhooks import Webhook
+
+from tests.api.conftest import Intake
+
+HUBSPOT_SECRET = "hubspot-app-secret-0123456789"
+STANDARD_SECRET = "whsec_" + base64.b64encode(b"standard-webhooks-secret-32bytes").decode()
+
+
+async def add_source(intake: Intake, **source: object) -> None:
+    response = await intake.client.post(
+        "/v1/inbound-sources", json=source, headers=intake.auth("admin")
+    )
+    assert response.status_code == 201, response.text
+
+
+def hubspot_headers(
+    url: str, body: bytes, secret: str = HUBSPOT_SECRET, at_ms: int | None = None
+) -> dict[str, str]:
+    timestamp = str(at_ms or int(time.time() * 1000))
+    message = b"POST" + url.encode() + body + timestamp.encode()
+    signature = base64.b64encode(hmac.new(secret.encode(), message, hashlib.sha256).digest())
+    return {
+        "X-HubSpot-Signature-v3": signature.decode(),
+        "X-HubSpot-Request-Timestamp": timestamp,
+        "content-type": "application/json",
+    }
+
+
+def hubspot_batch() -> bytes:
+    base = {
+        "portalId": 62515,
+        "appId": 7,
+        "occurredAt": 1763800000000,
+        "objectId": 9001,
+        "attemptNumber": 0,
+        "subscriptionId": 3,
+    }
+    return json.dumps(
+        [
+            {
+                **base,
+                "eventId": 1,
+                "subscriptionType": "contact.propertyChange",
+                "propertyName": "email",
+                "propertyValue": "Kim@Wayne.com",
+            },
+            {
+                **base,
+                "eventId": 2,
+                "subscriptionType": "contact.propertyChange",
+                "propertyName": "jobtitle",
+                "propertyValue": "VP Sales",
+            },
+            {**base, "eventId": 3, "subscriptionType": "deal.creation"},
+        ]
+    ).encode()
+
+
+async def test_a_signed_hubspot_batch_keeps_the_good_events_and_reports_the_bad_one(
+    intake: Intake,
+) -> None:
+    await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    url, body = "http://intake.test/v1/webhooks/hubspot", hubspot_batch()
+
+    first = await intake.client.post(url, content=body, headers=hubspot_headers(url, body))
+    retry = await intake.client.post(url, content=body, headers=hubspot_headers(url, body))
+
+    assert first.status_code == 200
+    assert first.json()["accepted"] == 2
+    assert [f["delivery_id"] for f in first.json()["failed"]] == ["hubspot:62515:3"]
+    assert retry.json()["duplicates"] == 3 - 1 and retry.json()["accepted"] == 0
+    (captured, updated) = await intake.events("handoff.lead.captured", 2)
+    assert captured["data"]["external_ids"] == {"hubspot": "9001"}
+    assert updated["data"]["changes"] == {"job_title": "VP Sales"}
+
+
+async def test_a_bad_or_stale_hubspot_signature_is_refused_and_nothing_is_written(
+    intake: Intake,
+) -> None:
+    await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    url, body = "http://intake.test/v1/webhooks/hubspot", hubspot_batch()
+    stale_ms = int(time.time() * 1000) - 6 * 60 * 1000
+
+    forged = await intake.client.post(
+        url, content=body, headers=hubspot_headers(url, body, secret="not-the-secret-at-all")
+    )
+    stale = await intake.client.post(
+        url, content=body, headers=hubspot_headers(url, body, at_ms=stale_ms)
+    )
+
+    assert forged.status_code == stale.status_code == 401
+    assert forged.headers["content-type"] == "application/problem+json"
+    assert await intake.events("handoff.lead.captured", 0) == []
+
+
+async def test_a_standard_webhook_is_verified_with_its_webhook_id_as_idempotency_key(
+    intake: Intake,
+) -> None:
+    await add_source(
+        intake, name="forms", provider="standard", secret=STANDARD_SECRET, channel="web_form"
+    )
+    body = json.dumps(
+        {
+            "type": "lead.captured",
+            "timestamp": "2026-11-22T10:00:00Z",
+            "data": {"email": "eve@cyberdyne.com", "company": "Cyberdyne"},
+        }
+    )
+    now = datetime.now(UTC)
+    signature = Webhook(STANDARD_SECRET).sign("msg_1", now, body)
+    headers = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signature,
+        "content-type": "application/json",
+    }
+
+    first = await intake.client.post("/v1/webhooks/standard", content=body, headers=headers)
+    again = await intake.client.post("/v1/webhooks/standard", content=body, headers=headers)
+
+    assert first.json()["accepted"] == 1
+    assert again.json()["duplicates"] == 1
+    (event,) = await intake.events("handoff.lead.captured", 1)
+    assert event["data"]["email_domain"] == "cyberdyne.com"
+
+
+async def test_a_marketo_webhook_needs_its_shared_token(intake: Intake) -> None:
+    await add_source(intake, name="mkto", provider="marketo", secret="marketo-shared-token-1")
+    body = json.dumps({"email": "ian@soylent.com", "leadId": "77", "title": "Buyer"})
+
+    wrong = await intake.client.post(
+        "/v1/webhooks/marketo", content=body, headers={"x-handoff-token": "guess"}
+    )
+    right = await intake.client.post(
+        "/v1/webhooks/marketo", content=body, headers={"x-handoff-token": "marketo-shared-token-1"}
+    )
+
+    assert wrong.status_code == 401
+    assert right.json()["accepted"] == 1
+
+
+async def test_an_unknown_provider_is_a_404_and_sources_never_show_their_secret(
+    intake: Intake,
+) -> None:
+    await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    unknown = await intake.client.post("/v1/webhooks/pardot", content=b"{}")
+    listed = await intake.client.get("/v1/inbound-sources", headers=intake.auth("admin"))
+
+    assert unknown.status_code == 404
+    assert HUBSPOT_SECRET not in listed.text
+    assert listed.json()[0]["webhook_path"] == "/v1/webhooks/hubspot?source=hs"
