@@ -61,7 +61,14 @@ class BenchPing(Payload):
 
 
 def catalog_with_bench_ping(topic: str) -> EventCatalog:
-    return CATALOG.extended(EventType("handoff.bench.ping.v1", BenchPing, topic, "Benchmark."))
+    bench_ping = EventType(
+        name="handoff.bench.ping.v1",
+        model=BenchPing,
+        topic=topic,
+        summary="Benchmark event.",
+        producer="bench-producer",
+    )
+    return CATALOG.extended(bench_ping)
 
 
 async def create_schema(db: Database) -> None:
@@ -78,11 +85,19 @@ def unique(prefix: str) -> str:
 
 def _start_local(script: str, variable: str) -> str:
     """Start deploy/local/<script> (idempotent) and return the value it prints."""
-    result = subprocess.run(["bash", str(DEPLOY_LOCAL / script), "start"], capture_output=True,
-                            text=True, timeout=900, cwd=ROOT, check=False)
+    result = subprocess.run(
+        ["bash", str(DEPLOY_LOCAL / script), "start"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+        check=False,
+    )
     if result.returncode != 0:
-        sys.exit(f"deploy/local/{script} start failed (exit {result.returncode}):\n"
-                 f"{result.stdout}\n{result.stderr}")
+        sys.exit(
+            f"deploy/local/{script} start failed (exit {result.returncode}):\n"
+            f"{result.stdout}\n{result.stderr}"
+        )
     for line in result.stdout.splitlines():
         name, sep, value = line.strip().removeprefix("export ").partition("=")
         if sep and name == variable:
@@ -92,7 +107,8 @@ def _start_local(script: str, variable: str) -> str:
 
 def kafka_bootstrap_servers() -> str:
     return os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or _start_local(
-        "kafka.sh", "KAFKA_BOOTSTRAP_SERVERS")
+        "kafka.sh", "KAFKA_BOOTSTRAP_SERVERS"
+    )
 
 
 def postgres_admin_url() -> str:
@@ -102,14 +118,19 @@ def postgres_admin_url() -> str:
 class FreshPgDatabase:
     """A brand-new PostgreSQL database with a random name, dropped on exit."""
 
-    def __init__(self, admin_url: str, prefix: str) -> None:
+    def __init__(self, admin_url: str, prefix: str, *, keep: bool = False) -> None:
         self.admin = make_url(admin_url)
+        self.keep = keep
         self.name = f"bench_{prefix}_{uuid.uuid4().hex[:10]}"
 
     async def _exec(self, sql: str) -> None:
-        conn = await asyncpg.connect(user=self.admin.username, password=self.admin.password,
-                                     host=self.admin.host, port=self.admin.port,
-                                     database=self.admin.database)
+        conn = await asyncpg.connect(
+            user=self.admin.username,
+            password=self.admin.password,
+            host=self.admin.host,
+            port=self.admin.port,
+            database=self.admin.database,
+        )
         try:
             await conn.execute(sql)
         finally:
@@ -120,7 +141,8 @@ class FreshPgDatabase:
         return self.admin.set(database=self.name).render_as_string(hide_password=False)
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._exec(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        if not self.keep:
+            await self._exec(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
 # --- load generation ------------------------------------------------------------------
@@ -129,8 +151,13 @@ WriteBatch = Callable[[Sequence[tuple[int, int]]], Awaitable[None]]
 """Writes events [(n, t_sched_ns), ...] (a transaction, or sends to a producer)."""
 
 
-async def burst(first: int, count: int, batch: int, write: WriteBatch,
-                on_progress: Callable[[int], None] | None = None) -> None:
+async def burst(
+    first: int,
+    count: int,
+    batch: int,
+    write: WriteBatch,
+    on_progress: Callable[[int], None] | None = None,
+) -> None:
     """Offer `count` events as fast as `write` takes them, `batch` per call."""
     for start in range(first, first + count, batch):
         stop = min(start + batch, first + count)
@@ -140,8 +167,14 @@ async def burst(first: int, count: int, batch: int, write: WriteBatch,
             on_progress(stop - start)
 
 
-async def paced(first: int, count: int, rate: float, max_batch: int, write: WriteBatch,
-                on_progress: Callable[[int], None] | None = None) -> None:
+async def paced(
+    first: int,
+    count: int,
+    rate: float,
+    max_batch: int,
+    write: WriteBatch,
+    on_progress: Callable[[int], None] | None = None,
+) -> None:
     """Offer `count` events on a fixed schedule of `rate` events/s (open loop).
 
     Event k is due at t0 + k/rate. Whatever is due when the previous write returns goes out
@@ -190,13 +223,19 @@ class Samples:
         return len(self.t_applied)
 
 
-def summarize(samples: Samples, *, t_start: int, t_end: int, offered_rate: float | None,
-              expected: int) -> dict[str, Any]:
+def summarize(
+    samples: Samples, *, t_start: int, t_end: int, offered_rate: float | None, expected: int
+) -> dict[str, Any]:
     """Throughput (first write -> last event applied) and latency percentiles in ms."""
+
     def dist(ends: list[int], starts: list[int]) -> dict[str, float]:
         values = sorted((e - s) / 1e6 for e, s in zip(ends, starts, strict=True))
-        return {"p50": percentile(values, 50), "p90": percentile(values, 90),
-                "p99": percentile(values, 99), "max": values[-1] if values else float("nan")}
+        return {
+            "p50": percentile(values, 50),
+            "p90": percentile(values, 90),
+            "p99": percentile(values, 99),
+            "max": values[-1] if values else float("nan"),
+        }
 
     elapsed = (t_end - t_start) / 1e9
     return {

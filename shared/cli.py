@@ -193,16 +193,19 @@ def tokens_revoke(name: Annotated[str, typer.Argument(help="The token's name.")]
     console.print(f"revoked {name!r}")
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench(
-    name: Annotated[str, typer.Argument(help="Benchmark in bench/ (e.g. bus).")] = "bus",
+    ctx: typer.Context,
+    name: Annotated[
+        str, typer.Argument(help="Benchmark in bench/ (bus, intake); further options go to it.")
+    ] = "bus",
 ) -> None:
     """Run a benchmark from the repository's bench/ directory."""
     script = Path("bench") / f"{name}.py"
     if not script.exists():
         _fail(f"{script} not found (run from the repository root)")
-    sys.argv = [str(script)]
-    os.environ.setdefault("PYTHONPATH", ".")
+    sys.argv = [str(script), *ctx.args]
+    sys.path.insert(0, str(Path.cwd()))
     runpy.run_path(str(script), run_name="__main__")
 
 

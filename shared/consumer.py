@@ -19,10 +19,11 @@ from typing import Any
 
 import structlog
 from pydantic import BaseModel
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.bus.port import Bus, OutgoingMessage, Record, Subscription
-from shared.db import Database
+from shared.db import Database, stage_insert
 from shared.events.catalog import EventCatalog, UnknownEventType, dead_letter_topic
 from shared.events.codec import MalformedEvent, decode_payload, from_binary
 from shared.events.envelope import Envelope
@@ -42,6 +43,10 @@ class HandlerContext:
     session: AsyncSession
     envelope: Envelope
     outbox: Outbox | None
+
+    def stage(self, table: Table, **values: Any) -> None:
+        """Insert a row with the batch's commit (bulk): the fast way to record an effect."""
+        stage_insert(self.session, table, values)
 
     async def emit(self, payload: BaseModel, *, subject: str | None = None) -> uuid.UUID:
         """Emit an event in the same transaction, continuing the incoming event's trace."""

@@ -22,6 +22,7 @@ from typing import IO
 import orjson
 
 from shared.bus.port import Bus, BusError, OutgoingMessage, Record, RevokeHook, Subscription
+from shared.sqlite_checkpoint import WalCheckpointer
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, partitions INTEGER NOT NULL);
@@ -74,6 +75,9 @@ class LocalBus(Bus):
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpointer = WalCheckpointer(str(self.path))
+        self._checkpointer.start()
         self._conn.executescript(_SCHEMA)
         self._partitions = dict(self._conn.execute("SELECT name, partitions FROM topics"))
         query = 'SELECT topic, partition, MAX("offset") FROM records GROUP BY topic, partition'
@@ -85,6 +89,7 @@ class LocalBus(Bus):
             for member in list(members):
                 await member.close()
         if self._conn is not None:
+            self._checkpointer.stop()
             self._conn.close()
             self._conn = None
         if self._lock_file is not None:

@@ -1,0 +1,59 @@
+"""Embedded-mode SQLite: staged inserts land with the commit; checkpoints run off the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import uuid
+from pathlib import Path
+
+import pytest
+
+from shared.db import Database, stage_insert
+from shared.sqlite_checkpoint import WalCheckpointer
+from tests.support import count_effects, create_schema, effects
+
+
+async def test_staged_rows_are_inserted_with_the_commit_and_not_on_rollback(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 's.db'}")
+    await create_schema(db)
+    lead = str(uuid.uuid4())
+    async with db.transaction() as session:
+        for n in range(3):
+            stage_insert(session, effects, {"event_id": "e", "lead_id": lead, "n": n})
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as session:
+            stage_insert(session, effects, {"event_id": "e", "lead_id": lead, "n": 9})
+            raise RuntimeError("the unit of work failed")
+    assert await count_effects(db, lead_id=lead) == 3
+    await db.dispose()
+
+
+def rows_in_main_file(path: Path) -> int:
+    """Rows visible in the database file itself, ignoring the write-ahead log."""
+    conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+    try:
+        return int(conn.execute("SELECT count(*) FROM t").fetchone()[0])
+    except sqlite3.OperationalError:  # the table itself is still only in the WAL
+        return 0
+    finally:
+        conn.close()
+
+
+async def test_the_checkpointer_moves_the_wal_into_the_database_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("CREATE TABLE t (n INTEGER)")
+    writer.executemany("INSERT INTO t VALUES (?)", [(n,) for n in range(500)])
+    assert rows_in_main_file(path) == 0
+
+    checkpointer = WalCheckpointer(str(path), interval=0.05)
+    checkpointer.start()
+    await asyncio.sleep(0.3)
+    checkpointer.stop()
+    moved = rows_in_main_file(path)  # before closing: the last close would checkpoint too
+    writer.close()
+
+    assert moved == 500
