@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -82,7 +82,8 @@ def build_app(
     label = runtimes[0].name if len(runtimes) == 1 else "all"
     app.add_middleware(RequestMetrics, service=label)
     app.add_middleware(TraceContext)
-    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    limits = {p: n for r in runtimes for p, n in r.definition.body_limits.items()}
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes, per_path=limits)
     return app
 
 
@@ -129,17 +130,21 @@ def _add_operational_routes(app: FastAPI, runtimes: Sequence[ServiceRuntime]) ->
 class BodySizeLimit:
     """Answers 413 (problem+json) to bodies over the limit, declared or streamed."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, per_path: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = dict(per_path or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.per_path.get(scope.get("path", ""), self.max_bytes)
         declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(scope, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(scope, send, limit)
             return
         received = 0
 
@@ -147,17 +152,15 @@ class BodySizeLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise ContentTooLarge(self.max_bytes)
+            if received > limit:
+                raise ContentTooLarge(limit)
             return message
 
         await self.app(scope, limited_receive, send)
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
+    async def _reject(self, scope: Scope, send: Send, limit: int) -> None:
         problem = Problem(
-            413,
-            "Content Too Large",
-            f"the request body exceeds the limit of {self.max_bytes} bytes",
+            413, "Content Too Large", f"the request body exceeds the limit of {limit} bytes"
         )
         import orjson
 

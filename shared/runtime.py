@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +38,8 @@ class ServiceDefinition:
     routers: Sequence[APIRouter] = ()
     handlers: Callable[[ServiceRuntime], Handlers] | None = None
     summary: str = ""
+    # Paths whose request bodies may exceed the default limit (streamed imports).
+    body_limits: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def consumer_group(self) -> str:

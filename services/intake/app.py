@@ -12,6 +12,8 @@ from shared.runtime import ServiceDefinition
 from shared.service_app import create_service_app
 from shared.settings import IntakeSettings
 
+IMPORT_MAX_BYTES = 4 * 1024**3  # imports stream; other bodies keep the default limit
+
 
 def definition() -> ServiceDefinition:
     """What the intake service is made of."""
@@ -26,6 +28,7 @@ def definition() -> ServiceDefinition:
         inbox_table=models.inbox_table,
         migrations=Path(__file__).parent / "migrations",
         routers=[api.router, webhooks_api.router],
+        body_limits={"/v1/leads/import": IMPORT_MAX_BYTES},
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 from tests.api.conftest import Intake
 
 NDJSON = b"""{"email": "li@hooli.com", "company_size": 40}
@@ -119,3 +121,26 @@ async def test_an_activity_must_say_who_did_it(intake: Intake) -> None:
         "/v1/activities", headers=intake.auth(), json={"activity_type": "page_view"}
     )
     assert response.status_code == 422
+
+
+async def test_an_import_may_exceed_the_body_limit_that_holds_for_single_leads(
+    intake: Intake,
+) -> None:
+    padding = {f"note{i}": "x" * 900 for i in range(12)}  # ~11 kB a row
+    rows = b"\n".join(
+        orjson.dumps({"email": f"p{i}@bulk.com", "custom": padding}) for i in range(110)
+    )
+    assert len(rows) > 1_048_576
+
+    imported = await intake.client.post(
+        "/v1/leads/import",
+        content=rows,
+        headers={**intake.auth(), "content-type": "application/x-ndjson"},
+    )
+    single = await intake.client.post(
+        "/v1/leads", content=rows, headers={**intake.auth(), "content-type": "application/json"}
+    )
+
+    assert imported.status_code == 200
+    assert imported.json()["created"] == 110
+    assert single.status_code == 413

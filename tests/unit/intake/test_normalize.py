@@ -1,0 +1,102 @@
+"""Normalization and identity rules, without a database."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.intake.domains import account_domain, email_kind
+from services.intake.identity import KnownLead, merge
+from services.intake.normalize import (
+    normalize_country,
+    normalize_domain,
+    normalize_email,
+    normalize_phone,
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalized"),
+    [
+        ("  Ana.Souza@ACME.com ", "ana.souza@acme.com"),
+        ("bob+news@Exämple.de", "bob+news@xn--exmple-cua.de"),
+        ("o'neil@sub.domain.co.uk", "o'neil@sub.domain.co.uk"),
+    ],
+)
+def test_emails_are_trimmed_lowercased_and_idna_encoded(raw: str, normalized: str) -> None:
+    assert normalize_email(raw) == normalized
+
+
+@pytest.mark.parametrize("raw", ["plainaddress", "a@b", "two@@at.com", "dot.@end.com", ""])
+def test_invalid_emails_are_refused(raw: str) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - the message is email-validator's
+        normalize_email(raw)
+
+
+def test_domains_lose_scheme_www_and_path() -> None:
+    assert normalize_domain("https://www.Acme.com/about?x=1") == "acme.com"
+    assert normalize_domain("münchen.de") == "xn--mnchen-3ya.de"
+    with pytest.raises(ValueError, match="not a valid domain"):
+        normalize_domain("localhost")
+
+
+def test_countries_are_iso_codes_from_codes_or_names() -> None:
+    assert [normalize_country(c) for c in ("de", "Germany", "USA", "GB")] == [
+        "DE",
+        "DE",
+        "US",
+        "GB",
+    ]
+    with pytest.raises(ValueError, match="ISO 3166"):
+        normalize_country("Atlantis")
+
+
+def test_phones_become_e164_and_national_numbers_need_a_country() -> None:
+    assert normalize_phone("030 1234567", "DE") == "+49301234567"
+    assert normalize_phone("+1 (415) 555-0100", None) == "+14155550100"
+    with pytest.raises(ValueError, match="country"):
+        normalize_phone("030 1234567", None)
+
+
+def test_free_and_disposable_mail_never_make_an_account() -> None:
+    assert (email_kind("gmail.com"), email_kind("mailinator.com"), email_kind("acme.com")) == (
+        "freemail",
+        "disposable",
+        "business",
+    )
+    assert account_domain(email_domain="gmail.com", company_domain=None) is None
+    assert account_domain(email_domain="gmail.com", company_domain="acme.com") == "acme.com"
+
+
+def known(**fields: object) -> KnownLead:
+    return KnownLead(
+        id="l1",
+        email="a@acme.com",
+        source="marketing",
+        account_id=None,
+        profile=dict(fields),
+        field_sources=dict.fromkeys(fields, "sales"),
+    )
+
+
+def test_marketing_cannot_overwrite_a_sales_owned_field_but_can_fill_gaps() -> None:
+    result = merge(
+        known(job_title="CFO"),
+        {"job_title": "Finance", "industry": "Retail"},
+        source="marketing",
+        external_ids={},
+        sales_owned=frozenset({"job_title"}),
+    )
+    assert result.changes == {"industry": "Retail"}
+    assert result.protected == ["job_title"]
+
+
+def test_sales_may_overwrite_anything_and_equal_values_are_no_change() -> None:
+    result = merge(
+        known(job_title="CFO", country="DE"),
+        {"job_title": "CEO", "country": "DE"},
+        source="sales",
+        external_ids={"hubspot": "1"},
+        sales_owned=frozenset({"job_title"}),
+    )
+    assert result.changes == {"job_title": "CEO"}
+    assert result.new_external_ids == {"hubspot": "1"}
