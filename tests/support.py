@@ -9,10 +9,11 @@ from typing import Any
 
 from sqlalchemy import Column, Integer, String, Table, func, insert, select
 
-from shared.bus.port import Record, Subscription
+from shared.bus.port import OutgoingMessage, Record, Subscription
 from shared.consumer import HandlerContext
 from shared.db import Database, new_metadata
 from shared.events.catalog import CATALOG, EventCatalog, EventType
+from shared.events.codec import build_envelope, to_binary
 from shared.events.payloads import Payload
 from shared.inbox import define_inbox_table
 from shared.outbox import define_outbox_tables
@@ -38,6 +39,19 @@ class Ping(Payload):
 
 def catalog_with_ping(topic: str) -> EventCatalog:
     return CATALOG.extended(EventType("handoff.test.ping.v1", Ping, topic, "A test event.", "test"))
+
+
+def ping(catalog: EventCatalog, topic: str, lead_id: uuid.UUID, n: int) -> OutgoingMessage:
+    """Lead `lead_id`'s n-th ping as it travels on the bus (sequence n + 1)."""
+    envelope = build_envelope(
+        catalog,
+        Ping(lead_id=lead_id, n=n),
+        source_service="test",
+        subject=str(lead_id),
+        sequence=n + 1,
+    )
+    key, headers, value = to_binary(envelope)
+    return OutgoingMessage(topic=topic, key=key, value=value, headers=headers)
 
 
 async def record_effect(ctx: HandlerContext, payload: Ping) -> None:

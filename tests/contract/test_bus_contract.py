@@ -14,7 +14,6 @@ from shared.bus.port import Bus, OutgoingMessage, Record
 from shared.consumer import ConsumerHooks, EventConsumer
 from shared.db import Database
 from shared.events.catalog import EventCatalog, dead_letter_topic
-from shared.events.codec import build_envelope, to_binary
 from shared.inbox import Inbox
 from tests.conftest import unique
 from tests.support import (
@@ -26,20 +25,9 @@ from tests.support import (
     effect_ns,
     eventually,
     inbox_table,
+    ping,
     record_effect,
 )
-
-
-def ping(catalog: EventCatalog, topic: str, lead_id: uuid.UUID, n: int) -> OutgoingMessage:
-    envelope = build_envelope(
-        catalog,
-        Ping(lead_id=lead_id, n=n),
-        source_service="test",
-        subject=str(lead_id),
-        sequence=n + 1,
-    )
-    key, headers, value = to_binary(envelope)
-    return OutgoingMessage(topic=topic, key=key, value=value, headers=headers)
 
 
 @pytest.fixture
@@ -182,6 +170,15 @@ async def test_two_groups_each_see_every_event(bus: Bus) -> None:
     assert {r.header("ce_id") for r in got_a} == {r.header("ce_id") for r in got_b}
 
 
+async def dead_letters(bus: Bus, group: str, count: int) -> list[Record]:
+    """What landed on a group's dead-letter topic."""
+    inspector = bus.subscribe(group=unique("inspect"), topics=[dead_letter_topic(group)])
+    await inspector.start()
+    dead = await collect(inspector, count)
+    await inspector.close()
+    return dead
+
+
 async def test_malformed_and_unknown_events_go_to_the_dead_letter_topic_and_consumption_goes_on(
     bus: Bus, db: Database
 ) -> None:
@@ -217,10 +214,7 @@ async def test_malformed_and_unknown_events_go_to_the_dead_letter_topic_and_cons
     worker.stop()
     await asyncio.wait_for(task, timeout=30)
 
-    dlq = bus.subscribe(group=unique("inspect"), topics=[dead_letter_topic(group)])
-    await dlq.start()
-    dead = await collect(dlq, 2)
-    await dlq.close()
+    dead = await dead_letters(bus, group, 2)
     errors = sorted(r.header("dlq_error") or "" for r in dead)
     assert len(dead) == 2
     assert errors[0].startswith("MalformedEvent")
@@ -262,10 +256,7 @@ async def test_a_handler_that_keeps_failing_dead_letters_only_its_event(
     await eventually(others_applied, timeout=60)
     worker.stop()
     await asyncio.wait_for(task, timeout=30)
-    dlq = bus.subscribe(group=unique("inspect"), topics=[dead_letter_topic(group)])
-    await dlq.start()
-    dead = await collect(dlq, 1)
-    await dlq.close()
+    dead = await dead_letters(bus, group, 1)
 
     assert await count_effects(db, lead_id=str(lead), n=7) == 0
     assert [r.header("dlq_error") for r in dead] == ["ValueError: seven is not a valid ping"]

@@ -7,6 +7,9 @@ import os
 import re
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -17,9 +20,16 @@ from tests.integration.test_serve import free_port, wait_ready
 SERVICES = {"intake", "qualification", "routing", "metrics", "webhooks"}
 
 
-async def test_dev_serves_all_five_services_with_docs_and_prints_an_admin_token(
-    tmp_path: Path,
-) -> None:
+@dataclass
+class DevProcess:
+    base: str
+    ready: dict[str, object]
+    output: str = ""  # what it printed, once it has stopped
+
+
+@asynccontextmanager
+async def handoff_dev(data_dir: Path) -> AsyncIterator[DevProcess]:
+    """`handoff dev` on a free port, stopped with SIGTERM afterwards."""
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -29,29 +39,33 @@ async def test_dev_serves_all_five_services_with_docs_and_prints_an_admin_token(
         "--port",
         str(port),
         "--data-dir",
-        str(tmp_path),
+        str(data_dir),
         cwd=ROOT,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    base = f"http://127.0.0.1:{port}"
+    dev = DevProcess(base=f"http://127.0.0.1:{port}", ready={})
     try:
-        ready = await wait_ready(base)
-        async with httpx.AsyncClient(base_url=base) as client:
-            docs = await client.get("/docs")
-            asyncapi = (await client.get("/asyncapi.json")).json()
+        dev.ready = await wait_ready(dev.base)
+        yield dev
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
+        dev.output = (await asyncio.wait_for(proc.communicate(), timeout=30))[1].decode()
 
-    assert set(ready["checks"]) == SERVICES  # type: ignore[arg-type]
+
+async def test_dev_serves_all_five_services_with_docs_and_prints_an_admin_token(
+    tmp_path: Path,
+) -> None:
+    async with handoff_dev(tmp_path) as dev, httpx.AsyncClient(base_url=dev.base) as client:
+        docs = await client.get("/docs")
+        asyncapi = (await client.get("/asyncapi.json")).json()
+
+    assert set(dev.ready["checks"]) == SERVICES  # type: ignore[call-overload]
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     assert asyncapi["asyncapi"] == "3.0.0"
-    output = stderr.decode()
-    token = re.search(r"admin token \(dev only\): (hnd_\S+)", output)
-    assert token is not None, output
-    assert f"{base}/docs" in output
+    assert re.search(r"admin token \(dev only\): hnd_\S+", dev.output), dev.output
+    assert f"{dev.base}/docs" in dev.output
     assert {f"{name}.db" for name in SERVICES} <= {p.name for p in tmp_path.iterdir()}
     assert (tmp_path / "events.db").exists()
 
@@ -59,25 +73,10 @@ async def test_dev_serves_all_five_services_with_docs_and_prints_an_admin_token(
 async def test_handoff_import_streams_a_file_with_progress_and_prints_the_summary(
     tmp_path: Path,
 ) -> None:
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "shared.cli",
-        "dev",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(tmp_path / "data"),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
     rows = "\n".join(f'{{"email": "user{i}@import-test.com"}}' for i in range(500))
     leads_file = tmp_path / "leads.ndjson"
     leads_file.write_text(rows + '\n{"email": "broken"}\n')
-    try:
-        await wait_ready(f"http://127.0.0.1:{port}")
+    async with handoff_dev(tmp_path / "data") as dev:
         token = (tmp_path / "data" / "dev-admin-token").read_text().strip()
         cli = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -86,7 +85,7 @@ async def test_handoff_import_streams_a_file_with_progress_and_prints_the_summar
             "import",
             str(leads_file),
             "--url",
-            f"http://127.0.0.1:{port}",
+            dev.base,
             "--token",
             token,
             cwd=ROOT,
@@ -95,9 +94,7 @@ async def test_handoff_import_streams_a_file_with_progress_and_prints_the_summar
             env={**os.environ, "COLUMNS": "120"},
         )
         output = (await asyncio.wait_for(cli.communicate(), timeout=60))[0].decode()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.wait(), timeout=30)
+
     assert cli.returncode == 0, output
     assert "uploading leads.ndjson" in output
     assert re.search(r"501\s.*500\s.*0\s.*0\s.*1", output), output

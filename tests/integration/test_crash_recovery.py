@@ -14,12 +14,11 @@ import pytest
 
 from shared.bus.kafka import KafkaBus
 from shared.bus.local import LocalBus
-from shared.bus.port import Bus, OutgoingMessage
+from shared.bus.port import Bus
 from shared.db import Database
-from shared.events.codec import build_envelope, to_binary
 from tests.conftest import new_pg_database, unique
 from tests.infra import ROOT
-from tests.support import Ping, catalog_with_ping, count_effects
+from tests.support import catalog_with_ping, count_effects, ping
 
 
 async def start_consumer(*args: str) -> asyncio.subprocess.Process:
@@ -48,17 +47,7 @@ async def wait_for_line(
 
 async def publish_pings(bus: Bus, topic: str, lead: uuid.UUID, count: int) -> None:
     catalog = catalog_with_ping(topic)
-    messages = []
-    for n in range(count):
-        envelope = build_envelope(
-            catalog,
-            Ping(lead_id=lead, n=n),
-            source_service="test",
-            subject=str(lead),
-            sequence=n + 1,
-        )
-        key, headers, value = to_binary(envelope)
-        messages.append(OutgoingMessage(topic=topic, key=key, value=value, headers=headers))
+    messages = [ping(catalog, topic, lead, n) for n in range(count)]
     await bus.ensure_topics([topic])
     await bus.publish(messages)
 
