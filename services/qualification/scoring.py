@@ -1,0 +1,319 @@
+"""Scoring: apply a scoring model to a lead's profile and activities, with the explanation.
+
+Pure and deterministic: the clock is an argument. Every contribution is rounded to
+hundredths before it is summed, so the explanation adds up to the score exactly.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from uuid import UUID
+
+from services.qualification.scoring_model import (
+    ActivityPoints,
+    Condition,
+    Engagement,
+    FitRule,
+    NegativeSignal,
+    Scalar,
+    ScoringModel,
+)
+from shared.events.payloads import ScoreContribution
+
+ContributionKind = Literal["fit", "engagement", "negative"]
+DAY_SECONDS = 86_400.0
+
+
+@dataclass(frozen=True)
+class ActivityFact:
+    """One thing the lead did, as scoring needs it."""
+
+    activity_id: UUID | None
+    activity_type: str
+    occurred_at: datetime
+    event_id: UUID | None = None
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One rule that fired, its points and why."""
+
+    rule_id: str
+    kind: ContributionKind
+    points: float
+    reason: str
+    activity_id: UUID | None = None
+    cause_event_id: UUID | None = None
+    occurred_at: datetime | None = None
+    capped: bool = False
+
+
+@dataclass(frozen=True)
+class Score:
+    """A lead's score under one model version, with every contribution that made it."""
+
+    total: float
+    fit: float
+    engagement: float
+    model_version: str
+    contributions: list[Contribution]
+    qualifies_for_mql: bool
+    mql_threshold: float
+    min_fit: float
+    last_engagement_at: datetime | None
+
+    def explanation(self) -> list[ScoreContribution]:
+        """The contributions as the `lead.scored` event carries them."""
+        return [
+            ScoreContribution(rule_id=c.rule_id, points=c.points, cause_event_id=c.cause_event_id)
+            for c in self.contributions
+        ]
+
+
+def score(
+    model: ScoringModel,
+    profile: Mapping[str, Any],
+    activities: Sequence[ActivityFact],
+    *,
+    now: datetime,
+) -> Score:
+    """Score a lead: fit from its profile, decayed and capped engagement from its activities."""
+    now = _aware(now)
+    facts = _chronological(activities)
+    fit_parts = list(_fit(model, profile))
+    engagement_parts = [
+        *_engagement(model.engagement, facts, now),
+        *_negative_activities(model.negative_signals, facts),
+    ]
+    fit, engagement = _sum(fit_parts), _sum(engagement_parts)
+    total = round(fit + engagement, 2)
+    counted = [c.occurred_at for c in engagement_parts if c.points > 0 and c.occurred_at]
+    return Score(
+        total=total,
+        fit=fit,
+        engagement=engagement,
+        model_version=model.version,
+        contributions=[*fit_parts, *engagement_parts],
+        qualifies_for_mql=total >= model.mql_threshold and fit >= model.min_fit,
+        mql_threshold=model.mql_threshold,
+        min_fit=model.min_fit,
+        last_engagement_at=max(counted, default=None),
+    )
+
+
+def decay_factor(age: timedelta, half_life_days: float | None) -> float:
+    """How much of an activity's points are left after `age` (1.0 without a half-life)."""
+    if half_life_days is None:
+        return 1.0
+    age_days = max(age.total_seconds(), 0.0) / DAY_SECONDS
+    return float(0.5 ** (age_days / half_life_days))
+
+
+def _fit(model: ScoringModel, profile: Mapping[str, Any]) -> Iterable[Contribution]:
+    rules: list[tuple[FitRule | NegativeSignal, ContributionKind]] = [
+        *((rule, "fit") for rule in model.fit_rules),
+        *((s, "negative") for s in model.negative_signals if s.activity_type is None),
+    ]
+    for rule, kind in rules:
+        if (reason := matches(rule, profile)) is not None:
+            yield Contribution(rule.id, kind, round(rule.points, 2), reason)
+
+
+def _negative_activities(
+    signals: Sequence[NegativeSignal], facts: Sequence[ActivityFact]
+) -> Iterable[Contribution]:
+    # A negative activity counts once, however often it happened: the latest is the cause.
+    for signal in signals:
+        latest = [f for f in facts if f.activity_type == signal.activity_type][-1:]
+        for fact in latest:
+            reason = f"{fact.activity_type} on {_day(fact.occurred_at)}"
+            yield _from_fact(signal.id, "negative", round(signal.points, 2), reason, fact)
+
+
+def _engagement(
+    engagement: Engagement, facts: Sequence[ActivityFact], now: datetime
+) -> Iterable[Contribution]:
+    counted: dict[str, list[tuple[datetime, float]]] = defaultdict(list)
+    for fact in facts:
+        rule = engagement.activities.get(fact.activity_type)
+        if rule is None:
+            continue
+        half_life = engagement.half_life(fact.activity_type)
+        decayed = round(rule.points * decay_factor(now - fact.occurred_at, half_life), 2)
+        if decayed <= 0:
+            continue  # decayed away: no longer part of the score, nor of any cap
+        room = _cap_room(rule, counted[fact.activity_type], fact.occurred_at)
+        points = max(min(decayed, room), 0.0)
+        counted[fact.activity_type].append((fact.occurred_at, points))
+        reason = _engagement_reason(fact, rule, half_life, decayed, now)
+        if points < decayed:
+            per = f"per {_num(rule.window_days)} days" if rule.window_days else "in total"
+            reason += f"; capped at {_num(rule.cap)} {per}"
+        yield _from_fact(fact.activity_type, "engagement", points, reason, fact, points < decayed)
+
+
+def _cap_room(rule: ActivityPoints, earlier: list[tuple[datetime, float]], at: datetime) -> float:
+    # Caps hold for every rolling window (start, start + window_days]: checking the window
+    # that ends at each activity, in chronological order, is enough to guarantee that.
+    if rule.cap is None:
+        return float("inf")
+    start = at - timedelta(days=rule.window_days) if rule.window_days else None
+    used = sum(p for t, p in earlier if start is None or t > start)
+    return round(rule.cap - used, 2)
+
+
+def _engagement_reason(
+    fact: ActivityFact, rule: ActivityPoints, half_life: float | None, decayed: float, now: datetime
+) -> str:
+    reason = f"{fact.activity_type} on {_day(fact.occurred_at)}: {_num(rule.points)} pts"
+    if half_life is not None and decayed != round(rule.points, 2):
+        age_days = max((now - fact.occurred_at).total_seconds(), 0.0) / DAY_SECONDS
+        reason += f", {age_days:.1f} days old (half-life {_num(half_life)} d) -> {_num(decayed)}"
+    return reason
+
+
+def matches(condition: Condition, profile: Mapping[str, Any]) -> str | None:
+    """The reason text when the attribute test holds for the profile, else None."""
+    name = condition.attribute or ""
+    if condition.operator == "freemail":
+        return _freemail(condition, profile)
+    items = [v for v in _items(_lookup(profile, name)) if not _blank(v)]
+    for item in items:
+        if (reason := _test(condition, name, item)) is not None:
+            return reason
+    return None
+
+
+def _test(condition: Condition, name: str, item: Any) -> str | None:
+    fold = not condition.case_sensitive
+    if condition.operator == "exists":
+        return f"{name} is set ({_show(item)})"
+    expected = condition.value
+    if condition.operator == "equals" and expected is not None and _same(item, expected, fold):
+        return f"{name} {_show(item)} equals {_show(expected)}"
+    listed = condition.values or []
+    if condition.operator == "in" and any(_same(item, v, fold) for v in listed):
+        return f"{name} {_show(item)} in {_listing(listed)}"
+    if condition.operator == "range":
+        return _in_range(name, item, condition.min, condition.max)
+    if condition.operator == "pattern" and condition.pattern and isinstance(item, str):
+        flags = 0 if condition.case_sensitive else re.IGNORECASE
+        if re.search(condition.pattern, item, flags):
+            return f"{name} {_show(item)} matches /{condition.pattern}/"
+    return None
+
+
+def _in_range(name: str, item: Any, low: float | None, high: float | None) -> str | None:
+    number = _number(item)
+    if number is None or (low is not None and number < low):
+        return None
+    if high is not None and number > high:
+        return None
+    if low is not None and high is not None:
+        return f"{name} {_num(number)} in [{_num(low)}, {_num(high)}]"
+    if low is not None:
+        return f"{name} {_num(number)} >= {_num(low)}"
+    return f"{name} {_num(number)} <= {_num(high or 0)}"
+
+
+def _freemail(condition: Condition, profile: Mapping[str, Any]) -> str | None:
+    # Intake classifies the address from maintained lists; `values` adds local free mailers.
+    if str(profile.get("email_kind") or "") == "freemail":
+        return "email_kind is freemail (a free mailbox, not a company address)"
+    domain = str(profile.get("email_domain") or "").casefold()
+    listed = {str(v).casefold() for v in condition.values or ()}
+    suffixes = {".".join(domain.split(".")[i:]) for i in range(domain.count(".") + 1)}
+    if domain and listed & suffixes:
+        return f"email_domain {domain} is listed as free mail"
+    return None
+
+
+def _lookup(profile: Mapping[str, Any], name: str) -> Any:
+    value: Any = profile
+    for part in name.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def _items(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple | set | frozenset) else [value]
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _same(item: Any, expected: Scalar, fold: bool) -> bool:
+    if isinstance(item, str) or isinstance(expected, str):
+        left, right = str(item).strip(), str(expected).strip()
+        return left.casefold() == right.casefold() if fold else left == right
+    if isinstance(item, bool) != isinstance(expected, bool):
+        return False  # True == 1 in Python, but not in a scoring rule
+    return bool(item == expected)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number else None  # NaN is no number
+
+
+def _chronological(activities: Sequence[ActivityFact]) -> list[ActivityFact]:
+    # Order must not depend on how the caller listed them; a redelivered activity counts once.
+    facts = [
+        ActivityFact(a.activity_id, a.activity_type, _aware(a.occurred_at), a.event_id)
+        for a in activities
+    ]
+    facts.sort(key=lambda f: (f.occurred_at, f.activity_type, str(f.activity_id), str(f.event_id)))
+    unique: dict[UUID | int, ActivityFact] = {}
+    for index, fact in enumerate(facts):
+        unique.setdefault(fact.activity_id or index, fact)
+    return list(unique.values())
+
+
+def _from_fact(
+    rule_id: str,
+    kind: ContributionKind,
+    points: float,
+    reason: str,
+    fact: ActivityFact,
+    capped: bool = False,
+) -> Contribution:
+    return Contribution(
+        rule_id, kind, points, reason, fact.activity_id, fact.event_id, fact.occurred_at, capped
+    )
+
+
+def _sum(parts: Iterable[Contribution]) -> float:
+    return round(sum(p.points for p in parts), 2)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _day(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _num(value: float | None) -> str:
+    return f"{value or 0:.2f}".rstrip("0").rstrip(".")
+
+
+def _show(value: Any) -> str:
+    return _num(value) if isinstance(value, float) else str(value)
+
+
+def _listing(values: Sequence[Scalar]) -> str:
+    if len(values) > 6:
+        return f"the {len(values)} listed values"
+    return "[" + ", ".join(str(v) for v in values) + "]"
