@@ -123,7 +123,7 @@ async def _announce(
             activity_id=uuid.UUID(activity_id),
             activity_type=activity_type,
             occurred_at=occurred_at,
-            properties={**properties, **({"visitor_id": visitor_id} if visitor_id else {})},
+            properties=properties,  # the visitor id is an identifier: it stays here
         ),
         subject=lead_id,
     )

@@ -57,7 +57,8 @@ Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Scalar = str | int | float | bool | None
 
 MAX_CUSTOM = 50
-PII_FIELDS = frozenset({"email", "first_name", "last_name", "phone", "visitor_id"})
+# Never on the bus: direct identifiers, and free-form custom attributes (they may hold any).
+PII_FIELDS = frozenset({"email", "first_name", "last_name", "phone", "visitor_id", "custom"})
 PROFILE_FIELDS = (
     "email",
     "first_name",
@@ -150,7 +151,10 @@ class LeadIn(BaseModel):
 
     def profile(self) -> dict[str, Any]:
         """The profile fields this input sets (None and unset fields left out)."""
-        return {f: v for f in PROFILE_FIELDS if (v := getattr(self, f)) is not None}
+        fields = {f: v for f in PROFILE_FIELDS if (v := getattr(self, f)) is not None}
+        if self.custom:
+            fields["custom"] = dict(self.custom)
+        return fields
 
 
 class LeadCapture(LeadIn):
@@ -182,7 +186,7 @@ class ActivityIn(BaseModel):
     @field_validator("occurred_at")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
     @model_validator(mode="after")
     def _someone(self) -> Self:

@@ -18,7 +18,7 @@ class KnownLead:
     account_id: str | None
     profile: dict[str, Any]
     field_sources: dict[str, str]
-    external_ids: dict[str, str] = field(default_factory=dict)
+    external_ids: set[tuple[str, str]] = field(default_factory=set)  # (provider, id) pairs
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Merge:
 
     changes: dict[str, Any]
     protected: list[str]
-    new_external_ids: dict[str, str]
+    new_external_ids: set[tuple[str, str]]
 
     @property
     def changed(self) -> bool:
@@ -50,6 +50,8 @@ def merge(
     changes: dict[str, Any] = {}
     protected: list[str] = []
     for name, value in incoming.items():
+        if name == "custom":  # custom attributes merge key by key
+            value = {**known.profile.get("custom", {}), **value}
         if known.profile.get(name) == value:
             continue
         if (
@@ -61,7 +63,7 @@ def merge(
             protected.append(name)
             continue
         changes[name] = value
-    new_ids = {p: i for p, i in external_ids.items() if known.external_ids.get(p) != i}
+    new_ids = set(external_ids.items()) - known.external_ids
     return Merge(changes=changes, protected=sorted(protected), new_external_ids=new_ids)
 
 
@@ -72,4 +74,4 @@ def apply(known: KnownLead, merged: Merge, *, source: LeadSource) -> None:
         known.field_sources[name] = source
     if "email" in merged.changes:
         known.email = merged.changes["email"]
-    known.external_ids.update(merged.new_external_ids)
+    known.external_ids |= merged.new_external_ids

@@ -18,12 +18,13 @@ async def lead_view(conn: AsyncConnection, lead_id: str) -> dict[str, Any] | Non
     domain = None
     if row.account_id:
         domain = await conn.scalar(select(accounts.c.domain).where(accounts.c.id == row.account_id))
-    ids = {
-        r.provider: r.external_id
-        for r in await conn.execute(
-            select(lead_external_ids).where(lead_external_ids.c.lead_id == lead_id)
-        )
-    }
+    ids: dict[str, list[str]] = {}
+    for r in await conn.execute(
+        select(lead_external_ids)
+        .where(lead_external_ids.c.lead_id == lead_id)
+        .order_by(lead_external_ids.c.provider, lead_external_ids.c.external_id)
+    ):
+        ids.setdefault(r.provider, []).append(r.external_id)
     return {
         "lead_id": row.id,
         "email": row.email,

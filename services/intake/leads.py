@@ -60,8 +60,13 @@ class _Leads:
         self.by_id[lead.id] = lead
         if lead.email:
             self.by_email[lead.email] = lead
-        for provider, external_id in lead.external_ids.items():
-            self.by_external[(provider, external_id)] = lead
+        for pair in lead.external_ids:
+            self.by_external[pair] = lead
+
+    def email_changed(self, lead: KnownLead, old: str | None) -> None:
+        if old and self.by_email.get(old) is lead:
+            del self.by_email[old]
+        self.add(lead)
 
     def resolve(self, item: LeadIn) -> KnownLead | None:
         by_email = self.by_email.get(item.email) if item.email else None
@@ -120,13 +125,13 @@ async def capture_batch(
                 account_id=None,
                 profile=item.profile(),
                 field_sources=dict.fromkeys(item.profile(), item.source),
-                external_ids=dict(item.external_ids),
+                external_ids=set(item.external_ids.items()),
             )
             known.add(lead)
             created.append(lead)
             new_ids += [
                 {"provider": p, "external_id": i, "lead_id": lead.id}
-                for p, i in item.external_ids.items()
+                for p, i in sorted(item.external_ids.items())
             ]
             outcome = CaptureOutcome(lead_id=lead.id, created=True, changes=dict(lead.profile))
         else:
@@ -144,13 +149,14 @@ async def capture_batch(
                     )
                 )
                 continue
+            previous_email = lead.email
             apply(lead, merged, source=item.source)
-            known.add(lead)
+            known.email_changed(lead, previous_email)
             if merged.changes:
                 dirty[lead.id] = lead
             new_ids += [
                 {"provider": p, "external_id": i, "lead_id": lead.id}
-                for p, i in merged.new_external_ids.items()
+                for p, i in sorted(merged.new_external_ids)
             ]
             outcome = CaptureOutcome(
                 lead_id=lead.id, changes=merged.changes, protected=merged.protected
@@ -194,7 +200,6 @@ async def _emit(
                 email_kind=domains.email_kind(domain) if domain else None,
                 profile={k: v for k, v in lead.profile.items() if k not in PII_FIELDS},
                 external_ids=dict(item.external_ids),
-                custom=dict(item.custom),
             ),
             subject=lead.id,
         )
@@ -246,17 +251,19 @@ async def _load_known(session: AsyncSession, items: Sequence[LeadIn]) -> _Leads:
         conditions.append(leads.c.id.in_(sorted(ids)))
     if not conditions:
         return known
-    rows = (await session.execute(select(leads).where(or_(*conditions)))).all()
+    # Row locks (PostgreSQL): a concurrent capture or erasure of these leads waits for us.
+    stmt = select(leads).where(or_(*conditions)).order_by(leads.c.id).with_for_update()
+    rows = (await session.execute(stmt)).all()
     found = [_known(r) for r in rows if r.erased_at is None]
     if found:
         stmt = select(lead_external_ids).where(
             lead_external_ids.c.lead_id.in_([lead.id for lead in found])
         )
-        by_lead: dict[str, dict[str, str]] = {}
+        by_lead: dict[str, set[tuple[str, str]]] = {}
         for r in await session.execute(stmt):
-            by_lead.setdefault(r.lead_id, {})[r.provider] = r.external_id
+            by_lead.setdefault(r.lead_id, set()).add((r.provider, r.external_id))
         for lead in found:
-            lead.external_ids = by_lead.get(lead.id, {})
+            lead.external_ids = by_lead.get(lead.id, set())
             known.add(lead)
     return known
 
@@ -324,7 +331,7 @@ async def _write(
     if changed:
         stmt = (
             update(leads)
-            .where(leads.c.id == bindparam("lead_id"))
+            .where(leads.c.id == bindparam("lead_id"), leads.c.erased_at.is_(None))
             .values(
                 email=bindparam("new_email"),
                 account_id=bindparam("new_account"),

@@ -53,7 +53,6 @@ class LeadCaptured(Payload):
     email_kind: Literal["business", "freemail", "disposable"] | None = None
     profile: dict[str, Any] = Field(default_factory=dict)
     external_ids: dict[str, str] = Field(default_factory=dict)
-    custom: dict[str, Any] = Field(default_factory=dict)
 
 
 class LeadUpdated(Payload):

@@ -132,3 +132,47 @@ async def test_erasure_removes_personal_data_and_tells_every_service(intake: Int
     assert events[-1]["type"] == "handoff.lead.erased.v1"
     again = await intake.client.post("/v1/leads", json=ANA, headers=intake.auth())
     assert again.status_code == 201 and again.json()["lead_id"] != lead_id
+
+
+async def test_a_second_id_from_the_same_provider_keeps_both_ids_working(intake: Intake) -> None:
+    auth = intake.auth()
+    await intake.client.post(
+        "/v1/leads",
+        json={"email": "ana@acme.com", "external_ids": {"hubspot": "111"}},
+        headers=auth,
+    )
+    merged = await intake.client.post(
+        "/v1/leads",
+        headers=auth,
+        json={"email": "ana@acme.com", "external_ids": {"hubspot": "222"}},
+    )
+    by_old_id = await intake.client.post(
+        "/v1/leads",
+        headers=auth,
+        json={"external_ids": {"hubspot": "111"}, "email": "ana@acme.com", "job_title": "CEO"},
+    )
+
+    assert by_old_id.status_code == 200
+    assert by_old_id.json()["lead_id"] == merged.json()["lead_id"]
+    stored = (await intake.client.get(f"/v1/leads/{merged.json()['lead_id']}", headers=auth)).json()
+    assert stored["external_ids"] == {"hubspot": ["111", "222"]}
+
+
+async def test_custom_attributes_are_kept_and_merged_but_never_put_on_the_bus(
+    intake: Intake,
+) -> None:
+    auth = intake.auth()
+    await intake.client.post(
+        "/v1/leads",
+        headers=auth,
+        json={"email": "lu@acme.com", "custom": {"plan": "pro", "mobile": "+49151000"}},
+    )
+    again = await intake.client.post(
+        "/v1/leads", headers=auth, json={"email": "lu@acme.com", "custom": {"seats": 12}}
+    )
+
+    stored = (await intake.client.get(f"/v1/leads/{again.json()['lead_id']}", headers=auth)).json()
+    captured, updated = await intake.events("handoff.lead.captured", 2)
+    assert stored["profile"]["custom"] == {"plan": "pro", "mobile": "+49151000", "seats": 12}
+    assert "+49151000" not in str(captured["data"]) + str(updated["data"])
+    assert updated["data"]["changed_pii"] == ["custom"]

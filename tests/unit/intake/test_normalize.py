@@ -99,4 +99,4 @@ def test_sales_may_overwrite_anything_and_equal_values_are_no_change() -> None:
         sales_owned=frozenset({"job_title"}),
     )
     assert result.changes == {"job_title": "CEO"}
-    assert result.new_external_ids == {"hubspot": "1"}
+    assert result.new_external_ids == {("hubspot", "1")}
