@@ -139,18 +139,24 @@ def require_roles(*roles: Role) -> RoleCheck:
                 "Unauthorized",
                 "send a bearer token: Authorization: Bearer <token>",
                 headers=challenge,
+                errors=[{"field": "Authorization", "reason": "missing bearer token"}],
             )
         store: TokenStore = request.app.state.token_store
         principal = store.verify(credentials.credentials)
         if principal is None:
             raise Problem(
-                401, "Unauthorized", "the bearer token is unknown or revoked", headers=challenge
+                401,
+                "Unauthorized",
+                "the bearer token is unknown or revoked",
+                headers=challenge,
+                errors=[{"field": "Authorization", "reason": "unknown or revoked token"}],
             )
         if principal.role not in allowed:
             raise Problem(
                 403,
                 "Forbidden",
                 f"role {principal.role!r} may not do this; allowed: {', '.join(sorted(allowed))}",
+                errors=[{"field": "Authorization", "reason": f"role {principal.role} not allowed"}],
             )
         return principal
 

@@ -169,6 +169,8 @@ class EventConsumer:
             payload = decode_payload(self.catalog, envelope)
         except (MalformedEvent, UnknownEventType) as exc:
             return _Decoded(record, error=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # whatever the bytes were, this record must not stall us
+            return _Decoded(record, error=f"MalformedEvent: {type(exc).__name__}: {exc}")
         return _Decoded(record, envelope, payload)
 
     async def _apply(self, session: AsyncSession, items: Sequence[_Decoded]) -> list[str]:

@@ -6,10 +6,11 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import MetaData, Table, event, insert, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -28,6 +29,7 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
+T = TypeVar("T")
 AFTER_COMMIT = "handoff.after_commit"
 BEFORE_COMMIT = "handoff.before_commit"
 WRITE_INTENT = "handoff_write_intent"
@@ -75,8 +77,26 @@ class Database:
                 yield session
                 for flush in session.info.pop(BEFORE_COMMIT, []):
                     await flush(session)
-            for hook in session.info.pop(AFTER_COMMIT, []):
-                hook()
+            hooks = session.info.pop(AFTER_COMMIT, [])
+        for hook in hooks:  # after the writer turn is released
+            hook()
+
+    async def run(
+        self, work: Callable[[AsyncSession], Awaitable[T]], *, conflict_retries: int = 1
+    ) -> T:
+        """Run `work` in a unit of work, again (from scratch) if it lost a uniqueness race.
+
+        Two concurrent transactions creating the same row: one fails with a unique
+        violation; run again, it finds the other's row and does the right thing.
+        """
+        for attempt in range(conflict_retries + 1):
+            try:
+                async with self.transaction() as session:
+                    return await work(session)
+            except IntegrityError:
+                if attempt == conflict_retries:
+                    raise
+        raise AssertionError("unreachable")
 
     def _write_turn(self) -> AbstractAsyncContextManager[object]:
         # SQLite has one writer at a time; queueing writers here (fair, no sleeping) beats

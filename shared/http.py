@@ -159,8 +159,9 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
     async def _reject(self, scope: Scope, send: Send, limit: int) -> None:
+        reason = f"the request body exceeds the limit of {limit} bytes"
         problem = Problem(
-            413, "Content Too Large", f"the request body exceeds the limit of {limit} bytes"
+            413, "Content Too Large", reason, errors=[{"field": "body", "reason": reason}]
         )
         import orjson
 

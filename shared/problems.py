@@ -79,7 +79,12 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         errors = [
-            {"field": _field_path(err.get("loc", ())), "reason": err.get("msg", "invalid")}
+            {
+                "field": "body"
+                if err.get("type") == "json_invalid"
+                else _field_path(err.get("loc", ())),
+                "reason": err.get("msg", "invalid"),
+            }
             for err in exc.errors()
         ]
         detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
@@ -89,7 +94,10 @@ def install_problem_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         title = _TITLES.get(exc.status_code) or HTTPStatus(exc.status_code).phrase
         detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else ""
-        problem = Problem(exc.status_code, title, detail, headers=dict(exc.headers or {}))
+        errors = [{"field": "body", "reason": detail}] if exc.status_code == 413 else []
+        problem = Problem(
+            exc.status_code, title, detail, headers=dict(exc.headers or {}), errors=errors
+        )
         return problem_response(problem, request)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -157,8 +157,9 @@ class ServiceRuntime:
             try:
                 await asyncio.wait_for(probe(), timeout=5)
                 checks[name] = "ok"
-            except Exception as exc:
-                checks[name] = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # the detail goes to the log, not to anonymous callers
+                log.warning("not ready", service=self.name, dependency=name, error=repr(exc))
+                checks[name] = "unavailable"
         return checks
 
     async def update_gauges(self) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake import idempotency
 from services.intake.activities import UnknownLead, record_activity
@@ -54,26 +55,42 @@ async def capture_lead(
 ) -> JSONResponse:
     """Capture a lead: create it (201), or update the person it already is (200)."""
     body_hash = idempotency.request_hash(await request.body())
-    async with runtime.db.transaction() as session:
+    sales_owned = _settings(runtime).sales_owned_fields
+    _check_source(who, lead.source)
+
+    async def work(session: AsyncSession) -> tuple[idempotency.StoredAnswer, bool]:
         if idempotency_key:
             earlier = await idempotency.previous_answer(
                 session, principal=who.id, key=idempotency_key, body_hash=body_hash
             )
             if earlier is not None:
-                return JSONResponse(
-                    earlier.body,
-                    status_code=earlier.status_code,
-                    headers={"Idempotent-Replayed": "true"},
-                )
-        (outcome,) = await capture_batch(
-            session, runtime.outbox, [lead], sales_owned=_settings(runtime).sales_owned_fields
-        )
+                return earlier, True
+        (outcome,) = await capture_batch(session, runtime.outbox, [lead], sales_owned=sales_owned)
         answer = _answer(outcome)
         if idempotency_key:
             await idempotency.remember_answer(
                 session, principal=who.id, key=idempotency_key, body_hash=body_hash, answer=answer
             )
-    return JSONResponse(answer.body, status_code=answer.status_code)
+        return answer, False
+
+    # A concurrent capture of the same new person (or the same key) loses the race on a
+    # unique index; run again, it finds the winner's lead (or stored answer).
+    answer, replayed = await runtime.db.run(work)
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
+
+
+def _check_source(who: Principal, source: str) -> None:
+    """Marketing tokens capture marketing leads: a sales-generated lead skips scoring."""
+    if source == "sales" and who.role == "marketing":
+        raise Problem(
+            403,
+            "Forbidden",
+            "a marketing token cannot capture sales-generated leads",
+            errors=[
+                {"field": "source", "reason": "sales needs a sales, integration or admin token"}
+            ],
+        )
 
 
 def _answer(outcome: CaptureOutcome) -> idempotency.StoredAnswer:
@@ -93,7 +110,12 @@ async def get_lead(lead_id: uuid.UUID, runtime: Runtime, who: Reader) -> dict[st
     async with runtime.db.engine.connect() as conn:
         view = await lead_view(conn, str(lead_id))
     if view is None:
-        raise Problem(404, "Not Found", f"no lead {lead_id}")
+        raise Problem(
+            404,
+            "Not Found",
+            f"no lead {lead_id}",
+            errors=[{"field": "lead_id", "reason": "no such lead"}],
+        )
     return view
 
 
@@ -103,7 +125,12 @@ async def erase(lead_id: uuid.UUID, runtime: Runtime, who: Eraser) -> Response:
     async with runtime.db.transaction() as session:
         erased = await erase_lead(session, runtime.outbox, str(lead_id), requested_by=who.id)
     if erased is None:
-        raise Problem(404, "Not Found", f"no lead {lead_id}")
+        raise Problem(
+            404,
+            "Not Found",
+            f"no lead {lead_id}",
+            errors=[{"field": "lead_id", "reason": "no such lead"}],
+        )
     return Response(status_code=204)
 
 

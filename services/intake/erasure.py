@@ -8,7 +8,13 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.intake.models import activities, lead_external_ids, leads, visitors
+from services.intake.models import (
+    activities,
+    lead_external_ids,
+    leads,
+    visitors,
+    webhook_deliveries,
+)
 from shared.events.payloads import LeadErased
 from shared.outbox import Outbox
 
@@ -33,6 +39,7 @@ async def erase_lead(
     )
     await session.execute(delete(lead_external_ids).where(lead_external_ids.c.lead_id == lead_id))
     await session.execute(delete(visitors).where(visitors.c.lead_id == lead_id))
+    await session.execute(delete(webhook_deliveries).where(webhook_deliveries.c.lead_id == lead_id))
     await session.execute(
         update(activities)
         .where(activities.c.lead_id == lead_id)

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake.importing import ParsedRow, RowError, parse
-from services.intake.leads import capture_batch
+from services.intake.leads import CaptureOutcome, capture_batch
 from shared.runtime import ServiceRuntime
 from shared.settings import IntakeSettings
 
@@ -77,13 +78,14 @@ async def _capture(
     summary: ImportSummary,
     settings: IntakeSettings,
 ) -> None:
-    async with runtime.db.transaction() as session:
-        outcomes = await capture_batch(
-            session,
-            runtime.outbox,
-            [row.lead for row in batch if row.lead is not None],
-            sales_owned=settings.sales_owned_fields,
+    leads = [row.lead for row in batch if row.lead is not None]
+
+    async def work(session: AsyncSession) -> list[CaptureOutcome]:
+        return await capture_batch(
+            session, runtime.outbox, leads, sales_owned=settings.sales_owned_fields
         )
+
+    outcomes = await runtime.db.run(work)
     for row, outcome in zip(batch, outcomes, strict=True):
         if outcome.error is not None:
             summary.failed += 1

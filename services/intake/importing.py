@@ -20,6 +20,7 @@ NDJSON_TYPES = (
     "application/json-lines",
 )
 CSV_TYPES = ("text/csv", "application/csv")
+MAX_LINE = 1_000_000  # characters in one row; a longer one is reported, not buffered
 
 
 @dataclass(frozen=True)
@@ -69,19 +70,33 @@ async def parse(chunks: AsyncIterator[bytes], fmt: str) -> AsyncIterator[ParsedR
             )
 
 
-async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, str]]:
+async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, str | None]]:
+    """Numbered lines (None for one longer than MAX_LINE), in time linear in the input."""
     decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
-    pending = ""
-    number = 0
+    pending: list[str] = []
+    pending_length, number, too_long = 0, 0, False
     async for chunk in chunks:
-        pending += decoder.decode(chunk)
-        *complete, pending = pending.split("\n")
-        for text in complete:
+        text = decoder.decode(chunk)
+        start = 0
+        while (end := text.find("\n", start)) != -1:
             number += 1
-            yield number, text.rstrip("\r")
-    pending += decoder.decode(b"", final=True)
-    if pending:
-        yield number + 1, pending.rstrip("\r")
+            piece = text[start:end]
+            if too_long or pending_length + len(piece) > MAX_LINE:
+                yield number, None
+            else:
+                yield number, ("".join(pending) + piece).rstrip("\r")
+            pending, pending_length, too_long = [], 0, False
+            start = end + 1
+        rest = text[start:]
+        pending_length += len(rest)
+        if pending_length > MAX_LINE:
+            pending, too_long = [], True  # keep counting, stop keeping
+        elif rest:
+            pending.append(rest)
+    rest = decoder.decode(b"", final=True)
+    if pending or rest or too_long:
+        tail = "".join(pending) + rest
+        yield number + 1, None if too_long or len(tail) > MAX_LINE else tail.rstrip("\r")
 
 
 Record = tuple[int, dict[str, Any], str | None]
@@ -89,6 +104,9 @@ Record = tuple[int, dict[str, Any], str | None]
 
 async def _ndjson(chunks: AsyncIterator[bytes]) -> AsyncIterator[Record]:
     async for number, text in _lines(chunks):
+        if text is None:
+            yield number, {}, f"line longer than {MAX_LINE:,} characters"
+            continue
         if not text.strip():
             continue
         try:
@@ -104,24 +122,60 @@ async def _ndjson(chunks: AsyncIterator[bytes]) -> AsyncIterator[Record]:
 
 async def _csv(chunks: AsyncIterator[bytes]) -> AsyncIterator[Record]:
     header: list[str] | None = None
-    buffered, first = "", 0
+    record: list[str] = []
+    first, length, inside = 0, 0, False
     async for number, text in _lines(chunks):
-        buffered, first = (f"{buffered}\n{text}", first) if buffered else (text, number)
-        if buffered.count('"') % 2:  # a quoted field goes on over the next line
+        if text is None:
+            yield number, {}, f"line longer than {MAX_LINE:,} characters"
+            record, length, inside = [], 0, False
             continue
-        record, buffered = buffered, ""
-        if not record.strip():
+        if not record:
+            first = number
+        record.append(text)
+        length += len(text)
+        inside = _inside_quotes(text, inside)
+        if inside and length <= MAX_LINE:
+            continue  # a quoted field goes on over the next line
+        lines, record, length = record, [], 0
+        if inside:
+            inside = False
+            yield first, {}, f"quoted field longer than {MAX_LINE:,} characters"
             continue
-        cells = next(csv.reader([record]))
+        if not "".join(lines).strip():
+            continue
+        cells = next(csv.reader(["\n".join(lines)]))
         if header is None:
             header = [c.strip() for c in cells]
-            continue
-        if len(cells) != len(header):
+        elif len(cells) != len(header):
             yield first, {}, f"expected {len(header)} columns, found {len(cells)}"
-            continue
-        yield first, _nest(header, cells), None
-    if buffered:
+        else:
+            yield first, _nest(header, cells), None
+    if record:
         yield first, {}, "unterminated quoted field"
+
+
+def _inside_quotes(line: str, inside: bool) -> bool:
+    """Whether a CSV record is still inside a quoted field at the end of `line`.
+
+    As Python's csv module reads it: a quote opens a field only at the field's start;
+    elsewhere it is a literal character; inside a quoted field `""` is an escaped quote.
+    """
+    if not inside and '"' not in line:
+        return False
+    at_start, i = not inside, 0
+    while i < len(line):
+        char = line[i]
+        if inside:
+            if char == '"':
+                if line[i + 1 : i + 2] == '"':
+                    i += 1
+                else:
+                    inside = False
+        elif char == '"' and at_start:
+            inside = True
+        at_start = char == "," and not inside
+        i += 1
+    return inside
 
 
 def _nest(header: list[str], cells: list[str]) -> dict[str, Any]:

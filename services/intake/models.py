@@ -89,8 +89,8 @@ inbound_sources = Table(
 webhook_deliveries = Table(
     "webhook_deliveries",
     metadata,
+    Column("source_name", String(100), primary_key=True),
     Column("delivery_id", String(300), primary_key=True),
-    Column("source_name", String(100), nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
-    Column("lead_id", String(36)),
+    Column("lead_id", String(36), index=True),  # erasure forgets the deliveries too
 )

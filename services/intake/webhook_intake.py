@@ -15,7 +15,7 @@ from services.intake.activities import UnknownLead, record_activity
 from services.intake.canonical import ActivityIn, LeadIn
 from services.intake.leads import capture_batch
 from services.intake.models import webhook_deliveries
-from services.intake.providers import InboundItem
+from services.intake.providers import InboundItem, SourceConfig
 from shared.outbox import Outbox
 
 
@@ -34,15 +34,19 @@ async def apply_items(
     outbox: Outbox,
     items: Sequence[InboundItem],
     *,
-    source_name: str,
+    source: SourceConfig,
     sales_owned: frozenset[str],
 ) -> DeliveryReport:
-    """Apply every new, valid item; a duplicate (same delivery id) is skipped."""
+    """Apply every new, valid item once per source; the source decides the lead source.
+
+    Items that carry an email go first: a batch may name a new contact's other properties
+    before its email, and those must find the lead the email creates.
+    """
     report = DeliveryReport()
-    seen = await _seen(session, [i.delivery_id for i in items])
+    seen = await _seen(session, source.name, [i.delivery_id for i in items])
     leads: list[tuple[InboundItem, LeadIn]] = []
-    done: list[str] = []
-    for item in items:
+    done: list[tuple[str, str | None]] = []
+    for item in sorted(items, key=lambda i: 0 if i.data.get("email") else 1):
         if item.delivery_id in seen:
             report.duplicates += 1
             continue
@@ -52,10 +56,11 @@ async def apply_items(
             continue
         try:
             if item.kind == "lead":
-                leads.append((item, LeadIn.model_validate(item.data)))
+                data = {**item.data, "source": source.lead_source}  # not the payload's say
+                leads.append((item, LeadIn.model_validate(data)))
                 continue
-            await record_activity(session, outbox, ActivityIn.model_validate(item.data))
-            done.append(item.delivery_id)
+            recorded = await record_activity(session, outbox, ActivityIn.model_validate(item.data))
+            done.append((item.delivery_id, recorded.lead_id))
         except ValidationError as exc:
             report.failed.append({"delivery_id": item.delivery_id, "reason": _reason(exc)})
         except UnknownLead as exc:
@@ -72,23 +77,27 @@ async def apply_items(
                 }
             )
         else:
-            done.append(item.delivery_id)
+            done.append((item.delivery_id, outcome.lead_id))
     if done:
         now = datetime.now(UTC)
         await session.execute(
             insert(webhook_deliveries),
-            [{"delivery_id": d, "source_name": source_name, "received_at": now} for d in done],
+            [
+                {"source_name": source.name, "delivery_id": d, "lead_id": lead, "received_at": now}
+                for d, lead in done
+            ],
         )
     report.accepted = len(done)
     return report
 
 
-async def _seen(session: AsyncSession, delivery_ids: list[str]) -> set[str]:
+async def _seen(session: AsyncSession, source_name: str, delivery_ids: list[str]) -> set[str]:
     if not delivery_ids:
         return set()
     rows = await session.execute(
         select(webhook_deliveries.c.delivery_id).where(
-            webhook_deliveries.c.delivery_id.in_(delivery_ids)
+            webhook_deliveries.c.source_name == source_name,
+            webhook_deliveries.c.delivery_id.in_(delivery_ids),
         )
     )
     return set(rows.scalars())

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake.inbound_sources import (
     InboundSourceIn,
@@ -18,7 +19,7 @@ from services.intake.inbound_sources import (
     list_sources,
 )
 from services.intake.providers import ADAPTERS, InboundRequest, PayloadError, SignatureError
-from services.intake.webhook_intake import apply_items
+from services.intake.webhook_intake import DeliveryReport, apply_items
 from shared.auth import Principal, authenticated_by_signature, require_roles
 from shared.http import runtime_of
 from shared.problems import Problem
@@ -47,11 +48,14 @@ async def receive_webhook(
             404,
             "Unknown provider",
             f"no webhook adapter for {provider!r}; known: {', '.join(sorted(ADAPTERS))}",
+            errors=[{"field": "provider", "reason": "unknown provider"}],
         )
     async with runtime.db.engine.connect() as conn:
         config = await find_source(conn, provider, source)
     if isinstance(config, str):
-        raise Problem(404, "Unknown inbound source", config)
+        raise Problem(
+            404, "Unknown inbound source", config, errors=[{"field": "source", "reason": config}]
+        )
     inbound = InboundRequest(
         method=request.method,
         url=_public_url(request),
@@ -63,7 +67,11 @@ async def receive_webhook(
         adapter.verify(inbound, config, now=datetime.now(UTC))
     except SignatureError as exc:
         raise Problem(
-            401, "Invalid signature", str(exc), headers={"WWW-Authenticate": "Signature"}
+            401,
+            "Invalid signature",
+            str(exc),
+            headers={"WWW-Authenticate": "Signature"},
+            errors=[{"field": "signature", "reason": str(exc)}],
         ) from None
     try:
         items = adapter.parse(inbound, config)
@@ -73,14 +81,13 @@ async def receive_webhook(
         ) from None
     settings = runtime.settings
     assert isinstance(settings, IntakeSettings)
-    async with runtime.db.transaction() as session:
-        report = await apply_items(
-            session,
-            runtime.outbox,
-            items,
-            source_name=config.name,
-            sales_owned=settings.sales_owned_fields,
+
+    async def work(session: AsyncSession) -> DeliveryReport:
+        return await apply_items(
+            session, runtime.outbox, items, source=config, sales_owned=settings.sales_owned_fields
         )
+
+    report = await runtime.db.run(work)
     return report.as_json()
 
 
@@ -125,5 +132,10 @@ async def remove_source(name: str, runtime: Runtime, who: Admin) -> Response:
     async with runtime.db.transaction() as session:
         removed = await delete_source(session, name)
     if not removed:
-        raise Problem(404, "Not Found", f"no inbound source {name!r}")
+        raise Problem(
+            404,
+            "Not Found",
+            f"no inbound source {name!r}",
+            errors=[{"field": "name", "reason": "no such inbound source"}],
+        )
     return Response(status_code=204)

@@ -190,7 +190,7 @@ class KafkaSubscription(Subscription):
                 tp.topic,
                 tp.partition,
                 m.offset,
-                m.key.decode() if m.key else None,
+                m.key.decode("utf-8", "replace") if m.key else None,
                 m.value or b"",
                 tuple(m.headers),
                 m.timestamp,

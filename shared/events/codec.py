@@ -62,12 +62,14 @@ def from_binary(headers: Headers, value: bytes) -> Envelope:
         if name.startswith("ce_") and name[3:] in _ATTRS:
             attrs[name[3:]] = raw.decode("utf-8", "replace")
         elif name == CONTENT_TYPE:
-            content_type = raw.decode()
+            content_type = raw.decode("utf-8", "replace")
     missing = [a for a in ("id", "source", "type", "subject") if a not in attrs]
     if missing:
         raise MalformedEvent(
             f"missing CloudEvents header(s): {', '.join('ce_' + m for m in missing)}"
         )
+    if content_type.split(";", 1)[0].strip().lower() != JSON:
+        raise MalformedEvent(f"unsupported content-type {content_type!r}: expected {JSON}")
     attrs.setdefault("partitionkey", attrs["subject"])
     attrs.setdefault("sequence", "1")
     try:

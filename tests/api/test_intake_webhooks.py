@@ -160,3 +160,46 @@ async def test_an_unknown_provider_is_a_404_and_sources_never_show_their_secret(
     assert unknown.status_code == 404
     assert HUBSPOT_SECRET not in listed.text
     assert listed.json()[0]["webhook_path"] == "/v1/webhooks/hubspot?source=hs"
+
+
+async def test_deliveries_are_deduplicated_per_source_and_the_source_decides_lead_source(
+    intake: Intake,
+) -> None:
+    for name in ("site-a", "site-b"):
+        await add_source(intake, name=name, provider="standard", secret=STANDARD_SECRET)
+    now = datetime.now(UTC)
+    accepted = []
+    for name, email in (("site-a", "a@one.com"), ("site-b", "b@two.com")):
+        body = json.dumps(
+            {
+                "type": "lead.captured",
+                "timestamp": now.isoformat(),
+                "data": {"email": email, "source": "sales"},
+            }
+        )
+        headers = {
+            "webhook-id": "msg_1",
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": Webhook(STANDARD_SECRET).sign("msg_1", now, body),
+        }
+        response = await intake.client.post(
+            f"/v1/webhooks/standard?source={name}", content=body, headers=headers
+        )
+        accepted.append(response.json()["accepted"])
+
+    events = await intake.events("handoff.lead.captured", 2)
+    assert accepted == [1, 1]  # the same webhook-id from two senders is two deliveries
+    assert {e["data"]["source"] for e in events} == {"marketing"}
+
+
+async def test_a_batch_naming_a_contacts_properties_before_its_email_loses_nothing(
+    intake: Intake,
+) -> None:
+    await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    events = json.loads(hubspot_batch())[:2]
+    body = json.dumps(list(reversed(events))).encode()  # job title first, email second
+    url = "http://intake.test/v1/webhooks/hubspot"
+
+    response = await intake.client.post(url, content=body, headers=hubspot_headers(url, body))
+
+    assert response.json() == {"accepted": 2, "duplicates": 0, "failed": []}

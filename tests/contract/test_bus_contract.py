@@ -202,7 +202,14 @@ async def test_malformed_and_unknown_events_go_to_the_dead_letter_topic_and_cons
             (k, b"handoff.nobody.knows.v9" if k == "ce_type" else v) for k, v in unknown.headers
         ],
     )
-    await bus.publish([not_json, unknown, ping(catalog, topic, lead, 2)])
+    garbled = ping(catalog, topic, lead, 3)
+    garbled = OutgoingMessage(
+        topic=topic,
+        key=garbled.key,
+        value=garbled.value,
+        headers=[*garbled.headers, ("content-type", b"\xff\xfe\x00")],
+    )
+    await bus.publish([not_json, unknown, garbled, ping(catalog, topic, lead, 2)])
 
     worker = consumer(bus, db, catalog, group)
     task = asyncio.create_task(worker.run())
@@ -214,13 +221,14 @@ async def test_malformed_and_unknown_events_go_to_the_dead_letter_topic_and_cons
     worker.stop()
     await asyncio.wait_for(task, timeout=30)
 
-    dead = await dead_letters(bus, group, 2)
+    dead = await dead_letters(bus, group, 3)
     errors = sorted(r.header("dlq_error") or "" for r in dead)
-    assert len(dead) == 2
+    assert len(dead) == 3
     assert errors[0].startswith("MalformedEvent")
     assert "not JSON" in errors[0]
-    assert errors[1].startswith("UnknownEventType")
-    assert "handoff.nobody.knows.v9" in errors[1]
+    assert errors[1].startswith("MalformedEvent")  # bytes that are not even text
+    assert errors[2].startswith("UnknownEventType")
+    assert "handoff.nobody.knows.v9" in errors[2]
     assert all(r.header("dlq_topic") == topic for r in dead)
 
 

@@ -97,15 +97,21 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_visitors_lead_id'), ['lead_id'], unique=False)
 
     op.create_table('webhook_deliveries',
-    sa.Column('delivery_id', sa.String(length=300), nullable=False),
     sa.Column('source_name', sa.String(length=100), nullable=False),
+    sa.Column('delivery_id', sa.String(length=300), nullable=False),
     sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('lead_id', sa.String(length=36), nullable=True),
-    sa.PrimaryKeyConstraint('delivery_id', name=op.f('pk_webhook_deliveries'))
+    sa.PrimaryKeyConstraint('source_name', 'delivery_id', name=op.f('pk_webhook_deliveries'))
     )
+    with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_webhook_deliveries_lead_id'), ['lead_id'], unique=False)
+
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_webhook_deliveries_lead_id'))
+
     op.drop_table('webhook_deliveries')
     with op.batch_alter_table('visitors', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_visitors_lead_id'))
