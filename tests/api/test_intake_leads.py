@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.api.conftest import Intake
 
 ANA = {
@@ -176,3 +178,23 @@ async def test_custom_attributes_are_kept_and_merged_but_never_put_on_the_bus(
     assert stored["profile"]["custom"] == {"plan": "pro", "mobile": "+49151000", "seats": 12}
     assert "+49151000" not in str(captured["data"]) + str(updated["data"])
     assert updated["data"]["changed_pii"] == ["custom"]
+
+
+async def test_concurrent_captures_of_one_new_person_make_one_lead_and_one_answer(
+    intake: Intake,
+) -> None:
+    headers = {**intake.auth(), "Idempotency-Key": "double-click"}
+    same_key = await asyncio.gather(
+        *(intake.client.post("/v1/leads", json=ANA, headers=headers) for _ in range(4))
+    )
+    no_key = await asyncio.gather(
+        *(
+            intake.client.post("/v1/leads", json={"email": "kai@acme.com"}, headers=intake.auth())
+            for _ in range(4)
+        )
+    )
+
+    assert {r.status_code for r in same_key} == {201}
+    assert len({r.json()["lead_id"] for r in same_key}) == 1
+    assert sorted(r.status_code for r in no_key) == [200, 200, 200, 201]
+    assert len({r.json()["lead_id"] for r in no_key}) == 1
