@@ -56,6 +56,7 @@ bench: setup infra
 	export $$( [ -n "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || deploy/local/kafka.sh env | sed 's/^export //'); \
 	export $$( [ -n "$${DATABASE_URL:-}" ] || deploy/local/postgres.sh env | sed 's/^export //'); \
 	PYTHONPATH=. $(BIN)/python bench/bus.py
+	PYTHONPATH=. $(BIN)/python bench/intake.py
 
 clean:
 	rm -rf .handoff .pytest_cache .mypy_cache .ruff_cache

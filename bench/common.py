@@ -262,8 +262,9 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write_results(name: str, results: dict[str, Any]) -> Path:
+def write_results(name: str, results: dict[str, Any], *, stamp: str | None = None) -> Path:
+    """Save a run as bench/results/<name>-<stamp>.json (stamp: now, unless given)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path = RESULTS / f"{name}-{stamp or time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     return path

@@ -8,6 +8,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 from sqlalchemy import MetaData, Table, event, insert, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
@@ -151,7 +152,7 @@ def after_commit(session: AsyncSession, hook: Callable[[], None]) -> None:
 
 def _create_engine(url: str, *, echo: bool) -> AsyncEngine:
     parsed = make_url(url)
-    kwargs: dict[str, Any] = {"echo": echo}
+    kwargs: dict[str, Any] = {"echo": echo, "json_serializer": _json_dumps}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ":memory:"
         if database != ":memory:":
@@ -162,6 +163,10 @@ def _create_engine(url: str, *, echo: bool) -> AsyncEngine:
         return engine
     kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
     return create_async_engine(url, **kwargs)
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -90,7 +90,7 @@ def build_app(
 def runtime_of(service: str) -> Any:
     """A dependency returning one service's runtime from the app serving it."""
 
-    def get(request: Request) -> ServiceRuntime:
+    async def get(request: Request) -> ServiceRuntime:  # async: no thread-pool hop
         runtime: ServiceRuntime = request.app.state.runtimes[service]
         return runtime
 

@@ -6,7 +6,7 @@ The lists come from maintained packages (`freemail`'s data files, and the commun
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Literal
 
@@ -32,6 +32,7 @@ def _suffixes(domain: str) -> list[str]:
     return [".".join(parts[i:]) for i in range(len(parts) - 1)]
 
 
+@lru_cache(maxsize=65_536)
 def email_kind(domain: str) -> EmailKind:
     """Classify a (normalized) email domain, subdomains included."""
     suffixes = _suffixes(domain)

@@ -118,13 +118,14 @@ async def capture_batch(
                     )
                 )
                 continue
+            profile = item.profile()
             lead = KnownLead(
                 id=str(uuid.uuid4()),
                 email=item.email,
                 source=item.source,
                 account_id=None,
-                profile=item.profile(),
-                field_sources=dict.fromkeys(item.profile(), item.source),
+                profile=profile,
+                field_sources=dict.fromkeys(profile, item.source),
                 external_ids=set(item.external_ids.items()),
             )
             known.add(lead)
