@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 from fastapi import APIRouter
@@ -72,6 +73,8 @@ class ServiceRuntime:
     inbox: Inbox = field(init=False)
     relay: OutboxRelay = field(init=False)
     consumers: list[EventConsumer] = field(init=False, default_factory=list)
+    # Service-specific companions that live as long as the runtime (e.g. batchers).
+    state: dict[str, Any] = field(init=False, default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.intake.delivery_batcher import DeliveryBatcher
 from services.intake.inbound_sources import (
     InboundSourceIn,
     check_secret,
@@ -18,8 +19,14 @@ from services.intake.inbound_sources import (
     known_provider,
     list_sources,
 )
-from services.intake.providers import ADAPTERS, InboundRequest, PayloadError, SignatureError
-from services.intake.webhook_intake import DeliveryReport, apply_items
+from services.intake.providers import (
+    ADAPTERS,
+    InboundRequest,
+    PayloadError,
+    SignatureError,
+    SourceConfig,
+)
+from services.intake.webhook_intake import Delivery
 from shared.auth import Principal, authenticated_by_signature, require_roles
 from shared.http import runtime_of
 from shared.problems import Problem
@@ -50,8 +57,7 @@ async def receive_webhook(
             f"no webhook adapter for {provider!r}; known: {', '.join(sorted(ADAPTERS))}",
             errors=[{"field": "provider", "reason": "unknown provider"}],
         )
-    async with runtime.db.engine.connect() as conn:
-        config = await find_source(conn, provider, source)
+    config = await _cached_source(runtime, provider, source)
     if isinstance(config, str):
         raise Problem(
             404, "Unknown inbound source", config, errors=[{"field": "source", "reason": config}]
@@ -82,13 +88,33 @@ async def receive_webhook(
     settings = runtime.settings
     assert isinstance(settings, IntakeSettings)
 
-    async def work(session: AsyncSession) -> DeliveryReport:
-        return await apply_items(
-            session, runtime.outbox, items, source=config, sales_owned=settings.sales_owned_fields
+    batcher = runtime.state.get("deliveries")
+    if batcher is None:
+        batcher = runtime.state["deliveries"] = DeliveryBatcher(
+            runtime, sales_owned=settings.sales_owned_fields
         )
-
-    report = await runtime.db.run(work)
+    report = await batcher.apply(Delivery(items, config))
     return report.as_json()
+
+
+SOURCE_TTL = 5.0  # seconds: other replicas see a changed source within this time
+
+
+async def _cached_source(
+    runtime: ServiceRuntime, provider: str, name: str | None
+) -> SourceConfig | str:
+    """The inbound source (or why there is none), from a short-lived per-process cache."""
+    cache: dict[tuple[str, str | None], tuple[float, SourceConfig | str]] = (
+        runtime.state.setdefault("sources", {})
+    )
+    now = time.monotonic()
+    hit = cache.get((provider, name))
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    async with runtime.db.engine.connect() as conn:
+        found = await find_source(conn, provider, name)
+    cache[(provider, name)] = (now + SOURCE_TTL, found)
+    return found
 
 
 def _public_url(request: Request) -> str:
@@ -114,6 +140,7 @@ async def add_source(body: InboundSourceIn, runtime: Runtime, who: Admin) -> dic
     try:
         async with runtime.db.transaction() as session:
             await create_source(session, body)
+        runtime.state.pop("sources", None)
     except IntegrityError:
         raise Problem(409, "Conflict", f"an inbound source named {body.name!r} exists") from None
     return {"name": body.name, "webhook_path": f"/v1/webhooks/{body.provider}?source={body.name}"}
@@ -131,6 +158,7 @@ async def remove_source(name: str, runtime: Runtime, who: Admin) -> Response:
     """Stop accepting webhooks from a source."""
     async with runtime.db.transaction() as session:
         removed = await delete_source(session, name)
+    runtime.state.pop("sources", None)
     if not removed:
         raise Problem(
             404,
