@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -203,3 +204,40 @@ async def test_a_batch_naming_a_contacts_properties_before_its_email_loses_nothi
     response = await intake.client.post(url, content=body, headers=hubspot_headers(url, body))
 
     assert response.json() == {"accepted": 2, "duplicates": 0, "failed": []}
+
+
+async def test_concurrent_deliveries_are_applied_together_and_each_gets_its_own_report(
+    intake: Intake,
+) -> None:
+    await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    url = "http://intake.test/v1/webhooks/hubspot"
+    base = {"portalId": 1, "appId": 7, "occurredAt": 1, "attemptNumber": 0, "subscriptionId": 3}
+    bodies = [
+        json.dumps(
+            [
+                {
+                    **base,
+                    "eventId": 100 + n,
+                    "objectId": 500 + n,
+                    "subscriptionType": "contact.propertyChange",
+                    "propertyName": "email",
+                    "propertyValue": f"person{n}@batch.com",
+                },
+                *(
+                    [{**base, "eventId": 900, "objectId": 1, "subscriptionType": "deal.creation"}]
+                    if n == 3
+                    else []
+                ),
+            ]
+        ).encode()
+        for n in range(8)
+    ]
+
+    responses = await asyncio.gather(
+        *(intake.client.post(url, content=b, headers=hubspot_headers(url, b)) for b in bodies)
+    )
+
+    reports = [r.json() for r in responses]
+    assert [r["accepted"] for r in reports] == [1] * 8
+    assert [len(r["failed"]) for r in reports] == [0, 0, 0, 1, 0, 0, 0, 0]
+    assert len(await intake.events("handoff.lead.captured", 8)) == 8
