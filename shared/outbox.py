@@ -38,7 +38,7 @@ from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, wait_ex
 from shared.bus.port import Bus, OutgoingMessage
 from shared.db import Database, after_commit, before_commit
 from shared.events.catalog import EventCatalog
-from shared.events.codec import build_envelope, to_binary
+from shared.events.codec import header_pairs
 from shared.events.envelope import new_event_id, utcnow
 from shared.observability import metrics
 from shared.observability.tracing import current_traceparent
@@ -134,26 +134,26 @@ class Outbox:
             subject: last[subject] - n for subject, n in Counter(e.subject for e in pending).items()
         }
         rows = []
-        for event in pending:
+        source = f"/handoff/{self.service}"
+        for event in pending:  # straight to the wire format: this is the hot path
             counters[event.subject] += 1
-            envelope = build_envelope(
-                self.catalog,
-                event.payload,
-                source_service=self.service,
+            event_type = self.catalog.for_payload(event.payload)
+            headers = header_pairs(
+                event_id=event.event_id,
+                source=source,
+                event_type=event_type.name,
                 subject=event.subject,
+                time=event.time,
                 sequence=counters[event.subject],
                 traceparent=event.traceparent,
-                event_id=event.event_id,
-                time=event.time,
             )
-            key, headers, value = to_binary(envelope)
             rows.append(
                 {
                     "event_id": str(event.event_id),
-                    "topic": self.catalog.by_name(envelope.type).topic,
-                    "key": key,
-                    "headers": _dump_headers(headers),
-                    "value": value,
+                    "topic": event_type.topic,
+                    "key": event.subject,
+                    "headers": orjson.dumps(headers).decode(),
+                    "value": event.payload.model_dump_json().encode(),
                     "created_at": event.time,
                 }
             )
@@ -278,10 +278,6 @@ class OutboxRelay:
     def stop(self) -> None:
         self._stopping = True
         self.outbox.wake.set()
-
-
-def _dump_headers(headers: Sequence[tuple[str, bytes]]) -> str:
-    return orjson.dumps([[k, v.decode()] for k, v in headers]).decode()
 
 
 def _load_headers(raw: str) -> list[tuple[str, bytes]]:

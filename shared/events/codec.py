@@ -32,21 +32,48 @@ class MalformedEvent(ValueError):
     """The bytes on the wire are not a valid handoff CloudEvent."""
 
 
+def header_pairs(
+    *,
+    event_id: uuid.UUID,
+    source: str,
+    event_type: str,
+    subject: str,
+    time: datetime,
+    sequence: int,
+    traceparent: str | None,
+    content_type: str = JSON,
+) -> list[tuple[str, str]]:
+    """The `ce_*` headers of the Kafka binary binding, as text (the partition key is the
+    subject: a lead's events share a partition)."""
+    pairs = [
+        ("ce_specversion", SPEC_VERSION),
+        ("ce_id", str(event_id)),
+        ("ce_source", source),
+        ("ce_type", event_type),
+        ("ce_subject", subject),
+        ("ce_time", time.isoformat()),
+        ("ce_partitionkey", subject),
+        ("ce_sequence", str(sequence)),
+        (CONTENT_TYPE, content_type),
+    ]
+    if traceparent:
+        pairs.append(("ce_traceparent", traceparent))
+    return pairs
+
+
 def to_binary(envelope: Envelope) -> tuple[str, list[tuple[str, bytes]], bytes]:
     """Kafka key, `ce_*` headers and JSON value for an envelope (binary content mode)."""
-    headers = [
-        ("ce_specversion", envelope.specversion.encode()),
-        ("ce_id", str(envelope.id).encode()),
-        ("ce_source", envelope.source.encode()),
-        ("ce_type", envelope.type.encode()),
-        ("ce_subject", envelope.subject.encode()),
-        ("ce_time", envelope.time.isoformat().encode()),
-        ("ce_partitionkey", envelope.partitionkey.encode()),
-        ("ce_sequence", str(envelope.sequence).encode()),
-        (CONTENT_TYPE, envelope.datacontenttype.encode()),
-    ]
-    if envelope.traceparent:
-        headers.append(("ce_traceparent", envelope.traceparent.encode()))
+    pairs = header_pairs(
+        event_id=envelope.id,
+        source=envelope.source,
+        event_type=envelope.type,
+        subject=envelope.subject,
+        time=envelope.time,
+        sequence=envelope.sequence,
+        traceparent=envelope.traceparent,
+        content_type=envelope.datacontenttype,
+    )
+    headers = [(name, value.encode()) for name, value in pairs]
     return envelope.partitionkey, headers, orjson.dumps(envelope.data)
 
 
