@@ -111,6 +111,12 @@ class IntakeSettings(ServiceSettings):
 class QualificationSettings(ServiceSettings):
     service: ClassVar[str] = "qualification"
 
+    # A recycled lead must show new engagement this long after recycling to be an MQL again.
+    recycle_cooldown_days: float = Field(default=30.0, ge=0)
+    # BANT: criteria that must be met, and how many of the four in all.
+    bant_required: tuple[Literal["budget", "authority", "need", "timeframe"], ...] = ("need",)
+    bant_min_met: int = Field(default=3, ge=0, le=4)
+
 
 class RoutingSettings(ServiceSettings):
     service: ClassVar[str] = "routing"

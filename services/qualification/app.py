@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.qualification import models
+from services.qualification import api, handlers, models, models_api
 from shared.bus.port import Bus
 from shared.runtime import ServiceDefinition
 from shared.service_app import create_service_app
@@ -22,6 +22,8 @@ def definition() -> ServiceDefinition:
         outbox_tables=models.outbox_tables,
         inbox_table=models.inbox_table,
         migrations=Path(__file__).parent / "migrations",
+        routers=[api.router, models_api.router],
+        handlers=handlers.handlers,
     )
 
 

@@ -10,27 +10,45 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import BaseModel
 
-from services.intake.app import create_app, definition
 from shared.auth import TokenStore
-from shared.bus.port import Record
-from shared.events.codec import from_binary
+from shared.bus.port import OutgoingMessage, Record
+from shared.events.catalog import CATALOG
+from shared.events.codec import build_envelope, from_binary, to_binary
 from shared.migrations import upgrade
 from shared.runtime import ServiceRuntime
-from shared.settings import IntakeSettings, load_settings
+from shared.service_app import service_module
+from shared.settings import load_settings
 from tests.conftest import new_pg_database
 from tests.support import collect
 
 
 @dataclass
-class Intake:
+class Service:
+    """One service on a real database, with an HTTP client and its token store."""
+
     client: httpx.AsyncClient
     tokens: TokenStore
     runtime: ServiceRuntime
 
-    def auth(self, role: str = "integration", team: str | None = None) -> dict[str, str]:
-        token = self.tokens.create(name=f"{role}-{uuid.uuid4().hex[:6]}", role=role, team=team)
+    def auth(
+        self, role: str = "integration", team: str | None = None, name: str | None = None
+    ) -> dict[str, str]:
+        token = self.tokens.create(
+            name=name or f"{role}-{uuid.uuid4().hex[:6]}", role=role, team=team
+        )
         return {"Authorization": f"Bearer {token}"}
+
+    async def publish(self, payload: BaseModel, *, source: str) -> None:
+        """Put an event on the bus as another service would."""
+        subject = str(payload.lead_id)
+        envelope = build_envelope(
+            CATALOG, payload, source_service=source, subject=subject, sequence=1
+        )
+        key, headers, value = to_binary(envelope)
+        topic = CATALOG.for_payload(payload).topic
+        await self.runtime.bus.publish([OutgoingMessage(topic, key, value, headers)])
 
     async def events(self, topic: str, count: int) -> list[dict[str, Any]]:
         """The events on a topic so far (waits until `count` arrived)."""
@@ -52,27 +70,48 @@ def _event(record: Record) -> dict[str, Any]:
     }
 
 
+Intake = Service
+Qualification = Service
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
-async def intake(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Intake]:
+async def intake(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Service]:
+    async for harness in _on_database(request, tmp_path, "intake"):
+        yield harness
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+async def qualification(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Service]:
+    async for harness in _on_database(request, tmp_path, "qualification"):
+        yield harness
+
+
+async def _on_database(
+    request: pytest.FixtureRequest, tmp_path: Path, service: str
+) -> AsyncIterator[Service]:
     if request.param == "sqlite":
-        async for harness in _serve(f"sqlite+aiosqlite:///{tmp_path / 'intake.db'}", tmp_path):
+        async for harness in _serve(
+            service, f"sqlite+aiosqlite:///{tmp_path / service}.db", tmp_path
+        ):
             yield harness
         return
     async with new_pg_database(request.getfixturevalue("postgres_admin_url")) as url:
-        async for harness in _serve(url, tmp_path):
+        async for harness in _serve(service, url, tmp_path):
             yield harness
 
 
-async def _serve(url: str, data_dir: Path) -> AsyncIterator[Intake]:
+async def _serve(service: str, url: str, data_dir: Path) -> AsyncIterator[Service]:
     settings = load_settings(
-        "intake", database_url=url, kafka_bootstrap_servers=None, data_dir=data_dir, env="dev"
+        service, database_url=url, kafka_bootstrap_servers=None, data_dir=data_dir, env="dev"
     )
-    assert isinstance(settings, IntakeSettings)
-    await upgrade(definition().migrations, url)
-    app = create_app(settings)
+    module = service_module(service)
+    await upgrade(module.definition().migrations, url)
+    app = module.create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://intake.test") as client:
-            yield Intake(
-                client, TokenStore(settings.resolved_tokens_file()), app.state.runtimes["intake"]
+        async with httpx.AsyncClient(
+            transport=transport, base_url=f"http://{service}.test"
+        ) as client:
+            yield Service(
+                client, TokenStore(settings.resolved_tokens_file()), app.state.runtimes[service]
             )

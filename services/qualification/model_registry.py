@@ -1,0 +1,153 @@
+"""Scoring model versions: drafts, the joint sign-off, and the one active model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from services.qualification.models import model_approvals, scoring_models
+from services.qualification.scoring_model import ScoringModel, default_model, load_model
+
+TEAMS = ("marketing", "sales")
+_parsed: dict[str, ScoringModel] = {}
+
+
+class ModelProblem(Exception):
+    """A request about scoring models that cannot be honoured (status, field and reason)."""
+
+    def __init__(self, status: int, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.field, self.reason = status, field, reason
+
+
+def parsed(version: str, document: str) -> ScoringModel:
+    """A stored document, parsed once per process."""
+    if version not in _parsed:
+        _parsed[version] = load_model(document)
+    return _parsed[version]
+
+
+async def active_model(session: AsyncSession) -> ScoringModel:
+    """The active model; the shipped default becomes active when there is none yet."""
+    row = (
+        await session.execute(
+            select(scoring_models.c.version, scoring_models.c.document).where(
+                scoring_models.c.status == "active"
+            )
+        )
+    ).first()
+    if row is not None:
+        return parsed(row.version, row.document)
+    model = default_model()
+    from importlib import resources
+
+    document = (resources.files("services.qualification") / "default_model.yaml").read_text()
+    await session.execute(
+        insert(scoring_models).values(
+            version=model.version,
+            document=document,
+            status="active",
+            created_by="system",
+            created_at=datetime.now(UTC),
+            activated_at=datetime.now(UTC),
+        )
+    )
+    return model
+
+
+async def create_draft(session: AsyncSession, document: str, *, author: str) -> ScoringModel:
+    """Store a new model version as a draft (it scores nothing until both teams approve)."""
+    model = load_model(document)
+    exists = await session.scalar(
+        select(scoring_models.c.version).where(scoring_models.c.version == model.version)
+    )
+    if exists is not None:
+        raise ModelProblem(409, "version", f"version {model.version!r} exists; use a new one")
+    await session.execute(
+        insert(scoring_models).values(
+            version=model.version,
+            document=document,
+            status="draft",
+            created_by=author,
+            created_at=datetime.now(UTC),
+        )
+    )
+    return model
+
+
+@dataclass(frozen=True)
+class Approval:
+    version: str
+    approved_by: dict[str, str]  # team -> manager
+    activated: bool
+
+
+async def approve(
+    session: AsyncSession, version: str, *, manager: str, team: str | None
+) -> Approval:
+    """One team's manager signs a draft off; with both teams' sign-off it becomes active."""
+    row = (
+        await session.execute(
+            select(scoring_models).where(scoring_models.c.version == version).with_for_update()
+        )
+    ).first()
+    if row is None:
+        raise ModelProblem(404, "version", f"no scoring model {version!r}")
+    if row.status != "draft":
+        raise ModelProblem(409, "version", f"model {version!r} is {row.status}, not a draft")
+    if team not in TEAMS:
+        raise ModelProblem(
+            403, "Authorization", "approvals need a manager token of the marketing or sales team"
+        )
+    approvals = {
+        r.team: r.approver_id
+        for r in await session.execute(
+            select(model_approvals).where(model_approvals.c.version == version)
+        )
+    }
+    if team in approvals:
+        raise ModelProblem(409, "team", f"{team} approved already ({approvals[team]})")
+    if manager in approvals.values():
+        raise ModelProblem(409, "Authorization", "the two approvals must come from two people")
+    await session.execute(
+        insert(model_approvals).values(
+            version=version, team=team, approver_id=manager, at=datetime.now(UTC)
+        )
+    )
+    approvals[team] = manager
+    activated = set(approvals) == set(TEAMS)
+    if activated:
+        now = datetime.now(UTC)
+        await session.execute(
+            update(scoring_models)
+            .where(scoring_models.c.status == "active")
+            .values(status="retired")
+        )
+        await session.execute(
+            update(scoring_models)
+            .where(scoring_models.c.version == version)
+            .values(status="active", activated_at=now)
+        )
+    return Approval(version, approvals, activated)
+
+
+async def list_models(conn: AsyncConnection) -> list[dict[str, Any]]:
+    approvals: dict[str, dict[str, str]] = {}
+    for r in await conn.execute(select(model_approvals)):
+        approvals.setdefault(r.version, {})[r.team] = r.approver_id
+    rows = await conn.execute(select(scoring_models).order_by(scoring_models.c.created_at))
+    return [
+        {
+            "version": r.version,
+            "status": r.status,
+            "created_by": r.created_by,
+            "created_at": r.created_at,
+            "activated_at": r.activated_at,
+            "approved_by": approvals.get(r.version, {}),
+        }
+        for r in rows
+    ]
