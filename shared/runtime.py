@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from fastapi import APIRouter
@@ -27,6 +27,14 @@ from shared.settings import ServiceSettings
 log = structlog.get_logger(__name__)
 
 
+class Worker(Protocol):
+    """Background work a service runs for its whole life; `stop()` makes `run()` return."""
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class ServiceDefinition:
     """Everything that makes one service: tables, routes, event handlers, migrations."""
@@ -41,6 +49,8 @@ class ServiceDefinition:
     summary: str = ""
     # Paths whose request bodies may exceed the default limit (streamed imports).
     body_limits: Mapping[str, int] = field(default_factory=dict)
+    # Long-running work of the service besides consuming (rescoring, timers...).
+    workers: Callable[[ServiceRuntime], Sequence[Worker]] | None = None
 
     @property
     def consumer_group(self) -> str:
@@ -73,6 +83,7 @@ class ServiceRuntime:
     inbox: Inbox = field(init=False)
     relay: OutboxRelay = field(init=False)
     consumers: list[EventConsumer] = field(init=False, default_factory=list)
+    workers: list[Worker] = field(init=False, default_factory=list)
     # Service-specific companions that live as long as the runtime (e.g. batchers).
     state: dict[str, Any] = field(init=False, default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
@@ -97,6 +108,9 @@ class ServiceRuntime:
             await self.bus.start()
         await self.bus.ensure_topics(Topics.ALL)
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-relay"))
+        for worker in self.definition.workers(self) if self.definition.workers else ():
+            self.workers.append(worker)
+            self._tasks.append(asyncio.create_task(worker.run(), name=f"{self.name}-worker"))
         handlers = self.definition.handlers(self) if self.definition.handlers else {}
         if handlers:
             consumer = EventConsumer(
@@ -139,6 +153,8 @@ class ServiceRuntime:
         """Finish in-flight work, commit, and close everything (SIGTERM path)."""
         for consumer in self.consumers:
             consumer.stop()
+        for worker in self.workers:
+            worker.stop()
         self.relay.stop()
         for task in self._tasks:
             try:

@@ -7,6 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.qualification import api, handlers, models, models_api
+from services.qualification.rescoring import RescoreWorker
 from shared.bus.port import Bus
 from shared.runtime import ServiceDefinition
 from shared.service_app import create_service_app
@@ -24,6 +25,7 @@ def definition() -> ServiceDefinition:
         migrations=Path(__file__).parent / "migrations",
         routers=[api.router, models_api.router],
         handlers=handlers.handlers,
+        workers=lambda runtime: [RescoreWorker(runtime)],
     )
 
 

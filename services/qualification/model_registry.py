@@ -6,10 +6,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from services.qualification.models import model_approvals, scoring_models
+from services.qualification.models import (
+    lead_states,
+    model_approvals,
+    rescore_jobs,
+    scoring_models,
+)
 from services.qualification.scoring_model import ScoringModel, default_model, load_model
 
 TEAMS = ("marketing", "sales")
@@ -132,13 +137,28 @@ async def approve(
             .where(scoring_models.c.version == version)
             .values(status="active", activated_at=now)
         )
+        await start_job(session, version)  # every lead is rescored under the new model
     return Approval(version, approvals, activated)
+
+
+async def start_job(session: AsyncSession, version: str) -> None:
+    """Queue the rescoring of every lead under `version` (in the activating transaction)."""
+    total = int(await session.scalar(select(func.count()).select_from(lead_states)) or 0)
+    await session.execute(
+        insert(rescore_jobs).values(
+            version=version, total=total, done=0, started_at=datetime.now(UTC)
+        )
+    )
 
 
 async def list_models(conn: AsyncConnection) -> list[dict[str, Any]]:
     approvals: dict[str, dict[str, str]] = {}
     for r in await conn.execute(select(model_approvals)):
         approvals.setdefault(r.version, {})[r.team] = r.approver_id
+    jobs = {
+        r.version: {"done": r.done, "total": r.total, "finished": r.finished_at is not None}
+        for r in await conn.execute(select(rescore_jobs))
+    }
     rows = await conn.execute(select(scoring_models).order_by(scoring_models.c.created_at))
     return [
         {
@@ -148,6 +168,7 @@ async def list_models(conn: AsyncConnection) -> list[dict[str, Any]]:
             "created_at": r.created_at,
             "activated_at": r.activated_at,
             "approved_by": approvals.get(r.version, {}),
+            "rescoring": jobs.get(r.version),
         }
         for r in rows
     ]

@@ -113,3 +113,15 @@ bant_assessments = Table(
     Column("actor_id", String(200), nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
 )
+
+# After a model is activated every lead is rescored under it, in batches, resumably.
+rescore_jobs = Table(
+    "rescore_jobs",
+    metadata,
+    Column("version", String(100), primary_key=True),
+    Column("total", Integer, nullable=False),
+    Column("done", Integer, nullable=False),
+    Column("last_lead_id", String(36)),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+)

@@ -5,14 +5,19 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from sqlalchemy import select
 
 from services.qualification.model_registry import (
     ModelProblem,
+    active_model,
     approve,
     create_draft,
     list_models,
+    parsed,
 )
+from services.qualification.models import scoring_models
 from services.qualification.scoring_model import InvalidScoringModel
+from services.qualification.simulation import simulate
 from shared.auth import Principal, require_roles
 from shared.http import runtime_of
 from shared.problems import Problem
@@ -71,11 +76,34 @@ async def approve_model(version: str, runtime: Runtime, who: Manager) -> dict[st
             approval = await approve(session, version, manager=who.id, team=who.team)
     except ModelProblem as exc:
         raise _problem(exc) from None
+    if approval.activated and (wake := runtime.state.get("rescore_wake")) is not None:
+        wake.set()  # every lead is rescored under the new model, in the background
     return {
         "version": version,
         "approved_by": approval.approved_by,
         "status": "active" if approval.activated else "draft",
     }
+
+
+@router.post("/v1/scoring-models/{version}/simulate", responses={404: {}})
+async def simulate_model(version: str, runtime: Runtime, who: Author) -> dict[str, Any]:
+    """Replay the stored history under this model and the active one: MQLs per week, and
+    how many of those later reached SAL, SQL and won."""
+    async with runtime.db.engine.connect() as conn:
+        document = await conn.scalar(
+            select(scoring_models.c.document).where(scoring_models.c.version == version)
+        )
+        if document is None:
+            raise Problem(
+                404,
+                "Not Found",
+                f"no scoring model {version!r}",
+                errors=[{"field": "version", "reason": "no such model"}],
+            )
+    async with runtime.db.transaction() as session:
+        active = await active_model(session)
+    async with runtime.db.engine.connect() as conn:
+        return await simulate(conn, parsed(version, document), active)
 
 
 def _problem(exc: ModelProblem) -> Problem:

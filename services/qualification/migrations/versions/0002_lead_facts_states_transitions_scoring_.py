@@ -1,4 +1,4 @@
-"""lead facts, states, transitions, scoring models, BANT
+"""lead facts, states, transitions, scoring models, BANT, rescoring
 
 Revision ID: 0002
 Revises: 0001
@@ -73,6 +73,15 @@ def upgrade() -> None:
     sa.Column('at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('version', 'team', name=op.f('pk_model_approvals'))
     )
+    op.create_table('rescore_jobs',
+    sa.Column('version', sa.String(length=100), nullable=False),
+    sa.Column('total', sa.Integer(), nullable=False),
+    sa.Column('done', sa.Integer(), nullable=False),
+    sa.Column('last_lead_id', sa.String(length=36), nullable=True),
+    sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('version', name=op.f('pk_rescore_jobs'))
+    )
     op.create_table('scoring_models',
     sa.Column('version', sa.String(length=100), nullable=False),
     sa.Column('document', sa.Text(), nullable=False),
@@ -110,6 +119,7 @@ def downgrade() -> None:
 
     op.drop_table('stage_transitions')
     op.drop_table('scoring_models')
+    op.drop_table('rescore_jobs')
     op.drop_table('model_approvals')
     with op.batch_alter_table('lead_states', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_lead_states_stage'))
