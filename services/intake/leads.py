@@ -212,12 +212,21 @@ async def _emit(
             LeadUpdated(
                 lead_id=uuid.UUID(lead.id),
                 source=item.source,
-                changes={k: v for k, v in outcome.changes.items() if k not in PII_FIELDS},
+                changes=_public_changes(outcome.changes),
                 changed_pii=sorted(k for k in outcome.changes if k in PII_FIELDS),
                 account_id=_uuid(lead.account_id) if account_moved else None,
             ),
             subject=lead.id,
         )
+
+
+def _public_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    """Changed fields fit for the bus; a new email shows as its domain and kind."""
+    public = {k: v for k, v in changes.items() if k not in PII_FIELDS}
+    if changes.get("email"):
+        domain = email_domain(changes["email"])
+        public.update(email_domain=domain, email_kind=domains.email_kind(domain))
+    return public
 
 
 def _uuid(value: str | None) -> uuid.UUID | None:

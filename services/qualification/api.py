@@ -92,7 +92,7 @@ async def qualification(lead_id: uuid.UUID, runtime: Runtime, who: Reader) -> di
             "assessment": bant.assessment,
             "passed": bant.passed,
             "unmet": bant.unmet,
-            "at": bant.at,
+            "at": _aware(bant.at),
         },
     }
 
@@ -261,6 +261,11 @@ async def _command(
     }
 
 
+def _aware(value: datetime) -> datetime:
+    """SQLite hands back naive UTC times; answer with explicit UTC on every database."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def _unknown(lead_id: uuid.UUID) -> Problem:
     return Problem(
         404,
@@ -279,5 +284,5 @@ def _transition(t: Any) -> dict[str, Any]:
         "reason": {"code": t.reason_code, "text": t.reason_text},
         "model_version": t.model_version,
         "bant_assessment_id": t.bant_assessment_id,
-        "at": t.at,
+        "at": _aware(t.at),
     }

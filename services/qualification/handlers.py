@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.qualification.lead_state import LeadState, apply_step, load_state, rescore
 from services.qualification.lifecycle import LeadLifecycle, LifecyclePolicy
 from services.qualification.model_registry import active_model
-from services.qualification.models import lead_activity_facts, lead_facts, lead_states
+from services.qualification.models import (
+    bant_assessments,
+    lead_activity_facts,
+    lead_facts,
+    lead_owners,
+    lead_states,
+    stage_transitions,
+)
 from shared.consumer import HandlerContext, Handlers
 from shared.events.payloads import (
     LeadActivity,
@@ -30,6 +38,38 @@ def policy_of(runtime: ServiceRuntime) -> LifecyclePolicy:
     return LifecyclePolicy(recycle_cooldown=timedelta(days=settings.recycle_cooldown_days))
 
 
+async def forget(session: AsyncSession, lead_id: str, *, at: datetime) -> None:
+    """Erasure: facts go, notes are blanked; stages and scores (no personal data) stay."""
+    await session.execute(delete(lead_facts).where(lead_facts.c.lead_id == lead_id))
+    await session.execute(
+        delete(lead_activity_facts).where(lead_activity_facts.c.lead_id == lead_id)
+    )
+    await session.execute(
+        update(stage_transitions)
+        .where(stage_transitions.c.lead_id == lead_id)
+        .values(reason_text="")
+    )
+    await session.execute(
+        update(bant_assessments).where(bant_assessments.c.lead_id == lead_id).values(assessment={})
+    )
+    erased = await session.execute(
+        update(lead_states).where(lead_states.c.lead_id == lead_id).values(erased_at=at)
+    )
+    if not erased.rowcount:  # type: ignore[attr-defined]  # erased before we saw it: a tombstone
+        await session.execute(
+            insert(lead_states).values(
+                lead_id=lead_id,
+                stage="lead",
+                entered_at=at,
+                explanation=[],
+                score=0.0,
+                fit=0.0,
+                engagement=0.0,
+                erased_at=at,
+            )
+        )
+
+
 def handlers(runtime: ServiceRuntime) -> Handlers:
     """The handler map of the qualification consumer group."""
     policy = policy_of(runtime)
@@ -37,7 +77,7 @@ def handlers(runtime: ServiceRuntime) -> Handlers:
 
     async def lead_captured(ctx: HandlerContext, event: LeadCaptured) -> None:
         lead_id = str(event.lead_id)
-        if await load_state(ctx.session, lead_id, policy=policy) is not None:
+        if await _known(ctx, lead_id):  # a replayed capture, or a lead erased since
             return
         profile = {
             **event.profile,
@@ -52,7 +92,10 @@ def handlers(runtime: ServiceRuntime) -> Handlers:
                 lead_id=lead_id, source=event.source, profile=profile, created_at=ctx.envelope.time
             )
         )
-        state = LeadState(lead_id, LeadLifecycle(policy=policy), None, 0.0, None)
+        owner = await ctx.session.scalar(  # routing may have spoken first
+            select(lead_owners.c.owner_id).where(lead_owners.c.lead_id == lead_id)
+        )
+        state = LeadState(lead_id, LeadLifecycle(policy=policy), owner, 0.0, None)
         at = ctx.envelope.time
         await apply_step(
             ctx.session, outbox, state, state.lifecycle.capture(event.source, at=at), new=True
@@ -76,6 +119,8 @@ def handlers(runtime: ServiceRuntime) -> Handlers:
         await _rescore(ctx, lead_id)
 
     async def lead_activity(ctx: HandlerContext, event: LeadActivity) -> None:
+        if await _erased(ctx, str(event.lead_id)):
+            return
         dialect = ctx.session.bind.dialect.name
         insert_for = pg_insert if dialect == "postgresql" else sqlite_insert
         await ctx.session.execute(
@@ -92,18 +137,38 @@ def handlers(runtime: ServiceRuntime) -> Handlers:
         await _rescore(ctx, str(event.lead_id))
 
     async def lead_assigned(ctx: HandlerContext, event: LeadAssigned) -> None:
+        lead_id = str(event.lead_id)
+        insert_for = pg_insert if ctx.session.bind.dialect.name == "postgresql" else sqlite_insert
+        upsert = insert_for(lead_owners).values(lead_id=lead_id, owner_id=event.owner_id)
+        await ctx.session.execute(
+            upsert.on_conflict_do_update(
+                index_elements=[lead_owners.c.lead_id], set_={"owner_id": event.owner_id}
+            )
+        )
         await ctx.session.execute(
             update(lead_states)
-            .where(lead_states.c.lead_id == str(event.lead_id))
+            .where(
+                lead_states.c.lead_id == lead_id, lead_states.c.stage.not_in(("lead", "nurture"))
+            )
             .values(owner_id=event.owner_id)
         )
 
     async def lead_erased(ctx: HandlerContext, event: LeadErased) -> None:
-        lead_id = str(event.lead_id)  # stages and scores are no personal data: they stay
-        await ctx.session.execute(delete(lead_facts).where(lead_facts.c.lead_id == lead_id))
-        await ctx.session.execute(
-            delete(lead_activity_facts).where(lead_activity_facts.c.lead_id == lead_id)
+        await forget(ctx.session, str(event.lead_id), at=ctx.envelope.time)
+
+    async def _known(ctx: HandlerContext, lead_id: str) -> bool:
+        return (
+            await ctx.session.scalar(
+                select(lead_states.c.lead_id).where(lead_states.c.lead_id == lead_id)
+            )
+            is not None
         )
+
+    async def _erased(ctx: HandlerContext, lead_id: str) -> bool:
+        erased_at = await ctx.session.scalar(
+            select(lead_states.c.erased_at).where(lead_states.c.lead_id == lead_id)
+        )
+        return erased_at is not None
 
     async def _rescore(ctx: HandlerContext, lead_id: str) -> None:
         state = await load_state(ctx.session, lead_id, policy=policy)

@@ -43,7 +43,7 @@ async def load_state(
             select(lead_states).where(lead_states.c.lead_id == lead_id).with_for_update()
         )
     ).first()
-    if row is None:
+    if row is None or row.erased_at is not None:
         return None
     lifecycle = LeadLifecycle(
         stage=row.stage,
@@ -79,7 +79,13 @@ async def apply_step(
         )
         await outbox.add(session, t.to_event(lead_uuid), subject=state.lead_id)
     life = step.lifecycle
-    values = {"stage": life.stage, "entered_at": life.entered_at, "recycled_at": life.recycled_at}
+    values: dict[str, Any] = {
+        "stage": life.stage,
+        "entered_at": life.entered_at,
+        "recycled_at": life.recycled_at,
+    }
+    if life.stage in ("lead", "nurture") and not new:  # marketing's again: no rep owns it
+        values["owner_id"] = state.owner_id = None
     if new:
         await session.execute(
             insert(lead_states).values(

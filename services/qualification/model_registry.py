@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib import resources
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.qualification.models import (
@@ -38,35 +41,49 @@ def parsed(version: str, document: str) -> ScoringModel:
 
 async def active_model(session: AsyncSession) -> ScoringModel:
     """The active model; the shipped default becomes active when there is none yet."""
-    row = (
-        await session.execute(
-            select(scoring_models.c.version, scoring_models.c.document).where(
-                scoring_models.c.status == "active"
-            )
-        )
-    ).first()
+    row = await _active_row(session)
     if row is not None:
         return parsed(row.version, row.document)
     model = default_model()
-    from importlib import resources
-
     document = (resources.files("services.qualification") / "default_model.yaml").read_text()
+    insert_for = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    now = datetime.now(UTC)
     await session.execute(
-        insert(scoring_models).values(
+        insert_for(scoring_models)
+        .values(
             version=model.version,
             document=document,
             status="active",
             created_by="system",
-            created_at=datetime.now(UTC),
-            activated_at=datetime.now(UTC),
+            created_at=now,
+            activated_at=now,
         )
+        .on_conflict_do_nothing()
     )
-    return model
+    row = await _active_row(session)  # another replica may have been first
+    return parsed(row.version, row.document) if row is not None else model
+
+
+async def _active_row(session: AsyncSession) -> Any:
+    return (
+        await session.execute(
+            select(scoring_models.c.version, scoring_models.c.document)
+            .where(scoring_models.c.status == "active")
+            .order_by(scoring_models.c.activated_at.desc())
+            .limit(1)
+        )
+    ).first()
 
 
 async def create_draft(session: AsyncSession, document: str, *, author: str) -> ScoringModel:
     """Store a new model version as a draft (it scores nothing until both teams approve)."""
     model = load_model(document)
+    if model.version == default_model().version:
+        raise ModelProblem(
+            409,
+            "version",
+            f"version {model.version!r} is the shipped default's; give your model its own version",
+        )
     exists = await session.scalar(
         select(scoring_models.c.version).where(scoring_models.c.version == model.version)
     )

@@ -13,6 +13,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 from shared.db import new_metadata
@@ -59,6 +60,15 @@ lead_states = Table(
     Column("model_version", String(100)),
     Column("explanation", JSON, nullable=False, default=list),
     Column("scored_at", DateTime(timezone=True)),
+    Column("erased_at", DateTime(timezone=True)),  # later facts about the lead are ignored
+)
+
+# Owners as routing announced them; kept apart so an assignment may arrive first.
+lead_owners = Table(
+    "lead_owners",
+    metadata,
+    Column("lead_id", String(36), primary_key=True),
+    Column("owner_id", String(200), nullable=False),
 )
 
 stage_transitions = Table(
@@ -91,6 +101,14 @@ scoring_models = Table(
     Column("created_by", String(200), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("activated_at", DateTime(timezone=True)),
+    # At most one active model, whatever two approvals racing each other do.
+    Index(
+        "uq_scoring_models_one_active",
+        "status",
+        unique=True,
+        sqlite_where=text("status = 'active'"),
+        postgresql_where=text("status = 'active'"),
+    ),
 )
 
 model_approvals = Table(

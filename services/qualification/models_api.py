@@ -54,10 +54,11 @@ async def add_model(request: Request, runtime: Runtime, who: Author) -> dict[str
     """Propose a model version (YAML or JSON): a draft until both teams approve it."""
     document = (await request.body()).decode("utf-8", "replace")
     try:
-        async with runtime.db.transaction() as session:
-            model = await create_draft(session, document, author=who.id)
+        model = await runtime.db.run(  # a racing twin loses on the key, retries, gets 409
+            lambda session: create_draft(session, document, author=who.id)
+        )
     except InvalidScoringModel as exc:
-        errors = [{"field": p.field, "reason": p.message} for p in exc.problems]
+        errors = [{"field": p.field or "body", "reason": p.message} for p in exc.problems]
         raise Problem(422, "Invalid scoring model", str(exc), errors=errors) from None
     except ModelProblem as exc:
         raise _problem(exc) from None
@@ -72,8 +73,9 @@ async def add_model(request: Request, runtime: Runtime, who: Author) -> dict[str
 async def approve_model(version: str, runtime: Runtime, who: Manager) -> dict[str, Any]:
     """A marketing or sales manager signs the draft off; the second sign-off activates it."""
     try:
-        async with runtime.db.transaction() as session:
-            approval = await approve(session, version, manager=who.id, team=who.team)
+        approval = await runtime.db.run(  # racing activations meet on the one-active index
+            lambda session: approve(session, version, manager=who.id, team=who.team)
+        )
     except ModelProblem as exc:
         raise _problem(exc) from None
     if approval.activated and (wake := runtime.state.get("rescore_wake")) is not None:

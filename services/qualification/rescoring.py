@@ -51,24 +51,26 @@ class RescoreWorker:
         self.wake.set()
 
     async def step(self) -> bool:
-        """Rescore one batch of the oldest unfinished job; False when there is nothing to do."""
-        policy = policy_of(self.runtime)
-        async with self.runtime.db.transaction() as session:
+        """Rescore one batch of the oldest unfinished job; False when there is nothing to do.
+
+        Each lead is rescored in its own short transaction (never many lead locks at once,
+        so no deadlock with live consumers), "as of" the job's start, so the result does not
+        depend on when the worker got to it.
+        """
+        async with self.runtime.db.engine.connect() as conn:
             job = (
-                await session.execute(
+                await conn.execute(
                     select(rescore_jobs)
                     .where(rescore_jobs.c.finished_at.is_(None))
                     .order_by(rescore_jobs.c.started_at)
                     .limit(1)
-                    .with_for_update(skip_locked=True)
                 )
             ).first()
             if job is None:
                 return False
-            model = await active_model(session)
             ids = list(
                 (
-                    await session.execute(
+                    await conn.execute(
                         select(lead_states.c.lead_id)
                         .where(lead_states.c.lead_id > (job.last_lead_id or ""))
                         .order_by(lead_states.c.lead_id)
@@ -76,14 +78,15 @@ class RescoreWorker:
                     )
                 ).scalars()
             )
-            superseded = model.version != job.version
-            now = datetime.now(UTC)
-            for lead_id in [] if superseded else ids:
-                state = await load_state(session, lead_id, policy=policy)
-                if state is not None:
-                    await rescore(session, self.runtime.outbox, state, model, now=now)
-            done = job.done + (0 if superseded else len(ids))
-            finished = now if superseded or len(ids) < BATCH else None
+        as_of = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=UTC)
+        superseded = False
+        for lead_id in ids:
+            superseded = not await self._rescore_one(lead_id, job.version, as_of)
+            if superseded:
+                break
+        done = job.done + (0 if superseded else len(ids))
+        finished = datetime.now(UTC) if superseded or len(ids) < BATCH else None
+        async with self.runtime.db.transaction() as session:
             await session.execute(
                 update(rescore_jobs)
                 .where(rescore_jobs.c.version == job.version)
@@ -101,4 +104,15 @@ class RescoreWorker:
             finished=finished is not None,
             superseded=superseded,
         )
+        return True
+
+    async def _rescore_one(self, lead_id: str, version: str, as_of: datetime) -> bool:
+        """Rescore one lead; False when `version` is no longer the active model."""
+        async with self.runtime.db.transaction() as session:
+            model = await active_model(session)
+            if model.version != version:
+                return False
+            state = await load_state(session, lead_id, policy=policy_of(self.runtime))
+            if state is not None:
+                await rescore(session, self.runtime.outbox, state, model, now=as_of)
         return True

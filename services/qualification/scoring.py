@@ -29,6 +29,9 @@ ContributionKind = Literal["fit", "engagement", "negative"]
 DAY_SECONDS = 86_400.0
 
 
+CLOCK_SKEW = timedelta(minutes=5)
+
+
 @dataclass(frozen=True)
 class ActivityFact:
     """One thing the lead did, as scoring needs it."""
@@ -84,7 +87,9 @@ def score(
 ) -> Score:
     """Score a lead: fit from its profile, decayed and capped engagement from its activities."""
     now = _aware(now)
-    facts = _chronological(activities)
+    # Not yet happened (beyond clock skew): it counts once it has, not before (so a
+    # future-dated activity can neither dodge decay nor a recycled lead's cooldown).
+    facts = [f for f in _chronological(activities) if f.occurred_at <= now + CLOCK_SKEW]
     fit_parts = list(_fit(model, profile))
     engagement_parts = [
         *_engagement(model.engagement, facts, now),

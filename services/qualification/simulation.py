@@ -24,8 +24,9 @@ def first_mql_at(
     created_at: datetime,
     activities: Sequence[ActivityFact],
 ) -> datetime | None:
-    """When the lead would first have qualified under `model` (at capture or an activity)."""
-    moments = [created_at, *sorted(a.occurred_at for a in activities)]
+    """When the lead would first have qualified under `model` (at capture or a later activity;
+    history stitched from before the capture counts, but the lead did not exist yet)."""
+    moments = [created_at, *sorted(a.occurred_at for a in activities if a.occurred_at > created_at)]
     for moment in moments:
         seen = [a for a in activities if a.occurred_at <= moment]
         if score(model, profile, seen, now=moment).qualifies_for_mql:
@@ -42,9 +43,12 @@ async def simulate(
         activities[r.lead_id].append(
             ActivityFact(uuid.UUID(r.activity_id), r.activity_type, _aware(r.occurred_at))
         )
-    reached: dict[str, set[str]] = defaultdict(set)
-    for r in await conn.execute(select(stage_transitions.c.lead_id, stage_transitions.c.to_stage)):
-        reached[r.lead_id].add(r.to_stage)
+    reached: dict[str, dict[str, datetime]] = defaultdict(dict)
+    transitions = select(
+        stage_transitions.c.lead_id, stage_transitions.c.to_stage, stage_transitions.c.at
+    ).order_by(stage_transitions.c.id)
+    for r in await conn.execute(transitions):
+        reached[r.lead_id].setdefault(r.to_stage, _aware(r.at))
     weeks: dict[str, dict[str, dict[str, int]]] = defaultdict(
         lambda: {
             "candidate": dict.fromkeys(("mql", *LATER_STAGES), 0),
@@ -52,8 +56,8 @@ async def simulate(
         }
     )
     leads = 0
-    for row in await conn.execute(select(lead_facts)):
-        leads += 1
+    for row in await conn.execute(select(lead_facts).where(lead_facts.c.source == "marketing")):
+        leads += 1  # sales-generated leads never pass through MQL
         for name, model in (("candidate", candidate), ("active", active)):
             at = first_mql_at(
                 model, dict(row.profile), _aware(row.created_at), activities[row.lead_id]
@@ -63,7 +67,8 @@ async def simulate(
             counts = weeks[_week(at)][name]
             counts["mql"] += 1
             for stage in LATER_STAGES:
-                counts[stage] += stage in reached[row.lead_id]
+                when = reached[row.lead_id].get(stage)
+                counts[stage] += when is not None and when >= at
     totals = {
         name: {k: sum(w[name][k] for w in weeks.values()) for k in ("mql", *LATER_STAGES)}
         for name in ("candidate", "active")

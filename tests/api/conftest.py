@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import BaseModel
+from sqlalchemy import select
 
 from shared.auth import TokenStore
 from shared.bus.port import OutgoingMessage, Record
@@ -40,7 +42,7 @@ class Service:
         )
         return {"Authorization": f"Bearer {token}"}
 
-    async def publish(self, payload: BaseModel, *, source: str) -> None:
+    async def publish(self, payload: BaseModel, *, source: str) -> str:
         """Put an event on the bus as another service would."""
         subject = str(payload.lead_id)
         envelope = build_envelope(
@@ -49,6 +51,20 @@ class Service:
         key, headers, value = to_binary(envelope)
         topic = CATALOG.for_payload(payload).topic
         await self.runtime.bus.publish([OutgoingMessage(topic, key, value, headers)])
+        return str(envelope.id)
+
+    async def consumed(self, event_id: str) -> None:
+        """Wait until this service's consumer has handled the event (its inbox says so)."""
+        inbox = self.runtime.definition.inbox_table
+        for _ in range(200):
+            async with self.runtime.db.engine.connect() as conn:
+                seen = await conn.scalar(
+                    select(inbox.c.event_id).where(inbox.c.event_id == event_id)
+                )
+            if seen:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"event {event_id} was never consumed")
 
     async def events(self, topic: str, count: int) -> list[dict[str, Any]]:
         """The events on a topic so far (waits until `count` arrived)."""

@@ -7,7 +7,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.events.payloads import LeadActivity, LeadAssigned, LeadCaptured
+from sqlalchemy import func, select
+
+from services.qualification.models import lead_activity_facts, stage_transitions
+from shared.events.payloads import LeadActivity, LeadAssigned, LeadCaptured, LeadErased
 from tests.api.conftest import Qualification
 
 STRONG_FIT = {"company_size": 400, "seniority": "vp", "job_title": "VP Ops", "country": "DE"}
@@ -189,3 +192,76 @@ async def test_a_won_deal_needs_its_amount_and_a_lost_one_is_recycled(
     assert incomplete.status_code == 422
     assert {e["field"] for e in incomplete.json()["errors"]} == {"amount", "currency"}
     assert [t["to"] for t in lost.json()["transitions"]] == ["lost", "nurture"]
+
+
+async def test_a_recycled_lead_is_marketings_again_and_its_old_rep_cannot_accept_it(
+    qualification: Qualification,
+) -> None:
+    q = qualification
+    lead = await mql_owned_by(q, "rep-old")
+    await q.client.post(
+        f"/v1/leads/{lead}/reject", json={"reason_code": "not_now"}, headers=q.auth("manager")
+    )
+    assert (await state(q, lead, "nurture"))["owner_id"] is None
+
+
+async def test_an_assignment_that_arrives_before_the_capture_is_kept(
+    qualification: Qualification,
+) -> None:
+    q = qualification
+    lead = uuid.uuid4()
+    await q.publish(
+        LeadAssigned(
+            lead_id=lead, owner_id="rep-early", team_id="emea", stage="sgl", why="account owner"
+        ),
+        source="routing",
+    )
+    await q.publish(
+        LeadCaptured(lead_id=lead, source="sales", email_kind="business", email_domain="acme.com"),
+        source="intake",
+    )
+    for _ in range(200):
+        result = await state(q, str(lead))
+        if result["owner_id"] == "rep-early":
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"owner lost: {result}")
+
+
+async def test_after_erasure_late_activities_are_ignored_and_notes_are_blanked(
+    qualification: Qualification,
+) -> None:
+    q = qualification
+    lead = await mql_owned_by(q, "r1")
+    await q.client.post(
+        f"/v1/leads/{lead}/reject",
+        headers=q.auth("manager"),
+        json={"reason_code": "no_budget", "text": "Ana said her boss Bob..."},
+    )
+    await q.consumed(
+        await q.publish(LeadErased(lead_id=uuid.UUID(lead), requested_by="dpo"), source="intake")
+    )
+    late = LeadActivity(
+        lead_id=uuid.UUID(lead),
+        activity_id=uuid.uuid4(),
+        activity_type="demo_request",
+        occurred_at=datetime.now(UTC),
+    )
+    await q.consumed(await q.publish(late, source="intake"))
+    async with q.runtime.db.engine.connect() as conn:
+        facts = await conn.scalar(
+            select(func.count())
+            .select_from(lead_activity_facts)
+            .where(lead_activity_facts.c.lead_id == lead)
+        )
+        notes = list(
+            (
+                await conn.execute(
+                    select(stage_transitions.c.reason_text).where(
+                        stage_transitions.c.lead_id == lead
+                    )
+                )
+            ).scalars()
+        )
+    assert facts == 0
+    assert all(note == "" for note in notes)

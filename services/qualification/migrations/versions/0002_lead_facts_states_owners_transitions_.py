@@ -1,4 +1,4 @@
-"""lead facts, states, transitions, scoring models, BANT, rescoring
+"""lead facts, states, owners, transitions, scoring models, BANT, rescoring
 
 Revision ID: 0002
 Revises: 0001
@@ -49,6 +49,11 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('lead_id', name=op.f('pk_lead_facts'))
     )
+    op.create_table('lead_owners',
+    sa.Column('lead_id', sa.String(length=36), nullable=False),
+    sa.Column('owner_id', sa.String(length=200), nullable=False),
+    sa.PrimaryKeyConstraint('lead_id', name=op.f('pk_lead_owners'))
+    )
     op.create_table('lead_states',
     sa.Column('lead_id', sa.String(length=36), nullable=False),
     sa.Column('stage', sa.String(length=20), nullable=False),
@@ -61,6 +66,7 @@ def upgrade() -> None:
     sa.Column('model_version', sa.String(length=100), nullable=True),
     sa.Column('explanation', sa.JSON(), nullable=False),
     sa.Column('scored_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('erased_at', sa.DateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('lead_id', name=op.f('pk_lead_states'))
     )
     with op.batch_alter_table('lead_states', schema=None) as batch_op:
@@ -91,6 +97,9 @@ def upgrade() -> None:
     sa.Column('activated_at', sa.DateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('version', name=op.f('pk_scoring_models'))
     )
+    with op.batch_alter_table('scoring_models', schema=None) as batch_op:
+        batch_op.create_index('uq_scoring_models_one_active', ['status'], unique=True, sqlite_where=sa.text("status = 'active'"), postgresql_where=sa.text("status = 'active'"))
+
     op.create_table('stage_transitions',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('lead_id', sa.String(length=36), nullable=False),
@@ -118,6 +127,9 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_stage_transitions_lead_id'))
 
     op.drop_table('stage_transitions')
+    with op.batch_alter_table('scoring_models', schema=None) as batch_op:
+        batch_op.drop_index('uq_scoring_models_one_active', sqlite_where=sa.text("status = 'active'"), postgresql_where=sa.text("status = 'active'"))
+
     op.drop_table('scoring_models')
     op.drop_table('rescore_jobs')
     op.drop_table('model_approvals')
@@ -125,6 +137,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_lead_states_stage'))
 
     op.drop_table('lead_states')
+    op.drop_table('lead_owners')
     op.drop_table('lead_facts')
     with op.batch_alter_table('lead_activity_facts', schema=None) as batch_op:
         batch_op.drop_index('ix_lead_activity_facts_lead')
