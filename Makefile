@@ -57,6 +57,7 @@ bench: setup infra
 	export $$( [ -n "$${DATABASE_URL:-}" ] || deploy/local/postgres.sh env | sed 's/^export //'); \
 	PYTHONPATH=. $(BIN)/python bench/bus.py
 	PYTHONPATH=. $(BIN)/python bench/intake.py
+	PYTHONPATH=. $(BIN)/python bench/qualification.py
 
 clean:
 	rm -rf .handoff .pytest_cache .mypy_cache .ruff_cache

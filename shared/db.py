@@ -76,8 +76,10 @@ class Database:
         async with self._write_turn(), self._sessions() as session:
             async with session.begin():
                 yield session
-                for flush in session.info.pop(BEFORE_COMMIT, []):
-                    await flush(session)
+                # A hook may register more hooks (a flush that stages rows): run until none.
+                while flushes := session.info.pop(BEFORE_COMMIT, None):
+                    for flush in flushes:
+                        await flush(session)
             hooks = session.info.pop(AFTER_COMMIT, [])
         for hook in hooks:  # after the writer turn is released
             hook()

@@ -9,7 +9,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.qualification.lead_state import LeadState, apply_step, load_state, rescore
+from services.qualification.lead_state import (
+    ERASED,
+    LeadState,
+    apply_step,
+    load_lead,
+    load_state,
+    rescore,
+)
 from services.qualification.lifecycle import LeadLifecycle, LifecyclePolicy
 from services.qualification.model_registry import active_model
 from services.qualification.models import (
@@ -70,6 +77,13 @@ async def forget(session: AsyncSession, lead_id: str, *, at: datetime) -> None:
         )
 
 
+# Built once (a dialect upsert has no SQLAlchemy cache key): one per dialect.
+ACTIVITY_FACT = {
+    "postgresql": pg_insert(lead_activity_facts).on_conflict_do_nothing(),
+    "sqlite": sqlite_insert(lead_activity_facts).on_conflict_do_nothing(),
+}
+
+
 def handlers(runtime: ServiceRuntime) -> Handlers:
     """The handler map of the qualification consumer group."""
     policy = policy_of(runtime)
@@ -119,22 +133,24 @@ def handlers(runtime: ServiceRuntime) -> Handlers:
         await _rescore(ctx, lead_id)
 
     async def lead_activity(ctx: HandlerContext, event: LeadActivity) -> None:
-        if await _erased(ctx, str(event.lead_id)):
+        lead_id = str(event.lead_id)
+        lead = await load_lead(ctx.session, lead_id, policy=policy)
+        if lead is ERASED:
             return
-        dialect = ctx.session.bind.dialect.name
-        insert_for = pg_insert if dialect == "postgresql" else sqlite_insert
         await ctx.session.execute(
-            insert_for(lead_activity_facts)
-            .values(
-                activity_id=str(event.activity_id),
-                lead_id=str(event.lead_id),
-                activity_type=event.activity_type,
-                occurred_at=event.occurred_at,
-                event_id=str(ctx.envelope.id),
-            )
-            .on_conflict_do_nothing()
+            ACTIVITY_FACT[ctx.session.bind.dialect.name],
+            {
+                "activity_id": str(event.activity_id),
+                "lead_id": lead_id,
+                "activity_type": event.activity_type,
+                "occurred_at": event.occurred_at,
+                "event_id": str(ctx.envelope.id),
+            },
         )
-        await _rescore(ctx, str(event.lead_id))
+        if isinstance(lead, LeadState):  # before its capture: scored when the capture comes
+            await rescore(
+                ctx.session, outbox, lead, await active_model(ctx.session), now=ctx.envelope.time
+            )
 
     async def lead_assigned(ctx: HandlerContext, event: LeadAssigned) -> None:
         lead_id = str(event.lead_id)
@@ -163,12 +179,6 @@ def handlers(runtime: ServiceRuntime) -> Handlers:
             )
             is not None
         )
-
-    async def _erased(ctx: HandlerContext, lead_id: str) -> bool:
-        erased_at = await ctx.session.scalar(
-            select(lead_states.c.erased_at).where(lead_states.c.lead_id == lead_id)
-        )
-        return erased_at is not None
 
     async def _rescore(ctx: HandlerContext, lead_id: str) -> None:
         state = await load_state(ctx.session, lead_id, policy=policy)

@@ -34,6 +34,29 @@ class LeadState:
     model_version: str | None
 
 
+class Erased:
+    """What `load_lead` returns for an erased lead: facts about it are no longer taken."""
+
+
+ERASED = Erased()
+
+
+async def load_lead(
+    session: AsyncSession, lead_id: str, *, policy: LifecyclePolicy
+) -> LeadState | Erased | None:
+    """The lead's state (locked), ERASED, or None when unknown: one statement for all three."""
+    row = (
+        await session.execute(
+            select(lead_states).where(lead_states.c.lead_id == lead_id).with_for_update()
+        )
+    ).first()
+    if row is None:
+        return None
+    if row.erased_at is not None:
+        return ERASED
+    return _state(row, policy)
+
+
 async def load_state(
     session: AsyncSession, lead_id: str, *, policy: LifecyclePolicy
 ) -> LeadState | None:
@@ -45,13 +68,17 @@ async def load_state(
     ).first()
     if row is None or row.erased_at is not None:
         return None
+    return _state(row, policy)
+
+
+def _state(row: Any, policy: LifecyclePolicy) -> LeadState:
     lifecycle = LeadLifecycle(
         stage=row.stage,
         entered_at=_aware(row.entered_at),
         recycled_at=_aware(row.recycled_at),
         policy=policy,
     )
-    return LeadState(lead_id, lifecycle, row.owner_id, row.score, row.model_version)
+    return LeadState(row.lead_id, lifecycle, row.owner_id, row.score, row.model_version)
 
 
 async def apply_step(

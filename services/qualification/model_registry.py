@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -34,12 +35,34 @@ class ModelProblem(Exception):
 
 def parsed(version: str, document: str) -> ScoringModel:
     """A stored document, parsed once per process."""
-    if version not in _parsed:
-        _parsed[version] = load_model(document)
-    return _parsed[version]
+    key = f"{version}:{hash(document)}"
+    if key not in _parsed:
+        _parsed[key] = load_model(document)
+    return _parsed[key]
+
+
+ACTIVE_TTL = 1.0  # seconds a process trusts its idea of the active model
+_active: dict[str, tuple[float, ScoringModel]] = {}
 
 
 async def active_model(session: AsyncSession) -> ScoringModel:
+    """The active model (cached for a second per database: it is read on every event)."""
+    key = str(session.bind.url)
+    now = time.monotonic()
+    cached = _active.get(key)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    model = await load_active_model(session)
+    _active[key] = (now + ACTIVE_TTL, model)
+    return model
+
+
+def forget_active_model() -> None:
+    """Drop the cached active model (this process just activated another)."""
+    _active.clear()
+
+
+async def load_active_model(session: AsyncSession) -> ScoringModel:
     """The active model; the shipped default becomes active when there is none yet."""
     row = await _active_row(session)
     if row is not None:
@@ -154,7 +177,8 @@ async def approve(
             .where(scoring_models.c.version == version)
             .values(status="active", activated_at=now)
         )
-        await start_job(session, version)  # every lead is rescored under the new model
+        await start_job(session, version)
+        forget_active_model()  # every lead is rescored under the new model
     return Approval(version, approvals, activated)
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 
 from services.qualification.handlers import policy_of
 from services.qualification.lead_state import load_state, rescore
-from services.qualification.model_registry import active_model
+from services.qualification.model_registry import load_active_model
 from services.qualification.models import lead_states, rescore_jobs
 from shared.runtime import ServiceRuntime
 
@@ -109,7 +109,7 @@ class RescoreWorker:
     async def _rescore_one(self, lead_id: str, version: str, as_of: datetime) -> bool:
         """Rescore one lead; False when `version` is no longer the active model."""
         async with self.runtime.db.transaction() as session:
-            model = await active_model(session)
+            model = await load_active_model(session)  # not the cache: it must be current
             if model.version != version:
                 return False
             state = await load_state(session, lead_id, policy=policy_of(self.runtime))

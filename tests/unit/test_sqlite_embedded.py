@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.db import Database, stage_insert
+from shared.db import Database, before_commit, stage_insert
 from shared.sqlite_checkpoint import WalCheckpointer
 from tests.support import count_effects, create_schema, effects
 
@@ -57,3 +57,17 @@ async def test_the_checkpointer_moves_the_wal_into_the_database_file(tmp_path: P
     writer.close()
 
     assert moved == 500
+
+
+async def test_a_before_commit_hook_may_stage_more_rows(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'h.db'}")
+    await create_schema(db)
+
+    async def stage_from_a_hook(session: object) -> None:
+        stage_insert(session, effects, {"event_id": "late", "lead_id": "x", "n": 2})  # type: ignore[arg-type]
+
+    async with db.transaction() as session:
+        stage_insert(session, effects, {"event_id": "early", "lead_id": "x", "n": 1})
+        before_commit(session, stage_from_a_hook)
+    assert await count_effects(db, lead_id="x") == 2
+    await db.dispose()
