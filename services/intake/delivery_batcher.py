@@ -29,14 +29,17 @@ class DeliveryBatcher:
         self.sales_owned = sales_owned
         self.max_batch = max_batch
         self._queue: list[tuple[Delivery, asyncio.Future[DeliveryReport]]] = []
-        self._worker: asyncio.Task[None] | None = None
+        # SQLite has one writer: one batch at a time. PostgreSQL waits on round trips, so a
+        # second batch can be written while the first waits (leads are locked in id order).
+        self.max_workers = 2 if runtime.db.is_postgres else 1
+        self._workers: set[asyncio.Task[None]] = set()
 
     async def apply(self, delivery: Delivery) -> DeliveryReport:
         """Apply one delivery, together with whatever else is waiting."""
         future: asyncio.Future[DeliveryReport] = asyncio.get_running_loop().create_future()
         self._queue.append((delivery, future))
-        if self._worker is None:
-            self._worker = asyncio.create_task(self._drain(), name="intake-deliveries")
+        if len(self._workers) < self.max_workers:
+            self._workers.add(asyncio.create_task(self._drain(), name="intake-deliveries"))
         return await future
 
     async def _drain(self) -> None:
@@ -46,7 +49,11 @@ class DeliveryBatcher:
                 del self._queue[: self.max_batch]
                 await self._apply_batch(batch)
         finally:
-            self._worker = None
+            # Leave the set in the same step that saw the queue empty: a delivery queued
+            # from now on finds room to start a worker.
+            task = asyncio.current_task()
+            if task is not None:
+                self._workers.discard(task)
 
     async def _apply_batch(
         self, batch: Sequence[tuple[Delivery, asyncio.Future[DeliveryReport]]]
