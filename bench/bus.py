@@ -47,6 +47,7 @@ from bench.common import (
     paced,
     postgres_admin_url,
     summarize,
+    system_busy,
     unique,
     write_results,
 )
@@ -75,23 +76,16 @@ class Cpu:
         self.t0 = time.perf_counter()
         self.loop0 = time.thread_time()
         self.proc0 = self._proc()
-        self.sys0 = self._system()
+        self.sys0 = system_busy()
 
     @staticmethod
     def _proc() -> float:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return usage.ru_utime + usage.ru_stime
 
-    @staticmethod
-    def _system() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-        idle = fields[3] + fields[4]
-        return sum(fields) - idle, sum(fields)
-
     def result(self) -> dict[str, float]:
         wall = time.perf_counter() - self.t0
-        busy1, total1 = self._system()
+        busy1, total1 = system_busy()
         busy0, total0 = self.sys0
         return {
             "process_cpu_cores": (self._proc() - self.proc0) / wall,  # 1.0 = one core busy

@@ -268,3 +268,43 @@ def write_results(name: str, results: dict[str, Any], *, stamp: str | None = Non
     path = RESULTS / f"{name}-{stamp or time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     return path
+
+
+# --- CPU accounting from /proc (shared by the benchmarks) ---------------------------------
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of one process, seconds (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_s(postmaster: int | None) -> float:
+    """CPU of one PostgreSQL cluster: its postmaster and every child of it (backends, WAL
+    writer, checkpointer); other clusters on the box are left out."""
+    if postmaster is None:
+        return 0.0
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == postmaster or int(fields[1]) == postmaster:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def system_busy() -> tuple[int, int]:
+    """Busy and total jiffies of the whole machine since boot."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)

@@ -43,7 +43,16 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
-from bench.common import FreshPgDatabase, machine, percentile, postgres_admin_url, write_results
+from bench.common import (
+    FreshPgDatabase,
+    machine,
+    percentile,
+    postgres_admin_url,
+    postgres_cpu_s,
+    proc_cpu_s,
+    system_busy,
+    write_results,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -149,42 +158,6 @@ class _Connection(asyncio.Protocol):
             timer.cancel()
 
 
-def _proc_cpu_s(pid: int) -> float:
-    """utime + stime of one process, seconds."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _postgres_cpu_s(postmaster: int | None) -> float:
-    """CPU of the benchmark's PostgreSQL cluster: its postmaster and every child of it
-    (backends, WAL writer, checkpointer); other clusters on the box are left out."""
-    if postmaster is None:
-        return 0.0
-    total = 0.0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(entry) == postmaster or int(fields[1]) == postmaster:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def _system_busy() -> tuple[int, int]:
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
-
-
 class CpuWindow:
     """CPU over a phase: this process, the server process, PostgreSQL, the whole box."""
 
@@ -193,17 +166,17 @@ class CpuWindow:
         self.postmaster = postmaster
         self.wall = time.perf_counter()
         self.me = time.process_time()
-        self.server = _proc_cpu_s(server_pid)
-        self.pg = _postgres_cpu_s(postmaster)
-        self.box = _system_busy()
+        self.server = proc_cpu_s(server_pid)
+        self.pg = postgres_cpu_s(postmaster)
+        self.box = system_busy()
 
     def result(self) -> dict[str, float]:
         wall = time.perf_counter() - self.wall
-        busy1, total1 = _system_busy()
+        busy1, total1 = system_busy()
         return {
             "client_cpu_cores": (time.process_time() - self.me) / wall,
-            "server_cpu_cores": (_proc_cpu_s(self.server_pid) - self.server) / wall,
-            "postgres_cpu_cores": (_postgres_cpu_s(self.postmaster) - self.pg) / wall,
+            "server_cpu_cores": (proc_cpu_s(self.server_pid) - self.server) / wall,
+            "postgres_cpu_cores": (postgres_cpu_s(self.postmaster) - self.pg) / wall,
             "machine_busy": (busy1 - self.box[0]) / max(1, total1 - self.box[1]),
         }
 

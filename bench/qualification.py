@@ -42,6 +42,9 @@ from bench.common import (
     paced,
     percentile,
     postgres_admin_url,
+    postgres_cpu_s,
+    proc_cpu_s,
+    system_busy,
     unique,
     write_results,
 )
@@ -326,57 +329,24 @@ async def outbox_drained(db: Database, timeout: float) -> float:
 # --- measurements ----------------------------------------------------------------------------
 
 
-def _proc_cpu_s(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _postgres_cpu_s(postmaster: int | None) -> float:
-    """CPU of one PostgreSQL cluster: its postmaster and every child (backends, WAL writer)."""
-    if postmaster is None:
-        return 0.0
-    total = 0.0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(entry) == postmaster or int(fields[1]) == postmaster:
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def _system() -> tuple[int, int]:
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
-
-
 class Cpu:
     """CPU over a phase: this process, its event-loop thread, PostgreSQL, the whole box."""
 
     def __init__(self, postmaster: int | None) -> None:
         self.postmaster = postmaster
         self.wall = time.perf_counter()
-        self.proc = _proc_cpu_s(os.getpid())
+        self.proc = proc_cpu_s(os.getpid())
         self.loop = time.thread_time()
-        self.pg = _postgres_cpu_s(postmaster)
-        self.box = _system()
+        self.pg = postgres_cpu_s(postmaster)
+        self.box = system_busy()
 
     def result(self) -> dict[str, float | None]:
         wall = time.perf_counter() - self.wall
-        busy, total = _system()
+        busy, total = system_busy()
         return {
-            "process_cpu_cores": (_proc_cpu_s(os.getpid()) - self.proc) / wall,
+            "process_cpu_cores": (proc_cpu_s(os.getpid()) - self.proc) / wall,
             "loop_cpu_cores": (time.thread_time() - self.loop) / wall,
-            "postgres_cpu_cores": (_postgres_cpu_s(self.postmaster) - self.pg) / wall
+            "postgres_cpu_cores": (postgres_cpu_s(self.postmaster) - self.pg) / wall
             if self.postmaster
             else None,
             "machine_busy": (busy - self.box[0]) / max(1, total - self.box[1]),
