@@ -24,11 +24,16 @@ def define_inbox_table(metadata: MetaData) -> Table:
 
 
 class Inbox:
-    """Records processed event ids in the same transaction as the handler's effect."""
+    """Records processed event ids in the same transaction as the handler's effect.
+
+    A batch of ids is claimed with one statement; on PostgreSQL the ids travel as one
+    array parameter (`unnest`), so the claim costs one round trip and no per-row work.
+    """
 
     def __init__(self, table: Table) -> None:
         self.table = table
         self._claims: dict[str, Any] = {}
+        self._pg_claim: str | None = None
 
     async def claim(
         self, session: AsyncSession, *, group: str, event_ids: Sequence[str]
@@ -37,8 +42,20 @@ class Inbox:
         unique_ids = list(dict.fromkeys(event_ids))
         if not unique_ids:
             return set()
-        stmt = self._claim_statement(session.bind.dialect.name)
         now = datetime.now(UTC)
+        dialect = session.bind.dialect
+        if dialect.name == "postgresql":
+            if self._pg_claim is None:
+                inbox = dialect.identifier_preparer.format_table(self.table)
+                self._pg_claim = (
+                    f"INSERT INTO {inbox} (consumer_group, event_id, processed_at) "
+                    "SELECT $1::varchar, unnest($2::varchar[]), $3::timestamptz "
+                    "ON CONFLICT DO NOTHING RETURNING event_id"
+                )
+            conn = await session.connection()
+            result = await conn.exec_driver_sql(self._pg_claim, (group, unique_ids, now))
+            return set(result.scalars())
+        stmt = self._claim_statement(dialect.name)
         rows = [{"consumer_group": group, "event_id": e, "processed_at": now} for e in unique_ids]
         return set((await session.execute(stmt, rows)).scalars())
 

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import uuid
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -37,7 +36,7 @@ from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, wait_ex
 
 from shared.bus.port import Bus, OutgoingMessage
 from shared.db import Database, after_commit, before_commit
-from shared.events.catalog import EventCatalog
+from shared.events.catalog import EventCatalog, EventType
 from shared.events.codec import header_pairs
 from shared.events.envelope import new_event_id, utcnow
 from shared.observability import metrics
@@ -74,6 +73,7 @@ def define_outbox_tables(metadata: MetaData) -> tuple[Table, Table]:
 class _Pending:
     event_id: uuid.UUID
     payload: BaseModel
+    event_type: EventType
     subject: str
     traceparent: str | None
     time: datetime
@@ -83,7 +83,9 @@ class Outbox:
     """Adds events to the current transaction; `OutboxRelay` ships them after commit.
 
     Events are buffered in the session and written just before it commits: one statement
-    numbers every subject's events, one more inserts them all.
+    numbers every subject's events, one more inserts them all. On PostgreSQL both take
+    their rows as arrays (`unnest`), so a transaction's events cost two round trips and no
+    per-row work in SQLAlchemy.
     """
 
     def __init__(
@@ -99,7 +101,9 @@ class Outbox:
         self.catalog = catalog
         self.wake = wake or asyncio.Event()
         self._key = f"handoff.outbox.{service}.{id(self)}"
+        self._source = f"/handoff/{service}"
         self._reserve: dict[str, Any] = {}
+        self._pg_sql: tuple[str, str] | None = None
 
     async def add(
         self,
@@ -113,14 +117,19 @@ class Outbox:
 
         Returns the event id; the event is written when the transaction commits.
         """
-        self.catalog.for_payload(payload)  # an unknown type fails here, not at commit
+        event_type = self.catalog.for_payload(payload)  # an unknown type fails here
         pending: list[_Pending] | None = session.info.get(self._key)
         if pending is None:
             pending = session.info[self._key] = []
             before_commit(session, self._flush)
             after_commit(session, self.wake.set)
         event = _Pending(
-            new_event_id(), payload, subject, traceparent or current_traceparent.get(), utcnow()
+            new_event_id(),
+            payload,
+            event_type,
+            subject,
+            traceparent or current_traceparent.get(),
+            utcnow(),
         )
         pending.append(event)
         return event.event_id
@@ -129,35 +138,87 @@ class Outbox:
         pending: list[_Pending] = session.info.pop(self._key, [])
         if not pending:
             return
-        last = await self._reserve_sequences(session, Counter(e.subject for e in pending))
-        counters = {
-            subject: last[subject] - n for subject, n in Counter(e.subject for e in pending).items()
-        }
-        rows = []
-        source = f"/handoff/{self.service}"
+        counts = Counter(e.subject for e in pending)
+        if session.bind.dialect.name == "postgresql":
+            await self._flush_postgres(session, pending, counts)
+            return
+        last = await self._reserve_sequences(session, counts)
+        rows = [
+            {
+                "event_id": str(event.event_id),
+                "topic": event.event_type.topic,
+                "key": event.subject,
+                "headers": headers,
+                "value": event.payload.model_dump_json().encode(),
+                "created_at": event.time,
+            }
+            for event, headers in zip(pending, self._headers(pending, counts, last), strict=True)
+        ]
+        await session.execute(insert(self.table), rows)
+
+    async def _flush_postgres(
+        self, session: AsyncSession, pending: list[_Pending], counts: Counter[str]
+    ) -> None:
+        """Two statements whatever the number of events, their rows passed as arrays."""
+        reserve, insert_rows = self._postgres_statements(session)
+        conn = await session.connection()
+        subjects = sorted(counts)  # a fixed lock order: concurrent writers cannot deadlock
+        result = await conn.exec_driver_sql(reserve, (subjects, [counts[s] for s in subjects]))
+        last = {subject: int(n) for subject, n in result}
+        headers = self._headers(pending, counts, last)
+        await conn.exec_driver_sql(
+            insert_rows,
+            (
+                [str(e.event_id) for e in pending],
+                [e.event_type.topic for e in pending],
+                [e.subject for e in pending],
+                headers,
+                [e.payload.model_dump_json().encode() for e in pending],
+                [e.time for e in pending],
+            ),
+        )
+
+    def _headers(
+        self, pending: list[_Pending], counts: Counter[str], last: dict[str, int]
+    ) -> list[str]:
+        """Each event's `ce_*` headers as stored (JSON text), numbered per subject."""
+        counters = {subject: last[subject] - n for subject, n in counts.items()}
+        out = []
+        source = self._source
         for event in pending:  # straight to the wire format: this is the hot path
             counters[event.subject] += 1
-            event_type = self.catalog.for_payload(event.payload)
             headers = header_pairs(
                 event_id=event.event_id,
                 source=source,
-                event_type=event_type.name,
+                event_type=event.event_type.name,
                 subject=event.subject,
                 time=event.time,
                 sequence=counters[event.subject],
                 traceparent=event.traceparent,
             )
-            rows.append(
-                {
-                    "event_id": str(event.event_id),
-                    "topic": event_type.topic,
-                    "key": event.subject,
-                    "headers": orjson.dumps(headers).decode(),
-                    "value": event.payload.model_dump_json().encode(),
-                    "created_at": event.time,
-                }
+            out.append(orjson.dumps(headers).decode())
+        return out
+
+    def _postgres_statements(self, session: AsyncSession) -> tuple[str, str]:
+        # Plain SQL for the driver (asyncpg's $n parameters): nothing for SQLAlchemy to
+        # compile or to process per row; asyncpg encodes the arrays.
+        if self._pg_sql is None:
+            quote = session.bind.dialect.identifier_preparer
+            seq, out = quote.format_table(self.sequences), quote.format_table(self.table)
+            # Only our own quoted table names are interpolated; the data are parameters.
+            reserve = (
+                f"INSERT INTO {seq} (subject, last) "  # noqa: S608
+                "SELECT * FROM unnest($1::varchar[], $2::bigint[]) "
+                f"ON CONFLICT (subject) DO UPDATE SET last = {seq}.last + excluded.last "
+                "RETURNING subject, last"
             )
-        await session.execute(insert(self.table), rows)
+            insert_rows = (
+                f"INSERT INTO {out} (event_id, topic, key, headers, value, created_at) "  # noqa: S608
+                "SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::text[], "
+                "$5::bytea[], $6::timestamptz[])"
+            )
+            self._pg_sql = (reserve, insert_rows)
+        return self._pg_sql
 
     async def _reserve_sequences(
         self, session: AsyncSession, counts: Counter[str]
@@ -180,11 +241,14 @@ class Outbox:
 
 
 class OutboxRelay:
-    """Publishes committed outbox rows in order, then deletes them.
+    """Publishes committed outbox rows in order and removes them once they are published.
 
+    One statement claims a batch: it deletes the oldest rows (`FOR UPDATE SKIP LOCKED` on
+    PostgreSQL) and returns them; the transaction commits only after the bus has stored
+    every message, so a failed publish rolls the delete back and the rows go out again.
     Several relays may run against one PostgreSQL database: a transaction-scoped advisory
-    lock lets one publish at a time (keeping per-lead order) and the rows are claimed with
-    `FOR UPDATE SKIP LOCKED`. It sleeps until a commit wakes it, with a slow safety poll.
+    lock lets one publish at a time (keeping per-lead order). It sleeps until a commit wakes
+    it, with a slow safety poll.
     """
 
     def __init__(
@@ -203,6 +267,15 @@ class OutboxRelay:
         self.idle_poll = idle_poll
         self._stopping = False
         self._lock_id = _advisory_lock_id(outbox.service)
+        table = outbox.table
+        oldest = select(table.c.id).order_by(table.c.id).limit(batch_size)
+        # Built once: SQLAlchemy compiles it once (an IN list of ids would be re-rendered for
+        # every batch). FOR UPDATE renders as nothing on SQLite, whose writers take turns.
+        self._take = (
+            delete(table)
+            .where(table.c.id.in_(oldest.with_for_update(skip_locked=True).scalar_subquery()))
+            .returning(table.c.id, table.c.topic, table.c.key, table.c.headers, table.c.value)
+        )
 
     async def run(self) -> None:
         """Relay until `stop()`; failures are logged and retried with backoff."""
@@ -234,34 +307,20 @@ class OutboxRelay:
         """Publish one batch; returns how many events went out."""
         async with self.db.transaction() as session:
             if self.db.is_postgres:
-                got = await session.execute(
-                    text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": self._lock_id}
-                )
+                got = await session.execute(_TRY_LOCK, {"k": self._lock_id})
                 if not got.scalar_one():
                     return 0
-            rows = await self._claim(session)
+            rows = sorted((await session.execute(self._take)).all())  # by id: in order
             if not rows:
                 return 0
             await self.bus.publish(
                 [
-                    OutgoingMessage(
-                        topic=r.topic, key=r.key, value=r.value, headers=_load_headers(r.headers)
-                    )
-                    for r in rows
+                    OutgoingMessage(topic, key, value, _load_headers(headers))
+                    for _id, topic, key, headers, value in rows
                 ]
-            )
-            await session.execute(
-                delete(self.outbox.table).where(self.outbox.table.c.id.in_([r.id for r in rows]))
             )
         metrics.OUTBOX_PUBLISHED.labels(self.outbox.service).inc(len(rows))
         return len(rows)
-
-    async def _claim(self, session: AsyncSession) -> Sequence[Any]:
-        table = self.outbox.table
-        stmt = select(table).order_by(table.c.id).limit(self.batch_size)
-        if self.db.is_postgres:
-            stmt = stmt.with_for_update(skip_locked=True)
-        return (await session.execute(stmt)).all()
 
     async def backlog(self) -> tuple[int, float]:
         """How many events wait in the outbox and the age in seconds of the oldest."""
@@ -278,6 +337,9 @@ class OutboxRelay:
     def stop(self) -> None:
         self._stopping = True
         self.outbox.wake.set()
+
+
+_TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(:k)")
 
 
 def _load_headers(raw: str) -> list[tuple[str, bytes]]:

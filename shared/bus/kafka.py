@@ -21,6 +21,8 @@ from aiokafka.errors import (
     RebalanceInProgressError,
     TopicAlreadyExistsError,
 )
+from aiokafka.partitioner import murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from shared.bus.port import Bus, BusError, OutgoingMessage, Record, RevokeHook, Subscription
 
@@ -54,6 +56,7 @@ class KafkaBus(Bus):
         self.session_timeout_ms = session_timeout_ms
         self._producer: AIOKafkaProducer | None = None
         self._known_topics: set[str] = set()
+        self._key_hashes: dict[bytes, int] = {}
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(
@@ -124,21 +127,66 @@ class KafkaBus(Bus):
         self._known_topics.update(missing)
 
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Send `messages` as one record batch per partition and wait until all are stored.
+
+        Partitions are the producer's own choice (murmur2 of the key, as the Java client
+        does), so a key's messages land where `send()` would put them; the hashes of
+        recent keys are cached, since the pure-Python murmur2 costs more than the rest of
+        a send. Per partition the batches go out in order.
+        """
         if not messages:
             return
-        sends = [
-            await self.producer.send(m.topic, m.value, key=m.key.encode(), headers=list(m.headers))
-            for m in messages
-        ]
+        producer = self.producer
         try:
-            await asyncio.gather(*sends)
+            partitions: dict[str, list[int]] = {}
+            for topic in dict.fromkeys(m.topic for m in messages):
+                partitions[topic] = list(await producer.partitions_for(topic))
+            grouped: dict[tuple[str, int], list[tuple[bytes, OutgoingMessage]]] = {}
+            for m in messages:
+                key = m.key.encode()
+                choices = partitions[m.topic]
+                tp = (m.topic, choices[self._key_hash(key) % len(choices)])
+                grouped.setdefault(tp, []).append((key, m))
+            deliveries = []
+            for (topic, partition), items in grouped.items():
+                batch = producer.create_batch()
+                for key, m in items:
+                    if _append(batch, key, m):
+                        continue
+                    if batch.record_count():  # full: ship it, go on in a new one
+                        deliveries.append(
+                            await producer.send_batch(batch, topic, partition=partition)
+                        )
+                        batch = producer.create_batch()
+                    if not _append(batch, key, m):  # larger than a batch: let send() say so
+                        deliveries.append(
+                            await producer.send(
+                                topic, m.value, key=key, partition=partition, headers=m.headers
+                            )
+                        )
+                if batch.record_count():
+                    deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+            await asyncio.gather(*deliveries)
         except KafkaError as exc:
             raise BusError(f"publish to Kafka failed: {exc}") from exc
+
+    def _key_hash(self, key: bytes) -> int:
+        hashed = self._key_hashes.get(key)
+        if hashed is None:
+            if len(self._key_hashes) >= 100_000:
+                self._key_hashes.clear()
+            hashed = self._key_hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return hashed
 
     def subscribe(
         self, *, group: str, topics: Sequence[str], on_revoke: RevokeHook | None = None
     ) -> KafkaSubscription:
         return KafkaSubscription(self, group=group, topics=tuple(topics), on_revoke=on_revoke)
+
+
+def _append(batch: BatchBuilder, key: bytes, message: OutgoingMessage) -> bool:
+    added = batch.append(key=key, value=message.value, timestamp=None, headers=message.headers)
+    return added is not None
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

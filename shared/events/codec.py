@@ -26,6 +26,7 @@ _ATTRS = (
     "traceparent",
     "sequence",
 )
+_HEADER_ATTRS = {f"ce_{attr}": attr for attr in _ATTRS}
 
 
 class MalformedEvent(ValueError):
@@ -86,8 +87,9 @@ def from_binary(headers: Headers, value: bytes) -> Envelope:
     attrs: dict[str, Any] = {}
     content_type = JSON
     for name, raw in headers:
-        if name.startswith("ce_") and name[3:] in _ATTRS:
-            attrs[name[3:]] = raw.decode("utf-8", "replace")
+        attr = _HEADER_ATTRS.get(name)
+        if attr is not None:
+            attrs[attr] = raw.decode("utf-8", "replace")
         elif name == CONTENT_TYPE:
             content_type = raw.decode("utf-8", "replace")
     missing = [a for a in ("id", "source", "type", "subject") if a not in attrs]
@@ -95,7 +97,7 @@ def from_binary(headers: Headers, value: bytes) -> Envelope:
         raise MalformedEvent(
             f"missing CloudEvents header(s): {', '.join('ce_' + m for m in missing)}"
         )
-    if content_type.split(";", 1)[0].strip().lower() != JSON:
+    if content_type != JSON and content_type.split(";", 1)[0].strip().lower() != JSON:
         raise MalformedEvent(f"unsupported content-type {content_type!r}: expected {JSON}")
     attrs.setdefault("partitionkey", attrs["subject"])
     attrs.setdefault("sequence", "1")
@@ -105,8 +107,10 @@ def from_binary(headers: Headers, value: bytes) -> Envelope:
         raise MalformedEvent(f"event data is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise MalformedEvent("event data must be a JSON object")
+    attrs["datacontenttype"] = content_type
+    attrs["data"] = data
     try:
-        return Envelope(**attrs, datacontenttype=content_type, data=data)
+        return Envelope.model_validate(attrs)
     except ValueError as exc:
         raise MalformedEvent(f"invalid CloudEvents attributes: {exc}") from None
 
