@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import MetaData, Table, event, insert, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -143,6 +143,64 @@ def stage_insert(session: AsyncSession, table: Table, row: dict[str, Any]) -> No
 
         before_commit(session, flush)
     rows.append(row)
+
+
+async def insert_many(
+    session: AsyncSession, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """INSERT `rows` (value tuples in `columns` order) into `table` with one executemany.
+
+    Writes what `session.execute(insert(table), [dict, ...])` writes, without SQLAlchemy's
+    per-row parameter handling (~6 µs a row): the statement is compiled once per dialect
+    and only columns whose type has a bind processor (JSON; datetimes on SQLite) are
+    converted, with the dialect's own processors. Values must be what the column types
+    accept; no defaults are applied for missing columns beyond the database's own.
+    """
+    if not rows:
+        return
+    connection = await session.connection()
+    sql, order, processors = _insert_many_statement(table, tuple(columns), connection.dialect)
+    params: list[tuple[Any, ...]]
+    if order is None and not processors:
+        params = [tuple(row) for row in rows]
+    else:
+        params = []
+        last: list[tuple[Any, Any]] = [(_NOTHING, None)] * len(processors)
+        for row in rows:
+            values = list(row) if order is None else [row[i] for i in order]
+            for n, (index, process) in enumerate(processors):
+                value = values[index]
+                seen, converted = last[n]
+                if value is not seen:  # a batch often repeats one value (its timestamp)
+                    converted = process(value)
+                    last[n] = (value, converted)
+                values[index] = converted
+            params.append(tuple(values))
+    await connection.exec_driver_sql(sql, params)
+
+
+_NOTHING = object()
+_InsertMany = tuple[str, list[int] | None, list[tuple[int, Callable[[Any], Any]]]]
+_insert_many_cache: dict[tuple[Table, tuple[str, ...], str], _InsertMany] = {}
+
+
+def _insert_many_statement(table: Table, columns: tuple[str, ...], dialect: Dialect) -> _InsertMany:
+    key = (table, columns, dialect.name)
+    cached = _insert_many_cache.get(key)
+    if cached is None:
+        compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
+        positions = list(compiled.positiontup or ())
+        if sorted(positions) != sorted(columns):
+            raise ValueError(f"cannot insert {columns} into {table.name} positionally")
+        order = [columns.index(name) for name in positions]
+        processors: list[tuple[int, Callable[[Any], Any]]] = []
+        for index, name in enumerate(positions):
+            process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                processors.append((index, process))
+        ordered = None if order == sorted(order) else order
+        cached = _insert_many_cache[key] = (compiled.string, ordered, processors)
+    return cached
 
 
 def after_commit(session: AsyncSession, hook: Callable[[], None]) -> None:

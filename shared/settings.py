@@ -106,6 +106,8 @@ class IntakeSettings(ServiceSettings):
     sales_owned_fields: frozenset[str] = SALES_OWNED_DEFAULT
     import_batch_size: int = Field(default=1000, ge=1, le=10_000)
     import_max_errors: int = Field(default=1000, ge=0)
+    # Processes that decode and validate import rows beside the one writing them (0: none).
+    import_parse_processes: int = Field(default=1, ge=0, le=8)
 
 
 class QualificationSettings(ServiceSettings):

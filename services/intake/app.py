@@ -7,6 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.intake import api, models, webhooks_api
+from services.intake.import_validation import ImportValidator
 from shared.bus.port import Bus
 from shared.runtime import ServiceDefinition
 from shared.service_app import create_service_app
@@ -29,6 +30,7 @@ def definition() -> ServiceDefinition:
         migrations=Path(__file__).parent / "migrations",
         routers=[api.router, webhooks_api.router],
         body_limits={"/v1/leads/import": IMPORT_MAX_BYTES},
+        workers=lambda runtime: [ImportValidator.of(runtime)],
     )
 
 

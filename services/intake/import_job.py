@@ -1,7 +1,14 @@
-"""Running an import: batches of parsed rows captured in their own transactions."""
+"""Running an import: batches of parsed rows captured in their own transactions.
+
+A pipeline: records are read from the stream here, validated in batches by the
+`ImportValidator` (another process once it runs), and captured here in order, so that
+one batch is written while the next ones are validated.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,12 +16,15 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.intake.importing import ParsedRow, RowError, parse
+from services.intake.import_validation import ImportValidator
+from services.intake.importing import ParsedRow, Record, RowError, records
 from services.intake.leads import CaptureOutcome, capture_batch
 from shared.runtime import ServiceRuntime
 from shared.settings import IntakeSettings
 
 log = structlog.get_logger(__name__)
+
+_AHEAD = 2  # batches validated ahead of the one being written (bounds memory)
 
 
 @dataclass
@@ -48,20 +58,43 @@ async def run_import(
 ) -> ImportSummary:
     """Capture every good row; each batch commits on its own, so good rows are kept."""
     summary = ImportSummary(max_errors=settings.import_max_errors)
+    validator = ImportValidator.of(runtime)
+    size = settings.import_batch_size
+    validating: deque[asyncio.Future[list[ParsedRow]]] = deque()
     batch: list[ParsedRow] = []
-    async for row in parse(chunks, fmt):
-        summary.rows += 1
-        if row.lead is None:
-            summary.failed += 1
-            for problem in row.errors:
-                summary.error(problem)
-            continue
-        batch.append(row)
-        if len(batch) >= settings.import_batch_size:
+
+    async def take(rows: list[ParsedRow]) -> None:
+        nonlocal batch
+        for row in rows:
+            summary.rows += 1
+            if row.lead is None:
+                summary.failed += 1
+                for problem in row.errors:
+                    summary.error(problem)
+                continue
+            batch.append(row)
+            if len(batch) >= size:
+                await _capture(runtime, batch, summary, settings)
+                batch = []
+
+    try:
+        pending: list[Record] = []
+        async for record in records(chunks, fmt):
+            pending.append(record)
+            if len(pending) >= size:
+                validating.append(asyncio.ensure_future(validator.validate(pending)))
+                pending = []
+                if len(validating) > _AHEAD:
+                    await take(await validating.popleft())
+        if pending:
+            validating.append(asyncio.ensure_future(validator.validate(pending)))
+        while validating:
+            await take(await validating.popleft())
+        if batch:
             await _capture(runtime, batch, summary, settings)
-            batch = []
-    if batch:
-        await _capture(runtime, batch, summary, settings)
+    finally:
+        for future in validating:  # the client went away, or a capture failed
+            future.cancel()
     log.info(
         "import finished",
         rows=summary.rows,
@@ -78,6 +111,7 @@ async def _capture(
     summary: ImportSummary,
     settings: IntakeSettings,
 ) -> None:
+    """Capture one batch of good rows in one transaction and count what happened."""
     leads = [row.lead for row in batch if row.lead is not None]
 
     async def work(session: AsyncSession) -> list[CaptureOutcome]:

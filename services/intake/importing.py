@@ -1,17 +1,24 @@
-"""Streaming lead imports (NDJSON or CSV): rows are validated one by one, with line numbers."""
+"""Streaming lead imports (NDJSON or CSV): rows are validated one by one, with line numbers.
+
+Reading is split in two: `records` cuts the stream into numbered records (NDJSON lines are
+left as text, CSV records become field dicts), and `validate_records` turns a list of them
+into parsed rows (JSON decoding and `LeadCapture` validation, the costly part). The second
+is a pure function of picklable values, so an import can run it in another process
+(`services.intake.import_validation`) while this one writes the previous batch.
+"""
 
 from __future__ import annotations
 
 import codecs
 import csv
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
-from services.intake.canonical import LeadCapture
+from services.intake.canonical import LeadCapture, LeadSource
 
 NDJSON_TYPES = (
     "application/x-ndjson",
@@ -33,10 +40,46 @@ class RowError:
         return {"line": self.line, "field": self.field, "reason": self.reason}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class ImportedLead:
+    """A row that validated as a `LeadCapture`, reduced to what capturing it reads.
+
+    Small and picklable (it crosses from the validating process); `profile()` answers
+    what `LeadCapture.profile()` answers for the same row.
+    """
+
+    email: str
+    source: LeadSource = "marketing"
+    channel: str | None = None
+    campaign: str | None = None
+    visitor_id: str | None = None
+    external_ids: dict[str, str] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)  # the profile, custom included
+
+    @classmethod
+    def of(cls, lead: LeadCapture) -> ImportedLead:
+        return cls(
+            email=lead.email,
+            source=lead.source,
+            channel=lead.channel,
+            campaign=lead.campaign,
+            visitor_id=lead.visitor_id,
+            external_ids=lead.external_ids,
+            fields=lead.profile(),
+        )
+
+    def profile(self) -> dict[str, Any]:
+        """A fresh copy of the profile fields (capture keeps and updates it)."""
+        fields = dict(self.fields)
+        if "custom" in fields:
+            fields["custom"] = dict(fields["custom"])
+        return fields
+
+
+@dataclass(frozen=True, slots=True)
 class ParsedRow:
     line: int
-    lead: LeadCapture | None
+    lead: ImportedLead | None
     errors: tuple[RowError, ...] = ()
 
 
@@ -50,24 +93,49 @@ def format_of(content_type: str) -> str | None:
     return None
 
 
+# (line, an NDJSON line's text or a CSV record's fields, a problem found while reading)
+Record = tuple[int, str | dict[str, Any], str | None]
+
+
 async def parse(chunks: AsyncIterator[bytes], fmt: str) -> AsyncIterator[ParsedRow]:
-    """Rows of an import as they stream in; blank lines are skipped."""
-    records = _ndjson(chunks) if fmt == "ndjson" else _csv(chunks)
-    async for line, fields, problem in records:
-        if problem is not None:
-            yield ParsedRow(line, None, (RowError(line, "row", problem),))
-            continue
+    """Rows of an import as they stream in, validated here; blank lines are skipped."""
+    async for record in records(chunks, fmt):
+        for row in validate_records([record]):
+            yield row
+
+
+def records(chunks: AsyncIterator[bytes], fmt: str) -> AsyncIterator[Record]:
+    """The numbered records of an import, not yet decoded nor validated."""
+    return _ndjson(chunks) if fmt == "ndjson" else _csv(chunks)
+
+
+def validate_records(batch: Sequence[Record]) -> list[ParsedRow]:
+    """Decode and validate records into rows (pure: may run in another process)."""
+    return [_validate(line, raw, problem) for line, raw, problem in batch]
+
+
+def _validate(line: int, raw: str | dict[str, Any], problem: str | None) -> ParsedRow:
+    if problem is not None:
+        return ParsedRow(line, None, (RowError(line, "row", problem),))
+    if isinstance(raw, str):
         try:
-            yield ParsedRow(line, LeadCapture.model_validate(fields))
-        except ValidationError as exc:
-            yield ParsedRow(
-                line,
-                None,
-                tuple(
-                    RowError(line, ".".join(str(p) for p in e["loc"]) or "row", e["msg"])
-                    for e in exc.errors()
-                ),
-            )
+            raw = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return ParsedRow(line, None, (RowError(line, "row", f"not valid JSON: {exc}"),))
+        if not isinstance(raw, dict):
+            problem = "each line must be a JSON object"
+            return ParsedRow(line, None, (RowError(line, "row", problem),))
+    try:
+        return ParsedRow(line, ImportedLead.of(LeadCapture.model_validate(raw)))
+    except ValidationError as exc:
+        return ParsedRow(
+            line,
+            None,
+            tuple(
+                RowError(line, ".".join(str(p) for p in e["loc"]) or "row", e["msg"])
+                for e in exc.errors()
+            ),
+        )
 
 
 async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, str | None]]:
@@ -99,9 +167,6 @@ async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, str |
         yield number + 1, None if too_long or len(tail) > MAX_LINE else tail.rstrip("\r")
 
 
-Record = tuple[int, dict[str, Any], str | None]
-
-
 async def _ndjson(chunks: AsyncIterator[bytes]) -> AsyncIterator[Record]:
     async for number, text in _lines(chunks):
         if text is None:
@@ -109,15 +174,7 @@ async def _ndjson(chunks: AsyncIterator[bytes]) -> AsyncIterator[Record]:
             continue
         if not text.strip():
             continue
-        try:
-            value = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            yield number, {}, f"not valid JSON: {exc}"
-            continue
-        if not isinstance(value, dict):
-            yield number, {}, "each line must be a JSON object"
-            continue
-        yield number, value, None
+        yield number, text, None  # decoded where it is validated
 
 
 async def _csv(chunks: AsyncIterator[bytes]) -> AsyncIterator[Record]:

@@ -2,23 +2,63 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake import domains
 from services.intake.activities import stitch_visitor
-from services.intake.canonical import PII_FIELDS, LeadIn
+from services.intake.canonical import PII_FIELDS, LeadSource
 from services.intake.identity import KnownLead, apply, merge
 from services.intake.models import accounts, lead_external_ids, leads
 from services.intake.normalize import email_domain
+from shared.db import insert_many
 from shared.events.payloads import LeadCaptured, LeadUpdated
 from shared.outbox import Outbox
+
+_LEAD_COLUMNS = (
+    "id",
+    "email",
+    "source",
+    "account_id",
+    "profile",
+    "field_sources",
+    "created_at",
+    "updated_at",
+)
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def _new_id() -> str:
+    """`str(uuid.uuid4())`, without building the UUID object (ids are made per row)."""
+    n = int.from_bytes(os.urandom(16), "big") & _UUID4_CLEAR | _UUID4_SET
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+class LeadInput(Protocol):
+    """What a capture reads of a lead: a `LeadIn`, or an import's `ImportedLead`."""
+
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def source(self) -> LeadSource: ...
+    @property
+    def channel(self) -> str | None: ...
+    @property
+    def campaign(self) -> str | None: ...
+    @property
+    def visitor_id(self) -> str | None: ...
+    @property
+    def external_ids(self) -> dict[str, str]: ...
+    def profile(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -68,7 +108,7 @@ class _Leads:
             del self.by_email[old]
         self.add(lead)
 
-    def resolve(self, item: LeadIn) -> KnownLead | None:
+    def resolve(self, item: LeadInput) -> KnownLead | None:
         by_email = self.by_email.get(item.email) if item.email else None
         by_ids = {
             self.by_external[k].id: self.by_external[k]
@@ -91,7 +131,11 @@ class _Conflict(Exception):
 
 
 async def capture_batch(
-    session: AsyncSession, outbox: Outbox, items: Sequence[LeadIn], *, sales_owned: frozenset[str]
+    session: AsyncSession,
+    outbox: Outbox,
+    items: Sequence[LeadInput],
+    *,
+    sales_owned: frozenset[str],
 ) -> list[CaptureOutcome]:
     """Create or update one lead per item, in order; a failed item changes nothing."""
     now = datetime.now(UTC)
@@ -100,7 +144,7 @@ async def capture_batch(
     created: list[KnownLead] = []
     dirty: dict[str, KnownLead] = {}
     new_ids: list[dict[str, str]] = []
-    pending_events: list[tuple[KnownLead, LeadIn, CaptureOutcome]] = []
+    pending_events: list[tuple[KnownLead, LeadInput, CaptureOutcome]] = []
     for item in items:
         try:
             lead = known.resolve(item)
@@ -120,7 +164,7 @@ async def capture_batch(
                 continue
             profile = item.profile()
             lead = KnownLead(
-                id=str(uuid.uuid4()),
+                id=_new_id(),
                 email=item.email,
                 source=item.source,
                 account_id=None,
@@ -164,10 +208,11 @@ async def capture_batch(
             )
         outcomes.append(outcome)
         pending_events.append((lead, item, outcome))
-    account_ids = await _accounts(session, created + list(dirty.values()), now)
+    account_domains = {lead.id: _account_domain(lead) for lead, _, _ in pending_events}
+    account_ids = await _accounts(session, created + list(dirty.values()), account_domains, now)
     for lead, item, outcome in pending_events:
         previous_account = lead.account_id
-        lead.account_id = account_ids.get(_account_domain(lead)) or lead.account_id
+        lead.account_id = account_ids.get(account_domains[lead.id]) or lead.account_id
         outcome.account_id = lead.account_id
         if lead.account_id != previous_account and not outcome.created:
             dirty[lead.id] = lead
@@ -183,7 +228,7 @@ async def _emit(
     outbox: Outbox,
     session: AsyncSession,
     lead: KnownLead,
-    item: LeadIn,
+    item: LeadInput,
     outcome: CaptureOutcome,
     previous_account: str | None,
 ) -> None:
@@ -192,11 +237,11 @@ async def _emit(
         await outbox.add(
             session,
             LeadCaptured(
-                lead_id=uuid.UUID(lead.id),
+                lead_id=lead.id,  # type: ignore[arg-type]  # text, validated to a UUID
                 source=lead.source,
                 channel=item.channel,
                 campaign=item.campaign,
-                account_id=_uuid(lead.account_id),
+                account_id=lead.account_id,  # type: ignore[arg-type]
                 email_domain=domain,
                 email_kind=domains.email_kind(domain) if domain else None,
                 profile={k: v for k, v in lead.profile.items() if k not in PII_FIELDS},
@@ -240,7 +285,7 @@ def _account_domain(lead: KnownLead) -> str | None:
     )
 
 
-async def _load_known(session: AsyncSession, items: Sequence[LeadIn]) -> _Leads:
+async def _load_known(session: AsyncSession, items: Sequence[LeadInput]) -> _Leads:
     known = _Leads()
     emails = sorted({i.email for i in items if i.email})
     external = {(p, e) for i in items for p, e in i.external_ids.items()}
@@ -290,12 +335,15 @@ def _known(row: Any) -> KnownLead:
 
 
 async def _accounts(
-    session: AsyncSession, touched: Sequence[KnownLead], now: datetime
+    session: AsyncSession,
+    touched: Sequence[KnownLead],
+    account_domains: dict[str, str | None],
+    now: datetime,
 ) -> dict[str | None, str]:
     wanted = {
         d: lead.profile.get("company")
         for lead in touched
-        if (d := _account_domain(lead)) is not None
+        if (d := account_domains[lead.id]) is not None
     }
     if not wanted:
         return {}
@@ -303,14 +351,9 @@ async def _accounts(
         select(accounts.c.domain, accounts.c.id).where(accounts.c.domain.in_(sorted(wanted)))
     )
     found: dict[str | None, str] = {domain: account_id for domain, account_id in rows}
-    missing = [
-        {"id": str(uuid.uuid4()), "domain": d, "name": name, "created_at": now}
-        for d, name in wanted.items()
-        if d not in found
-    ]
-    if missing:
-        await session.execute(insert(accounts), missing)
-        found.update({row["domain"]: row["id"] for row in missing})
+    missing = [(_new_id(), d, name, now) for d, name in wanted.items() if d not in found]
+    await insert_many(session, accounts, ("id", "domain", "name", "created_at"), missing)
+    found.update({domain: account_id for account_id, domain, _, _ in missing})
     return found
 
 
@@ -321,23 +364,24 @@ async def _write(
     new_ids: list[dict[str, str]],
     now: datetime,
 ) -> None:
-    if created:
-        await session.execute(
-            insert(leads),
-            [
-                {
-                    "id": lead.id,
-                    "email": lead.email,
-                    "source": lead.source,
-                    "account_id": lead.account_id,
-                    "profile": lead.profile,
-                    "field_sources": lead.field_sources,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for lead in created
-            ],
-        )
+    await insert_many(
+        session,
+        leads,
+        _LEAD_COLUMNS,
+        [
+            (
+                lead.id,
+                lead.email,
+                lead.source,
+                lead.account_id,
+                lead.profile,
+                lead.field_sources,
+                now,
+                now,
+            )
+            for lead in created
+        ],
+    )
     if changed:
         stmt = (
             update(leads)
@@ -364,5 +408,9 @@ async def _write(
                 for lead in changed
             ],
         )
-    if new_ids:
-        await session.execute(insert(lead_external_ids), new_ids)
+    await insert_many(
+        session,
+        lead_external_ids,
+        ("provider", "external_id", "lead_id"),
+        [(row["provider"], row["external_id"], row["lead_id"]) for row in new_ids],
+    )

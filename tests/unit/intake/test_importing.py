@@ -25,7 +25,7 @@ async def test_a_stray_quote_inside_an_unquoted_csv_cell_is_just_a_character() -
 
 async def test_a_quoted_csv_field_may_span_lines_and_keeps_its_first_line_number() -> None:
     rows = await parse(b'email,company\n"a@x.com","Acme\nNorth ""Ltd"""\nnot-an-email,X\n', "csv")
-    assert rows[0].lead is not None and rows[0].lead.company == 'Acme\nNorth "Ltd"'
+    assert rows[0].lead is not None and rows[0].lead.fields["company"] == 'Acme\nNorth "Ltd"'
     assert [(e.line, e.field) for e in rows[1].errors] == [(4, "email")]
 
 
