@@ -62,7 +62,7 @@ from shared.auth import TokenStore
 from shared.bus.kafka import KafkaBus
 from shared.bus.local import LocalBus
 from shared.bus.port import Bus, OutgoingMessage, Record
-from shared.consumer import ConsumerHooks, EventConsumer
+from shared.consumer import Batched, ConsumerHooks, EventConsumer
 from shared.db import Database
 from shared.events.catalog import CATALOG, EventCatalog
 from shared.events.codec import build_envelope, to_binary
@@ -490,17 +490,17 @@ class Steps:
         (EventConsumer, "process", "EventConsumer.process (a batch: all of the below + commit)"),
         (EventConsumer, "_decode", "  EventConsumer._decode (from_binary + pydantic payload)"),
         (Inbox, "claim", "  Inbox.claim (INSERT .. ON CONFLICT .. RETURNING, per batch)"),
-        (EventConsumer, "_run_handlers", "  EventConsumer._run_handlers (log context, trace)"),
-        (None, "handler", "    handler lead_activity"),
-        (q_handlers, "load_state", "      load_state (SELECT lead_states .. FOR UPDATE)"),
-        (q_handlers, "active_model", "      active_model (SELECT scoring_models)"),
-        (q_handlers, "rescore", "      rescore"),
-        (q_lead_state, "_profile", "        _profile (SELECT lead_facts.profile)"),
-        (q_lead_state, "_activities", "        _activities (SELECT every activity of the lead)"),
-        (q_lead_state, "score", "        score() (pure Python)"),
-        (q_lead_state, "LeadScored", "        LeadScored(...) (pydantic, explanation())"),
-        (Outbox, "add", "        Outbox.add"),
-        (q_lead_state, "apply_step", "        apply_step (stage change to MQL)"),
+        (None, "handler", "  handler lead_activities (a run of activity events)"),
+        (q_handlers, "load_leads", "    load_leads (SELECT lead_states .. FOR UPDATE, per run)"),
+        (q_handlers, "load_profiles", "    load_profiles (SELECT lead_facts, per run)"),
+        (q_handlers, "load_histories", "    load_histories (SELECT activity facts, per run)"),
+        (q_handlers, "active_model", "    active_model (cached)"),
+        (q_handlers, "score", "    score() (pure Python, per event)"),
+        (q_handlers, "announce", "    announce (lead.scored + MQL step, per event)"),
+        (q_lead_state, "LeadScored", "      LeadScored(...) (pydantic, explanation())"),
+        (Outbox, "add", "      Outbox.add"),
+        (q_lead_state, "apply_step", "      apply_step (stage change to MQL)"),
+        (q_handlers, "store_scores", "    store_scores (UPDATE lead_states, per run)"),
         (Outbox, "_flush", "  Outbox._flush (sequences + INSERT outbox, before commit)"),
     )
 
@@ -518,10 +518,11 @@ class Steps:
         label = self.label("handler")
 
         def handlers(runtime: ServiceRuntime) -> Any:
-            return {
-                model: [self.timed(h, label) if model is LeadActivity else h for h in hs]
-                for model, hs in original(runtime).items()
-            }
+            out = dict(original(runtime))
+            batched = out[LeadActivity]
+            assert isinstance(batched, Batched), "activities are expected to be handled in runs"
+            out[LeadActivity] = Batched(self.timed(batched.handle, label))
+            return out
 
         return dataclasses.replace(definition, handlers=handlers)
 
@@ -541,17 +542,15 @@ class Steps:
         def u(attr: str) -> float:
             return us[self.label(attr)]
 
-        process_rest = u("process") - u("_decode") - u("claim") - u("_run_handlers")
-        handler_rest = u("handler") - u("load_state") - u("active_model") - u("rescore")
-        rescore_rest = u("rescore") - u("_profile") - u("_activities") - u("score")
-        rescore_rest -= u("LeadScored") + u("add") + u("apply_step")
+        process_rest = u("process") - u("_decode") - u("claim") - u("handler") - u("_flush")
+        handler_parts = ("load_leads", "load_profiles", "load_histories", "active_model")
+        handler_rest = u("handler") - sum(u(a) for a in handler_parts)
+        handler_rest -= u("score") + u("announce") + u("store_scores")
         remainders = {
-            "  = process - decode - claim - handlers - flush (BEGIN/COMMIT, session, hooks)": (
-                process_rest - u("_flush")
+            "  = process - decode - claim - handler - flush (BEGIN/COMMIT, session, hooks)": (
+                process_rest
             ),
-            "    = handler - load_state - active_model - rescore (the handler's own SQL: "
-            "_erased SELECT, INSERT of the fact)": handler_rest,
-            "      = rescore - the above (UPDATE lead_states, explanation dumps)": rescore_rest,
+            "    = handler - the above (INSERT of the facts, ActivityFact, loop)": handler_rest,
         }
         rows += [{"step": k, "calls": None, "us_per_event": v} for k, v in remainders.items()]
         return rows

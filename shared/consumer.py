@@ -43,6 +43,7 @@ class HandlerContext:
     session: AsyncSession
     envelope: Envelope
     outbox: Outbox | None
+    trace: str | None = None  # what emitted events carry (default: the current trace)
 
     def stage(self, table: Table, **values: Any) -> None:
         """Insert a row with the batch's commit (bulk): the fast way to record an effect."""
@@ -56,11 +57,27 @@ class HandlerContext:
             self.session,
             payload,
             subject=subject or self.envelope.subject,
-        )  # the trace continues through the current_traceparent context
+            traceparent=self.trace,  # None: the current_traceparent context
+        )
 
 
 Handler = Callable[[HandlerContext, Any], Awaitable[None]]
-Handlers = Mapping[type[BaseModel], Sequence[Handler]]
+Delivery = tuple[HandlerContext, Any]
+
+
+@dataclass(frozen=True)
+class Batched:
+    """A handler given a run of fresh events of its type at once, as (context, payload) pairs.
+
+    Consecutive events of one type in a polled batch form a run; the handler must leave the
+    effects that handling them one by one, in order, would leave (it may read and write in
+    bulk). Runs end where an event of another type comes, so order across types is kept.
+    """
+
+    handle: Callable[[Sequence[Delivery]], Awaitable[None]]
+
+
+Handlers = Mapping[type[BaseModel], Sequence[Handler] | Batched]
 
 
 @dataclass
@@ -180,10 +197,13 @@ class EventConsumer:
             session, group=self.group, event_ids=[str(i.envelope.id) for i in handled if i.envelope]
         )
         outcomes = []
+        run: list[Delivery] = []  # consecutive fresh events of one batched type
+        run_handler: Batched | None = None
         for item in items:
             assert item.envelope is not None and item.payload is not None
             event_id = str(item.envelope.id)
-            if not self.handlers.get(type(item.payload)):
+            handler = self.handlers.get(type(item.payload))
+            if not handler:
                 outcomes.append("ignored")
             elif event_id not in fresh:
                 outcomes.append("duplicate")
@@ -191,12 +211,33 @@ class EventConsumer:
                     await self.hooks.on_duplicate(item.envelope)
             else:
                 fresh.discard(event_id)  # a second copy in this very batch is a duplicate
-                await self._run_handlers(session, item.envelope, item.payload)
+                if run and handler is not run_handler:
+                    await self._run_batch(run_handler, run)
+                    run = []
+                if isinstance(handler, Batched):
+                    run_handler = handler
+                    run.append((self._context(session, item.envelope), item.payload))
+                else:
+                    await self._run_handlers(session, item.envelope, item.payload, handler)
                 outcomes.append("processed")
+        if run:
+            await self._run_batch(run_handler, run)
         return outcomes
 
+    def _context(self, session: AsyncSession, envelope: Envelope) -> HandlerContext:
+        trace = continue_trace(envelope.traceparent)
+        return HandlerContext(session=session, envelope=envelope, outbox=self.outbox, trace=trace)
+
+    async def _run_batch(self, handler: Batched | None, run: Sequence[Delivery]) -> None:
+        assert handler is not None
+        await handler.handle(run)
+
     async def _run_handlers(
-        self, session: AsyncSession, envelope: Envelope, payload: BaseModel
+        self,
+        session: AsyncSession,
+        envelope: Envelope,
+        payload: BaseModel,
+        handlers: Sequence[Handler],
     ) -> None:
         bind_event_context(
             event_id=str(envelope.id), lead_id=envelope.subject, traceparent=envelope.traceparent
@@ -204,7 +245,7 @@ class EventConsumer:
         trace = current_traceparent.set(continue_trace(envelope.traceparent))
         try:
             context = HandlerContext(session=session, envelope=envelope, outbox=self.outbox)
-            for handler in self.handlers[type(payload)]:
+            for handler in handlers:
                 await handler(context, payload)
         finally:
             current_traceparent.reset(trace)

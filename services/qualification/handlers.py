@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, insert, select, update
@@ -12,10 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.qualification.lead_state import (
     ERASED,
     LeadState,
+    announce,
     apply_step,
-    load_lead,
+    load_histories,
+    load_leads,
+    load_profiles,
     load_state,
     rescore,
+    store_scores,
 )
 from services.qualification.lifecycle import LeadLifecycle, LifecyclePolicy
 from services.qualification.model_registry import active_model
@@ -27,7 +32,8 @@ from services.qualification.models import (
     lead_states,
     stage_transitions,
 )
-from shared.consumer import HandlerContext, Handlers
+from services.qualification.scoring import ActivityFact, Score, score
+from shared.consumer import Batched, Delivery, HandlerContext, Handlers
 from shared.events.payloads import (
     LeadActivity,
     LeadAssigned,
@@ -132,25 +138,54 @@ def handlers(runtime: ServiceRuntime) -> Handlers:
         )
         await _rescore(ctx, lead_id)
 
-    async def lead_activity(ctx: HandlerContext, event: LeadActivity) -> None:
-        lead_id = str(event.lead_id)
-        lead = await load_lead(ctx.session, lead_id, policy=policy)
-        if lead is ERASED:
+    async def lead_activities(deliveries: Sequence[Delivery]) -> None:
+        """Activities in bulk: one read of the leads, their profiles and histories, one write
+        of the facts and of each lead's last score; every event still scored on its own, in
+        order, with its own `lead.scored` (and MQL step) as if handled one by one."""
+        session = deliveries[0][0].session
+        events: list[tuple[HandlerContext, LeadActivity]] = list(deliveries)
+        leads = await load_leads(session, (str(e.lead_id) for _, e in events), policy=policy)
+        kept = [(c, e) for c, e in events if leads.get(str(e.lead_id)) is not ERASED]
+        if not kept:
             return
-        await ctx.session.execute(
-            ACTIVITY_FACT[ctx.session.bind.dialect.name],
-            {
-                "activity_id": str(event.activity_id),
-                "lead_id": lead_id,
-                "activity_type": event.activity_type,
-                "occurred_at": event.occurred_at,
-                "event_id": str(ctx.envelope.id),
-            },
+        live = [lead_id for lead_id, lead in leads.items() if isinstance(lead, LeadState)]
+        profiles = await load_profiles(session, live)
+        histories = await load_histories(session, live)
+        await session.execute(  # facts of leads not captured yet wait here for their capture
+            ACTIVITY_FACT[session.bind.dialect.name],
+            [
+                {
+                    "activity_id": str(e.activity_id),
+                    "lead_id": str(e.lead_id),
+                    "activity_type": e.activity_type,
+                    "occurred_at": e.occurred_at,
+                    "event_id": str(c.envelope.id),
+                }
+                for c, e in kept
+            ],
         )
-        if isinstance(lead, LeadState):  # before its capture: scored when the capture comes
-            await rescore(
-                ctx.session, outbox, lead, await active_model(ctx.session), now=ctx.envelope.time
-            )
+        model = await active_model(session)
+        known = {lead_id: {f.activity_id for f in h} for lead_id, h in histories.items()}
+        latest: dict[str, tuple[Score, datetime]] = {}
+        for ctx, event in kept:
+            lead_id = str(event.lead_id)
+            lead = leads.get(lead_id)
+            if not isinstance(lead, LeadState):
+                continue
+            history = histories.setdefault(lead_id, [])
+            seen = known.setdefault(lead_id, set())
+            if event.activity_id not in seen:  # as the fact's insert: the first one stays
+                seen.add(event.activity_id)
+                history.append(
+                    ActivityFact(
+                        event.activity_id, event.activity_type, event.occurred_at, ctx.envelope.id
+                    )
+                )
+            now = ctx.envelope.time
+            result = score(model, profiles.get(lead_id, {}), history, now=now)
+            latest[lead_id] = (result, now)
+            await announce(session, outbox, lead, result, now=now, trace=ctx.trace)
+        await store_scores(session, latest)
 
     async def lead_assigned(ctx: HandlerContext, event: LeadAssigned) -> None:
         lead_id = str(event.lead_id)
@@ -190,7 +225,7 @@ def handlers(runtime: ServiceRuntime) -> Handlers:
     return {
         LeadCaptured: [lead_captured],
         LeadUpdated: [lead_updated],
-        LeadActivity: [lead_activity],
+        LeadActivity: Batched(lead_activities),
         LeadAssigned: [lead_assigned],
         LeadErased: [lead_erased],
     }

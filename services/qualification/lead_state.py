@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.qualification.lifecycle import LeadLifecycle, LifecyclePolicy, Step
@@ -81,8 +82,28 @@ def _state(row: Any, policy: LifecyclePolicy) -> LeadState:
     return LeadState(row.lead_id, lifecycle, row.owner_id, row.score, row.model_version)
 
 
+async def load_leads(
+    session: AsyncSession, lead_ids: Iterable[str], *, policy: LifecyclePolicy
+) -> dict[str, LeadState | Erased]:
+    """`load_lead` for many leads in one statement; unknown leads are left out."""
+    ids = sorted(set(lead_ids))  # one lock order for every transaction: no deadlocks
+    rows = await session.execute(
+        select(lead_states)
+        .where(lead_states.c.lead_id.in_(ids))
+        .order_by(lead_states.c.lead_id)
+        .with_for_update()
+    )
+    return {r.lead_id: ERASED if r.erased_at is not None else _state(r, policy) for r in rows}
+
+
 async def apply_step(
-    session: AsyncSession, outbox: Outbox, state: LeadState, step: Step, *, new: bool = False
+    session: AsyncSession,
+    outbox: Outbox,
+    state: LeadState,
+    step: Step,
+    *,
+    new: bool = False,
+    trace: str | None = None,
 ) -> None:
     """Record a command's transitions and announce each as `lead.stage_changed`."""
     lead_uuid = uuid.UUID(state.lead_id)
@@ -104,7 +125,7 @@ async def apply_step(
                 at=t.at,
             )
         )
-        await outbox.add(session, t.to_event(lead_uuid), subject=state.lead_id)
+        await outbox.add(session, t.to_event(lead_uuid), subject=state.lead_id, traceparent=trace)
     life = step.lifecycle
     values: dict[str, Any] = {
         "stage": life.stage,
@@ -132,23 +153,28 @@ async def rescore(
     """Score the lead under `model`; announce it; make it an MQL if the score says so."""
     result = score(
         model,
-        await _profile(session, state.lead_id),
-        await _activities(session, state.lead_id),
+        (await load_profiles(session, [state.lead_id])).get(state.lead_id, {}),
+        (await load_histories(session, [state.lead_id])).get(state.lead_id, []),
         now=now,
     )
-    explanation = [c.model_dump(mode="json") for c in result.explanation()]
-    await session.execute(
-        update(lead_states)
-        .where(lead_states.c.lead_id == state.lead_id)
-        .values(
-            score=result.total,
-            fit=result.fit,
-            engagement=result.engagement,
-            model_version=result.model_version,
-            explanation=explanation,
-            scored_at=now,
-        )
-    )
+    await store_scores(session, {state.lead_id: (result, now)})
+    await announce(session, outbox, state, result, now=now)
+    return result
+
+
+async def announce(
+    session: AsyncSession,
+    outbox: Outbox,
+    state: LeadState,
+    result: Score,
+    *,
+    now: datetime,
+    trace: str | None = None,
+) -> None:
+    """Emit `lead.scored` for a new score, and make the lead an MQL if the score says so.
+
+    The score itself is written by `store_scores` (once per lead, however many scores a
+    batch of events gave it)."""
     await outbox.add(
         session,
         LeadScored(
@@ -161,35 +187,79 @@ async def rescore(
             explanation=result.explanation(),
         ),
         subject=state.lead_id,
+        traceparent=trace,
     )
     state.score, state.model_version = result.total, result.model_version
     if state.lifecycle.mql_due(result):
-        await apply_step(session, outbox, state, state.lifecycle.score_crossed(result, at=now))
-    return result
+        step = state.lifecycle.score_crossed(result, at=now)
+        await apply_step(session, outbox, state, step, trace=trace)
 
 
-async def _profile(session: AsyncSession, lead_id: str) -> dict[str, Any]:
-    row = (
-        await session.execute(select(lead_facts.c.profile).where(lead_facts.c.lead_id == lead_id))
-    ).first()
-    return dict(row.profile) if row else {}
+_STORE_SCORE = (
+    update(lead_states)
+    .where(lead_states.c.lead_id == bindparam("b_lead_id"))
+    .values(
+        score=bindparam("b_score"),
+        fit=bindparam("b_fit"),
+        engagement=bindparam("b_engagement"),
+        model_version=bindparam("b_model_version"),
+        explanation=bindparam("b_explanation"),
+        scored_at=bindparam("b_scored_at"),
+    )
+)
 
 
-async def _activities(session: AsyncSession, lead_id: str) -> list[ActivityFact]:
+async def store_scores(session: AsyncSession, scores: Mapping[str, tuple[Score, datetime]]) -> None:
+    """Write each lead's latest score and its explanation (one statement, many rows)."""
+    if not scores:
+        return
+    rows = [
+        {
+            "b_lead_id": lead_id,
+            "b_score": result.total,
+            "b_fit": result.fit,
+            "b_engagement": result.engagement,
+            "b_model_version": result.model_version,
+            "b_explanation": [c.model_dump(mode="json") for c in result.explanation()],
+            "b_scored_at": at,
+        }
+        for lead_id, (result, at) in scores.items()
+    ]
+    await session.execute(_STORE_SCORE, rows)
+
+
+async def load_profiles(
+    session: AsyncSession, lead_ids: Iterable[str]
+) -> dict[str, dict[str, Any]]:
+    """The profiles intake announced, of the leads that have one."""
+    rows = await session.execute(
+        select(lead_facts.c.lead_id, lead_facts.c.profile).where(
+            lead_facts.c.lead_id.in_(list(lead_ids))
+        )
+    )
+    return {r.lead_id: dict(r.profile) for r in rows}
+
+
+async def load_histories(
+    session: AsyncSession, lead_ids: Iterable[str]
+) -> dict[str, list[ActivityFact]]:
+    """Every stored activity of each lead, oldest first (leads without any are left out)."""
     rows = await session.execute(
         select(lead_activity_facts)
-        .where(lead_activity_facts.c.lead_id == lead_id)
-        .order_by(lead_activity_facts.c.occurred_at)
+        .where(lead_activity_facts.c.lead_id.in_(list(lead_ids)))
+        .order_by(lead_activity_facts.c.lead_id, lead_activity_facts.c.occurred_at)
     )
-    return [
-        ActivityFact(
-            activity_id=uuid.UUID(r.activity_id),
-            activity_type=r.activity_type,
-            occurred_at=_aware(r.occurred_at) or datetime.now(UTC),
-            event_id=uuid.UUID(r.event_id) if r.event_id else None,
+    histories: dict[str, list[ActivityFact]] = {}
+    for r in rows:
+        histories.setdefault(r.lead_id, []).append(
+            ActivityFact(
+                activity_id=uuid.UUID(r.activity_id),
+                activity_type=r.activity_type,
+                occurred_at=_aware(r.occurred_at) or datetime.now(UTC),
+                event_id=uuid.UUID(r.event_id) if r.event_id else None,
+            )
         )
-        for r in rows
-    ]
+    return histories
 
 
 def _aware(value: datetime | None) -> datetime | None:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Literal
 from uuid import UUID
+
+import orjson
 
 from services.qualification.scoring_model import (
     ActivityPoints,
@@ -42,18 +45,40 @@ class ActivityFact:
     event_id: UUID | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Contribution:
-    """One rule that fired, its points and why."""
+    """One rule that fired, its points and why (the reason is worded when asked for)."""
 
     rule_id: str
     kind: ContributionKind
     points: float
-    reason: str
+    why: str | Callable[[], str]
     activity_id: UUID | None = None
     cause_event_id: UUID | None = None
     occurred_at: datetime | None = None
     capped: bool = False
+
+    @property
+    def reason(self) -> str:
+        return self.why if isinstance(self.why, str) else self.why()
+
+    def _key(self) -> tuple[Any, ...]:
+        return (
+            self.rule_id,
+            self.kind,
+            self.points,
+            self.reason,
+            self.activity_id,
+            self.cause_event_id,
+            self.occurred_at,
+            self.capped,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Contribution) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
 
 @dataclass(frozen=True)
@@ -89,8 +114,9 @@ def score(
     now = _aware(now)
     # Not yet happened (beyond clock skew): it counts once it has, not before (so a
     # future-dated activity can neither dodge decay nor a recycled lead's cooldown).
-    facts = [f for f in _chronological(activities) if f.occurred_at <= now + CLOCK_SKEW]
-    fit_parts = list(_fit(model, profile))
+    horizon = now + CLOCK_SKEW
+    facts = [f for f in _chronological(activities) if f.occurred_at <= horizon]
+    fit_parts = fit_contributions(model, profile)
     engagement_parts = [
         *_engagement(model.engagement, facts, now),
         *_negative_activities(model.negative_signals, facts),
@@ -117,6 +143,27 @@ def decay_factor(age: timedelta, half_life_days: float | None) -> float:
         return 1.0
     age_days = max(age.total_seconds(), 0.0) / DAY_SECONDS
     return float(0.5 ** (age_days / half_life_days))
+
+
+_FIT_MEMO_SIZE = 50_000
+_fit_memo: dict[tuple[int, bytes], tuple[ScoringModel, list[Contribution]]] = {}
+
+
+def fit_contributions(model: ScoringModel, profile: Mapping[str, Any]) -> list[Contribution]:
+    """The profile rules that fire, remembered per (model, profile content): a lead's profile
+    changes rarely, its activities often, and the fit rules are the costly part of a score."""
+    try:
+        key = (id(model), orjson.dumps(profile, option=orjson.OPT_SORT_KEYS))
+    except TypeError:  # not plain JSON data: worked out every time
+        return list(_fit(model, profile))
+    cached = _fit_memo.get(key)
+    if cached is not None and cached[0] is model:
+        return cached[1]
+    if len(_fit_memo) >= _FIT_MEMO_SIZE:
+        _fit_memo.clear()
+    parts = list(_fit(model, profile))
+    _fit_memo[key] = (model, parts)
+    return parts
 
 
 def _fit(model: ScoringModel, profile: Mapping[str, Any]) -> Iterable[Contribution]:
@@ -155,11 +202,9 @@ def _engagement(
         room = _cap_room(rule, counted[fact.activity_type], fact.occurred_at)
         points = max(min(decayed, room), 0.0)
         counted[fact.activity_type].append((fact.occurred_at, points))
-        reason = _engagement_reason(fact, rule, half_life, decayed, now)
-        if points < decayed:
-            per = f"per {_num(rule.window_days)} days" if rule.window_days else "in total"
-            reason += f"; capped at {_num(rule.cap)} {per}"
-        yield _from_fact(fact.activity_type, "engagement", points, reason, fact, points < decayed)
+        capped = points < decayed
+        why = partial(_engagement_reason, fact, rule, half_life, decayed, now, capped)
+        yield _from_fact(fact.activity_type, "engagement", points, why, fact, capped)
 
 
 def _cap_room(rule: ActivityPoints, earlier: list[tuple[datetime, float]], at: datetime) -> float:
@@ -173,12 +218,20 @@ def _cap_room(rule: ActivityPoints, earlier: list[tuple[datetime, float]], at: d
 
 
 def _engagement_reason(
-    fact: ActivityFact, rule: ActivityPoints, half_life: float | None, decayed: float, now: datetime
+    fact: ActivityFact,
+    rule: ActivityPoints,
+    half_life: float | None,
+    decayed: float,
+    now: datetime,
+    capped: bool,
 ) -> str:
     reason = f"{fact.activity_type} on {_day(fact.occurred_at)}: {_num(rule.points)} pts"
     if half_life is not None and decayed != round(rule.points, 2):
         age_days = max((now - fact.occurred_at).total_seconds(), 0.0) / DAY_SECONDS
         reason += f", {age_days:.1f} days old (half-life {_num(half_life)} d) -> {_num(decayed)}"
+    if capped:
+        per = f"per {_num(rule.window_days)} days" if rule.window_days else "in total"
+        reason += f"; capped at {_num(rule.cap)} {per}"
     return reason
 
 
@@ -275,21 +328,33 @@ def _number(value: Any) -> float | None:
 def _chronological(activities: Sequence[ActivityFact]) -> list[ActivityFact]:
     # Order must not depend on how the caller listed them; a redelivered activity counts once.
     facts = [
-        ActivityFact(a.activity_id, a.activity_type, _aware(a.occurred_at), a.event_id)
+        a
+        if a.occurred_at.tzinfo
+        else ActivityFact(a.activity_id, a.activity_type, _aware(a.occurred_at), a.event_id)
         for a in activities
     ]
-    facts.sort(key=lambda f: (f.occurred_at, f.activity_type, str(f.activity_id), str(f.event_id)))
+    facts.sort(key=_order)
     unique: dict[UUID | int, ActivityFact] = {}
     for index, fact in enumerate(facts):
         unique.setdefault(fact.activity_id or index, fact)
     return list(unique.values())
 
 
+def _order(fact: ActivityFact) -> tuple[datetime, str, int, int]:
+    # ids compare as their text would (fixed-width hex); a missing id sorts first
+    return (
+        fact.occurred_at,
+        fact.activity_type,
+        fact.activity_id.int if fact.activity_id else -1,
+        fact.event_id.int if fact.event_id else -1,
+    )
+
+
 def _from_fact(
     rule_id: str,
     kind: ContributionKind,
     points: float,
-    reason: str,
+    reason: str | Callable[[], str],
     fact: ActivityFact,
     capped: bool = False,
 ) -> Contribution:
