@@ -9,6 +9,7 @@ started, and if it ever breaks, rows are validated here: same function, same ans
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -65,6 +66,13 @@ class ImportValidator:
             self._discard()
             return validate_records(batch)
         return unpack(packed)
+
+    async def started(self) -> bool:
+        """Start the pool if it is not running and wait for it; False: rows stay here."""
+        if self._started_pool() is None and self._ready is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(self._ready)
+        return self._started_pool() is not None
 
     def _started_pool(self) -> ProcessPoolExecutor | None:
         """The pool if it is up; starts it (in the background) on first use."""

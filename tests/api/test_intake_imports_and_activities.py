@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import orjson
+import asyncio
 
+import orjson
+import pytest
+
+from services.intake.import_validation import STATE_KEY, ImportValidator
 from tests.api.conftest import Intake
 
 NDJSON = b"""{"email": "li@hooli.com", "company_size": 40}
@@ -146,3 +150,65 @@ async def test_an_import_may_exceed_the_body_limit_that_holds_for_single_leads(
     assert imported.status_code == 200
     assert imported.json()["created"] == 110
     assert single.status_code == 413
+
+
+IDENTITY_ROWS = b"""{"email": "ann@initech.com", "first_name": "Ann"}
+{"email": "bea@initech.com", "external_ids": {"hubspot": "h-1"}}
+{"email": "broken"}
+{"email": "ANN@initech.com", "first_name": "Ann", "job_title": "CTO"}
+{"email": "old@initech.com", "job_title": "CFO"}
+{"email": "bea@initech.com", "external_ids": {"hubspot": "h-2"}}
+{"email": "cy@initech.com", "external_ids": {"hubspot": "h-1"}}
+{"email": "ann@initech.com", "first_name": "Ann"}
+"""
+
+
+@pytest.mark.parametrize(
+    ("processes", "batch_size"), [(0, 1000), (1, 1000), (1, 2)], ids=["inline", "pool", "pool-2"]
+)
+async def test_an_import_resolves_identities_within_and_across_its_batches(
+    intake: Intake, processes: int, batch_size: int
+) -> None:
+    """Duplicates in one batch, a bad row among good ones, a row of an existing lead."""
+    runtime = intake.runtime
+    runtime.settings = runtime.settings.model_copy(update={"import_batch_size": batch_size})
+    validator = runtime.state[STATE_KEY] = ImportValidator(processes)
+    runner = asyncio.ensure_future(validator.run())
+    try:
+        # with a pool, every row is validated there (none while it starts)
+        assert await validator.started() == bool(processes)
+        old = await intake.client.post(
+            "/v1/leads", headers=intake.auth(), json={"email": "old@initech.com"}
+        )
+        response = await intake.client.post(
+            "/v1/leads/import",
+            content=IDENTITY_ROWS,
+            headers={**intake.auth(), "content-type": "application/x-ndjson"},
+        )
+    finally:
+        validator.stop()
+        await runner
+
+    summary = response.json()
+    assert (summary["rows"], summary["created"], summary["updated"]) == (8, 2, 3)
+    assert (summary["unchanged"], summary["failed"]) == (2, 1)
+    assert [(e["line"], e["field"]) for e in summary["errors"]] == [(3, "email")]
+    events = await intake.events("handoff.lead.captured", 6)  # the topic of lead events
+    by_lead: dict[str, list[tuple[str, dict[str, object]]]] = {}
+    for event in events:
+        by_lead.setdefault(event["key"], []).append((event["type"], event["data"]))
+    old_id = old.json()["lead_id"]
+    assert len(events) == 6 and len(by_lead) == 3
+    ann, bea = (k for k, v in by_lead.items() if k != old_id and len(v) == 2)
+    ann, bea = (ann, bea) if by_lead[ann][1][1]["changes"] == {"job_title": "CTO"} else (bea, ann)
+    assert [t for t, _ in by_lead[old_id]] == [
+        "handoff.lead.captured.v1",
+        "handoff.lead.updated.v1",
+    ]
+    assert by_lead[old_id][1][1]["changes"] == {"job_title": "CFO"}  # the changed field only
+    assert by_lead[ann][1][1]["changes"] == {"job_title": "CTO"}
+    assert by_lead[bea][0][1]["external_ids"] == {"hubspot": "h-1"}
+    assert by_lead[bea][1][1]["changed_pii"] == ["email"]  # found by h-1, email changed
+    view = (await intake.client.get(f"/v1/leads/{bea}", headers=intake.auth())).json()
+    assert view["email"] == "cy@initech.com"
+    assert sorted(view["external_ids"]["hubspot"]) == ["h-1", "h-2"]
