@@ -72,10 +72,10 @@ class Service:
         await subscription.start()
         records = await collect(subscription, count, timeout=10)
         await subscription.close()
-        return [_event(r) for r in records]
+        return [event(r) for r in records]
 
 
-def _event(record: Record) -> dict[str, Any]:
+def event(record: Record) -> dict[str, Any]:
     envelope = from_binary(record.headers, record.value)
     return {
         "key": record.key,

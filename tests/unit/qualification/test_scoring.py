@@ -284,3 +284,15 @@ def test_scores_add_up_keep_within_caps_and_ignore_the_order_activities_come_in(
     assert score(rules, lead, rnd.sample(history, len(history)), now=NOW) == result
     assert round(sum(c.points for c in result.contributions), 2) == result.total
     assert_every_window_within_its_cap(result, rules)
+
+
+def test_a_remembered_fit_follows_the_profile_and_the_model() -> None:
+    sizes = model(fit_rules=[rule("big", "company_size", "range", 20, min=200)])
+    stricter = model(fit_rules=[rule("big", "company_size", "range", 20, min=1000)])
+    profile: dict[str, Any] = {"company_size": 400}
+
+    first = score(sizes, profile, [], now=NOW).fit
+    profile["company_size"] = 50  # the same dict, changed: what was remembered must not stay
+    assert (first, score(sizes, profile, [], now=NOW).fit) == (20, 0)
+    assert score(stricter, {"company_size": 400}, [], now=NOW).fit == 0
+    assert score(sizes, {"company_size": 400}, [], now=NOW).fit == 20
