@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import multiprocessing
 import os
 import resource
 import shlex
@@ -18,6 +19,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,7 @@ from bench.common import (
     outbox_tables,
     paced,
     postgres_admin_url,
+    proc_cpu_s,
     summarize,
     system_busy,
     unique,
@@ -70,12 +73,15 @@ TARGET_KAFKA_RATIO = 0.5
 
 class Cpu:
     """CPU used by this process (all threads), by its event loop (the main thread; the rest
-    is driver threads: aiosqlite, asyncpg has none) and by the whole machine over a phase."""
+    is driver threads: aiosqlite, asyncpg has none), by the consumer process when the
+    consumer side runs in its own, and by the whole machine over a phase."""
 
-    def __init__(self) -> None:
+    def __init__(self, child: int | None = None) -> None:
+        self.child = child
         self.t0 = time.perf_counter()
         self.loop0 = time.thread_time()
         self.proc0 = self._proc()
+        self.child0 = proc_cpu_s(child) if child else 0.0
         self.sys0 = system_busy()
 
     @staticmethod
@@ -87,11 +93,14 @@ class Cpu:
         wall = time.perf_counter() - self.t0
         busy1, total1 = system_busy()
         busy0, total0 = self.sys0
-        return {
+        out = {
             "process_cpu_cores": (self._proc() - self.proc0) / wall,  # 1.0 = one core busy
             "loop_cpu_cores": (time.thread_time() - self.loop0) / wall,
             "machine_busy": (busy1 - busy0) / max(1, total1 - total0),  # 1.0 = all cores busy
         }
+        if self.child:  # /proc counts in clock ticks (10 ms): fine over a phase
+            out["consumer_process_cpu_cores"] = (proc_cpu_s(self.child) - self.child0) / wall
+        return out
 
 
 class WireMessages:
@@ -132,28 +141,15 @@ def _stamps(value: bytes | None) -> tuple[int, int]:
 INSERT_EFFECT = insert(effects)
 
 
-def _record(samples: Samples, pending: list[tuple[int, int, int]]) -> None:
-    now = time.perf_counter_ns()
-    for t_sched, t_add, t_handled in pending:
-        samples.t_sched.append(t_sched)
-        samples.t_add.append(t_add)
-        samples.t_handled.append(t_handled)
-        samples.t_applied.append(now)
-
-
-class Measured:
-    """Collects per-event timestamps; `expect` arms the phase's completion event."""
+class Sink:
+    """Collects per-event timestamps on the consumer side; `expect` arms a phase's end."""
 
     def __init__(self) -> None:
         self.samples = Samples()
-        self._pending: list[tuple[int, int, int]] = []
+        self.pending: list[tuple[int, int, int]] = []
         self._target = 0
         self._done = asyncio.Event()
         self._on_applied: Callable[[int], None] = lambda _n: None
-
-    async def write(self, batch: Sequence[tuple[int, int]]) -> None:
-        """Offer these events [(n, t_sched_ns), ...] to the path."""
-        raise NotImplementedError
 
     def expect(self, count: int, on_applied: Callable[[int], None]) -> asyncio.Event:
         self.samples = Samples()
@@ -162,66 +158,146 @@ class Measured:
         self._done.clear()
         return self._done
 
-    def _applied(self) -> None:
-        _record(self.samples, self._pending)
-        self._on_applied(len(self._pending))
-        self._pending.clear()
-        if len(self.samples) >= self._target:
+    def applied(self) -> None:
+        """The events in `pending` are applied (their consumer transaction committed)."""
+        now = time.perf_counter_ns()
+        samples = self.samples
+        for t_sched, t_add, t_handled in self.pending:
+            samples.t_sched.append(t_sched)
+            samples.t_add.append(t_add)
+            samples.t_handled.append(t_handled)
+            samples.t_applied.append(now)
+        self._on_applied(len(self.pending))
+        self.pending.clear()
+        if len(samples) >= self._target:
             self._done.set()
+
+
+class ConsumerSide:
+    """What reads the events: runs in the benchmark's process or in a process of its own."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+
+class Measured:
+    """A path: writes events (`write`) and tells when they are applied (`expect`)."""
+
+    def __init__(self, name: str) -> None:
+        self.topic = unique(f"bench.{name}")  # fresh topic and consumer group every run
+        self.group = unique(f"bench-{name}")
+        self.sink = Sink()
+        self.remote: RemoteConsumer | None = None  # the consumer side's own process
+        self.writers = 1  # burst: writes in flight at once (--writers, Kafka rows)
+
+    @property
+    def samples(self) -> Samples:
+        return self.sink.samples
+
+    async def write(self, batch: Sequence[tuple[int, int]]) -> None:
+        """Offer these events [(n, t_sched_ns), ...] to the path."""
+        raise NotImplementedError
+
+    def expect(self, count: int, on_applied: Callable[[int], None]) -> asyncio.Event:
+        if self.remote is not None:
+            return self.remote.expect(count, on_applied)
+        return self.sink.expect(count, on_applied)
 
 
 # --- the handoff pipeline (outbox -> relay -> bus -> EventConsumer + inbox) -----------------
 
 
+class PipelineConsumer(ConsumerSide):
+    """EventConsumer + Inbox into the consumer's database; the handler writes one row."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        bus: Bus,
+        db: Database,
+        topic: str,
+        group: str,
+        batch_size: int,
+        handler: str,
+    ) -> None:
+        super().__init__(sink)
+        self.bus = bus
+        self.db = db
+        self.handler = handler
+        self.consumer = EventConsumer(
+            service="bench-consumer",
+            group=group,
+            bus=bus,
+            db=db,
+            inbox=Inbox(inbox_table),
+            catalog=catalog_with_bench_ping(topic),
+            handlers={BenchPing: [self._handle]},
+            batch_size=batch_size,
+            hooks=ConsumerHooks(after_db_commit=self._committed),
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.consumer.run())
+
+    async def stop(self) -> None:
+        self.consumer.stop()
+        if self._task:
+            await asyncio.wait_for(self._task, timeout=60)
+
+    async def _handle(self, ctx: HandlerContext, payload: BenchPing) -> None:
+        """The consumer's effect: one row per event, written as `--handler` says."""
+        self.sink.pending.append((payload.t_sched, payload.t_add, time.perf_counter_ns()))
+        row = {"event_id": str(ctx.envelope.id), "lead_id": str(payload.lead_id), "n": payload.n}
+        if self.handler == "execute":  # the obvious handler: one INSERT statement per event
+            await ctx.session.execute(insert(effects).values(**row))
+        elif self.handler == "prebuilt":  # the statement built once, parameters per event
+            await ctx.session.execute(INSERT_EFFECT, row)
+        else:  # "staged": HandlerContext.stage, one executemany as the batch commits
+            ctx.stage(effects, **row)
+
+    async def _committed(self, records: Sequence[Record]) -> None:
+        self.sink.applied()
+
+
 class Pipeline(Measured):
+    """Producer side: `Outbox.add` in transactions and an `OutboxRelay` to the bus."""
+
     def __init__(
         self,
         *,
         bus: Bus,
         producer_db: Database,
-        consumer_db: Database,
         relay_batch: int,
-        consumer_batch: int,
-        handler: str = "execute",
     ) -> None:
-        super().__init__()
-        self.handler = handler
+        super().__init__("bus")
         self.producer_db = producer_db
-        self.consumer_db = consumer_db
         self.bus = bus
-        catalog = catalog_with_bench_ping(unique("bench.bus"))
+        catalog = catalog_with_bench_ping(self.topic)
         self.outbox = Outbox(service="bench-producer", tables=outbox_tables, catalog=catalog)
         self.relay = OutboxRelay(
             db=producer_db, outbox=self.outbox, bus=bus, batch_size=relay_batch
         )
-        self.consumer = EventConsumer(
-            service="bench-consumer",
-            group=unique("bench"),
-            bus=bus,
-            db=consumer_db,
-            inbox=Inbox(inbox_table),
-            catalog=catalog,
-            handlers={BenchPing: [self._handle]},
-            batch_size=consumer_batch,
-            hooks=ConsumerHooks(after_db_commit=self._committed),
-        )
         self.leads = [uuid.uuid4() for _ in range(LEADS)]
         self.subjects = [str(lead) for lead in self.leads]
-        self._tasks: list[asyncio.Task[None]] = []
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await create_schema(self.producer_db)
-        await create_schema(self.consumer_db)
-        await self.bus.ensure_topics(self.consumer.topics)
-        self._tasks = [
-            asyncio.create_task(self.relay.run()),
-            asyncio.create_task(self.consumer.run()),
-        ]
+        await self.bus.ensure_topics([self.topic])
+        self._task = asyncio.create_task(self.relay.run())
 
     async def stop(self) -> None:
         self.relay.stop()
-        self.consumer.stop()
-        await asyncio.wait_for(asyncio.gather(*self._tasks), timeout=60)
+        if self._task:
+            await asyncio.wait_for(self._task, timeout=60)
 
     async def write(self, batch: Sequence[tuple[int, int]]) -> None:
         """One producer transaction: an event per item through `Outbox.add`."""
@@ -240,35 +316,17 @@ class Pipeline(Measured):
                     subject=self.subjects[i],
                 )
 
-    async def _handle(self, ctx: HandlerContext, payload: BenchPing) -> None:
-        """The consumer's effect: one row per event, written as `--handler` says."""
-        self._pending.append((payload.t_sched, payload.t_add, time.perf_counter_ns()))
-        row = {"event_id": str(ctx.envelope.id), "lead_id": str(payload.lead_id), "n": payload.n}
-        if self.handler == "execute":  # the obvious handler: one INSERT statement per event
-            await ctx.session.execute(insert(effects).values(**row))
-        elif self.handler == "prebuilt":  # the statement built once, parameters per event
-            await ctx.session.execute(INSERT_EFFECT, row)
-        else:  # "staged": HandlerContext.stage, one executemany as the batch commits
-            ctx.stage(effects, **row)
 
-    async def _committed(self, records: Sequence[Record]) -> None:
-        self._applied()
+# --- the KafkaBus adapter alone and the baseline, raw aiokafka -------------------------------
 
 
-# --- the baseline: raw aiokafka --------------------------------------------------------------
+class AdapterConsumer(ConsumerSide):
+    """A KafkaBus subscription polling and committing per batch, as EventConsumer does."""
 
-
-class KafkaBusOnly(Measured):
-    """The KafkaBus adapter alone, no database: `bus.publish` per batch (as the relay calls
-    it) and a subscription polling and committing per batch (as EventConsumer does)."""
-
-    def __init__(self, bus: KafkaBus, *, consumer_batch: int) -> None:
-        super().__init__()
-        self.bus = bus
-        self.topic = unique("bench.adapter")
-        self.consumer_batch = consumer_batch
-        self.messages = WireMessages()
-        self.subscription = bus.subscribe(group=unique("bench-adapter"), topics=[self.topic])
+    def __init__(self, sink: Sink, *, bus: KafkaBus, topic: str, group: str, batch: int) -> None:
+        super().__init__(sink)
+        self.subscription = bus.subscribe(group=group, topics=[topic])
+        self.batch = batch
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
@@ -282,6 +340,28 @@ class KafkaBusOnly(Measured):
             await asyncio.wait_for(self._task, timeout=30)
         await self.subscription.close()
 
+    async def _consume(self) -> None:
+        pending = self.sink.pending
+        while not self._stopping:
+            records = await self.subscription.poll(max_records=self.batch, timeout=0.5)
+            if not records:
+                continue
+            now = time.perf_counter_ns()
+            for r in records:
+                pending.append((*_stamps(r.value), now))
+            await self.subscription.commit(records)
+            self.sink.applied()
+
+
+class KafkaBusOnly(Measured):
+    """The KafkaBus adapter alone, no database: `bus.publish` per batch (as the relay calls
+    it); the consumer side is an `AdapterConsumer`."""
+
+    def __init__(self, bus: KafkaBus) -> None:
+        super().__init__("adapter")
+        self.bus = bus
+        self.messages = WireMessages()
+
     async def write(self, batch: Sequence[tuple[int, int]]) -> None:
         out = []
         for n, t_sched in batch:
@@ -289,27 +369,57 @@ class KafkaBusOnly(Measured):
             out.append(OutgoingMessage(topic=self.topic, key=key, value=value, headers=headers))
         await self.bus.publish(out)
 
+
+class RawConsumer(ConsumerSide):
+    """One AIOKafkaConsumer group member committing after every batch."""
+
+    def __init__(self, sink: Sink, *, servers: str, topic: str, group: str, batch: int) -> None:
+        super().__init__(sink)
+        self.batch = batch
+        self.consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=servers,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=2500,
+            fetch_max_wait_ms=100,
+        )
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        self._task = asyncio.create_task(self._consume())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task:
+            await asyncio.wait_for(self._task, timeout=30)
+        await self.consumer.stop()
+
     async def _consume(self) -> None:
+        pending = self.sink.pending
         while not self._stopping:
-            records = await self.subscription.poll(max_records=self.consumer_batch, timeout=0.5)
-            if not records:
+            batches = await self.consumer.getmany(timeout_ms=500, max_records=self.batch)
+            if not batches:
                 continue
             now = time.perf_counter_ns()
-            for r in records:
-                self._pending.append((*_stamps(r.value), now))
-            await self.subscription.commit(records)
-            self._applied()
+            for messages in batches.values():
+                for m in messages:
+                    pending.append((*_stamps(m.value), now))
+            await self.consumer.commit()
+            self.sink.applied()
 
 
 class RawKafka(Measured):
-    """AIOKafkaProducer (acks=all, idempotent, KafkaBus's settings) and one AIOKafkaConsumer
-    group member committing after every batch; messages shaped like the pipeline's."""
+    """AIOKafkaProducer (acks=all, idempotent, KafkaBus's settings), messages shaped like
+    the pipeline's; the consumer side is a `RawConsumer`."""
 
-    def __init__(self, servers: str, *, consumer_batch: int) -> None:
-        super().__init__()
+    def __init__(self, servers: str) -> None:
+        super().__init__("raw")
         self.servers = servers
-        self.topic = unique("bench.raw")
-        self.consumer_batch = consumer_batch
         self.producer = AIOKafkaProducer(
             bootstrap_servers=servers,
             client_id=unique("bench-raw"),
@@ -319,32 +429,14 @@ class RawKafka(Measured):
             max_batch_size=256 * 1024,
             request_timeout_ms=30_000,
         )
-        self.consumer = AIOKafkaConsumer(
-            self.topic,
-            bootstrap_servers=servers,
-            group_id=unique("bench-raw"),
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=2500,
-            fetch_max_wait_ms=100,
-        )
         self.messages = WireMessages()
         self._sends: list[asyncio.Future[Any]] = []
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
 
     async def start(self, bus_for_topics: KafkaBus) -> None:
         await bus_for_topics.ensure_topics([self.topic])  # same partitions as the pipeline's
         await self.producer.start()
-        await self.consumer.start()
-        self._task = asyncio.create_task(self._consume())
 
     async def stop(self) -> None:
-        self._stopping = True
-        if self._task:
-            await asyncio.wait_for(self._task, timeout=30)
-        await self.consumer.stop()
         await self.producer.stop()
 
     async def write(self, batch: Sequence[tuple[int, int]]) -> None:
@@ -359,17 +451,164 @@ class RawKafka(Measured):
                 f.result()
             self._sends = [f for f in self._sends if not f.done()]
 
-    async def _consume(self) -> None:
-        while not self._stopping:
-            batches = await self.consumer.getmany(timeout_ms=500, max_records=self.consumer_batch)
-            if not batches:
+
+# --- the consumer side in a process of its own (as deployed) ---------------------------------
+
+
+def consumer_spec(
+    kind: str, path: Measured, args: argparse.Namespace, **extra: Any
+) -> dict[str, Any]:
+    """What a consumer process needs to build its side of `path` (picklable)."""
+    return {
+        "kind": kind,
+        "topic": path.topic,
+        "group": path.group,
+        "batch": args.consumer_batch,
+        "partitions": args.partitions,
+        "handler": args.handler,
+        "gc_freeze": args.gc_freeze,
+        **extra,
+    }
+
+
+async def build_consumer(
+    spec: dict[str, Any], sink: Sink, stack: contextlib.AsyncExitStack
+) -> ConsumerSide:
+    """The consumer side described by `spec`; its resources are closed by `stack`."""
+    kind = spec["kind"]
+    if kind == "raw":
+        return RawConsumer(
+            sink,
+            servers=spec["servers"],
+            topic=spec["topic"],
+            group=spec["group"],
+            batch=spec["batch"],
+        )
+    bus: Bus
+    if spec.get("servers"):
+        kafka = KafkaBus(
+            spec["servers"], client_id=unique("bench-c"), partitions=spec["partitions"]
+        )
+        await kafka.start()
+        stack.push_async_callback(kafka.close)
+        bus = kafka
+    else:
+        bus = spec["bus"]  # in process only (LocalBus)
+    if kind == "adapter":
+        assert isinstance(bus, KafkaBus)
+        return AdapterConsumer(
+            sink, bus=bus, topic=spec["topic"], group=spec["group"], batch=spec["batch"]
+        )
+    db = Database(spec["db_url"])
+    stack.push_async_callback(db.dispose)
+    await create_schema(db)
+    return PipelineConsumer(
+        sink,
+        bus=bus,
+        db=db,
+        topic=spec["topic"],
+        group=spec["group"],
+        batch_size=spec["batch"],
+        handler=spec["handler"],
+    )
+
+
+def consumer_process(spec: dict[str, Any], conn: Connection) -> None:
+    """Entry point of a consumer process: commands from `conn`, results back over it."""
+    asyncio.run(_consumer_process(spec, conn))
+
+
+async def _consumer_process(spec: dict[str, Any], conn: Connection) -> None:
+    configure_logging(level="warning", json=False)
+    loop = asyncio.get_running_loop()
+    commands: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    loop.add_reader(conn.fileno(), lambda: commands.put_nowait(conn.recv()))
+    sink = Sink()
+    progress = [0, time.perf_counter()]
+
+    def on_applied(k: int) -> None:  # progress for the parent's bar, a few times a second
+        progress[0] += k
+        if time.perf_counter() - progress[1] > 0.2:
+            conn.send(("progress", progress[0]))
+            progress[0], progress[1] = 0, time.perf_counter()
+
+    async with contextlib.AsyncExitStack() as stack:
+        side = await build_consumer(spec, sink, stack)
+        await side.start()
+        stack.push_async_callback(side.stop)
+        conn.send(("ready", os.getpid()))
+        while True:
+            command, value = await commands.get()
+            if command == "stop":
+                break
+            if command == "freeze":
+                gc.collect()
+                gc.freeze()
                 continue
-            now = time.perf_counter_ns()
-            for messages in batches.values():
-                for m in messages:
-                    self._pending.append((*_stamps(m.value), now))
-            await self.consumer.commit()
-            self._applied()
+            done = sink.expect(value, on_applied)
+            await done.wait()
+            s = sink.samples
+            conn.send(("done", (progress[0], s.t_sched, s.t_add, s.t_handled, s.t_applied)))
+            progress[0] = 0
+    loop.remove_reader(conn.fileno())
+    conn.send(("stopped", None))
+
+
+class RemoteConsumer:
+    """The parent's handle on a consumer process: phases are armed and ended over a pipe."""
+
+    def __init__(self, spec: dict[str, Any], path: Measured) -> None:
+        self.spec = spec
+        self.path = path
+        parent, child = multiprocessing.get_context("spawn").Pipe()
+        self.conn = parent
+        self.process = multiprocessing.get_context("spawn").Process(
+            target=consumer_process, args=(spec, child), daemon=True
+        )
+        self.pid: int | None = None
+        self._replies: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._on_applied: Callable[[int], None] = lambda _n: None
+        self._done: asyncio.Event | None = None
+
+    async def start(self) -> None:
+        self.process.start()
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.conn.fileno(), self._read)
+        kind, pid = await asyncio.wait_for(self._replies.get(), timeout=120)
+        assert kind == "ready", kind
+        self.pid = pid
+        self.path.remote = self
+
+    def _read(self) -> None:
+        kind, value = self.conn.recv()
+        if kind == "progress":
+            self._on_applied(value)
+        elif kind == "done":
+            rest, *stamps = value
+            self._on_applied(rest)
+            self.path.sink.samples = Samples(*stamps)
+            assert self._done is not None
+            self._done.set()
+        else:
+            self._replies.put_nowait((kind, value))
+
+    def expect(self, count: int, on_applied: Callable[[int], None]) -> asyncio.Event:
+        self._on_applied = on_applied
+        self._done = asyncio.Event()
+        self.conn.send(("expect", count))
+        return self._done
+
+    def freeze(self) -> None:
+        self.conn.send(("freeze", None))
+
+    async def stop(self) -> None:
+        self.conn.send(("stop", None))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._replies.get(), timeout=60)
+        asyncio.get_running_loop().remove_reader(self.conn.fileno())
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
 
 
 # --- phases ------------------------------------------------------------------------------------
@@ -395,10 +634,10 @@ class Runner:
         task = self.progress.add_task(label, total=count)
         first, self.next_n = self.next_n, self.next_n + count
         done = path.expect(count, lambda k: self.progress.advance(task, k))
-        cpu = Cpu()
+        cpu = Cpu(path.remote.pid if path.remote else None)
         t_start = time.perf_counter_ns()
         if rate is None:
-            producing = burst(first, count, batch, path.write)
+            producing = burst(first, count, batch, path.write, writers=path.writers)
         else:
             producing = paced(first, count, rate, batch, path.write)
         producer = asyncio.create_task(producing)
@@ -438,6 +677,8 @@ class Runner:
         if args.gc_freeze:
             gc.collect()
             gc.freeze()
+            if path.remote:
+                path.remote.freeze()
         out["burst"] = await self.phase(
             f"{name}: burst",
             path,
@@ -477,28 +718,40 @@ class Runner:
 # --- the paths ----------------------------------------------------------------------------------
 
 
+async def start_consumer(
+    stack: contextlib.AsyncExitStack,
+    path: Measured,
+    spec: dict[str, Any],
+    *,
+    separate: bool,
+) -> None:
+    """Start the consumer side of `path`: in this process, or in one of its own."""
+    if separate:
+        remote = RemoteConsumer(spec, path)
+        await remote.start()
+        stack.push_async_callback(remote.stop)
+        return
+    side = await build_consumer(spec, path.sink, stack)
+    await side.start()
+    stack.push_async_callback(side.stop)
+
+
 async def run_local(runner: Runner, workdir: Path) -> dict[str, Any]:
     args = runner.args
     async with contextlib.AsyncExitStack() as stack:
         bus = LocalBus(workdir / "events.db", partitions=args.partitions)
         await bus.start()
         stack.push_async_callback(bus.close)
-        dbs = [
-            Database(f"sqlite+aiosqlite:///{workdir / name}.db")
-            for name in ("producer", "consumer")
-        ]
-        for db in dbs:
-            stack.push_async_callback(db.dispose)
-        path = Pipeline(
-            bus=bus,
-            producer_db=dbs[0],
-            consumer_db=dbs[1],
-            relay_batch=args.relay_batch,
-            consumer_batch=args.consumer_batch,
-            handler=args.handler,
-        )
+        producer_db = Database(f"sqlite+aiosqlite:///{workdir / 'producer'}.db")
+        stack.push_async_callback(producer_db.dispose)
+        path = Pipeline(bus=bus, producer_db=producer_db, relay_batch=args.relay_batch)
         await path.start()
         stack.push_async_callback(path.stop)
+        # embedded mode is one process by design: the consumer side always runs here
+        spec = consumer_spec(
+            "pipeline", path, args, bus=bus, db_url=f"sqlite+aiosqlite:///{workdir / 'consumer'}.db"
+        )
+        await start_consumer(stack, path, spec, separate=False)
         return await runner.measure("LocalBus", path, fixed_rate=True)
     raise AssertionError("unreachable")
 
@@ -521,52 +774,54 @@ async def run_kafka(runner: Runner, servers: str, admin_url: str) -> dict[str, A
         bus = KafkaBus(servers, client_id=unique("bench"), partitions=args.partitions)
         await bus.start()
         stack.push_async_callback(bus.close)
-        dbs = []
-        for role in ("producer", "consumer"):
-            url = await stack.enter_async_context(FreshPgDatabase(admin_url, role, keep=args.keep))
-            dbs.append(Database(url))
-            stack.push_async_callback(dbs[-1].dispose)
-        path = Pipeline(
-            bus=bus,
-            producer_db=dbs[0],
-            consumer_db=dbs[1],
-            relay_batch=args.relay_batch,
-            consumer_batch=args.consumer_batch,
-            handler=args.handler,
-        )
+        urls = [
+            await stack.enter_async_context(FreshPgDatabase(admin_url, role, keep=args.keep))
+            for role in ("producer", "consumer")
+        ]
+        producer_db = Database(urls[0])
+        stack.push_async_callback(producer_db.dispose)
+        path = Pipeline(bus=bus, producer_db=producer_db, relay_batch=args.relay_batch)
         if not args.keep:
-            stack.push_async_callback(delete_topics, servers, path.consumer.topics)
+            stack.push_async_callback(delete_topics, servers, [path.topic])
         await path.start()
         stack.push_async_callback(path.stop)
+        spec = consumer_spec("pipeline", path, args, servers=servers, db_url=urls[1])
+        await start_consumer(stack, path, spec, separate=args.processes == 2)
+        path.writers = args.writers
         return await runner.measure("Kafka path", path, fixed_rate=False)
     raise AssertionError("unreachable")
 
 
 async def run_adapter(runner: Runner, servers: str) -> dict[str, Any]:
     args = runner.args
-    bus = KafkaBus(servers, client_id=unique("bench"), partitions=args.partitions)
-    await bus.start()
-    adapter = KafkaBusOnly(bus, consumer_batch=args.consumer_batch)
-    try:
-        await adapter.start()
-        return await runner.measure("KafkaBus adapter", adapter, fixed_rate=False)
-    finally:
-        await adapter.stop()
-        await bus.close()
+    async with contextlib.AsyncExitStack() as stack:
+        bus = KafkaBus(servers, client_id=unique("bench"), partitions=args.partitions)
+        await bus.start()
+        stack.push_async_callback(bus.close)
+        path = KafkaBusOnly(bus)
         if not args.keep:
-            await delete_topics(servers, [adapter.topic])
+            stack.push_async_callback(delete_topics, servers, [path.topic])
+        await bus.ensure_topics([path.topic])
+        spec = consumer_spec("adapter", path, args, servers=servers)
+        await start_consumer(stack, path, spec, separate=args.processes == 2)
+        path.writers = args.writers
+        return await runner.measure("KafkaBus adapter", path, fixed_rate=False)
+    raise AssertionError("unreachable")
 
 
 async def run_raw(runner: Runner, servers: str) -> dict[str, Any]:
-    admin_bus = KafkaBus(servers, client_id=unique("bench"), partitions=runner.args.partitions)
-    raw = RawKafka(servers, consumer_batch=runner.args.consumer_batch)
-    try:
-        await raw.start(admin_bus)
-        return await runner.measure("raw aiokafka", raw, fixed_rate=False)
-    finally:
-        await raw.stop()
-        if not runner.args.keep:
-            await delete_topics(servers, [raw.topic])
+    args = runner.args
+    async with contextlib.AsyncExitStack() as stack:
+        path = RawKafka(servers)
+        if not args.keep:
+            stack.push_async_callback(delete_topics, servers, [path.topic])
+        await path.start(KafkaBus(servers, client_id=unique("bench"), partitions=args.partitions))
+        stack.push_async_callback(path.stop)
+        spec = consumer_spec("raw", path, args, servers=servers)
+        await start_consumer(stack, path, spec, separate=args.processes == 2)
+        path.writers = args.writers
+        return await runner.measure("raw aiokafka", path, fixed_rate=False)
+    raise AssertionError("unreachable")
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -655,7 +910,12 @@ def report(results: dict[str, Any], targets: list[dict[str, Any]]) -> None:
                 f"{r['latency_ms']['p99']:.1f}",
                 f"{r['latency_applied_ms']['p99']:.1f}",
                 f"{r['latency_ms']['max']:.1f}",
-                f"{r['process_cpu_cores']:.2f} ({r['loop_cpu_cores']:.2f})",
+                f"{r['process_cpu_cores']:.2f} ({r['loop_cpu_cores']:.2f})"
+                + (
+                    f" + {r['consumer_process_cpu_cores']:.2f}"
+                    if "consumer_process_cpu_cores" in r
+                    else ""
+                ),
                 f"{r['machine_busy']:.0%}",
             )
     console.print(table)
@@ -754,9 +1014,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=100,
         help="events per producer transaction (paced: at most this many)",
     )
+    p.add_argument(
+        "--writers",
+        type=int,
+        default=4,
+        help="Kafka rows, burst: producer transactions in flight at once (a service's\n"
+        "concurrent requests; default 4). LocalBus and paced phases use one writer",
+    )
     p.add_argument("--relay-batch", type=int, default=500, help="OutboxRelay batch_size")
     p.add_argument("--consumer-batch", type=int, default=500, help="EventConsumer batch_size")
     p.add_argument("--partitions", type=int, default=6)
+    p.add_argument(
+        "--processes",
+        type=int,
+        choices=[1, 2],
+        default=2,
+        help="Kafka paths (pipeline, adapter, raw): 2 = the consumer side in a process of its\n"
+        "own, as deployed (default); 1 = everything on one event loop. LocalBus is always 1",
+    )
     p.add_argument(
         "--handler",
         choices=["execute", "prebuilt", "staged"],

@@ -157,14 +157,27 @@ async def burst(
     batch: int,
     write: WriteBatch,
     on_progress: Callable[[int], None] | None = None,
+    *,
+    writers: int = 1,
 ) -> None:
-    """Offer `count` events as fast as `write` takes them, `batch` per call."""
-    for start in range(first, first + count, batch):
-        stop = min(start + batch, first + count)
-        now = time.perf_counter_ns()
-        await write([(n, now) for n in range(start, stop)])
-        if on_progress:
-            on_progress(stop - start)
+    """Offer `count` events as fast as `write` takes them, `batch` per call.
+
+    `writers` > 1: that many calls in flight at once (a service's concurrent requests, each
+    its own transaction); batch k goes to writer k mod `writers`, so each writer's events
+    stay in order and, with events round-robin over the leads, concurrent batches share no
+    lead as long as `writers * batch` <= the number of leads.
+    """
+    starts = list(range(first, first + count, batch))
+
+    async def writer(mine: Sequence[int]) -> None:
+        for start in mine:
+            stop = min(start + batch, first + count)
+            now = time.perf_counter_ns()
+            await write([(n, now) for n in range(start, stop)])
+            if on_progress:
+                on_progress(stop - start)
+
+    await asyncio.gather(*(writer(starts[w::writers]) for w in range(max(1, writers))))
 
 
 async def paced(
