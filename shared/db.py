@@ -148,18 +148,22 @@ def stage_insert(session: AsyncSession, table: Table, row: dict[str, Any]) -> No
 async def insert_many(
     session: AsyncSession, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> None:
-    """INSERT `rows` (value tuples in `columns` order) into `table` with one executemany.
+    """INSERT `rows` (value tuples in `columns` order) into `table` in one go.
 
     Writes what `session.execute(insert(table), [dict, ...])` writes, without SQLAlchemy's
     per-row parameter handling (~6 µs a row): the statement is compiled once per dialect
     and only columns whose type has a bind processor (JSON; datetimes on SQLite) are
     converted, with the dialect's own processors. Values must be what the column types
-    accept; no defaults are applied for missing columns beyond the database's own.
+    accept; no defaults are applied for missing columns beyond the database's own. SQLite
+    gets one executemany; PostgreSQL (asyncpg) one statement with an array per column
+    (`unnest`) rather than one execution per row.
     """
     if not rows:
         return
     connection = await session.connection()
-    sql, order, processors = _insert_many_statement(table, tuple(columns), connection.dialect)
+    sql, order, processors, arrays = _insert_many_statement(
+        table, tuple(columns), connection.dialect
+    )
     params: list[tuple[Any, ...]]
     if order is None and not processors:
         params = [tuple(row) for row in rows]
@@ -176,11 +180,16 @@ async def insert_many(
                     last[n] = (value, converted)
                 values[index] = converted
             params.append(tuple(values))
-    await connection.exec_driver_sql(sql, params)
+    if arrays:
+        columns_of_rows = zip(*params, strict=True)
+        await connection.exec_driver_sql(sql, tuple(list(column) for column in columns_of_rows))
+    else:
+        await connection.exec_driver_sql(sql, params)
 
 
 _NOTHING = object()
-_InsertMany = tuple[str, list[int] | None, list[tuple[int, Callable[[Any], Any]]]]
+# SQL, the order of the values (None: as given), bind processors by position, arrays or rows
+_InsertMany = tuple[str, list[int] | None, list[tuple[int, Callable[[Any], Any]]], bool]
 _insert_many_cache: dict[tuple[Table, tuple[str, ...], str], _InsertMany] = {}
 
 
@@ -199,7 +208,18 @@ def _insert_many_statement(table: Table, columns: tuple[str, ...], dialect: Dial
             if process is not None:
                 processors.append((index, process))
         ordered = None if order == sorted(order) else order
-        cached = _insert_many_cache[key] = (compiled.string, ordered, processors)
+        sql = compiled.string
+        arrays = dialect.name == "postgresql" and dialect.driver == "asyncpg"
+        if arrays:  # asyncpg's $n parameters, one array per column
+            quote = dialect.identifier_preparer
+            unnest = ", ".join(
+                f"${n}::{table.c[name].type.compile(dialect=dialect)}[]"
+                for n, name in enumerate(positions, 1)
+            )
+            names = ", ".join(quote.quote(name) for name in positions)
+            into = f"INSERT INTO {quote.format_table(table)} ({names})"  # names from metadata
+            sql = f"{into} SELECT * FROM unnest({unnest})"  # noqa: S608
+        cached = _insert_many_cache[key] = (sql, ordered, processors, arrays)
     return cached
 
 

@@ -43,6 +43,7 @@ def email_kind(domain: str) -> EmailKind:
     return "business"
 
 
+@lru_cache(maxsize=65_536)  # a few thousand domains; imports ask once per row
 def account_domain(*, email_domain: str | None, company_domain: str | None) -> str | None:
     """The company domain a lead's account is keyed by, or None for free/disposable mail."""
     if company_domain and email_kind(company_domain) == "business":
