@@ -109,21 +109,22 @@ async def apply_step(
     lead_uuid = uuid.UUID(state.lead_id)
     for t in step.transitions:
         await session.execute(
-            insert(stage_transitions).values(
-                lead_id=state.lead_id,
-                from_stage=t.from_stage,
-                to_stage=t.to_stage,
-                command=t.command,
-                actor_kind=t.actor.kind,
-                actor_id=t.actor.id,
-                reason_code=t.reason.code,
-                reason_text=t.reason.text,
-                model_version=t.model_version,
-                bant_assessment_id=str(t.bant_assessment_id) if t.bant_assessment_id else None,
-                amount=t.amount,
-                currency=t.currency,
-                at=t.at,
-            )
+            _RECORD_TRANSITION,
+            {
+                "lead_id": state.lead_id,
+                "from_stage": t.from_stage,
+                "to_stage": t.to_stage,
+                "command": t.command,
+                "actor_kind": t.actor.kind,
+                "actor_id": t.actor.id,
+                "reason_code": t.reason.code,
+                "reason_text": t.reason.text,
+                "model_version": t.model_version,
+                "bant_assessment_id": str(t.bant_assessment_id) if t.bant_assessment_id else None,
+                "amount": t.amount,
+                "currency": t.currency,
+                "at": t.at,
+            },
         )
         await outbox.add(session, t.to_event(lead_uuid), subject=state.lead_id, traceparent=trace)
     life = step.lifecycle
@@ -132,19 +133,32 @@ async def apply_step(
         "entered_at": life.entered_at,
         "recycled_at": life.recycled_at,
     }
-    if life.stage in ("lead", "nurture") and not new:  # marketing's again: no rep owns it
-        values["owner_id"] = state.owner_id = None
     if new:
         await session.execute(
             insert(lead_states).values(
                 lead_id=state.lead_id, owner_id=state.owner_id, explanation=[], **values
             )
         )
+    elif life.stage in ("lead", "nurture"):  # marketing's again: no rep owns it
+        state.owner_id = None
+        await session.execute(_MOVE_AND_DISOWN, {"b_lead_id": state.lead_id, **values})
     else:
-        await session.execute(
-            update(lead_states).where(lead_states.c.lead_id == state.lead_id).values(**values)
-        )
+        await session.execute(_MOVE, {"b_lead_id": state.lead_id, **values})
     state.lifecycle = life
+
+
+# Built once, so compiled once: a stage change is the hot path's rarer half.
+_RECORD_TRANSITION = insert(stage_transitions)
+_MOVE = (
+    update(lead_states)
+    .where(lead_states.c.lead_id == bindparam("b_lead_id"))
+    .values(
+        stage=bindparam("stage"),
+        entered_at=bindparam("entered_at"),
+        recycled_at=bindparam("recycled_at"),
+    )
+)
+_MOVE_AND_DISOWN = _MOVE.values(owner_id=None)
 
 
 async def rescore(
@@ -184,7 +198,7 @@ async def announce(
             fit=result.fit,
             engagement=result.engagement,
             model_version=result.model_version,
-            explanation=result.explanation(),
+            explanation=result.explanation(),  # ids as UUIDs: validated without parsing
         ),
         subject=state.lead_id,
         traceparent=trace,
@@ -220,7 +234,7 @@ async def store_scores(session: AsyncSession, scores: Mapping[str, tuple[Score, 
             "b_fit": result.fit,
             "b_engagement": result.engagement,
             "b_model_version": result.model_version,
-            "b_explanation": [c.model_dump(mode="json") for c in result.explanation()],
+            "b_explanation": result.explanation(as_json=True),
             "b_scored_at": at,
         }
         for lead_id, (result, at) in scores.items()

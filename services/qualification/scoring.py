@@ -7,11 +7,10 @@ hundredths before it is summed, so the explanation adds up to the score exactly.
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import partial
+from functools import cached_property, partial
 from typing import Any, Literal
 from uuid import UUID
 
@@ -26,7 +25,6 @@ from services.qualification.scoring_model import (
     Scalar,
     ScoringModel,
 )
-from shared.events.payloads import ScoreContribution
 
 ContributionKind = Literal["fit", "engagement", "negative"]
 DAY_SECONDS = 86_400.0
@@ -43,6 +41,17 @@ class ActivityFact:
     activity_type: str
     occurred_at: datetime
     event_id: UUID | None = None
+
+    @cached_property
+    def order(self) -> tuple[datetime, str, int, int]:
+        """Where it comes in a history: by time, then type; ids compare as their text would
+        (fixed-width hex), a missing one first."""
+        return (
+            self.occurred_at,
+            self.activity_type,
+            self.activity_id.int if self.activity_id else -1,
+            self.event_id.int if self.event_id else -1,
+        )
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -95,10 +104,20 @@ class Score:
     min_fit: float
     last_engagement_at: datetime | None
 
-    def explanation(self) -> list[ScoreContribution]:
-        """The contributions as the `lead.scored` event carries them."""
+    def explanation(self, *, as_json: bool = False) -> list[dict[str, Any]]:
+        """The contributions as `lead.scored` carries them (`ScoreContribution` fields), one
+        object per contribution; `as_json`: with ids as text, as they are stored."""
+        if as_json:
+            return [
+                {
+                    "rule_id": c.rule_id,
+                    "points": c.points,
+                    "cause_event_id": str(c.cause_event_id) if c.cause_event_id else None,
+                }
+                for c in self.contributions
+            ]
         return [
-            ScoreContribution(rule_id=c.rule_id, points=c.points, cause_event_id=c.cause_event_id)
+            {"rule_id": c.rule_id, "points": c.points, "cause_event_id": c.cause_event_id}
             for c in self.contributions
         ]
 
@@ -190,31 +209,66 @@ def _negative_activities(
 def _engagement(
     engagement: Engagement, facts: Sequence[ActivityFact], now: datetime
 ) -> Iterable[Contribution]:
-    counted: dict[str, list[tuple[datetime, float]]] = defaultdict(list)
+    plan = _plan(engagement)
+    windows: dict[str, _Window] = {}
     for fact in facts:
-        rule = engagement.activities.get(fact.activity_type)
-        if rule is None:
+        entry = plan.get(fact.activity_type)
+        if entry is None:
             continue
-        half_life = engagement.half_life(fact.activity_type)
+        rule, half_life = entry
         decayed = round(rule.points * decay_factor(now - fact.occurred_at, half_life), 2)
         if decayed <= 0:
             continue  # decayed away: no longer part of the score, nor of any cap
-        room = _cap_room(rule, counted[fact.activity_type], fact.occurred_at)
-        points = max(min(decayed, room), 0.0)
-        counted[fact.activity_type].append((fact.occurred_at, points))
+        window = windows.get(fact.activity_type)
+        if window is None:
+            window = windows[fact.activity_type] = _Window(rule)
+        points = max(min(decayed, window.room(fact.occurred_at)), 0.0)
+        window.add(fact.occurred_at, points)
         capped = points < decayed
         why = partial(_engagement_reason, fact, rule, half_life, decayed, now, capped)
         yield _from_fact(fact.activity_type, "engagement", points, why, fact, capped)
 
 
-def _cap_room(rule: ActivityPoints, earlier: list[tuple[datetime, float]], at: datetime) -> float:
-    # Caps hold for every rolling window (start, start + window_days]: checking the window
-    # that ends at each activity, in chronological order, is enough to guarantee that.
-    if rule.cap is None:
-        return float("inf")
-    start = at - timedelta(days=rule.window_days) if rule.window_days else None
-    used = sum(p for t, p in earlier if start is None or t > start)
-    return round(rule.cap - used, 2)
+_plans: dict[int, tuple[Engagement, dict[str, tuple[ActivityPoints, float | None]]]] = {}
+
+
+def _plan(engagement: Engagement) -> dict[str, tuple[ActivityPoints, float | None]]:
+    """Each scored activity type's rule and half-life, worked out once per model."""
+    cached = _plans.get(id(engagement))
+    if cached is None or cached[0] is not engagement:
+        if len(_plans) > 1000:
+            _plans.clear()
+        plan = {t: (rule, engagement.half_life(t)) for t, rule in engagement.activities.items()}
+        cached = _plans[id(engagement)] = (engagement, plan)
+    return cached[1]
+
+
+class _Window:
+    """The points one activity type earned so far, for its cap. Caps hold for every rolling
+    window (start, start + window_days]: checking the window that ends at each activity, in
+    chronological order, is enough to guarantee that."""
+
+    __slots__ = ("cap", "points", "span", "start", "times")
+
+    def __init__(self, rule: ActivityPoints) -> None:
+        self.cap = rule.cap
+        self.span = timedelta(days=rule.window_days) if rule.window_days else None
+        self.times: list[datetime] = []
+        self.points: list[float] = []
+        self.start = 0  # entries before it fell out of the window (times only grow)
+
+    def room(self, at: datetime) -> float:
+        if self.cap is None:
+            return float("inf")
+        if self.span is not None:
+            begin = at - self.span
+            while self.start < len(self.times) and self.times[self.start] <= begin:
+                self.start += 1
+        return round(self.cap - sum(self.points[self.start :]), 2)
+
+    def add(self, at: datetime, points: float) -> None:
+        self.times.append(at)
+        self.points.append(points)
 
 
 def _engagement_reason(
@@ -327,13 +381,15 @@ def _number(value: Any) -> float | None:
 
 def _chronological(activities: Sequence[ActivityFact]) -> list[ActivityFact]:
     # Order must not depend on how the caller listed them; a redelivered activity counts once.
-    facts = [
-        a
-        if a.occurred_at.tzinfo
-        else ActivityFact(a.activity_id, a.activity_type, _aware(a.occurred_at), a.event_id)
-        for a in activities
-    ]
-    facts.sort(key=_order)
+    facts = sorted(
+        (
+            a
+            if a.occurred_at.tzinfo
+            else ActivityFact(a.activity_id, a.activity_type, _aware(a.occurred_at), a.event_id)
+            for a in activities
+        ),
+        key=_order,
+    )
     unique: dict[UUID | int, ActivityFact] = {}
     for index, fact in enumerate(facts):
         unique.setdefault(fact.activity_id or index, fact)
@@ -341,13 +397,7 @@ def _chronological(activities: Sequence[ActivityFact]) -> list[ActivityFact]:
 
 
 def _order(fact: ActivityFact) -> tuple[datetime, str, int, int]:
-    # ids compare as their text would (fixed-width hex); a missing id sorts first
-    return (
-        fact.occurred_at,
-        fact.activity_type,
-        fact.activity_id.int if fact.activity_id else -1,
-        fact.event_id.int if fact.event_id else -1,
-    )
+    return fact.order
 
 
 def _from_fact(

@@ -250,7 +250,8 @@ def test_a_hand_raiser_with_a_business_email_is_an_mql_under_the_default_model()
 
     assert result.qualifies_for_mql
     assert (result.model_version, result.last_engagement_at) == ("default-1", request.occurred_at)
-    assert result.explanation()[-1].cause_event_id == request.event_id
+    assert result.explanation()[-1]["cause_event_id"] == request.event_id
+    assert result.explanation(as_json=True)[-1]["cause_event_id"] == str(request.event_id)
 
 
 activity_types = st.sampled_from(["page_view", "pricing_page_view", "email_unsubscribe", "other"])
