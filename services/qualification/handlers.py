@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.qualification.lead_state import (
     ERASED,
     LeadState,
+    Writes,
     announce,
     apply_step,
     load_histories,
@@ -20,7 +21,6 @@ from services.qualification.lead_state import (
     load_profiles,
     load_state,
     rescore,
-    store_scores,
 )
 from services.qualification.lifecycle import LeadLifecycle, LifecyclePolicy
 from services.qualification.model_registry import active_model
@@ -32,7 +32,7 @@ from services.qualification.models import (
     lead_states,
     stage_transitions,
 )
-from services.qualification.scoring import ActivityFact, Score, score
+from services.qualification.scoring import ActivityFact, score
 from shared.consumer import Batched, Delivery, HandlerContext, Handlers
 from shared.events.payloads import (
     LeadActivity,
@@ -166,7 +166,7 @@ def handlers(runtime: ServiceRuntime) -> Handlers:
         )
         model = await active_model(session)
         known = {lead_id: {f.activity_id for f in h} for lead_id, h in histories.items()}
-        latest: dict[str, tuple[Score, datetime]] = {}
+        writes = Writes()
         for ctx, event in kept:
             lead_id = str(event.lead_id)
             lead = leads.get(lead_id)
@@ -183,9 +183,9 @@ def handlers(runtime: ServiceRuntime) -> Handlers:
                 )
             now = ctx.envelope.time
             result = score(model, profiles.get(lead_id, {}), history, now=now)
-            latest[lead_id] = (result, now)
-            await announce(session, outbox, lead, result, now=now, trace=ctx.trace)
-        await store_scores(session, latest)
+            writes.scores[lead_id] = (result, now)
+            await announce(session, outbox, lead, result, now=now, trace=ctx.trace, writes=writes)
+        await writes.write(session)
 
     async def lead_assigned(ctx: HandlerContext, event: LeadAssigned) -> None:
         lead_id = str(event.lead_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -96,6 +96,30 @@ async def load_leads(
     return {r.lead_id: ERASED if r.erased_at is not None else _state(r, policy) for r in rows}
 
 
+@dataclass
+class Writes:
+    """Changes gathered over a run of events and written at its end, one statement per kind
+    (rather than a round trip per change). Reads in between must not need them: the handler
+    that gathers them keeps the leads' state in memory."""
+
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    moves: dict[str, dict[str, Any]] = field(default_factory=dict)  # by lead: its stage now
+    scores: dict[str, tuple[Score, datetime]] = field(default_factory=dict)  # by lead: last
+
+    async def write(self, session: AsyncSession) -> None:
+        if self.transitions:
+            await session.execute(_RECORD_TRANSITION, self.transitions)
+        for disown, statement in ((False, _MOVE), (True, _MOVE_AND_DISOWN)):
+            rows = [
+                {"b_lead_id": lead_id, **{k: v for k, v in move.items() if k != "disown"}}
+                for lead_id, move in self.moves.items()
+                if move["disown"] is disown
+            ]
+            if rows:
+                await session.execute(statement, rows)
+        await store_scores(session, self.scores)
+
+
 async def apply_step(
     session: AsyncSession,
     outbox: Outbox,
@@ -104,28 +128,31 @@ async def apply_step(
     *,
     new: bool = False,
     trace: str | None = None,
+    writes: Writes | None = None,
 ) -> None:
-    """Record a command's transitions and announce each as `lead.stage_changed`."""
+    """Record a command's transitions and announce each as `lead.stage_changed`; with
+    `writes`, the rows are gathered there (a new lead's are always written at once)."""
     lead_uuid = uuid.UUID(state.lead_id)
     for t in step.transitions:
-        await session.execute(
-            _RECORD_TRANSITION,
-            {
-                "lead_id": state.lead_id,
-                "from_stage": t.from_stage,
-                "to_stage": t.to_stage,
-                "command": t.command,
-                "actor_kind": t.actor.kind,
-                "actor_id": t.actor.id,
-                "reason_code": t.reason.code,
-                "reason_text": t.reason.text,
-                "model_version": t.model_version,
-                "bant_assessment_id": str(t.bant_assessment_id) if t.bant_assessment_id else None,
-                "amount": t.amount,
-                "currency": t.currency,
-                "at": t.at,
-            },
-        )
+        row = {
+            "lead_id": state.lead_id,
+            "from_stage": t.from_stage,
+            "to_stage": t.to_stage,
+            "command": t.command,
+            "actor_kind": t.actor.kind,
+            "actor_id": t.actor.id,
+            "reason_code": t.reason.code,
+            "reason_text": t.reason.text,
+            "model_version": t.model_version,
+            "bant_assessment_id": str(t.bant_assessment_id) if t.bant_assessment_id else None,
+            "amount": t.amount,
+            "currency": t.currency,
+            "at": t.at,
+        }
+        if writes is not None and not new:
+            writes.transitions.append(row)
+        else:
+            await session.execute(_RECORD_TRANSITION, row)
         await outbox.add(session, t.to_event(lead_uuid), subject=state.lead_id, traceparent=trace)
     life = step.lifecycle
     values: dict[str, Any] = {
@@ -133,17 +160,23 @@ async def apply_step(
         "entered_at": life.entered_at,
         "recycled_at": life.recycled_at,
     }
+    disown = life.stage in ("lead", "nurture") and not new  # marketing's again: no rep owns it
+    if disown:
+        state.owner_id = None
     if new:
         await session.execute(
             insert(lead_states).values(
                 lead_id=state.lead_id, owner_id=state.owner_id, explanation=[], **values
             )
         )
-    elif life.stage in ("lead", "nurture"):  # marketing's again: no rep owns it
-        state.owner_id = None
-        await session.execute(_MOVE_AND_DISOWN, {"b_lead_id": state.lead_id, **values})
+    elif writes is not None:
+        earlier = writes.moves.get(state.lead_id)
+        disown = disown or bool(earlier and earlier["disown"])
+        writes.moves[state.lead_id] = {**values, "disown": disown}
     else:
-        await session.execute(_MOVE, {"b_lead_id": state.lead_id, **values})
+        await session.execute(
+            _MOVE_AND_DISOWN if disown else _MOVE, {"b_lead_id": state.lead_id, **values}
+        )
     state.lifecycle = life
 
 
@@ -184,11 +217,12 @@ async def announce(
     *,
     now: datetime,
     trace: str | None = None,
+    writes: Writes | None = None,
 ) -> None:
     """Emit `lead.scored` for a new score, and make the lead an MQL if the score says so.
 
     The score itself is written by `store_scores` (once per lead, however many scores a
-    batch of events gave it)."""
+    batch of events gave it); a stage change goes to `writes` when given."""
     await outbox.add(
         session,
         LeadScored(
@@ -206,7 +240,7 @@ async def announce(
     state.score, state.model_version = result.total, result.model_version
     if state.lifecycle.mql_due(result):
         step = state.lifecycle.score_crossed(result, at=now)
-        await apply_step(session, outbox, state, step, trace=trace)
+        await apply_step(session, outbox, state, step, trace=trace, writes=writes)
 
 
 _STORE_SCORE = (
