@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property, partial
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from uuid import UUID
 
 import orjson
@@ -90,36 +90,76 @@ class Contribution:
         return hash(self._key())
 
 
+class _Engaged(NamedTuple):
+    """An activity that earned points: what its contribution is made of, when asked for."""
+
+    fact: ActivityFact
+    rule: ActivityPoints
+    half_life: float | None
+    decayed: float  # after decay, before the cap
+    points: float  # what it counts
+
+
 @dataclass(frozen=True)
 class Score:
-    """A lead's score under one model version, with every contribution that made it."""
+    """A lead's score under one model version, with every contribution that made it.
+
+    Scoring runs once per event on a hot path: the engaged activities are kept in compact
+    form, and become `Contribution`s (with their reasons) only when someone looks."""
 
     total: float
     fit: float
     engagement: float
     model_version: str
-    contributions: list[Contribution]
     qualifies_for_mql: bool
     mql_threshold: float
     min_fit: float
     last_engagement_at: datetime | None
+    now: datetime
+    fit_parts: tuple[Contribution, ...] = field(repr=False)
+    engaged: tuple[_Engaged, ...] = field(repr=False)
+    negative_parts: tuple[Contribution, ...] = field(repr=False)
+
+    @cached_property
+    def contributions(self) -> list[Contribution]:
+        """Every rule that fired: fit, then engagement in time order, then negative signals."""
+        engagement = [
+            Contribution(
+                e.fact.activity_type,
+                "engagement",
+                e.points,
+                partial(
+                    _engagement_reason,
+                    e.fact,
+                    e.rule,
+                    e.half_life,
+                    e.decayed,
+                    self.now,
+                    e.points < e.decayed,
+                ),
+                e.fact.activity_id,
+                e.fact.event_id,
+                e.fact.occurred_at,
+                e.points < e.decayed,
+            )
+            for e in self.engaged
+        ]
+        return [*self.fit_parts, *engagement, *self.negative_parts]
 
     def explanation(self, *, as_json: bool = False) -> list[dict[str, Any]]:
         """The contributions as `lead.scored` carries them (`ScoreContribution` fields), one
         object per contribution; `as_json`: with ids as text, as they are stored."""
+        causes = [
+            *((c.rule_id, c.points, None) for c in self.fit_parts),
+            *((e.fact.activity_type, e.points, e.fact.event_id) for e in self.engaged),
+            *((c.rule_id, c.points, c.cause_event_id) for c in self.negative_parts),
+        ]
         if as_json:
             return [
-                {
-                    "rule_id": c.rule_id,
-                    "points": c.points,
-                    "cause_event_id": str(c.cause_event_id) if c.cause_event_id else None,
-                }
-                for c in self.contributions
+                {"rule_id": r, "points": p, "cause_event_id": str(c) if c else None}
+                for r, p, c in causes
             ]
-        return [
-            {"rule_id": c.rule_id, "points": c.points, "cause_event_id": c.cause_event_id}
-            for c in self.contributions
-        ]
+        return [{"rule_id": r, "points": p, "cause_event_id": c} for r, p, c in causes]
 
 
 def score(
@@ -136,23 +176,25 @@ def score(
     horizon = now + CLOCK_SKEW
     facts = [f for f in _chronological(activities) if f.occurred_at <= horizon]
     fit_parts = fit_contributions(model, profile)
-    engagement_parts = [
-        *_engagement(model.engagement, facts, now),
-        *_negative_activities(model.negative_signals, facts),
-    ]
-    fit, engagement = _sum(fit_parts), _sum(engagement_parts)
+    engaged = _engagement(model.engagement, facts, now)
+    negative = list(_negative_activities(model.negative_signals, facts))
+    fit = _sum(fit_parts)
+    engagement = round(sum([*(e.points for e in engaged), *(c.points for c in negative)]), 2)
     total = round(fit + engagement, 2)
-    counted = [c.occurred_at for c in engagement_parts if c.points > 0 and c.occurred_at]
+    counted = [e.fact.occurred_at for e in engaged if e.points > 0]
     return Score(
         total=total,
         fit=fit,
         engagement=engagement,
         model_version=model.version,
-        contributions=[*fit_parts, *engagement_parts],
         qualifies_for_mql=total >= model.mql_threshold and fit >= model.min_fit,
         mql_threshold=model.mql_threshold,
         min_fit=model.min_fit,
         last_engagement_at=max(counted, default=None),
+        now=now,
+        fit_parts=tuple(fit_parts),
+        engaged=tuple(engaged),
+        negative_parts=tuple(negative),
     )
 
 
@@ -208,9 +250,10 @@ def _negative_activities(
 
 def _engagement(
     engagement: Engagement, facts: Sequence[ActivityFact], now: datetime
-) -> Iterable[Contribution]:
+) -> list[_Engaged]:
     plan = _plan(engagement)
     windows: dict[str, _Window] = {}
+    engaged = []
     for fact in facts:
         entry = plan.get(fact.activity_type)
         if entry is None:
@@ -224,9 +267,8 @@ def _engagement(
             window = windows[fact.activity_type] = _Window(rule)
         points = max(min(decayed, window.room(fact.occurred_at)), 0.0)
         window.add(fact.occurred_at, points)
-        capped = points < decayed
-        why = partial(_engagement_reason, fact, rule, half_life, decayed, now, capped)
-        yield _from_fact(fact.activity_type, "engagement", points, why, fact, capped)
+        engaged.append(_Engaged(fact, rule, half_life, decayed, points))
+    return engaged
 
 
 _plans: dict[int, tuple[Engagement, dict[str, tuple[ActivityPoints, float | None]]]] = {}
