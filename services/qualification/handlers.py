@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from bisect import insort
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -32,7 +33,7 @@ from services.qualification.models import (
     lead_states,
     stage_transitions,
 )
-from services.qualification.scoring import ActivityFact, score
+from services.qualification.scoring import ActivityFact, chronological, in_order, score
 from shared.consumer import Batched, Delivery, HandlerContext, Handlers
 from shared.events.payloads import (
     LeadActivity,
@@ -165,6 +166,7 @@ def handlers(runtime: ServiceRuntime) -> Handlers:
             ],
         )
         model = await active_model(session)
+        histories = {lead_id: chronological(h) for lead_id, h in histories.items()}
         known = {lead_id: {f.activity_id for f in h} for lead_id, h in histories.items()}
         writes = Writes()
         for ctx, event in kept:
@@ -176,13 +178,12 @@ def handlers(runtime: ServiceRuntime) -> Handlers:
             seen = known.setdefault(lead_id, set())
             if event.activity_id not in seen:  # as the fact's insert: the first one stays
                 seen.add(event.activity_id)
-                history.append(
-                    ActivityFact(
-                        event.activity_id, event.activity_type, event.occurred_at, ctx.envelope.id
-                    )
-                )
+                at = event.occurred_at
+                at = at if at.tzinfo else at.replace(tzinfo=UTC)  # as stored, then read back
+                fact = ActivityFact(event.activity_id, event.activity_type, at, ctx.envelope.id)
+                insort(history, fact, key=in_order)  # kept in scoring's order: no sorting
             now = ctx.envelope.time
-            result = score(model, profiles.get(lead_id, {}), history, now=now)
+            result = score(model, profiles.get(lead_id, {}), history, now=now, ordered=True)
             writes.scores[lead_id] = (result, now)
             await announce(session, outbox, lead, result, now=now, trace=ctx.trace, writes=writes)
         await writes.write(session)

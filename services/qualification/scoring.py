@@ -168,13 +168,18 @@ def score(
     activities: Sequence[ActivityFact],
     *,
     now: datetime,
+    ordered: bool = False,
 ) -> Score:
-    """Score a lead: fit from its profile, decayed and capped engagement from its activities."""
+    """Score a lead: fit from its profile, decayed and capped engagement from its activities.
+
+    `ordered`: the activities are as `chronological` returns them (a caller scoring one
+    growing history many times keeps it so, rather than have it sorted every time)."""
     now = _aware(now)
     # Not yet happened (beyond clock skew): it counts once it has, not before (so a
     # future-dated activity can neither dodge decay nor a recycled lead's cooldown).
     horizon = now + CLOCK_SKEW
-    facts = [f for f in _chronological(activities) if f.occurred_at <= horizon]
+    history = activities if ordered else chronological(activities)
+    facts = [f for f in history if f.occurred_at <= horizon]
     fit_parts = fit_contributions(model, profile)
     engaged = _engagement(model.engagement, facts, now)
     negative = list(_negative_activities(model.negative_signals, facts))
@@ -421,8 +426,9 @@ def _number(value: Any) -> float | None:
     return number if number == number else None  # NaN is no number
 
 
-def _chronological(activities: Sequence[ActivityFact]) -> list[ActivityFact]:
-    # Order must not depend on how the caller listed them; a redelivered activity counts once.
+def chronological(activities: Sequence[ActivityFact]) -> list[ActivityFact]:
+    """Activities in the order scoring takes them (`ActivityFact.order`), each once: order
+    must not depend on how the caller listed them, and a redelivered activity counts once."""
     facts = sorted(
         (
             a
@@ -430,7 +436,7 @@ def _chronological(activities: Sequence[ActivityFact]) -> list[ActivityFact]:
             else ActivityFact(a.activity_id, a.activity_type, _aware(a.occurred_at), a.event_id)
             for a in activities
         ),
-        key=_order,
+        key=in_order,
     )
     unique: dict[UUID | int, ActivityFact] = {}
     for index, fact in enumerate(facts):
@@ -438,7 +444,8 @@ def _chronological(activities: Sequence[ActivityFact]) -> list[ActivityFact]:
     return list(unique.values())
 
 
-def _order(fact: ActivityFact) -> tuple[datetime, str, int, int]:
+def in_order(fact: ActivityFact) -> tuple[datetime, str, int, int]:
+    """The sort key of `chronological` (for keeping a history in order with `bisect`)."""
     return fact.order
 
 

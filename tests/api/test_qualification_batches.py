@@ -15,7 +15,13 @@ from shared.bus.port import Record
 from shared.consumer import EventConsumer
 from shared.events.catalog import CATALOG
 from shared.events.codec import build_envelope, to_binary
-from shared.events.payloads import LeadActivity, LeadAssigned, LeadCaptured, LeadErased
+from shared.events.payloads import (
+    LeadActivity,
+    LeadAssigned,
+    LeadCaptured,
+    LeadErased,
+    LeadScored,
+)
 from shared.inbox import Inbox
 from tests.api.conftest import Qualification, event
 from tests.support import eventually
@@ -135,6 +141,8 @@ async def outcome(q: Qualification, names: dict[str, str]) -> dict[str, Any]:
             )
         ).all()
     scored = await published(q, "handoff.lead.scored")
+    for e in scored:  # the hot path encodes these itself: they must read as the model says
+        LeadScored.model_validate(e["data"])
     changes = await published(q, "handoff.lead.stage")
     return {
         "states": sorted(

@@ -9,8 +9,11 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.qualification.lead_state import LeadState, scored_event
+from services.qualification.lifecycle import LeadLifecycle, LifecyclePolicy
 from services.qualification.scoring import ActivityFact, Score, score
 from services.qualification.scoring_model import ScoringModel, default_model
+from shared.events.payloads import LeadScored
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -297,3 +300,25 @@ def test_a_remembered_fit_follows_the_profile_and_the_model() -> None:
     assert (first, score(sizes, profile, [], now=NOW).fit) == (20, 0)
     assert score(stricter, {"company_size": 400}, [], now=NOW).fit == 0
     assert score(sizes, {"company_size": 400}, [], now=NOW).fit == 20
+
+
+def test_the_scored_event_encoded_on_the_hot_path_is_what_the_model_would_encode() -> None:
+    rules = default_model()
+    history = [fact("page_view", 1), fact("demo_request", 0.5), fact("email_unsubscribe")]
+    result = score(rules, {"email_kind": "business", "company_size": 400}, history, now=NOW)
+    lead = LeadState(str(uuid.uuid4()), LeadLifecycle(policy=LifecyclePolicy()), None, 7.5, None)
+
+    encoded = scored_event(lead, result)
+    expected = LeadScored(
+        lead_id=uuid.UUID(lead.lead_id),
+        score=result.total,
+        delta=round(result.total - 7.5, 2),
+        fit=result.fit,
+        engagement=result.engagement,
+        model_version=rules.version,
+        explanation=result.explanation(),
+    )
+
+    assert encoded.model is LeadScored
+    assert LeadScored.model_validate_json(encoded.data) == expected
+    assert len(expected.explanation) == len(result.contributions) == 5
