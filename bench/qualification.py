@@ -497,10 +497,10 @@ class Steps:
         (q_handlers, "active_model", "    active_model (cached)"),
         (q_handlers, "score", "    score() (pure Python, per event)"),
         (q_handlers, "announce", "    announce (lead.scored + MQL step, per event)"),
-        (q_lead_state, "LeadScored", "      LeadScored(...) (pydantic, explanation())"),
+        (q_lead_state, "scored_event", "      scored_event (lead.scored, encoded)"),
         (Outbox, "add", "      Outbox.add"),
         (q_lead_state, "apply_step", "      apply_step (stage change to MQL)"),
-        (q_handlers, "store_scores", "    store_scores (UPDATE lead_states, per run)"),
+        (q_lead_state.Writes, "write", "    Writes.write (transitions, stages, scores; per run)"),
         (Outbox, "_flush", "  Outbox._flush (sequences + INSERT outbox, before commit)"),
     )
 
@@ -545,7 +545,7 @@ class Steps:
         process_rest = u("process") - u("_decode") - u("claim") - u("handler") - u("_flush")
         handler_parts = ("load_leads", "load_profiles", "load_histories", "active_model")
         handler_rest = u("handler") - sum(u(a) for a in handler_parts)
-        handler_rest -= u("score") + u("announce") + u("store_scores")
+        handler_rest -= u("score") + u("announce") + u("write")
         remainders = {
             "  = process - decode - claim - handler - flush (BEGIN/COMMIT, session, hooks)": (
                 process_rest

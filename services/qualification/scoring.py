@@ -43,6 +43,11 @@ class ActivityFact:
     event_id: UUID | None = None
 
     @cached_property
+    def timestamp(self) -> float:
+        """When it happened, in seconds since the epoch (decay is worked out from it)."""
+        return _aware(self.occurred_at).timestamp()
+
+    @cached_property
     def order(self) -> tuple[datetime, str, int, int]:
         """Where it comes in a history: by time, then type; ids compare as their text would
         (fixed-width hex), a missing one first."""
@@ -205,10 +210,13 @@ def score(
 
 def decay_factor(age: timedelta, half_life_days: float | None) -> float:
     """How much of an activity's points are left after `age` (1.0 without a half-life)."""
+    return _decay(age.total_seconds(), half_life_days)
+
+
+def _decay(age_seconds: float, half_life_days: float | None) -> float:
     if half_life_days is None:
         return 1.0
-    age_days = max(age.total_seconds(), 0.0) / DAY_SECONDS
-    return float(0.5 ** (age_days / half_life_days))
+    return float(0.5 ** (max(age_seconds, 0.0) / DAY_SECONDS / half_life_days))
 
 
 _FIT_MEMO_SIZE = 50_000
@@ -246,9 +254,12 @@ def _negative_activities(
     signals: Sequence[NegativeSignal], facts: Sequence[ActivityFact]
 ) -> Iterable[Contribution]:
     # A negative activity counts once, however often it happened: the latest is the cause.
+    if not signals:
+        return
+    latest = {f.activity_type: f for f in facts}
     for signal in signals:
-        latest = [f for f in facts if f.activity_type == signal.activity_type][-1:]
-        for fact in latest:
+        fact = latest.get(signal.activity_type or "")
+        if fact is not None and signal.activity_type is not None:
             reason = f"{fact.activity_type} on {_day(fact.occurred_at)}"
             yield _from_fact(signal.id, "negative", round(signal.points, 2), reason, fact)
 
@@ -256,66 +267,62 @@ def _negative_activities(
 def _engagement(
     engagement: Engagement, facts: Sequence[ActivityFact], now: datetime
 ) -> list[_Engaged]:
+    # Caps hold for every rolling window (start, start + window_days]: checking the window
+    # that ends at each activity, in chronological order, is enough to guarantee that. Per
+    # type: the times and points counted so far, and where its current window begins.
     plan = _plan(engagement)
-    windows: dict[str, _Window] = {}
+    new_engaged = _Engaged._make
+    counted: dict[str, tuple[list[float], list[float], list[int]]] = {}
     engaged = []
+    now_s = now.timestamp()
     for fact in facts:
         entry = plan.get(fact.activity_type)
         if entry is None:
             continue
-        rule, half_life = entry
-        decayed = round(rule.points * decay_factor(now - fact.occurred_at, half_life), 2)
+        rule, half_life, cap, window = entry
+        at = fact.timestamp
+        decayed = round(rule.points * _decay(now_s - at, half_life), 2)
         if decayed <= 0:
             continue  # decayed away: no longer part of the score, nor of any cap
-        window = windows.get(fact.activity_type)
-        if window is None:
-            window = windows[fact.activity_type] = _Window(rule)
-        points = max(min(decayed, window.room(fact.occurred_at)), 0.0)
-        window.add(fact.occurred_at, points)
-        engaged.append(_Engaged(fact, rule, half_life, decayed, points))
+        points = decayed
+        if cap is not None:
+            state = counted.get(fact.activity_type)
+            if state is None:
+                state = counted[fact.activity_type] = ([], [], [0])
+            times, earned, first = state
+            if window is not None:
+                while first[0] < len(times) and times[first[0]] <= at - window:
+                    first[0] += 1
+            room = round(cap - sum(earned[first[0] :]), 2)
+            points = max(min(decayed, room), 0.0)
+            times.append(at)
+            earned.append(points)
+        engaged.append(new_engaged((fact, rule, half_life, decayed, points)))
     return engaged
 
 
-_plans: dict[int, tuple[Engagement, dict[str, tuple[ActivityPoints, float | None]]]] = {}
+_Plan = dict[str, tuple[ActivityPoints, float | None, float | None, float | None]]
+_plans: dict[int, tuple[Engagement, _Plan]] = {}
 
 
-def _plan(engagement: Engagement) -> dict[str, tuple[ActivityPoints, float | None]]:
-    """Each scored activity type's rule and half-life, worked out once per model."""
+def _plan(engagement: Engagement) -> _Plan:
+    """Per scored activity type: its rule, half-life, cap and cap window (in seconds), worked
+    out once per model."""
     cached = _plans.get(id(engagement))
     if cached is None or cached[0] is not engagement:
         if len(_plans) > 1000:
             _plans.clear()
-        plan = {t: (rule, engagement.half_life(t)) for t, rule in engagement.activities.items()}
+        plan = {
+            activity_type: (
+                rule,
+                engagement.half_life(activity_type),
+                rule.cap,
+                rule.window_days * DAY_SECONDS if rule.window_days else None,
+            )
+            for activity_type, rule in engagement.activities.items()
+        }
         cached = _plans[id(engagement)] = (engagement, plan)
     return cached[1]
-
-
-class _Window:
-    """The points one activity type earned so far, for its cap. Caps hold for every rolling
-    window (start, start + window_days]: checking the window that ends at each activity, in
-    chronological order, is enough to guarantee that."""
-
-    __slots__ = ("cap", "points", "span", "start", "times")
-
-    def __init__(self, rule: ActivityPoints) -> None:
-        self.cap = rule.cap
-        self.span = timedelta(days=rule.window_days) if rule.window_days else None
-        self.times: list[datetime] = []
-        self.points: list[float] = []
-        self.start = 0  # entries before it fell out of the window (times only grow)
-
-    def room(self, at: datetime) -> float:
-        if self.cap is None:
-            return float("inf")
-        if self.span is not None:
-            begin = at - self.span
-            while self.start < len(self.times) and self.times[self.start] <= begin:
-                self.start += 1
-        return round(self.cap - sum(self.points[self.start :]), 2)
-
-    def add(self, at: datetime, points: float) -> None:
-        self.times.append(at)
-        self.points.append(points)
 
 
 def _engagement_reason(

@@ -8,13 +8,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.ids import random_uuid
+
 SPEC_VERSION = "1.0"
 JSON = "application/json"
 
 
 def new_event_id() -> uuid.UUID:
-    """A fresh, time-ordered-enough random event id."""
-    return uuid.uuid4()
+    """A fresh random event id."""
+    return random_uuid()
 
 
 def utcnow() -> datetime:

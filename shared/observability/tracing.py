@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-import secrets
 from contextvars import ContextVar
+
+from shared.ids import random_hex
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
@@ -13,7 +14,7 @@ current_traceparent: ContextVar[str | None] = ContextVar("traceparent", default=
 
 def new_traceparent() -> str:
     """The start of a new trace."""
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    return f"00-{random_hex(128)}-{random_hex(64)}-01"
 
 
 def continue_trace(traceparent: str | None) -> str:
@@ -21,7 +22,7 @@ def continue_trace(traceparent: str | None) -> str:
     match = _TRACEPARENT.match(traceparent or "")
     if match is None or match.group(1) == "0" * 32:
         return new_traceparent()
-    return f"00-{match.group(1)}-{secrets.token_hex(8)}-{match.group(3)}"
+    return f"00-{match.group(1)}-{random_hex(64)}-{match.group(3)}"
 
 
 def trace_id_of(traceparent: str | None) -> str | None:
