@@ -176,11 +176,12 @@ def handlers(runtime: ServiceRuntime) -> Handlers:
                 continue
             history = histories.setdefault(lead_id, [])
             seen = known.setdefault(lead_id, set())
-            if event.activity_id not in seen:  # as the fact's insert: the first one stays
-                seen.add(event.activity_id)
+            activity_id = str(event.activity_id)
+            if activity_id not in seen:  # as the fact's insert: the first one stays
+                seen.add(activity_id)
                 at = event.occurred_at
                 at = at if at.tzinfo else at.replace(tzinfo=UTC)  # as stored, then read back
-                fact = ActivityFact(event.activity_id, event.activity_type, at, ctx.envelope.id)
+                fact = ActivityFact(activity_id, event.activity_type, at, str(ctx.envelope.id))
                 insort(history, fact, key=in_order)  # kept in scoring's order: no sorting
             now = ctx.envelope.time
             result = score(model, profiles.get(lead_id, {}), history, now=now, ordered=True)

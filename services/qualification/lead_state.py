@@ -271,7 +271,7 @@ async def store_scores(session: AsyncSession, scores: Mapping[str, tuple[Score, 
             "b_fit": result.fit,
             "b_engagement": result.engagement,
             "b_model_version": result.model_version,
-            "b_explanation": result.explanation(as_json=True),
+            "b_explanation": result.explanation(),
             "b_scored_at": at,
         }
         for lead_id, (result, at) in scores.items()
@@ -304,10 +304,10 @@ async def load_histories(
     for r in rows:
         histories.setdefault(r.lead_id, []).append(
             ActivityFact(
-                activity_id=uuid.UUID(r.activity_id),
+                activity_id=r.activity_id,
                 activity_type=r.activity_type,
                 occurred_at=_aware(r.occurred_at) or datetime.now(UTC),
-                event_id=uuid.UUID(r.event_id) if r.event_id else None,
+                event_id=r.event_id,
             )
         )
     return histories

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property, partial
 from typing import Any, Literal, NamedTuple
-from uuid import UUID
 
 import orjson
 
@@ -37,10 +36,10 @@ CLOCK_SKEW = timedelta(minutes=5)
 class ActivityFact:
     """One thing the lead did, as scoring needs it."""
 
-    activity_id: UUID | None
+    activity_id: str | None  # ids as canonical UUID text, as stored and as events carry them
     activity_type: str
     occurred_at: datetime
-    event_id: UUID | None = None
+    event_id: str | None = None
 
     @cached_property
     def timestamp(self) -> float:
@@ -48,15 +47,9 @@ class ActivityFact:
         return _aware(self.occurred_at).timestamp()
 
     @cached_property
-    def order(self) -> tuple[datetime, str, int, int]:
-        """Where it comes in a history: by time, then type; ids compare as their text would
-        (fixed-width hex), a missing one first."""
-        return (
-            self.occurred_at,
-            self.activity_type,
-            self.activity_id.int if self.activity_id else -1,
-            self.event_id.int if self.event_id else -1,
-        )
+    def order(self) -> tuple[datetime, str, str, str]:
+        """Where it comes in a history: by time, then type, then ids (a missing one first)."""
+        return (self.occurred_at, self.activity_type, self.activity_id or "", self.event_id or "")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -67,8 +60,8 @@ class Contribution:
     kind: ContributionKind
     points: float
     why: str | Callable[[], str]
-    activity_id: UUID | None = None
-    cause_event_id: UUID | None = None
+    activity_id: str | None = None
+    cause_event_id: str | None = None
     occurred_at: datetime | None = None
     capped: bool = False
 
@@ -151,20 +144,27 @@ class Score:
         ]
         return [*self.fit_parts, *engagement, *self.negative_parts]
 
-    def explanation(self, *, as_json: bool = False) -> list[dict[str, Any]]:
-        """The contributions as `lead.scored` carries them (`ScoreContribution` fields), one
-        object per contribution; `as_json`: with ids as text, as they are stored."""
-        causes = [
-            *((c.rule_id, c.points, None) for c in self.fit_parts),
-            *((e.fact.activity_type, e.points, e.fact.event_id) for e in self.engaged),
-            *((c.rule_id, c.points, c.cause_event_id) for c in self.negative_parts),
+    def explanation(self) -> list[dict[str, Any]]:
+        """The contributions as `lead.scored` carries them (`ScoreContribution` fields) and as
+        they are stored: one JSON object per contribution."""
+        return [
+            *(
+                {"rule_id": c.rule_id, "points": c.points, "cause_event_id": None}
+                for c in self.fit_parts
+            ),
+            *(
+                {
+                    "rule_id": e.fact.activity_type,
+                    "points": e.points,
+                    "cause_event_id": e.fact.event_id,
+                }
+                for e in self.engaged
+            ),
+            *(
+                {"rule_id": c.rule_id, "points": c.points, "cause_event_id": c.cause_event_id}
+                for c in self.negative_parts
+            ),
         ]
-        if as_json:
-            return [
-                {"rule_id": r, "points": p, "cause_event_id": str(c) if c else None}
-                for r, p, c in causes
-            ]
-        return [{"rule_id": r, "points": p, "cause_event_id": c} for r, p, c in causes]
 
 
 def score(
@@ -445,13 +445,13 @@ def chronological(activities: Sequence[ActivityFact]) -> list[ActivityFact]:
         ),
         key=in_order,
     )
-    unique: dict[UUID | int, ActivityFact] = {}
+    unique: dict[str | int, ActivityFact] = {}
     for index, fact in enumerate(facts):
         unique.setdefault(fact.activity_id or index, fact)
     return list(unique.values())
 
 
-def in_order(fact: ActivityFact) -> tuple[datetime, str, int, int]:
+def in_order(fact: ActivityFact) -> tuple[datetime, str, str, str]:
     """The sort key of `chronological` (for keeping a history in order with `bisect`)."""
     return fact.order
 

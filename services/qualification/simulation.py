@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -41,7 +40,7 @@ async def simulate(
     activities: dict[str, list[ActivityFact]] = defaultdict(list)
     for r in await conn.execute(select(lead_activity_facts)):
         activities[r.lead_id].append(
-            ActivityFact(uuid.UUID(r.activity_id), r.activity_type, _aware(r.occurred_at))
+            ActivityFact(r.activity_id, r.activity_type, _aware(r.occurred_at))
         )
     reached: dict[str, dict[str, datetime]] = defaultdict(dict)
     transitions = select(

@@ -35,12 +35,12 @@ def rule(rule_id: str, attribute: str, operator: str, points: float, **operands:
     } | operands
 
 
-def fact(activity_type: str, days_ago: float = 0, **ids: uuid.UUID) -> ActivityFact:
+def fact(activity_type: str, days_ago: float = 0, **ids: str) -> ActivityFact:
     return ActivityFact(
-        activity_id=ids.get("activity_id", uuid.uuid4()),
+        activity_id=ids.get("activity_id", str(uuid.uuid4())),
         activity_type=activity_type,
         occurred_at=NOW - timedelta(days=days_ago),
-        event_id=ids.get("event_id", uuid.uuid4()),
+        event_id=ids.get("event_id", str(uuid.uuid4())),
     )
 
 
@@ -254,7 +254,6 @@ def test_a_hand_raiser_with_a_business_email_is_an_mql_under_the_default_model()
     assert result.qualifies_for_mql
     assert (result.model_version, result.last_engagement_at) == ("default-1", request.occurred_at)
     assert result.explanation()[-1]["cause_event_id"] == request.event_id
-    assert result.explanation(as_json=True)[-1]["cause_event_id"] == str(request.event_id)
 
 
 activity_types = st.sampled_from(["page_view", "pricing_page_view", "email_unsubscribe", "other"])
