@@ -1129,8 +1129,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "else 80%% of the burst's rate)",
     )
     p.add_argument("--paced-seconds", type=float, default=5.0, help="paced phase length (5)")
-    p.add_argument("--consumer-batch", type=int, default=500, help="HANDOFF_CONSUMER_BATCH_SIZE")
-    p.add_argument("--relay-batch", type=int, default=500, help="HANDOFF_OUTBOX_BATCH_SIZE")
+    p.add_argument("--consumer-batch", type=int, default=1000, help="HANDOFF_CONSUMER_BATCH_SIZE")
+    p.add_argument("--relay-batch", type=int, default=1000, help="HANDOFF_OUTBOX_BATCH_SIZE")
     p.add_argument("--partitions", type=int, default=6)
     p.add_argument("--seed", type=int, default=7, help="workload random seed")
     p.add_argument("--timeout", type=float, default=240.0, help="seconds per phase at most")

@@ -146,9 +146,16 @@ def stage_insert(session: AsyncSession, table: Table, row: dict[str, Any]) -> No
 
 
 async def insert_many(
-    session: AsyncSession, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    session: AsyncSession,
+    table: Table,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    skip_conflicts: bool = False,
 ) -> None:
-    """INSERT `rows` (value tuples in `columns` order) into `table` in one go.
+    """INSERT `rows` (value tuples in `columns` order) into `table` in one go; with
+    `skip_conflicts`, a row that would violate a unique constraint is left out
+    (`ON CONFLICT DO NOTHING`) instead of failing the statement.
 
     Writes what `session.execute(insert(table), [dict, ...])` writes, without SQLAlchemy's
     per-row parameter handling (~6 µs a row): the statement is compiled once per dialect
@@ -162,7 +169,7 @@ async def insert_many(
         return
     connection = await session.connection()
     sql, order, processors, arrays = _insert_many_statement(
-        table, tuple(columns), connection.dialect
+        table, tuple(columns), connection.dialect, skip_conflicts
     )
     params: list[tuple[Any, ...]]
     if order is None and not processors:
@@ -190,11 +197,13 @@ async def insert_many(
 _NOTHING = object()
 # SQL, the order of the values (None: as given), bind processors by position, arrays or rows
 _InsertMany = tuple[str, list[int] | None, list[tuple[int, Callable[[Any], Any]]], bool]
-_insert_many_cache: dict[tuple[Table, tuple[str, ...], str], _InsertMany] = {}
+_insert_many_cache: dict[tuple[Table, tuple[str, ...], str, bool], _InsertMany] = {}
 
 
-def _insert_many_statement(table: Table, columns: tuple[str, ...], dialect: Dialect) -> _InsertMany:
-    key = (table, columns, dialect.name)
+def _insert_many_statement(
+    table: Table, columns: tuple[str, ...], dialect: Dialect, skip_conflicts: bool
+) -> _InsertMany:
+    key = (table, columns, dialect.name, skip_conflicts)
     cached = _insert_many_cache.get(key)
     if cached is None:
         compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
@@ -219,6 +228,8 @@ def _insert_many_statement(table: Table, columns: tuple[str, ...], dialect: Dial
             names = ", ".join(quote.quote(name) for name in positions)
             into = f"INSERT INTO {quote.format_table(table)} ({names})"  # names from metadata
             sql = f"{into} SELECT * FROM unnest({unnest})"  # noqa: S608
+        if skip_conflicts:  # the same clause on both: SQLite >= 3.24 and PostgreSQL
+            sql += " ON CONFLICT DO NOTHING"
         cached = _insert_many_cache[key] = (sql, ordered, processors, arrays)
     return cached
 

@@ -25,7 +25,6 @@ from sqlalchemy import (
     Text,
     delete,
     func,
-    insert,
     select,
     text,
 )
@@ -35,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, wait_exponential_jitter
 
 from shared.bus.port import Bus, OutgoingMessage
-from shared.db import Database, after_commit, before_commit
+from shared.db import Database, after_commit, before_commit, insert_many
 from shared.events.catalog import EventCatalog, EventType
 from shared.events.codec import header_pairs
 from shared.events.envelope import new_event_id, utcnow
@@ -88,6 +87,9 @@ class _Pending:
     subject: str
     traceparent: str | None
     time: datetime
+
+
+_ROW = ("event_id", "topic", "key", "headers", "value", "created_at")
 
 
 def _value(payload: BaseModel | Encoded) -> bytes:
@@ -163,17 +165,17 @@ class Outbox:
             return
         last = await self._reserve_sequences(session, counts)
         rows = [
-            {
-                "event_id": str(event.event_id),
-                "topic": event.event_type.topic,
-                "key": event.subject,
-                "headers": headers,
-                "value": _value(event.payload),
-                "created_at": event.time,
-            }
+            (
+                str(event.event_id),
+                event.event_type.topic,
+                event.subject,
+                headers,
+                _value(event.payload),
+                event.time,
+            )
             for event, headers in zip(pending, self._headers(pending, counts, last), strict=True)
         ]
-        await session.execute(insert(self.table), rows)
+        await insert_many(session, self.table, _ROW, rows)
 
     async def _flush_postgres(
         self, session: AsyncSession, pending: list[_Pending], counts: Counter[str]

@@ -43,8 +43,8 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
-    outbox_batch_size: int = Field(default=500, ge=1, le=10_000)
-    consumer_batch_size: int = Field(default=500, ge=1, le=10_000)
+    outbox_batch_size: int = Field(default=1000, ge=1, le=10_000)
+    consumer_batch_size: int = Field(default=1000, ge=1, le=10_000)
     consumer_max_attempts: int = Field(default=3, ge=1, le=20)
 
     @model_validator(mode="after")

@@ -35,6 +35,7 @@ from services.qualification.models import (
 )
 from services.qualification.scoring import ActivityFact, chronological, in_order, score
 from shared.consumer import Batched, Delivery, HandlerContext, Handlers
+from shared.db import insert_many
 from shared.events.payloads import (
     LeadActivity,
     LeadAssigned,
@@ -84,11 +85,7 @@ async def forget(session: AsyncSession, lead_id: str, *, at: datetime) -> None:
         )
 
 
-# Built once (a dialect upsert has no SQLAlchemy cache key): one per dialect.
-ACTIVITY_FACT = {
-    "postgresql": pg_insert(lead_activity_facts).on_conflict_do_nothing(),
-    "sqlite": sqlite_insert(lead_activity_facts).on_conflict_do_nothing(),
-}
+FACT_COLUMNS = ("activity_id", "lead_id", "activity_type", "occurred_at", "event_id")
 
 
 def handlers(runtime: ServiceRuntime) -> Handlers:
@@ -152,18 +149,21 @@ def handlers(runtime: ServiceRuntime) -> Handlers:
         live = [lead_id for lead_id, lead in leads.items() if isinstance(lead, LeadState)]
         profiles = await load_profiles(session, live)
         histories = await load_histories(session, live)
-        await session.execute(  # facts of leads not captured yet wait here for their capture
-            ACTIVITY_FACT[session.bind.dialect.name],
+        await insert_many(  # facts of leads not captured yet wait here for their capture
+            session,
+            lead_activity_facts,
+            FACT_COLUMNS,
             [
-                {
-                    "activity_id": str(e.activity_id),
-                    "lead_id": str(e.lead_id),
-                    "activity_type": e.activity_type,
-                    "occurred_at": e.occurred_at,
-                    "event_id": str(c.envelope.id),
-                }
+                (
+                    str(e.activity_id),
+                    str(e.lead_id),
+                    e.activity_type,
+                    e.occurred_at,
+                    str(c.envelope.id),
+                )
                 for c, e in kept
             ],
+            skip_conflicts=True,  # a redelivered activity: the first one stays
         )
         model = await active_model(session)
         histories = {lead_id: chronological(h) for lead_id, h in histories.items()}

@@ -100,3 +100,23 @@ async def test_a_conflicting_row_fails_the_statement_and_nothing_is_written(db: 
                 session, things, columns, [[r[c] for c in columns] for r in (first, second)]
             )
     assert await stored(db, [first["id"]]) == []
+
+
+async def test_skipping_conflicts_keeps_the_first_row_and_writes_the_others(db: Database) -> None:
+    first, second, third = rows(3)
+    again = {**first, "n": 99}  # the same key as a stored row, other values
+    columns = ("id", "n", "doc", "at", "blob")
+    async with db.transaction() as session:
+        await insert_many(session, things, columns, [[first[c] for c in columns]])
+    async with db.transaction() as session:
+        await insert_many(
+            session,
+            things,
+            columns,
+            [[r[c] for c in columns] for r in (again, second, third)],
+            skip_conflicts=True,
+        )
+
+    kept = await stored(db, [first["id"]])
+    assert [row[0] for row in kept] == [first["n"]]
+    assert len(await stored(db, [second["id"], third["id"]])) == 2
