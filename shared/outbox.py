@@ -33,7 +33,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, wait_exponential_jitter
 
-from shared.bus.port import Bus, OutgoingMessage
+from shared.bus.port import Bus, OutgoingMessage, StoredHeaders
 from shared.db import Database, after_commit, before_commit, insert_many
 from shared.events.catalog import EventCatalog, EventType
 from shared.events.codec import header_pairs
@@ -336,7 +336,7 @@ class OutboxRelay:
                 return 0
             await self.bus.publish(
                 [
-                    OutgoingMessage(topic, key, value, _load_headers(headers))
+                    OutgoingMessage(topic, key, value, StoredHeaders(headers))
                     for _id, topic, key, headers, value in rows
                 ]
             )
@@ -361,10 +361,6 @@ class OutboxRelay:
 
 
 _TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(:k)")
-
-
-def _load_headers(raw: str) -> list[tuple[str, bytes]]:
-    return [(k, v.encode()) for k, v in orjson.loads(raw)]
 
 
 def _advisory_lock_id(service: str) -> int:

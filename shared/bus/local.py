@@ -21,7 +21,15 @@ from typing import IO
 
 import orjson
 
-from shared.bus.port import Bus, BusError, OutgoingMessage, Record, RevokeHook, Subscription
+from shared.bus.port import (
+    Bus,
+    BusError,
+    OutgoingMessage,
+    Record,
+    RevokeHook,
+    StoredHeaders,
+    Subscription,
+)
 from shared.sqlite_checkpoint import WalCheckpointer
 
 _SCHEMA = """
@@ -300,6 +308,8 @@ class LocalSubscription(Subscription):
 
 
 def _dump_headers(headers: Sequence[tuple[str, bytes]]) -> bytes:
+    if isinstance(headers, StoredHeaders) and headers.text.isascii():
+        return headers.text.encode()  # the very JSON we would write (values are ASCII)
     return orjson.dumps([[k, v.decode("latin-1")] for k, v in headers])
 
 

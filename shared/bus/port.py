@@ -3,11 +3,46 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import overload
+
+import orjson
 
 Header = tuple[str, bytes]
 RevokeHook = Callable[[], Awaitable[None]]
+
+
+class StoredHeaders(Sequence[Header]):
+    """Headers as the JSON text `[[name, value], ...]` they were stored in (the outbox's
+    form), parsed into pairs only when read: a bus that stores the same JSON (LocalBus)
+    takes the text as it is."""
+
+    __slots__ = ("_pairs", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._pairs: list[Header] | None = None
+
+    def _parsed(self) -> list[Header]:
+        if self._pairs is None:
+            self._pairs = [(name, value.encode()) for name, value in orjson.loads(self.text)]
+        return self._pairs
+
+    @overload
+    def __getitem__(self, index: int) -> Header: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Header]: ...
+
+    def __getitem__(self, index: int | slice) -> Header | Sequence[Header]:
+        return self._parsed()[index]
+
+    def __len__(self) -> int:
+        return len(self._parsed())
+
+    def __iter__(self) -> Iterator[Header]:
+        return iter(self._parsed())
 
 
 @dataclass(frozen=True, slots=True)
