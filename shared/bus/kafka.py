@@ -161,7 +161,11 @@ class KafkaBus(Bus):
                     if not _append(batch, key, m):  # larger than a batch: let send() say so
                         deliveries.append(
                             await producer.send(
-                                topic, m.value, key=key, partition=partition, headers=m.headers
+                                topic,
+                                m.value,
+                                key=key,
+                                partition=partition,
+                                headers=_pairs(m.headers),
                             )
                         )
                 if batch.record_count():
@@ -185,8 +189,14 @@ class KafkaBus(Bus):
 
 
 def _append(batch: BatchBuilder, key: bytes, message: OutgoingMessage) -> bool:
-    added = batch.append(key=key, value=message.value, timestamp=None, headers=message.headers)
+    headers = _pairs(message.headers)
+    added = batch.append(key=key, value=message.value, timestamp=None, headers=headers)
     return added is not None
+
+
+def _pairs(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    # aiokafka's record builder takes a list and nothing else
+    return headers if isinstance(headers, list) else list(headers)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
