@@ -33,7 +33,14 @@ from services.qualification.models import (
     lead_states,
     stage_transitions,
 )
-from services.qualification.scoring import ActivityFact, chronological, in_order, score
+from services.qualification.scoring import (
+    ActivityFact,
+    Contribution,
+    chronological,
+    fit_contributions,
+    in_order,
+    score,
+)
 from shared.consumer import Batched, Delivery, HandlerContext, Handlers
 from shared.db import insert_many
 from shared.events.payloads import (
@@ -169,6 +176,7 @@ def handlers(runtime: ServiceRuntime) -> Handlers:
         histories = {lead_id: chronological(h) for lead_id, h in histories.items()}
         known = {lead_id: {f.activity_id for f in h} for lead_id, h in histories.items()}
         writes = Writes()
+        fits: dict[str, list[Contribution]] = {}  # a lead's profile does not change in a run
         for ctx, event in kept:
             lead_id = str(event.lead_id)
             lead = leads.get(lead_id)
@@ -184,7 +192,9 @@ def handlers(runtime: ServiceRuntime) -> Handlers:
                 fact = ActivityFact(activity_id, event.activity_type, at, str(ctx.envelope.id))
                 insort(history, fact, key=in_order)  # kept in scoring's order: no sorting
             now = ctx.envelope.time
-            result = score(model, profiles.get(lead_id, {}), history, now=now, ordered=True)
+            if lead_id not in fits:
+                fits[lead_id] = fit_contributions(model, profiles.get(lead_id, {}))
+            result = score(model, {}, history, now=now, ordered=True, fit_parts=fits[lead_id])
             writes.scores[lead_id] = (result, now)
             await announce(session, outbox, lead, result, now=now, trace=ctx.trace, writes=writes)
         await writes.write(session)

@@ -174,18 +174,21 @@ def score(
     *,
     now: datetime,
     ordered: bool = False,
+    fit_parts: Sequence[Contribution] | None = None,
 ) -> Score:
     """Score a lead: fit from its profile, decayed and capped engagement from its activities.
 
-    `ordered`: the activities are as `chronological` returns them (a caller scoring one
-    growing history many times keeps it so, rather than have it sorted every time)."""
+    For a caller scoring one lead many times: `ordered` says the activities are as
+    `chronological` returns them (kept so, rather than sorted every time), and `fit_parts`
+    is what `fit_contributions(model, profile)` returned for this very model and profile."""
     now = _aware(now)
     # Not yet happened (beyond clock skew): it counts once it has, not before (so a
     # future-dated activity can neither dodge decay nor a recycled lead's cooldown).
     horizon = now + CLOCK_SKEW
     history = activities if ordered else chronological(activities)
     facts = [f for f in history if f.occurred_at <= horizon]
-    fit_parts = fit_contributions(model, profile)
+    if fit_parts is None:
+        fit_parts = fit_contributions(model, profile)
     engaged = _engagement(model.engagement, facts, now)
     negative = list(_negative_activities(model.negative_signals, facts))
     fit = _sum(fit_parts)
@@ -216,7 +219,10 @@ def decay_factor(age: timedelta, half_life_days: float | None) -> float:
 def _decay(age_seconds: float, half_life_days: float | None) -> float:
     if half_life_days is None:
         return 1.0
-    return float(0.5 ** (max(age_seconds, 0.0) / DAY_SECONDS / half_life_days))
+    return float(0.5 ** (max(age_seconds, 0.0) / DAY / half_life_days))
+
+
+DAY = DAY_SECONDS
 
 
 _FIT_MEMO_SIZE = 50_000
@@ -268,10 +274,10 @@ def _engagement(
     engagement: Engagement, facts: Sequence[ActivityFact], now: datetime
 ) -> list[_Engaged]:
     # Caps hold for every rolling window (start, start + window_days]: checking the window
-    # that ends at each activity, in chronological order, is enough to guarantee that. Per
-    # type: the times and points counted so far, and where its current window begins.
+    # that ends at each activity, in chronological order, is enough to guarantee that. For
+    # each activity type: the times and points counted so far, and where its window begins.
     plan = _plan(engagement)
-    new_engaged = _Engaged._make
+    new_engaged = tuple.__new__  # what `_Engaged._make` does, without its Python frame
     counted: dict[str, tuple[list[float], list[float], list[int]]] = {}
     engaged = []
     now_s = now.timestamp()
@@ -281,7 +287,10 @@ def _engagement(
             continue
         rule, half_life, cap, window = entry
         at = fact.timestamp
-        decayed = round(rule.points * _decay(now_s - at, half_life), 2)
+        if half_life is None:
+            decayed = round(rule.points, 2)
+        else:  # as `_decay`, inlined: this line runs for every activity of every score
+            decayed = round(rule.points * 0.5 ** (max(now_s - at, 0.0) / DAY / half_life), 2)
         if decayed <= 0:
             continue  # decayed away: no longer part of the score, nor of any cap
         points = decayed
@@ -297,7 +306,7 @@ def _engagement(
             points = max(min(decayed, room), 0.0)
             times.append(at)
             earned.append(points)
-        engaged.append(new_engaged((fact, rule, half_life, decayed, points)))
+        engaged.append(new_engaged(_Engaged, (fact, rule, half_life, decayed, points)))
     return engaged
 
 
