@@ -148,9 +148,14 @@ def handlers(runtime: ServiceRuntime) -> Handlers:
         of the facts and of each lead's last score; every event still scored on its own, in
         order, with its own `lead.scored` (and MQL step) as if handled one by one."""
         session = deliveries[0][0].session
-        events: list[tuple[HandlerContext, LeadActivity]] = list(deliveries)
-        leads = await load_leads(session, (str(e.lead_id) for _, e in events), policy=policy)
-        kept = [(c, e) for c, e in events if leads.get(str(e.lead_id)) is not ERASED]
+        # each event's ids as text once: (context, event, lead id, activity id, event id)
+        events = [
+            (c, e, str(e.lead_id), str(e.activity_id), str(c.envelope.id)) for c, e in deliveries
+        ]
+        leads = await load_leads(
+            session, (lead_id for _, _, lead_id, _, _ in events), policy=policy
+        )
+        kept = [item for item in events if leads.get(item[2]) is not ERASED]
         if not kept:
             return
         live = [lead_id for lead_id, lead in leads.items() if isinstance(lead, LeadState)]
@@ -161,14 +166,8 @@ def handlers(runtime: ServiceRuntime) -> Handlers:
             lead_activity_facts,
             FACT_COLUMNS,
             [
-                (
-                    str(e.activity_id),
-                    str(e.lead_id),
-                    e.activity_type,
-                    e.occurred_at,
-                    str(c.envelope.id),
-                )
-                for c, e in kept
+                (activity_id, lead_id, e.activity_type, e.occurred_at, event_id)
+                for _, e, lead_id, activity_id, event_id in kept
             ],
             skip_conflicts=True,  # a redelivered activity: the first one stays
         )
@@ -177,19 +176,17 @@ def handlers(runtime: ServiceRuntime) -> Handlers:
         known = {lead_id: {f.activity_id for f in h} for lead_id, h in histories.items()}
         writes = Writes()
         fits: dict[str, list[Contribution]] = {}  # a lead's profile does not change in a run
-        for ctx, event in kept:
-            lead_id = str(event.lead_id)
+        for ctx, event, lead_id, activity_id, event_id in kept:
             lead = leads.get(lead_id)
             if not isinstance(lead, LeadState):
                 continue
             history = histories.setdefault(lead_id, [])
             seen = known.setdefault(lead_id, set())
-            activity_id = str(event.activity_id)
             if activity_id not in seen:  # as the fact's insert: the first one stays
                 seen.add(activity_id)
                 at = event.occurred_at
                 at = at if at.tzinfo else at.replace(tzinfo=UTC)  # as stored, then read back
-                fact = ActivityFact(activity_id, event.activity_type, at, str(ctx.envelope.id))
+                fact = ActivityFact(activity_id, event.activity_type, at, event_id)
                 insort(history, fact, key=in_order)  # kept in scoring's order: no sorting
             now = ctx.envelope.time
             if lead_id not in fits:
