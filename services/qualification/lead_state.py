@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Update, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.qualification.lifecycle import LeadLifecycle, LifecyclePolicy, Step
@@ -112,7 +112,7 @@ class Writes:
             await session.execute(_RECORD_TRANSITION, self.transitions)
         for disown, statement in ((False, _MOVE), (True, _MOVE_AND_DISOWN)):
             rows = [
-                {"b_lead_id": lead_id, **{k: v for k, v in move.items() if k != "disown"}}
+                _parameters(lead_id, {k: v for k, v in move.items() if k != "disown"})
                 for lead_id, move in self.moves.items()
                 if move["disown"] is disown
             ]
@@ -176,22 +176,27 @@ async def apply_step(
         writes.moves[state.lead_id] = {**values, "disown": disown}
     else:
         await session.execute(
-            _MOVE_AND_DISOWN if disown else _MOVE, {"b_lead_id": state.lead_id, **values}
+            _MOVE_AND_DISOWN if disown else _MOVE, _parameters(state.lead_id, values)
         )
     state.lifecycle = life
 
 
-# Built once, so compiled once: a stage change is the hot path's rarer half.
-_RECORD_TRANSITION = insert(stage_transitions)
-_MOVE = (
-    update(lead_states)
-    .where(lead_states.c.lead_id == bindparam("b_lead_id"))
-    .values(
-        stage=bindparam("stage"),
-        entered_at=bindparam("entered_at"),
-        recycled_at=bindparam("recycled_at"),
+def _update_state(*columns: str) -> Update:
+    """`UPDATE lead_states SET <column> = :b_<column>, ... WHERE lead_id = :b_lead_id`, built
+    once (so compiled once) and run with a row of parameters per lead."""
+    return (
+        update(lead_states)
+        .where(lead_states.c.lead_id == bindparam("b_lead_id"))
+        .values({column: bindparam(f"b_{column}") for column in columns})
     )
-)
+
+
+def _parameters(lead_id: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    return {"b_lead_id": lead_id, **{f"b_{column}": v for column, v in values.items()}}
+
+
+_RECORD_TRANSITION = insert(stage_transitions)
+_MOVE = _update_state("stage", "entered_at", "recycled_at")
 _MOVE_AND_DISOWN = _MOVE.values(owner_id=None)
 
 
@@ -246,17 +251,8 @@ def scored_event(state: LeadState, result: Score) -> Encoded:
     return Encoded(LeadScored, orjson.dumps(data))
 
 
-_STORE_SCORE = (
-    update(lead_states)
-    .where(lead_states.c.lead_id == bindparam("b_lead_id"))
-    .values(
-        score=bindparam("b_score"),
-        fit=bindparam("b_fit"),
-        engagement=bindparam("b_engagement"),
-        model_version=bindparam("b_model_version"),
-        explanation=bindparam("b_explanation"),
-        scored_at=bindparam("b_scored_at"),
-    )
+_STORE_SCORE = _update_state(
+    "score", "fit", "engagement", "model_version", "explanation", "scored_at"
 )
 
 
@@ -265,15 +261,17 @@ async def store_scores(session: AsyncSession, scores: Mapping[str, tuple[Score, 
     if not scores:
         return
     rows = [
-        {
-            "b_lead_id": lead_id,
-            "b_score": result.total,
-            "b_fit": result.fit,
-            "b_engagement": result.engagement,
-            "b_model_version": result.model_version,
-            "b_explanation": result.explanation(),
-            "b_scored_at": at,
-        }
+        _parameters(
+            lead_id,
+            {
+                "score": result.total,
+                "fit": result.fit,
+                "engagement": result.engagement,
+                "model_version": result.model_version,
+                "explanation": result.explanation(),
+                "scored_at": at,
+            },
+        )
         for lead_id, (result, at) in scores.items()
     ]
     await session.execute(_STORE_SCORE, rows)
