@@ -22,6 +22,7 @@ from services.qualification.lead_state import (
     load_profiles,
     load_state,
     rescore,
+    stored_activities,
 )
 from services.qualification.lifecycle import LeadLifecycle, LifecyclePolicy
 from services.qualification.model_registry import active_model
@@ -39,6 +40,7 @@ from services.qualification.scoring import (
     chronological,
     fit_contributions,
     in_order,
+    live_history,
     score,
 )
 from shared.consumer import Batched, Delivery, HandlerContext, Handlers
@@ -159,8 +161,14 @@ def handlers(runtime: ServiceRuntime) -> Handlers:
         if not kept:
             return
         live = [lead_id for lead_id, lead in leads.items() if isinstance(lead, LeadState)]
+        model = await active_model(session)
+        earliest = min(c.envelope.time for c, *_ in kept)
         profiles = await load_profiles(session, live)
-        histories = await load_histories(session, live)
+        histories = await load_histories(
+            session, live, live=live_history(model), now=earliest
+        )  # what can no longer count is not read: the cost follows the live history only
+        # an activity belongs to the lead whose fact was stored first (as the INSERT decides)
+        claimed = await stored_activities(session, (item[3] for item in kept))
         await insert_many(  # facts of leads not captured yet wait here for their capture
             session,
             lead_activity_facts,
@@ -171,19 +179,17 @@ def handlers(runtime: ServiceRuntime) -> Handlers:
             ],
             skip_conflicts=True,  # a redelivered activity: the first one stays
         )
-        model = await active_model(session)
         histories = {lead_id: chronological(h) for lead_id, h in histories.items()}
-        known = {lead_id: {f.activity_id for f in h} for lead_id, h in histories.items()}
         writes = Writes()
         fits: dict[str, list[Contribution]] = {}  # a lead's profile does not change in a run
         for ctx, event, lead_id, activity_id, event_id in kept:
+            first = activity_id not in claimed  # as the facts' INSERT: the first one stays
+            claimed.add(activity_id)
             lead = leads.get(lead_id)
             if not isinstance(lead, LeadState):
                 continue
             history = histories.setdefault(lead_id, [])
-            seen = known.setdefault(lead_id, set())
-            if activity_id not in seen:  # as the fact's insert: the first one stays
-                seen.add(activity_id)
+            if first:
                 at = event.occurred_at
                 at = at if at.tzinfo else at.replace(tzinfo=UTC)  # as stored, then read back
                 fact = ActivityFact(activity_id, event.activity_type, at, event_id)

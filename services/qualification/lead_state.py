@@ -19,7 +19,7 @@ from services.qualification.models import (
     lead_states,
     stage_transitions,
 )
-from services.qualification.scoring import ActivityFact, Score, score
+from services.qualification.scoring import ActivityFact, LiveHistory, Score, score
 from services.qualification.scoring_model import ScoringModel
 from shared.events.payloads import LeadScored
 from shared.outbox import Encoded, Outbox
@@ -277,6 +277,16 @@ async def store_scores(session: AsyncSession, scores: Mapping[str, tuple[Score, 
     await session.execute(_STORE_SCORE, rows)
 
 
+async def stored_activities(session: AsyncSession, activity_ids: Iterable[str]) -> set[str]:
+    """Which of these activities are stored already (for whichever lead)."""
+    rows = await session.execute(
+        select(lead_activity_facts.c.activity_id).where(
+            lead_activity_facts.c.activity_id.in_(list(activity_ids))
+        )
+    )
+    return set(rows.scalars())
+
+
 async def load_profiles(
     session: AsyncSession, lead_ids: Iterable[str]
 ) -> dict[str, dict[str, Any]]:
@@ -290,13 +300,23 @@ async def load_profiles(
 
 
 async def load_histories(
-    session: AsyncSession, lead_ids: Iterable[str]
+    session: AsyncSession,
+    lead_ids: Iterable[str],
+    *,
+    live: LiveHistory | None = None,
+    now: datetime | None = None,
 ) -> dict[str, list[ActivityFact]]:
-    """Every stored activity of each lead, oldest first (leads without any are left out)."""
+    """Each lead's stored activities, oldest first (leads without any are left out); with
+    `live` and `now`, only those that can still count in a score at `now` or later."""
+    query = select(lead_activity_facts).where(lead_activity_facts.c.lead_id.in_(list(lead_ids)))
+    since = live.since(now) if live is not None and now is not None else None
+    if live is not None and since is not None:
+        query = query.where(
+            (lead_activity_facts.c.occurred_at >= since)
+            | lead_activity_facts.c.activity_type.in_(sorted(live.always))
+        )
     rows = await session.execute(
-        select(lead_activity_facts)
-        .where(lead_activity_facts.c.lead_id.in_(list(lead_ids)))
-        .order_by(lead_activity_facts.c.lead_id, lead_activity_facts.c.occurred_at)
+        query.order_by(lead_activity_facts.c.lead_id, lead_activity_facts.c.occurred_at)
     )
     histories: dict[str, list[ActivityFact]] = {}
     for r in rows:

@@ -6,6 +6,7 @@ hundredths before it is summed, so the explanation adds up to the score exactly.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -209,6 +210,36 @@ def score(
         engaged=tuple(engaged),
         negative_parts=tuple(negative),
     )
+
+
+@dataclass(frozen=True)
+class LiveHistory:
+    """Which of a lead's stored activities can still change its score under a model: every
+    activity of `always` types (undecaying engagement, negative signals), and any activity
+    younger than `max_age`, beyond which every decaying type's points round to zero. The
+    others need not be read: leaving them out gives the same score, exactly."""
+
+    always: frozenset[str]
+    max_age: timedelta | None  # None: no type decays to nothing, read everything
+
+    def since(self, now: datetime) -> datetime | None:
+        """The oldest moment that still counts for a score at `now` (None: all of them)."""
+        return None if self.max_age is None else now - self.max_age
+
+
+def live_history(model: ScoringModel) -> LiveHistory:
+    """What of a history `score` can still use under `model` (see `LiveHistory`)."""
+    engagement = model.engagement
+    always = {s.activity_type for s in model.negative_signals if s.activity_type}
+    ages = []
+    for activity_type, rule in engagement.activities.items():
+        half_life = engagement.half_life(activity_type)
+        if half_life is None:
+            always.add(activity_type)
+        else:  # points * 0.5 ** (age / half_life) < 0.004 rounds to 0.00 (with a margin)
+            ages.append(half_life * max(math.log2(rule.points / 0.004), 0.0) + 1)
+    max_age = timedelta(days=max(ages)) if ages else None
+    return LiveHistory(frozenset(always), max_age if ages else None)
 
 
 def decay_factor(age: timedelta, half_life_days: float | None) -> float:

@@ -32,8 +32,9 @@ STRONG_FIT = {"company_size": 400, "seniority": "vp", "job_title": "VP Ops", "co
 
 def scenario(population: str) -> tuple[dict[str, str], list[tuple[BaseModel, datetime]]]:
     """The same story for every population, with its own lead and activity ids: captures,
-    repeated and redelivered activities, activity before capture, an MQL crossing, a
-    recycled-free owner change, an unsubscribe, and an erasure with a late activity."""
+    repeated and redelivered activities, activity before capture, an MQL crossing, an
+    owner change, an unsubscribe, an activity long decayed, an activity id reused for
+    another lead, and an erasure with a late activity."""
     names = ("hot", "early", "erased", "cold")
     leads = {name: uuid.uuid5(uuid.NAMESPACE_URL, f"{population}/{name}") for name in names}
     acts = iter(uuid.uuid5(uuid.NAMESPACE_URL, f"{population}/a{i}") for i in range(100))
@@ -82,6 +83,8 @@ def scenario(population: str) -> tuple[dict[str, str], list[tuple[BaseModel, dat
     act("erased", "demo_request", 0)  # after erasure: ignored
     act("cold", "email_click", 1)
     act("early", "email_click", 0.1)
+    act("hot", "page_view", 1000)  # long decayed: stored, never read again
+    act("cold", "demo_request", 0, activity_id=repeated)  # hot's activity id: stays hot's
     return {str(v): k for k, v in leads.items()}, events
 
 
@@ -218,5 +221,8 @@ async def test_a_batch_has_the_effects_of_its_events_one_by_one(
     assert batch == alone
     stages = {name: stage for name, stage, *_ in alone["states"]}
     assert stages == {"hot": "mql", "early": "mql", "erased": "lead", "cold": "lead"}
-    assert alone["facts"].count("erased") == 0 and alone["facts"].count("hot") == 9
-    assert len(alone["scored"]) == 19  # 4 captures + 15 activities of captured leads
+    assert alone["facts"].count("erased") == 0 and alone["facts"].count("hot") == 10
+    assert alone["facts"].count("cold") == 2  # the reused activity id was not cold's
+    cold = next(state for state in alone["states"] if state[0] == "cold")
+    assert "demo_request" not in [rule for rule, _points in cold[6]]  # nor did it count
+    assert len(alone["scored"]) == 21  # 4 captures + 17 activities of captured leads

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from services.qualification.lead_state import LeadState, scored_event
 from services.qualification.lifecycle import LeadLifecycle, LifecyclePolicy
-from services.qualification.scoring import ActivityFact, Score, score
+from services.qualification.scoring import ActivityFact, Score, live_history, score
 from services.qualification.scoring_model import ScoringModel, default_model
 from shared.events.payloads import LeadScored
 
@@ -321,3 +321,37 @@ def test_the_scored_event_encoded_on_the_hot_path_is_what_the_model_would_encode
     assert encoded.model is LeadScored
     assert LeadScored.model_validate_json(encoded.data) == expected
     assert len(expected.explanation) == len(result.contributions) == 5
+
+
+long_histories = st.lists(
+    st.builds(
+        fact,
+        st.sampled_from(["page_view", "demo_request", "email_unsubscribe", "trial_signup", "x"]),
+        st.floats(min_value=0, max_value=2000),
+    ),
+    max_size=30,
+)
+
+
+@given(long_histories, st.floats(min_value=0, max_value=400))
+def test_activities_beyond_the_live_history_never_change_a_score(
+    history: list[ActivityFact], later_days: float
+) -> None:
+    rules, lead = default_model(), {"email_kind": "business"}
+    live = live_history(rules)
+    read_at, now = NOW, NOW + timedelta(days=later_days)  # read once, scored later too
+    since = live.since(read_at)
+    assert since is not None  # the default model's engagement decays
+    kept = [f for f in history if f.occurred_at >= since or f.activity_type in live.always]
+
+    full, pruned = score(rules, lead, history, now=now), score(rules, lead, kept, now=now)
+
+    assert (pruned.total, pruned.explanation()) == (full.total, full.explanation())
+    assert pruned.last_engagement_at == full.last_engagement_at
+
+
+def test_the_live_history_of_the_default_model() -> None:
+    live = live_history(default_model())
+
+    assert live.always == {"email_unsubscribe", "email_bounce"}  # negative signals: no decay
+    assert live.max_age is not None and timedelta(days=700) < live.max_age < timedelta(days=900)
