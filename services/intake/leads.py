@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import orjson
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,7 +20,7 @@ from services.intake.models import accounts, lead_external_ids, leads
 from services.intake.normalize import email_domain
 from shared.db import insert_many
 from shared.events.payloads import LeadCaptured, LeadUpdated
-from shared.outbox import Outbox
+from shared.outbox import Encoded, Outbox
 
 _LEAD_COLUMNS = (
     "id",
@@ -233,36 +233,59 @@ async def _emit(
     previous_account: str | None,
 ) -> None:
     if outcome.created:
-        domain = email_domain(lead.email) if lead.email else None
-        await outbox.add(
-            session,
-            LeadCaptured(
-                lead_id=lead.id,  # type: ignore[arg-type]  # text, validated to a UUID
-                source=lead.source,
-                channel=item.channel,
-                campaign=item.campaign,
-                account_id=lead.account_id,  # type: ignore[arg-type]
-                email_domain=domain,
-                email_kind=domains.email_kind(domain) if domain else None,
-                profile={k: v for k, v in lead.profile.items() if k not in PII_FIELDS},
-                external_ids=dict(item.external_ids),
-            ),
-            subject=lead.id,
-        )
+        await outbox.add(session, captured_event(lead, item), subject=lead.id)
         return
     account_moved = lead.account_id != previous_account
     if outcome.changes or account_moved:
-        await outbox.add(
-            session,
-            LeadUpdated(
-                lead_id=uuid.UUID(lead.id),
-                source=item.source,
-                changes=_public_changes(outcome.changes),
-                changed_pii=sorted(k for k in outcome.changes if k in PII_FIELDS),
-                account_id=_uuid(lead.account_id) if account_moved else None,
-            ),
-            subject=lead.id,
+        event = updated_event(
+            lead, item, outcome.changes, lead.account_id if account_moved else None
         )
+        await outbox.add(session, event, subject=lead.id)
+
+
+# lead.captured and lead.updated are encoded here, straight to JSON: one per captured row,
+# where building the pydantic model only to serialize it cost as much as the rest of the
+# row's work. The ids are canonical UUID text (`_new_id`, or read back as stored).
+# tests/unit/intake/test_lead_events.py decodes them with the models.
+
+
+def captured_event(lead: KnownLead, item: LeadInput) -> Encoded:
+    """`lead.captured` for a lead just created from `item` (`LeadCaptured`, as JSON)."""
+    domain = email_domain(lead.email) if lead.email else None
+    return Encoded(
+        LeadCaptured,
+        orjson.dumps(
+            {
+                "lead_id": lead.id,
+                "source": lead.source,
+                "channel": item.channel,
+                "campaign": item.campaign,
+                "account_id": lead.account_id,
+                "email_domain": domain,
+                "email_kind": domains.email_kind(domain) if domain else None,
+                "profile": {k: v for k, v in lead.profile.items() if k not in PII_FIELDS},
+                "external_ids": item.external_ids,
+            }
+        ),
+    )
+
+
+def updated_event(
+    lead: KnownLead, item: LeadInput, changes: dict[str, Any], moved_to: str | None
+) -> Encoded:
+    """`lead.updated` with `changes` (and the new account, if it moved) (`LeadUpdated`)."""
+    return Encoded(
+        LeadUpdated,
+        orjson.dumps(
+            {
+                "lead_id": lead.id,
+                "changes": _public_changes(changes),
+                "changed_pii": sorted(k for k in changes if k in PII_FIELDS),
+                "account_id": moved_to or None,
+                "source": item.source,
+            }
+        ),
+    )
 
 
 def _public_changes(changes: dict[str, Any]) -> dict[str, Any]:
@@ -272,10 +295,6 @@ def _public_changes(changes: dict[str, Any]) -> dict[str, Any]:
         domain = email_domain(changes["email"])
         public.update(email_domain=domain, email_kind=domains.email_kind(domain))
     return public
-
-
-def _uuid(value: str | None) -> uuid.UUID | None:
-    return uuid.UUID(value) if value else None
 
 
 def _account_domain(lead: KnownLead) -> str | None:
