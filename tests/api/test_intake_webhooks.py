@@ -241,3 +241,43 @@ async def test_concurrent_deliveries_are_applied_together_and_each_gets_its_own_
     assert [r["accepted"] for r in reports] == [1] * 8
     assert [len(r["failed"]) for r in reports] == [0, 0, 0, 1, 0, 0, 0, 0]
     assert len(await intake.events("handoff.lead.captured", 8)) == 8
+
+
+async def test_the_signed_url_is_the_public_one_a_proxy_forwards(intake: Intake) -> None:
+    await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    body = hubspot_batch()
+    internal = "http://intake.test/v1/webhooks/hubspot?source=hs"
+    public = "https://crm.example.com/v1/webhooks/hubspot?source=hs"
+    proxied = {"X-Forwarded-Proto": "https, http", "X-Forwarded-Host": "crm.example.com"}
+
+    signed_public = await intake.client.post(
+        internal, content=body, headers={**hubspot_headers(public, body), **proxied}
+    )
+    signed_internal = await intake.client.post(
+        internal, content=body, headers={**hubspot_headers(internal, body), **proxied}
+    )
+    direct = await intake.client.post(
+        internal, content=body, headers=hubspot_headers(internal, body)
+    )
+
+    assert signed_public.status_code == 200, signed_public.text
+    assert signed_public.json()["accepted"] == 2
+    assert signed_internal.status_code == 401
+    assert direct.status_code == 200 and direct.json()["duplicates"] == 2  # the bad one is not kept
+
+
+async def test_an_overlong_source_name_is_a_422_naming_the_parameter(intake: Intake) -> None:
+    url, body = "http://intake.test/v1/webhooks/hubspot?source=" + "x" * 101, hubspot_batch()
+    response = await intake.client.post(url, content=body, headers=hubspot_headers(url, body))
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    (error,) = response.json()["errors"]
+    assert error["field"].endswith("source") and "100 characters" in error["reason"]
+
+
+async def test_the_webhook_route_documents_its_provider_and_source(intake: Intake) -> None:
+    spec = (await intake.client.get("/openapi.json")).json()
+    operation = spec["paths"]["/v1/webhooks/{provider}"]["post"]
+    params = {(p["name"], p["in"]): p for p in operation["parameters"]}
+    assert params[("provider", "path")]["required"] is True
+    assert params[("source", "query")]["schema"]["maxLength"] == 100
