@@ -310,36 +310,51 @@ async def _load_known(session: AsyncSession, items: Sequence[LeadInput]) -> _Lea
     external = {(p, e) for i in items for p, e in i.external_ids.items()}
     ids: set[str] = set()
     if external:
-        stmt = select(lead_external_ids).where(
-            lead_external_ids.c.external_id.in_(sorted({e for _, e in external}))
+        rows = await session.execute(
+            _IDS_BY_EXTERNAL_ID, {"external": sorted({e for _, e in external})}
         )
-        ids |= {
-            r.lead_id
-            for r in await session.execute(stmt)
-            if (r.provider, r.external_id) in external
-        }
-    conditions = []
-    if emails:
-        conditions.append(leads.c.email.in_(emails))
-    if ids:
-        conditions.append(leads.c.id.in_(sorted(ids)))
-    if not conditions:
+        ids |= {r.lead_id for r in rows if (r.provider, r.external_id) in external}
+    if not emails and not ids:
         return known
     # Row locks (PostgreSQL): a concurrent capture or erasure of these leads waits for us.
-    stmt = select(leads).where(or_(*conditions)).order_by(leads.c.id).with_for_update()
-    rows = (await session.execute(stmt)).all()
+    if emails and ids:
+        stmt, params = _LEADS_BY_EMAIL_OR_ID, {"emails": emails, "ids": sorted(ids)}
+    elif emails:
+        stmt, params = _LEADS_BY_EMAIL, {"emails": emails}
+    else:
+        stmt, params = _LEADS_BY_ID, {"ids": sorted(ids)}
+    rows = (await session.execute(stmt, params)).all()
     found = [_known(r) for r in rows if r.erased_at is None]
     if found:
-        stmt = select(lead_external_ids).where(
-            lead_external_ids.c.lead_id.in_([lead.id for lead in found])
-        )
         by_lead: dict[str, set[tuple[str, str]]] = {}
-        for r in await session.execute(stmt):
+        for r in await session.execute(
+            _EXTERNAL_IDS_OF_LEADS, {"leads": [lead.id for lead in found]}
+        ):
             by_lead.setdefault(r.lead_id, set()).add((r.provider, r.external_id))
         for lead in found:
             lead.external_ids = by_lead.get(lead.id, set())
             known.add(lead)
     return known
+
+
+# The statements of a capture, built once: building and cache-keying them per batch cost
+# more than running them on a small batch (a webhook's).
+_IDS_BY_EXTERNAL_ID = select(lead_external_ids).where(
+    lead_external_ids.c.external_id.in_(bindparam("external", expanding=True))
+)
+_EXTERNAL_IDS_OF_LEADS = select(lead_external_ids).where(
+    lead_external_ids.c.lead_id.in_(bindparam("leads", expanding=True))
+)
+_BY_EMAIL = leads.c.email.in_(bindparam("emails", expanding=True))
+_BY_ID = leads.c.id.in_(bindparam("ids", expanding=True))
+_LEADS_BY_EMAIL_OR_ID = (
+    select(leads).where(or_(_BY_EMAIL, _BY_ID)).order_by(leads.c.id).with_for_update()
+)
+_LEADS_BY_EMAIL = select(leads).where(_BY_EMAIL).order_by(leads.c.id).with_for_update()
+_LEADS_BY_ID = select(leads).where(_BY_ID).order_by(leads.c.id).with_for_update()
+_ACCOUNTS_BY_DOMAIN = select(accounts.c.domain, accounts.c.id).where(
+    accounts.c.domain.in_(bindparam("domains", expanding=True))
+)
 
 
 def _known(row: Any) -> KnownLead:
@@ -366,9 +381,7 @@ async def _accounts(
     }
     if not wanted:
         return {}
-    rows = await session.execute(
-        select(accounts.c.domain, accounts.c.id).where(accounts.c.domain.in_(sorted(wanted)))
-    )
+    rows = await session.execute(_ACCOUNTS_BY_DOMAIN, {"domains": sorted(wanted)})
     found: dict[str | None, str] = {domain: account_id for domain, account_id in rows}
     missing = [(_new_id(), d, name, now) for d, name in wanted.items() if d not in found]
     await insert_many(session, accounts, ("id", "domain", "name", "created_at"), missing)

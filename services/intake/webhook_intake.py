@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake.activities import UnknownLead, record_activity
@@ -21,6 +21,7 @@ from services.intake.canonical import ActivityIn, LeadIn
 from services.intake.leads import capture_batch
 from services.intake.models import webhook_deliveries
 from services.intake.providers import InboundItem, SourceConfig
+from shared.db import insert_many
 from shared.outbox import Outbox
 
 
@@ -109,17 +110,11 @@ async def apply_deliveries(
             done.append((n, item.delivery_id, outcome.lead_id))
     if done:
         now = datetime.now(UTC)
-        await session.execute(
-            insert(webhook_deliveries),
-            [
-                {
-                    "source_name": deliveries[n].source.name,
-                    "delivery_id": d,
-                    "lead_id": lead,
-                    "received_at": now,
-                }
-                for n, d, lead in done
-            ],
+        await insert_many(
+            session,
+            webhook_deliveries,
+            ("source_name", "delivery_id", "lead_id", "received_at"),
+            [(deliveries[n].source.name, d, lead, now) for n, d, lead in done],
         )
     for n, _, _ in done:
         reports[n].accepted += 1
@@ -134,14 +129,16 @@ async def _seen(session: AsyncSession, deliveries: Sequence[Delivery]) -> set[tu
     for source_name, delivery_ids in by_source.items():
         if not delivery_ids:
             continue
-        rows = await session.execute(
-            select(webhook_deliveries.c.delivery_id).where(
-                webhook_deliveries.c.source_name == source_name,
-                webhook_deliveries.c.delivery_id.in_(delivery_ids),
-            )
-        )
+        rows = await session.execute(_SEEN, {"source": source_name, "ids": delivery_ids})
         seen |= {(source_name, d) for d in rows.scalars()}
     return seen
+
+
+# Built once (a statement per request batch is otherwise built and looked up in the cache).
+_SEEN = select(webhook_deliveries.c.delivery_id).where(
+    webhook_deliveries.c.source_name == bindparam("source"),
+    webhook_deliveries.c.delivery_id.in_(bindparam("ids", expanding=True)),
+)
 
 
 def _reason(exc: ValidationError) -> str:
