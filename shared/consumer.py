@@ -14,6 +14,7 @@ import contextlib
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,6 @@ from shared.events.codec import MalformedEvent, decode_payload, from_binary
 from shared.events.envelope import Envelope
 from shared.inbox import Inbox
 from shared.observability import metrics
-from shared.observability.logging import bind_event_context, clear_event_context
 from shared.observability.tracing import continue_trace, current_traceparent
 from shared.outbox import Outbox
 
@@ -95,6 +95,24 @@ class ConsumerHooks:
     after_db_commit: Callable[[Sequence[Record]], Awaitable[None]] | None = None
     after_offset_commit: Callable[[Sequence[Record]], Awaitable[None]] | None = None
     on_duplicate: Callable[[Envelope], Awaitable[None]] | None = None
+
+
+_LOG_CONTEXT: tuple[ContextVar[Any], ContextVar[Any], ContextVar[Any]] | None = None
+
+
+def _log_context_vars() -> tuple[ContextVar[Any], ContextVar[Any], ContextVar[Any]]:
+    """structlog's context variables for an event's `event_id`, `lead_id` and `trace_id`
+    (the ones `bind_event_context` binds), found once through the tokens of a binding."""
+    global _LOG_CONTEXT
+    if _LOG_CONTEXT is None:
+        tokens = structlog.contextvars.bind_contextvars(event_id=None, lead_id=None, trace_id=None)
+        structlog.contextvars.reset_contextvars(**tokens)
+        _LOG_CONTEXT = (
+            tokens["event_id"].var,
+            tokens["lead_id"].var,
+            tokens["trace_id"].var,
+        )
+    return _LOG_CONTEXT
 
 
 class EventConsumer:
@@ -192,23 +210,26 @@ class EventConsumer:
 
     async def _apply(self, session: AsyncSession, items: Sequence[_Decoded]) -> list[str]:
         """Run the handlers of events the inbox has not seen; returns each one's outcome."""
-        handled = [i for i in items if i.payload is not None and self.handlers.get(type(i.payload))]
+        handlers = self.handlers
+        work = []  # (item, its handler or None, its event id)
+        for item in items:
+            assert item.envelope is not None and item.payload is not None
+            work.append((item, handlers.get(type(item.payload)), str(item.envelope.id)))
         fresh = await self.inbox.claim(
-            session, group=self.group, event_ids=[str(i.envelope.id) for i in handled if i.envelope]
+            session, group=self.group, event_ids=[event_id for _i, h, event_id in work if h]
         )
         outcomes = []
         run: list[Delivery] = []  # consecutive fresh events of one batched type
         run_handler: Batched | None = None
-        for item in items:
-            assert item.envelope is not None and item.payload is not None
-            event_id = str(item.envelope.id)
-            handler = self.handlers.get(type(item.payload))
+        for item, handler, event_id in work:
+            envelope = item.envelope
+            assert envelope is not None
             if not handler:
                 outcomes.append("ignored")
             elif event_id not in fresh:
                 outcomes.append("duplicate")
                 if self.hooks.on_duplicate:
-                    await self.hooks.on_duplicate(item.envelope)
+                    await self.hooks.on_duplicate(envelope)
             else:
                 fresh.discard(event_id)  # a second copy in this very batch is a duplicate
                 if run and handler is not run_handler:
@@ -216,9 +237,9 @@ class EventConsumer:
                     run = []
                 if isinstance(handler, Batched):
                     run_handler = handler
-                    run.append((self._context(session, item.envelope), item.payload))
+                    run.append((self._context(session, envelope), item.payload))
                 else:
-                    await self._run_handlers(session, item.envelope, item.payload, handler)
+                    await self._run_handlers(session, envelope, item.payload, handler, event_id)
                 outcomes.append("processed")
         if run:
             await self._run_batch(run_handler, run)
@@ -236,20 +257,32 @@ class EventConsumer:
         self,
         session: AsyncSession,
         envelope: Envelope,
-        payload: BaseModel,
+        payload: Any,
         handlers: Sequence[Handler],
+        event_id: str | None = None,
     ) -> None:
-        bind_event_context(
-            event_id=str(envelope.id), lead_id=envelope.subject, traceparent=envelope.traceparent
+        # What `bind_event_context` binds, set on structlog's own context variables and
+        # reset afterwards (per event: structlog's bind and unbind cost more than the rest).
+        incoming = envelope.traceparent
+        traceparent = continue_trace(incoming)
+        # continue_trace keeps a valid caller's trace id; an invalid one gets a new trace
+        trace_id = traceparent[3:35] if incoming and incoming[3:35] == traceparent[3:35] else None
+        event_var, lead_var, trace_var = _log_context_vars()
+        tokens = (
+            event_var.set(event_id or str(envelope.id)),
+            lead_var.set(envelope.subject),
+            trace_var.set(trace_id),
         )
-        trace = current_traceparent.set(continue_trace(envelope.traceparent))
+        trace = current_traceparent.set(traceparent)
         try:
             context = HandlerContext(session=session, envelope=envelope, outbox=self.outbox)
             for handler in handlers:
                 await handler(context, payload)
         finally:
             current_traceparent.reset(trace)
-            clear_event_context()
+            trace_var.reset(tokens[2])
+            lead_var.reset(tokens[1])
+            event_var.reset(tokens[0])
 
     async def _apply_alone(self, item: _Decoded) -> None:
         assert item.envelope is not None

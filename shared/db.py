@@ -252,7 +252,10 @@ def _create_engine(url: str, *, echo: bool) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
-    kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+    # No pre-ping: it cost a round trip per transaction. A connection the server dropped
+    # fails its statement instead; SQLAlchemy then discards every pooled connection made
+    # before, so only the work in flight fails (callers retry: relay, consumer, client).
+    kwargs.update(pool_size=10, max_overflow=10, pool_recycle=1800)
     return create_async_engine(url, **kwargs)
 
 

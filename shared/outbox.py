@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import operator
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -331,7 +332,7 @@ class OutboxRelay:
                 got = await session.execute(_TRY_LOCK, {"k": self._lock_id})
                 if not got.scalar_one():
                     return 0
-            rows = sorted((await session.execute(self._take)).all())  # by id: in order
+            rows = sorted((await session.execute(self._take)).all(), key=_row_id)  # in order
             if not rows:
                 return 0
             await self.bus.publish(
@@ -361,6 +362,7 @@ class OutboxRelay:
 
 
 _TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(:k)")
+_row_id = operator.itemgetter(0)
 
 
 def _advisory_lock_id(service: str) -> int:
