@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,14 +33,23 @@ _LEAD_COLUMNS = (
     "created_at",
     "updated_at",
 )
-_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
-_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+# Version and variant bits of a UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then random.
+_UUID7_CLEAR = ~((0xF << 76) | (0x3 << 62))
+_UUID7_SET = (0x7 << 76) | (0x2 << 62)
 
 
 def _new_id() -> str:
-    """`str(uuid.uuid4())`, without building the UUID object (ids are made per row)."""
-    n = int.from_bytes(os.urandom(16), "big") & _UUID4_CLEAR | _UUID4_SET
-    h = f"{n:032x}"
+    """A new lead or account id: a time-ordered UUID (version 7), as canonical text.
+
+    Leads and accounts are keyed by these ids in several indexes (the tables' keys,
+    external ids, deliveries, event sequences). Random (version 4) ids put every new row
+    on a random page of each index, so an insert touched and wrote back as many pages as
+    the lead has indexes once the tables outgrew the cache; ids that grow with time keep
+    inserts at the right end of those indexes. The other 74 bits come from the OS's random
+    source, so ids stay unguessable.
+    """
+    n = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    h = f"{n & _UUID7_CLEAR | _UUID7_SET:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
