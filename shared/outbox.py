@@ -165,16 +165,19 @@ class Outbox:
             await self._flush_postgres(session, pending, counts)
             return
         last = await self._reserve_sequences(session, counts)
+        ids = [str(event.event_id) for event in pending]
         rows = [
             (
-                str(event.event_id),
+                event_id,
                 event.event_type.topic,
                 event.subject,
                 headers,
                 _value(event.payload),
                 event.time,
             )
-            for event, headers in zip(pending, self._headers(pending, counts, last), strict=True)
+            for event, event_id, headers in zip(
+                pending, ids, self._headers(pending, ids, counts, last), strict=True
+            )
         ]
         await insert_many(session, self.table, _ROW, rows)
 
@@ -187,11 +190,12 @@ class Outbox:
         subjects = sorted(counts)  # a fixed lock order: concurrent writers cannot deadlock
         result = await conn.exec_driver_sql(reserve, (subjects, [counts[s] for s in subjects]))
         last = {subject: int(n) for subject, n in result}
-        headers = self._headers(pending, counts, last)
+        ids = [str(e.event_id) for e in pending]
+        headers = self._headers(pending, ids, counts, last)
         await conn.exec_driver_sql(
             insert_rows,
             (
-                [str(e.event_id) for e in pending],
+                ids,
                 [e.event_type.topic for e in pending],
                 [e.subject for e in pending],
                 headers,
@@ -201,16 +205,16 @@ class Outbox:
         )
 
     def _headers(
-        self, pending: list[_Pending], counts: Counter[str], last: dict[str, int]
+        self, pending: list[_Pending], ids: list[str], counts: Counter[str], last: dict[str, int]
     ) -> list[str]:
         """Each event's `ce_*` headers as stored (JSON text), numbered per subject."""
         counters = {subject: last[subject] - n for subject, n in counts.items()}
         out = []
         source = self._source
-        for event in pending:  # straight to the wire format: this is the hot path
+        for event, event_id in zip(pending, ids, strict=True):  # straight to the wire format
             counters[event.subject] += 1
             headers = header_pairs(
-                event_id=event.event_id,
+                event_id=event_id,
                 source=source,
                 event_type=event.event_type.name,
                 subject=event.subject,

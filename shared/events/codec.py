@@ -35,7 +35,7 @@ class MalformedEvent(ValueError):
 
 def header_pairs(
     *,
-    event_id: uuid.UUID,
+    event_id: uuid.UUID | str,
     source: str,
     event_type: str,
     subject: str,
@@ -45,7 +45,7 @@ def header_pairs(
     content_type: str = JSON,
 ) -> list[tuple[str, str]]:
     """The `ce_*` headers of the Kafka binary binding, as text (the partition key is the
-    subject: a lead's events share a partition)."""
+    subject: a lead's events share a partition). `event_id` may be given as its text."""
     pairs = [
         ("ce_specversion", SPEC_VERSION),
         ("ce_id", str(event_id)),
