@@ -319,11 +319,15 @@ async def _load_known(session: AsyncSession, items: Sequence[LeadInput]) -> _Lea
     emails = sorted({i.email for i in items if i.email})
     external = {(p, e) for i in items for p, e in i.external_ids.items()}
     ids: set[str] = set()
-    if external:
+    by_provider: dict[str, set[str]] = {}
+    for provider, external_id in external:
+        by_provider.setdefault(provider, set()).add(external_id)
+    for provider, external_ids in sorted(by_provider.items()):
+        # by (provider, external id): the key's index, not a scan of every external id
         rows = await session.execute(
-            _IDS_BY_EXTERNAL_ID, {"external": sorted({e for _, e in external})}
+            _IDS_BY_EXTERNAL_ID, {"provider": provider, "external": sorted(external_ids)}
         )
-        ids |= {r.lead_id for r in rows if (r.provider, r.external_id) in external}
+        ids |= {r.lead_id for r in rows}
     if not emails and not ids:
         return known
     # Row locks (PostgreSQL): a concurrent capture or erasure of these leads waits for us.
@@ -349,8 +353,9 @@ async def _load_known(session: AsyncSession, items: Sequence[LeadInput]) -> _Lea
 
 # The statements of a capture, built once: building and cache-keying them per batch cost
 # more than running them on a small batch (a webhook's).
-_IDS_BY_EXTERNAL_ID = select(lead_external_ids).where(
-    lead_external_ids.c.external_id.in_(bindparam("external", expanding=True))
+_IDS_BY_EXTERNAL_ID = select(lead_external_ids.c.lead_id).where(
+    lead_external_ids.c.provider == bindparam("provider"),
+    lead_external_ids.c.external_id.in_(bindparam("external", expanding=True)),
 )
 _EXTERNAL_IDS_OF_LEADS = select(lead_external_ids).where(
     lead_external_ids.c.lead_id.in_(bindparam("leads", expanding=True))
