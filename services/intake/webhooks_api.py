@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import IntegrityError
+from starlette.datastructures import QueryParams
 
 from services.intake.delivery_batcher import DeliveryBatcher
 from services.intake.inbound_sources import (
@@ -93,7 +94,7 @@ async def receive_webhook(request: Request) -> dict[str, Any]:
             f"no webhook adapter for {provider!r}; known: {', '.join(sorted(ADAPTERS))}",
             errors=[{"field": "provider", "reason": "unknown provider"}],
         )
-    source = request.query_params.get("source") if scope.get("query_string") else None
+    source = _source_param(scope.get("query_string", b""))
     if source is not None and len(source) > _SOURCE_MAX:
         raise RequestValidationError(  # exactly what a `Query(max_length=...)` answers
             [
@@ -156,6 +157,25 @@ router.add_api_route(
     openapi_extra={"parameters": _WEBHOOK_PARAMETERS},
     route_class_override=_BareRequestRoute,
 )
+
+
+_SOURCES_BY_QUERY: dict[bytes, str | None] = {}
+
+
+def _source_param(query: bytes) -> str | None:
+    """The `source` query parameter as FastAPI reads it (the last one wins), remembered per
+    query string: a platform posts to one URL, and parsing it cost more than verifying it."""
+    if not query:
+        return None
+    try:
+        return _SOURCES_BY_QUERY[query]
+    except KeyError:
+        pass
+    source = QueryParams(query).get("source")
+    if len(_SOURCES_BY_QUERY) >= 1024:  # bounded: any client can choose query strings
+        _SOURCES_BY_QUERY.clear()
+    _SOURCES_BY_QUERY[query] = source
+    return source
 
 
 SOURCE_TTL = 5.0  # seconds: other replicas see a changed source within this time
