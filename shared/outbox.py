@@ -91,6 +91,8 @@ class _Pending:
 
 
 _ROW = ("event_id", "topic", "key", "headers", "value", "created_at")
+# The stored form of a `ce_sequence` header of 0, which PostgreSQL's flush numbers in SQL.
+_SEQUENCE_PLACEHOLDER = '["ce_sequence","0"]'
 
 
 def _value(payload: BaseModel | Encoded) -> bytes:
@@ -121,7 +123,7 @@ class Outbox:
         self._key = f"handoff.outbox.{service}.{id(self)}"
         self._source = f"/handoff/{service}"
         self._reserve: dict[str, Any] = {}
-        self._pg_sql: tuple[str, str] | None = None
+        self._pg_sql: str | None = None
 
     async def add(
         self,
@@ -184,16 +186,28 @@ class Outbox:
     async def _flush_postgres(
         self, session: AsyncSession, pending: list[_Pending], counts: Counter[str]
     ) -> None:
-        """Two statements whatever the number of events, their rows passed as arrays."""
-        reserve, insert_rows = self._postgres_statements(session)
+        """One statement whatever the number of events, their rows passed as arrays: it
+        advances each subject's counter and inserts the events numbered from it (the
+        stored headers carry a placeholder sequence that the statement fills in)."""
         conn = await session.connection()
-        subjects = sorted(counts)  # a fixed lock order: concurrent writers cannot deadlock
-        result = await conn.exec_driver_sql(reserve, (subjects, [counts[s] for s in subjects]))
-        last = {subject: int(n) for subject, n in result}
         ids = [str(e.event_id) for e in pending]
-        headers = self._headers(pending, ids, counts, last)
+        source = self._source
+        headers = [
+            orjson.dumps(
+                header_pairs(
+                    event_id=event_id,
+                    source=source,
+                    event_type=e.event_type.name,
+                    subject=e.subject,
+                    time=e.time,
+                    sequence=0,  # _SEQUENCE_PLACEHOLDER, replaced by the statement
+                    traceparent=e.traceparent,
+                )
+            ).decode()
+            for e, event_id in zip(pending, ids, strict=True)
+        ]
         await conn.exec_driver_sql(
-            insert_rows,
+            self._postgres_statement(session),
             (
                 ids,
                 [e.event_type.topic for e in pending],
@@ -225,25 +239,33 @@ class Outbox:
             out.append(orjson.dumps(headers).decode())
         return out
 
-    def _postgres_statements(self, session: AsyncSession) -> tuple[str, str]:
+    def _postgres_statement(self, session: AsyncSession) -> str:
         # Plain SQL for the driver (asyncpg's $n parameters): nothing for SQLAlchemy to
-        # compile or to process per row; asyncpg encodes the arrays.
+        # compile or to process per row; asyncpg encodes the arrays. Subjects are locked
+        # in a fixed order (concurrent writers cannot deadlock); the sort before the insert
+        # makes every counter advance before any row takes its id, in the events' order.
         if self._pg_sql is None:
             quote = session.bind.dialect.identifier_preparer
             seq, out = quote.format_table(self.sequences), quote.format_table(self.table)
             # Only our own quoted table names are interpolated; the data are parameters.
-            reserve = (
-                f"INSERT INTO {seq} (subject, last) "  # noqa: S608
-                "SELECT * FROM unnest($1::varchar[], $2::bigint[]) "
+            self._pg_sql = (
+                "WITH ev AS (SELECT * FROM unnest($1::varchar[], $2::varchar[], "  # noqa: S608
+                "$3::varchar[], $4::text[], $5::bytea[], $6::timestamptz[]) WITH ORDINALITY "
+                "AS e(event_id, topic, key, headers, value, created_at, ord)), "
+                "counts AS (SELECT key, count(*) AS n FROM ev GROUP BY key), "
+                f"reserved AS (INSERT INTO {seq} (subject, last) "
+                "SELECT key, n FROM counts ORDER BY key "
                 f"ON CONFLICT (subject) DO UPDATE SET last = {seq}.last + excluded.last "
-                "RETURNING subject, last"
+                "RETURNING subject, last) "
+                f"INSERT INTO {out} (event_id, topic, key, headers, value, created_at) "
+                "SELECT e.event_id, e.topic, e.key, "
+                f"replace(e.headers, '{_SEQUENCE_PLACEHOLDER}', "
+                '\'["ce_sequence","\' || (r.last - c.n + row_number() OVER '
+                "(PARTITION BY e.key ORDER BY e.ord))::text || '\"]'), "
+                "e.value, e.created_at "
+                "FROM ev e JOIN counts c ON c.key = e.key JOIN reserved r ON r.subject = e.key "
+                "ORDER BY e.ord"
             )
-            insert_rows = (
-                f"INSERT INTO {out} (event_id, topic, key, headers, value, created_at) "  # noqa: S608
-                "SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::text[], "
-                "$5::bytea[], $6::timestamptz[])"
-            )
-            self._pg_sql = (reserve, insert_rows)
         return self._pg_sql
 
     async def _reserve_sequences(

@@ -137,6 +137,44 @@ async def test_each_subject_gets_its_own_gapless_sequence(
     assert sequences == [(str(a), "1"), (str(b), "1"), (str(a), "2"), (str(a), "3"), (str(b), "2")]
 
 
+async def test_concurrent_transactions_number_each_subject_in_id_order(
+    databases: tuple[Database, Database],
+) -> None:
+    """The relay publishes by id: a subject's sequence must grow with the id, without gaps,
+    however transactions touching it interleave; and each row keeps its own headers."""
+    producer_db, _ = databases
+    outbox = Outbox(service="producer", tables=outbox_tables, catalog=catalog_with_ping("t"))
+    leads = [uuid.uuid4() for _ in range(4)]
+    added: dict[str, tuple[str, int]] = {}  # event id -> (subject, n)
+
+    async def writer(w: int) -> None:
+        async with producer_db.transaction() as session:
+            for k in range(12):
+                lead = leads[(w + k * (w % 3 + 1)) % len(leads)]
+                n = w * 100 + k
+                event_id = await outbox.add(session, Ping(lead_id=lead, n=n), subject=str(lead))
+                added[str(event_id)] = (str(lead), n)
+                await asyncio.sleep(0)
+
+    await asyncio.gather(*(writer(w) for w in range(6)))
+    async with producer_db.engine.connect() as conn:
+        rows = (await conn.execute(select(outbox_tables[0]).order_by(outbox_tables[0].c.id))).all()
+    assert len(rows) == len(added) == 72
+    per_subject: dict[str, list[int]] = {}
+    per_writer: dict[int, list[int]] = {}
+    for row in rows:
+        headers = dict(orjson.loads(row.headers))
+        subject, n = added[row.event_id]
+        assert headers["ce_id"] == row.event_id and headers["ce_subject"] == subject == row.key
+        assert orjson.loads(row.value)["n"] == n
+        per_subject.setdefault(subject, []).append(int(headers["ce_sequence"]))
+        per_writer.setdefault(n // 100, []).append(n)
+    for sequences in per_subject.values():
+        assert sequences == list(range(1, len(sequences) + 1))
+    for ns in per_writer.values():
+        assert ns == sorted(ns)  # a transaction's events take ids in the order they were added
+
+
 async def test_a_redelivered_event_is_dropped_by_the_inbox(
     databases: tuple[Database, Database], bus: Bus
 ) -> None:
