@@ -227,7 +227,8 @@ async def capture_batch(
         if lead.account_id != previous_account and not outcome.created:
             dirty[lead.id] = lead
         await _emit(outbox, session, lead, item, outcome, previous_account)
-    await _write(session, created, [d for d in dirty.values() if d not in created], new_ids, now)
+    new = {lead.id for lead in created}  # (not `in created`: that compares every field)
+    await _write(session, created, [d for d in dirty.values() if d.id not in new], new_ids, now)
     for lead, item, _ in pending_events:
         if item.visitor_id:
             await stitch_visitor(session, outbox, visitor_id=item.visitor_id, lead_id=lead.id)
