@@ -7,9 +7,10 @@ import contextlib
 import operator
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 import structlog
@@ -78,6 +79,13 @@ class Encoded:
 
     model: type[BaseModel]
     data: bytes
+
+
+@runtime_checkable
+class PipeliningBus(Protocol):
+    """A bus that takes messages in order now and confirms their storage later."""
+
+    async def enqueue(self, messages: Sequence[OutgoingMessage]) -> Awaitable[None]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +305,9 @@ class OutboxRelay:
     Several relays may run against one PostgreSQL database: a transaction-scoped advisory
     lock lets one publish at a time (keeping per-lead order). It sleeps until a commit wakes
     it, with a slow safety poll.
+
+    On a bus that can enqueue (Kafka), a transaction claims up to `pipeline` batches, each
+    while the broker is still storing the previous ones, and commits once all are stored.
     """
 
     def __init__(
@@ -307,12 +318,14 @@ class OutboxRelay:
         bus: Bus,
         batch_size: int = 500,
         idle_poll: float = 2.0,
+        pipeline: int = 4,
     ) -> None:
         self.db = db
         self.outbox = outbox
         self.bus = bus
         self.batch_size = batch_size
         self.idle_poll = idle_poll
+        self.pipeline = max(1, pipeline)
         self._stopping = False
         self._lock_id = _advisory_lock_id(outbox.service)
         table = outbox.table
@@ -352,23 +365,41 @@ class OutboxRelay:
         raise AssertionError("unreachable: tenacity retries forever")
 
     async def relay_once(self) -> int:
-        """Publish one batch; returns how many events went out."""
+        """Publish one batch (on a pipelining bus, up to `pipeline` batches); returns how
+        many events went out."""
+        enqueue = self.bus.enqueue if isinstance(self.bus, PipeliningBus) else None
+        total = 0
+        stored: list[Awaitable[None]] = []
         async with self.db.transaction() as session:
             if self.db.is_postgres:
                 got = await session.execute(_TRY_LOCK, {"k": self._lock_id})
                 if not got.scalar_one():
                     return 0
-            rows = sorted((await session.execute(self._take)).all(), key=_row_id)  # in order
-            if not rows:
-                return 0
-            await self.bus.publish(
-                [
-                    OutgoingMessage(topic, key, value, StoredHeaders(headers))
-                    for _id, topic, key, headers, value in rows
-                ]
-            )
-        metrics.OUTBOX_PUBLISHED.labels(self.outbox.service).inc(len(rows))
-        return len(rows)
+            try:
+                for _ in range(self.pipeline if enqueue else 1):
+                    rows = sorted((await session.execute(self._take)).all(), key=_row_id)
+                    if not rows:
+                        break
+                    messages = [
+                        OutgoingMessage(topic, key, value, StoredHeaders(headers))
+                        for _id, topic, key, headers, value in rows
+                    ]
+                    if enqueue is None:
+                        await self.bus.publish(messages)
+                    else:  # claim the next batch while the broker stores this one
+                        stored.append(await enqueue(messages))
+                    total += len(rows)
+                    if len(rows) < self.batch_size:
+                        break
+            finally:
+                # every enqueued batch is stored (or has failed) before the claims commit
+                outcomes = await asyncio.gather(*stored, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+        if total:
+            metrics.OUTBOX_PUBLISHED.labels(self.outbox.service).inc(total)
+        return total
 
     async def backlog(self) -> tuple[int, float]:
         """How many events wait in the outbox and the age in seconds of the oldest."""

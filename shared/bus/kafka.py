@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -127,7 +127,14 @@ class KafkaBus(Bus):
         self._known_topics.update(missing)
 
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
-        """Send `messages` as one record batch per partition and wait until all are stored.
+        """Send `messages` as one record batch per partition and wait until all are stored."""
+        await (await self.enqueue(messages))
+
+    async def enqueue(self, messages: Sequence[OutgoingMessage]) -> Awaitable[None]:
+        """Hand `messages` to the producer, in order, and return what completes once the
+        broker has stored all of them (raising `BusError` if it could not). Messages
+        enqueued later go out after these on every partition, so a caller may enqueue its
+        next messages before this one completes.
 
         Partitions are the producer's own choice (murmur2 of the key, as the Java client
         does), so a key's messages land where `send()` would put them; the hashes of
@@ -135,7 +142,7 @@ class KafkaBus(Bus):
         a send. Per partition the batches go out in order.
         """
         if not messages:
-            return
+            return _done()
         producer = self.producer
         try:
             partitions: dict[str, list[int]] = {}
@@ -170,9 +177,9 @@ class KafkaBus(Bus):
                         )
                 if batch.record_count():
                     deliveries.append(await producer.send_batch(batch, topic, partition=partition))
-            await asyncio.gather(*deliveries)
         except KafkaError as exc:
             raise BusError(f"publish to Kafka failed: {exc}") from exc
+        return _stored(deliveries)
 
     def _key_hash(self, key: bytes) -> int:
         hashed = self._key_hashes.get(key)
@@ -186,6 +193,17 @@ class KafkaBus(Bus):
         self, *, group: str, topics: Sequence[str], on_revoke: RevokeHook | None = None
     ) -> KafkaSubscription:
         return KafkaSubscription(self, group=group, topics=tuple(topics), on_revoke=on_revoke)
+
+
+async def _stored(deliveries: list[asyncio.Future[object]]) -> None:
+    try:
+        await asyncio.gather(*deliveries)
+    except KafkaError as exc:
+        raise BusError(f"publish to Kafka failed: {exc}") from exc
+
+
+async def _done() -> None:
+    return None
 
 
 def _append(batch: BatchBuilder, key: bytes, message: OutgoingMessage) -> bool:
