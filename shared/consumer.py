@@ -147,12 +147,18 @@ class EventConsumer:
         self.max_attempts = max_attempts
         self.hooks = hooks or ConsumerHooks()
         self._in_flight = asyncio.Lock()
+        self._committing: asyncio.Task[None] | None = None  # the last batch's offset commit
         self._stopping = asyncio.Event()
         self._subscription: Subscription | None = None
         self._last_lag_report = 0.0
 
     async def run(self) -> None:
-        """Consume until `stop()`; returns after the last batch is committed."""
+        """Consume until `stop()`; returns after the last batch is committed.
+
+        A batch's offsets are committed once its transaction has committed; the commit
+        runs while the next batch is applied, and the one after that waits for it, so
+        offsets are committed in order and a rebalance or `stop()` waits for both.
+        """
         subscription = self.bus.subscribe(
             group=self.group, topics=self.topics, on_revoke=self._wait_for_in_flight
         )
@@ -164,19 +170,38 @@ class EventConsumer:
                 if records:
                     async with self._in_flight:
                         await self.process(records)
-                        await subscription.commit(records)
-                        if self.hooks.after_offset_commit:
-                            await self.hooks.after_offset_commit(records)
+                        await self._committed()  # the previous batch's offsets first
+                        self._committing = asyncio.create_task(
+                            self._commit_offsets(subscription, records)
+                        )
                 await self._report_lag(subscription)
         finally:
-            await subscription.close()
+            try:
+                await self._committed()
+            finally:
+                await subscription.close()
 
     def stop(self) -> None:
         self._stopping.set()
 
+    async def _commit_offsets(self, subscription: Subscription, records: Sequence[Record]) -> None:
+        await subscription.commit(records)
+        if self.hooks.after_offset_commit:
+            await self.hooks.after_offset_commit(records)
+
+    async def _committed(self) -> None:
+        """Wait for the offset commit in flight, if any (its error is raised here)."""
+        committing = self._committing
+        if committing is not None:
+            try:
+                await committing  # a task may have several awaiters (a rebalance, the loop)
+            finally:
+                if self._committing is committing:
+                    self._committing = None
+
     async def _wait_for_in_flight(self) -> None:
         async with self._in_flight:
-            pass
+            await self._committed()
 
     async def process(self, records: Sequence[Record]) -> None:
         """Apply a batch: good events in one transaction, failures isolated, poison to DLQ."""
