@@ -332,6 +332,7 @@ class OutboxRelay:
         oldest = select(table.c.id).order_by(table.c.id).limit(batch_size)
         # Built once: SQLAlchemy compiles it once (an IN list of ids would be re-rendered for
         # every batch). FOR UPDATE renders as nothing on SQLite, whose writers take turns.
+        self._pg_take: str | None = None
         self._take = (
             delete(table)
             .where(table.c.id.in_(oldest.with_for_update(skip_locked=True).scalar_subquery()))
@@ -377,7 +378,7 @@ class OutboxRelay:
                     return 0
             try:
                 for _ in range(self.pipeline if enqueue else 1):
-                    rows = sorted((await session.execute(self._take)).all(), key=_row_id)
+                    rows = sorted(await self._claim(session), key=_row_id)
                     if not rows:
                         break
                     messages = [
@@ -400,6 +401,23 @@ class OutboxRelay:
         if total:
             metrics.OUTBOX_PUBLISHED.labels(self.outbox.service).inc(total)
         return total
+
+    async def _claim(self, session: AsyncSession) -> Sequence[Any]:
+        """Delete the oldest rows no other relay holds and return them (in any order)."""
+        if not self.db.is_postgres:
+            return (await session.execute(self._take)).all()
+        if self._pg_take is None:
+            table = session.bind.dialect.identifier_preparer.format_table(self.outbox.table)
+            # The ids are an array computed once (an InitPlan) before any row is deleted:
+            # as `IN (subquery)` the planner may run the locking subquery again for every
+            # row it scans (a nested loop), which on a large backlog never finishes.
+            self._pg_take = (
+                f"DELETE FROM {table} WHERE id = ANY(ARRAY("  # noqa: S608 (our table, an int)
+                f"SELECT id FROM {table} ORDER BY id LIMIT {int(self.batch_size)} "
+                "FOR UPDATE SKIP LOCKED)) RETURNING id, topic, key, headers, value"
+            )
+        conn = await session.connection()
+        return (await conn.exec_driver_sql(self._pg_take)).all()
 
     async def backlog(self) -> tuple[int, float]:
         """How many events wait in the outbox and the age in seconds of the oldest."""
