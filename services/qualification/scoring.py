@@ -309,7 +309,8 @@ def _engagement(
     # each activity type: the times and points counted so far, and where its window begins.
     plan = _plan(engagement)
     new_engaged = tuple.__new__  # what `_Engaged._make` does, without its Python frame
-    counted: dict[str, tuple[list[float], list[float], list[int]]] = {}
+    # per type: times, points, [where its window begins, all points counted so far]
+    counted: dict[str, tuple[list[float], list[float], list[Any]]] = {}
     engaged = []
     now_s = now.timestamp()
     for fact in facts:
@@ -328,15 +329,19 @@ def _engagement(
         if cap is not None:
             state = counted.get(fact.activity_type)
             if state is None:
-                state = counted[fact.activity_type] = ([], [], [0])
+                state = counted[fact.activity_type] = ([], [], [0, 0.0])
             times, earned, first = state
-            if window is not None:
-                while first[0] < len(times) and times[first[0]] <= at - window:
-                    first[0] += 1
-            room = round(cap - sum(earned[first[0] :]), 2)
-            points = max(min(decayed, room), 0.0)
+            # the window's points are part of all points so far (none is negative): when all
+            # of them leave room for this one, so does the window (it need not be summed)
+            if round(cap - first[1], 2) < decayed:
+                if window is not None:
+                    while first[0] < len(times) and times[first[0]] <= at - window:
+                        first[0] += 1
+                room = round(cap - sum(earned[first[0] :]), 2)
+                points = max(min(decayed, room), 0.0)
             times.append(at)
             earned.append(points)
+            first[1] += points
         engaged.append(new_engaged(_Engaged, (fact, rule, half_life, decayed, points)))
     return engaged
 
