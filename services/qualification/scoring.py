@@ -33,24 +33,48 @@ DAY_SECONDS = 86_400.0
 CLOCK_SKEW = timedelta(minutes=5)
 
 
-@dataclass(frozen=True)
 class ActivityFact:
-    """One thing the lead did, as scoring needs it."""
+    """One thing the lead did, as scoring needs it. Read-only by convention: a plain class
+    with slots and its derived values worked out once, as one is made for every stored
+    activity of every lead a run of events scores."""
 
-    activity_id: str | None  # ids as canonical UUID text, as stored and as events carry them
-    activity_type: str
-    occurred_at: datetime
-    event_id: str | None = None
+    __slots__ = ("activity_id", "activity_type", "event_id", "occurred_at", "order", "timestamp")
 
-    @cached_property
-    def timestamp(self) -> float:
-        """When it happened, in seconds since the epoch (decay is worked out from it)."""
-        return _aware(self.occurred_at).timestamp()
+    def __init__(
+        self,
+        activity_id: str | None,  # ids as canonical UUID text, as stored and as events carry
+        activity_type: str,
+        occurred_at: datetime,
+        event_id: str | None = None,
+    ) -> None:
+        self.activity_id = activity_id
+        self.activity_type = activity_type
+        self.occurred_at = occurred_at
+        self.event_id = event_id
+        # seconds since the epoch (decay is worked out from it)
+        self.timestamp: float = _aware(occurred_at).timestamp()
+        # where it comes in a history: by time, then type, then ids (a missing one first)
+        self.order: tuple[datetime, str, str, str] = (
+            occurred_at,
+            activity_type,
+            activity_id or "",
+            event_id or "",
+        )
 
-    @cached_property
-    def order(self) -> tuple[datetime, str, str, str]:
-        """Where it comes in a history: by time, then type, then ids (a missing one first)."""
-        return (self.occurred_at, self.activity_type, self.activity_id or "", self.event_id or "")
+    def _fields(self) -> tuple[str | None, str, datetime, str | None]:
+        return (self.activity_id, self.activity_type, self.occurred_at, self.event_id)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActivityFact) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (
+            f"ActivityFact({self.activity_id!r}, {self.activity_type!r}, "
+            f"{self.occurred_at!r}, {self.event_id!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True, eq=False)
