@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -123,3 +124,22 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         f"({_integration['passed']} passed, {_integration['failed']} failed, "
         f"{_integration['skipped']} skipped)"
     )
+    for line in _ci_failures:
+        terminalreporter.write_line(line, red=True, bold=True)
+
+
+_ci_failures: list[str] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI an integration test that did not run is a failure, whatever skipped it."""
+    if os.environ.get("CI") != "true" or not session.items:
+        return
+    ran = _integration["passed"] + _integration["failed"]
+    wanted = sum(1 for item in session.items if "integration" in item.keywords)
+    if wanted and (_integration["skipped"] or ran == 0):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        _ci_failures.append(
+            f"CI: {_integration['skipped']} integration test(s) skipped and {ran} ran: "
+            "every integration test must run against real Kafka and PostgreSQL"
+        )
