@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 import uuid
 
 _rng = random.Random(os.urandom(32))
@@ -34,3 +35,22 @@ def random_hex(bits: int) -> str:
         value = _rng.getrandbits(bits)
         if value:
             return f"{value:0{bits // 4}x}"
+
+
+# Version and variant bits of a UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then random.
+_UUID7_CLEAR = ~((0xF << 76) | (0x3 << 62))
+_UUID7_SET = (0x7 << 76) | (0x2 << 62)
+
+
+def time_ordered_id() -> str:
+    """A time-ordered UUID (version 7) as canonical text, for rows keyed in several indexes.
+
+    Random (version 4) ids put every new row on a random page of each index, so an insert
+    touches and writes back as many pages as the row has indexes once the tables outgrow
+    the cache; ids that grow with time keep inserts at the right end of those indexes. The
+    other 74 bits come from the operating system's random source, so these ids stay
+    unguessable (they are handed out, unlike event ids).
+    """
+    n = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    h = f"{n & _UUID7_CLEAR | _UUID7_SET:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

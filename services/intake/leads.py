@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +19,7 @@ from services.intake.models import accounts, lead_external_ids, leads
 from services.intake.normalize import email_domain
 from shared.db import insert_many
 from shared.events.payloads import LeadCaptured, LeadUpdated
+from shared.ids import time_ordered_id
 from shared.outbox import Encoded, Outbox
 
 _LEAD_COLUMNS = (
@@ -33,24 +32,6 @@ _LEAD_COLUMNS = (
     "created_at",
     "updated_at",
 )
-# Version and variant bits of a UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then random.
-_UUID7_CLEAR = ~((0xF << 76) | (0x3 << 62))
-_UUID7_SET = (0x7 << 76) | (0x2 << 62)
-
-
-def _new_id() -> str:
-    """A new lead or account id: a time-ordered UUID (version 7), as canonical text.
-
-    Leads and accounts are keyed by these ids in several indexes (the tables' keys,
-    external ids, deliveries, event sequences). Random (version 4) ids put every new row
-    on a random page of each index, so an insert touched and wrote back as many pages as
-    the lead has indexes once the tables outgrew the cache; ids that grow with time keep
-    inserts at the right end of those indexes. The other 74 bits come from the OS's random
-    source, so ids stay unguessable.
-    """
-    n = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
-    h = f"{n & _UUID7_CLEAR | _UUID7_SET:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class LeadInput(Protocol):
@@ -174,7 +155,7 @@ async def capture_batch(
                 continue
             profile = item.profile()
             lead = KnownLead(
-                id=_new_id(),
+                id=time_ordered_id(),
                 email=item.email,
                 source=item.source,
                 account_id=None,
@@ -256,7 +237,7 @@ async def _emit(
 
 # lead.captured and lead.updated are encoded here, straight to JSON: one per captured row,
 # where building the pydantic model only to serialize it cost as much as the rest of the
-# row's work. The ids are canonical UUID text (`_new_id`, or read back as stored).
+# row's work. The ids are canonical UUID text (`time_ordered_id`, or read back as stored).
 # tests/unit/intake/test_lead_events.py decodes them with the models.
 
 
@@ -399,7 +380,7 @@ async def _accounts(
         return {}
     rows = await session.execute(_ACCOUNTS_BY_DOMAIN, {"domains": sorted(wanted)})
     found: dict[str | None, str] = {domain: account_id for domain, account_id in rows}
-    missing = [(_new_id(), d, name, now) for d, name in wanted.items() if d not in found]
+    missing = [(time_ordered_id(), d, name, now) for d, name in wanted.items() if d not in found]
     await insert_many(session, accounts, ("id", "domain", "name", "created_at"), missing)
     found.update({domain: account_id for account_id, domain, _, _ in missing})
     return found

@@ -37,26 +37,10 @@ class LeadState:
 
 
 class Erased:
-    """What `load_lead` returns for an erased lead: facts about it are no longer taken."""
+    """What `load_leads` gives for an erased lead: facts about it are no longer taken."""
 
 
 ERASED = Erased()
-
-
-async def load_lead(
-    session: AsyncSession, lead_id: str, *, policy: LifecyclePolicy
-) -> LeadState | Erased | None:
-    """The lead's state (locked), ERASED, or None when unknown: one statement for all three."""
-    row = (
-        await session.execute(
-            select(lead_states).where(lead_states.c.lead_id == lead_id).with_for_update()
-        )
-    ).first()
-    if row is None:
-        return None
-    if row.erased_at is not None:
-        return ERASED
-    return _state(row, policy)
 
 
 async def load_state(
@@ -86,7 +70,7 @@ def _state(row: Any, policy: LifecyclePolicy) -> LeadState:
 async def load_leads(
     session: AsyncSession, lead_ids: Iterable[str], *, policy: LifecyclePolicy
 ) -> dict[str, LeadState | Erased]:
-    """`load_lead` for many leads in one statement; unknown leads are left out."""
+    """Each lead's state (locked), or ERASED, in one statement; unknown leads are left out."""
     ids = sorted(set(lead_ids))  # one lock order for every transaction: no deadlocks
     rows = await session.execute(
         select(lead_states)
@@ -104,7 +88,8 @@ class Writes:
     that gathers them keeps the leads' state in memory."""
 
     transitions: list[dict[str, Any]] = field(default_factory=list)
-    moves: dict[str, dict[str, Any]] = field(default_factory=dict)  # by lead: its stage now
+    # by lead: its stage columns now, and whether a step in the run took its owner away
+    moves: dict[str, tuple[dict[str, Any], bool]] = field(default_factory=dict)
     scores: dict[str, tuple[Score, datetime]] = field(default_factory=dict)  # by lead: last
 
     async def write(self, session: AsyncSession) -> None:
@@ -112,9 +97,9 @@ class Writes:
             await session.execute(_RECORD_TRANSITION, self.transitions)
         for disown, statement in ((False, _MOVE), (True, _MOVE_AND_DISOWN)):
             rows = [
-                _parameters(lead_id, {k: v for k, v in move.items() if k != "disown"})
-                for lead_id, move in self.moves.items()
-                if move["disown"] is disown
+                _parameters(lead_id, values)
+                for lead_id, (values, disowned) in self.moves.items()
+                if disowned is disown
             ]
             if rows:
                 await session.execute(statement, rows)
@@ -172,8 +157,7 @@ async def apply_step(
         )
     elif writes is not None:
         earlier = writes.moves.get(state.lead_id)
-        disown = disown or bool(earlier and earlier["disown"])
-        writes.moves[state.lead_id] = {**values, "disown": disown}
+        writes.moves[state.lead_id] = (values, disown or bool(earlier and earlier[1]))
     else:
         await session.execute(
             _MOVE_AND_DISOWN if disown else _MOVE, _parameters(state.lead_id, values)

@@ -266,18 +266,12 @@ def live_history(model: ScoringModel) -> LiveHistory:
     return LiveHistory(frozenset(always), max_age if ages else None)
 
 
-def decay_factor(age: timedelta, half_life_days: float | None) -> float:
-    """How much of an activity's points are left after `age` (1.0 without a half-life)."""
-    return _decay(age.total_seconds(), half_life_days)
-
-
 def _decay(age_seconds: float, half_life_days: float | None) -> float:
+    """How much of an activity's points are left after `age_seconds` (1.0 without a
+    half-life)."""
     if half_life_days is None:
         return 1.0
-    return float(0.5 ** (max(age_seconds, 0.0) / DAY / half_life_days))
-
-
-DAY = DAY_SECONDS
+    return float(0.5 ** (max(age_seconds, 0.0) / DAY_SECONDS / half_life_days))
 
 
 _FIT_MEMO_SIZE = 50_000
@@ -343,10 +337,7 @@ def _engagement(
             continue
         rule, half_life, cap, window = entry
         at = fact.timestamp
-        if half_life is None:
-            decayed = round(rule.points, 2)
-        else:  # as `_decay`, inlined: this line runs for every activity of every score
-            decayed = round(rule.points * 0.5 ** (max(now_s - at, 0.0) / DAY / half_life), 2)
+        decayed = round(rule.points * _decay(now_s - at, half_life), 2)
         if decayed <= 0:
             continue  # decayed away: no longer part of the score, nor of any cap
         points = decayed

@@ -1,4 +1,5 @@
-"""New lead and account ids: canonical UUIDv7 text, ordered by creation time, unique."""
+"""Time-ordered ids (new leads and accounts): canonical UUIDv7 text, ordered by creation time,
+unique."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ import uuid
 
 import pytest
 
-from services.intake import leads
+from shared import ids
 
 
 def test_an_id_is_a_canonical_version_7_uuid() -> None:
     for _ in range(100):
-        text = leads._new_id()
+        text = ids.time_ordered_id()
         parsed = uuid.UUID(text)
         assert str(parsed) == text
         assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
@@ -20,11 +21,11 @@ def test_an_id_is_a_canonical_version_7_uuid() -> None:
 
 def test_ids_sort_by_the_millisecond_they_were_made_in(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = types.SimpleNamespace(time_ns=lambda: 0)
-    monkeypatch.setattr(leads, "time", clock)
+    monkeypatch.setattr(ids, "time", clock)
     made = []
     for ms in (1_700_000_000_000, 1_700_000_000_001, 1_700_000_000_999, 1_800_000_000_000):
         clock.time_ns = lambda ms=ms: ms * 1_000_000 + 999_999
-        made += [(ms, leads._new_id()) for _ in range(50)]
+        made += [(ms, ids.time_ordered_id()) for _ in range(50)]
     for ms, text in made:
         assert uuid.UUID(text).int >> 80 == ms  # the Unix milliseconds lead the id
     ordered = sorted(made, key=lambda pair: pair[1])
@@ -33,6 +34,6 @@ def test_ids_sort_by_the_millisecond_they_were_made_in(monkeypatch: pytest.Monke
 
 def test_ids_made_in_one_millisecond_are_distinct(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
-        leads, "time", types.SimpleNamespace(time_ns=lambda: 1_700_000_000_000_000_000)
+        ids, "time", types.SimpleNamespace(time_ns=lambda: 1_700_000_000_000_000_000)
     )
-    assert len({leads._new_id() for _ in range(10_000)}) == 10_000
+    assert len({ids.time_ordered_id() for _ in range(10_000)}) == 10_000
