@@ -14,7 +14,6 @@ import contextlib
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +29,7 @@ from shared.events.codec import MalformedEvent, decode_payload, from_binary
 from shared.events.envelope import Envelope
 from shared.inbox import Inbox
 from shared.observability import metrics
+from shared.observability.logging import reset_event_context, set_event_context
 from shared.observability.tracing import continue_trace, current_traceparent
 from shared.outbox import Outbox
 
@@ -95,24 +95,6 @@ class ConsumerHooks:
     after_db_commit: Callable[[Sequence[Record]], Awaitable[None]] | None = None
     after_offset_commit: Callable[[Sequence[Record]], Awaitable[None]] | None = None
     on_duplicate: Callable[[Envelope], Awaitable[None]] | None = None
-
-
-_LOG_CONTEXT: tuple[ContextVar[Any], ContextVar[Any], ContextVar[Any]] | None = None
-
-
-def _log_context_vars() -> tuple[ContextVar[Any], ContextVar[Any], ContextVar[Any]]:
-    """structlog's context variables for an event's `event_id`, `lead_id` and `trace_id`
-    (the ones `bind_event_context` binds), found once through the tokens of a binding."""
-    global _LOG_CONTEXT
-    if _LOG_CONTEXT is None:
-        tokens = structlog.contextvars.bind_contextvars(event_id=None, lead_id=None, trace_id=None)
-        structlog.contextvars.reset_contextvars(**tokens)
-        _LOG_CONTEXT = (
-            tokens["event_id"].var,
-            tokens["lead_id"].var,
-            tokens["trace_id"].var,
-        )
-    return _LOG_CONTEXT
 
 
 class EventConsumer:
@@ -286,17 +268,12 @@ class EventConsumer:
         handlers: Sequence[Handler],
         event_id: str | None = None,
     ) -> None:
-        # What `bind_event_context` binds, set on structlog's own context variables and
-        # reset afterwards (per event: structlog's bind and unbind cost more than the rest).
         incoming = envelope.traceparent
         traceparent = continue_trace(incoming)
         # continue_trace keeps a valid caller's trace id; an invalid one gets a new trace
         trace_id = traceparent[3:35] if incoming and incoming[3:35] == traceparent[3:35] else None
-        event_var, lead_var, trace_var = _log_context_vars()
-        tokens = (
-            event_var.set(event_id or str(envelope.id)),
-            lead_var.set(envelope.subject),
-            trace_var.set(trace_id),
+        tokens = set_event_context(
+            event_id=event_id or str(envelope.id), lead_id=envelope.subject, trace_id=trace_id
         )
         trace = current_traceparent.set(traceparent)
         try:
@@ -305,9 +282,7 @@ class EventConsumer:
                 await handler(context, payload)
         finally:
             current_traceparent.reset(trace)
-            trace_var.reset(tokens[2])
-            lead_var.reset(tokens[1])
-            event_var.reset(tokens[0])
+            reset_event_context(tokens)
 
     async def _apply_alone(self, item: _Decoded) -> None:
         assert item.envelope is not None

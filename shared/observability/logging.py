@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextvars import ContextVar, Token
+from typing import Any
 
 import structlog
-
-from shared.observability.tracing import trace_id_of
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -46,14 +46,25 @@ def configure_logging(*, level: str = "info", json: bool = True) -> None:
         logging.getLogger(noisy).setLevel(max(_LEVELS[level], logging.WARNING))
 
 
-def bind_event_context(*, event_id: str, lead_id: str | None, traceparent: str | None) -> None:
-    """Put an event's ids on every log line until `clear_event_context()`."""
-    structlog.contextvars.bind_contextvars(
-        event_id=event_id,
-        lead_id=lead_id,
-        trace_id=trace_id_of(traceparent),
-    )
+# The three context variables structlog keeps `event_id`, `lead_id` and `trace_id` in.
+_EVENT_VARS: tuple[ContextVar[Any], ContextVar[Any], ContextVar[Any]] | None = None
+EventContext = tuple[Token[Any], Token[Any], Token[Any]]
 
 
-def clear_event_context() -> None:
-    structlog.contextvars.unbind_contextvars("event_id", "lead_id", "trace_id")
+def set_event_context(*, event_id: str, lead_id: str | None, trace_id: str | None) -> EventContext:
+    """Put an event's ids on every log line until `reset_event_context(tokens)`, which
+    brings back whatever was bound before. Sets structlog's own context variables directly:
+    it runs once per consumed event, where `bind_contextvars`/`unbind_contextvars` cost
+    more than the rest of the bookkeeping."""
+    global _EVENT_VARS
+    if _EVENT_VARS is None:  # found once, through the tokens of a binding
+        tokens = structlog.contextvars.bind_contextvars(event_id=None, lead_id=None, trace_id=None)
+        structlog.contextvars.reset_contextvars(**tokens)
+        _EVENT_VARS = (tokens["event_id"].var, tokens["lead_id"].var, tokens["trace_id"].var)
+    event_var, lead_var, trace_var = _EVENT_VARS
+    return (event_var.set(event_id), lead_var.set(lead_id), trace_var.set(trace_id))
+
+
+def reset_event_context(tokens: EventContext) -> None:
+    for token in reversed(tokens):
+        token.var.reset(token)
