@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
@@ -128,8 +129,9 @@ def before_commit(session: AsyncSession, hook: Callable[[AsyncSession], Awaitabl
 def stage_insert(session: AsyncSession, table: Table, row: dict[str, Any]) -> None:
     """Insert `row` just before the unit of work commits, batched with the table's others.
 
-    Row-at-a-time handlers get bulk-insert speed; the rows are not visible to reads earlier
-    in the same transaction.
+    Row-at-a-time handlers get bulk-insert speed (one `insert_many` when the rows have one
+    shape: on PostgreSQL a single statement); the rows are not visible to reads earlier in
+    the same transaction.
     """
     key = f"handoff.staged.{table.name}"
     rows: list[dict[str, Any]] | None = session.info.get(key)
@@ -137,12 +139,22 @@ def stage_insert(session: AsyncSession, table: Table, row: dict[str, Any]) -> No
         rows = session.info[key] = []
 
         async def flush(flushing: AsyncSession) -> None:
-            staged = flushing.info.pop(key, [])
-            if staged:
-                await flushing.execute(insert(table), staged)
+            # one statement per run of rows naming the same columns, in the order staged
+            for columns, shaped in itertools.groupby(flushing.info.pop(key, []), key=tuple):
+                run = list(shaped)
+                if _no_python_defaults(table, columns):
+                    await insert_many(flushing, table, columns, [tuple(r.values()) for r in run])
+                else:  # a left-out column has a default only SQLAlchemy's INSERT applies
+                    await flushing.execute(insert(table), run)
 
         before_commit(session, flush)
     rows.append(row)
+
+
+def _no_python_defaults(table: Table, columns: tuple[str, ...]) -> bool:
+    """True when the columns left out of `columns` get no client-side default (which only
+    SQLAlchemy's own insert applies)."""
+    return all(c.default is None for c in table.c if c.name not in columns)
 
 
 async def insert_many(

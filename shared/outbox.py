@@ -54,7 +54,7 @@ def define_outbox_tables(metadata: MetaData) -> tuple[Table, Table]:
         Column(
             "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
         ),
-        Column("event_id", String(36), nullable=False, unique=True),
+        Column("event_id", String(36), nullable=False),
         Column("topic", String(200), nullable=False),
         Column("key", String(200), nullable=False),
         Column("headers", Text, nullable=False),

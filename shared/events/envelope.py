@@ -8,15 +8,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.ids import random_uuid
+from shared.ids import time_ordered_uuid
 
 SPEC_VERSION = "1.0"
 JSON = "application/json"
 
 
 def new_event_id() -> uuid.UUID:
-    """A fresh random event id."""
-    return random_uuid()
+    """A fresh event id: unique, ordered by the millisecond it was made in (UUIDv7)."""
+    return time_ordered_uuid()
 
 
 def utcnow() -> datetime:

@@ -1,4 +1,5 @@
-"""`insert_many` writes what SQLAlchemy's executemany INSERT writes, on both databases."""
+"""`insert_many` (and `stage_insert`, which uses it) writes what SQLAlchemy's executemany
+INSERT writes, on both databases."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from sqlalchemy import JSON, Column, DateTime, Integer, LargeBinary, String, Table, select
 from sqlalchemy.exc import IntegrityError
 
-from shared.db import Database, insert_many, new_metadata
+from shared.db import Database, insert_many, new_metadata, stage_insert
 from tests.conftest import new_pg_database
 
 metadata = new_metadata()
@@ -24,6 +25,12 @@ things = Table(
     Column("doc", JSON, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
     Column("blob", LargeBinary),
+)
+tagged = Table(  # a client-side default: only SQLAlchemy's own INSERT applies it
+    "tagged",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tag", String(20), nullable=False, default="staged"),
 )
 
 
@@ -120,3 +127,45 @@ async def test_skipping_conflicts_keeps_the_first_row_and_writes_the_others(db: 
     kept = await stored(db, [first["id"]])
     assert [row[0] for row in kept] == [first["n"]]
     assert len(await stored(db, [second["id"], third["id"]])) == 2
+
+
+async def test_staged_rows_are_written_as_the_unit_of_work_commits(db: Database) -> None:
+    same_shape = rows(5)
+    full_shape = rows(6)[5]
+    other_shape = {k: v for k, v in rows(7)[6].items() if k != "blob"}
+    async with db.transaction() as session:
+        for row in same_shape:
+            stage_insert(session, things, row)
+        assert await stored(db, [r["id"] for r in same_shape]) == []  # not before the commit
+    async with db.transaction() as session:  # rows of two shapes in one unit of work
+        stage_insert(session, things, full_shape)
+        stage_insert(session, things, other_shape)
+    async with db.transaction() as session:  # a column left to its client-side default
+        stage_insert(session, tagged, {"id": "a"})
+        stage_insert(session, tagged, {"id": "b", "tag": "given"})
+
+    written = await stored(db, [r["id"] for r in same_shape])
+    by_id = {r["id"]: r for r in same_shape}
+    expected = [by_id[i] for i in sorted(by_id)]
+    assert [(r[0], r[1], bytes(r[3])) for r in written] == [
+        (e["n"], e["doc"], e["blob"]) for e in expected
+    ]
+    two = sorted((full_shape, other_shape), key=lambda r: r["id"])
+    assert [(r[0], r[3]) for r in await stored(db, [r["id"] for r in two])] == [
+        (r["n"], r.get("blob")) for r in two
+    ]
+    async with db.engine.connect() as conn:
+        tags = dict((await conn.execute(select(tagged.c.id, tagged.c.tag))).all())
+    assert tags == {"a": "staged", "b": "given"}
+
+
+async def test_a_failing_staged_insert_rolls_the_unit_of_work_back(db: Database) -> None:
+    earlier, first, second = rows(3)
+    second["id"] = first["id"]
+    columns = tuple(earlier)
+    with pytest.raises(IntegrityError):
+        async with db.transaction() as session:
+            await insert_many(session, things, columns, [tuple(earlier.values())])
+            stage_insert(session, things, first)
+            stage_insert(session, things, second)
+    assert await stored(db, [earlier["id"], first["id"]]) == []
