@@ -614,6 +614,9 @@ class RemoteConsumer:
 # --- phases ------------------------------------------------------------------------------------
 
 
+Entry = tuple[str, "Measured", bool]  # a path's name, the path, paced at --rate whatever
+
+
 class Runner:
     def __init__(self, args: argparse.Namespace, progress: Progress) -> None:
         self.args = args
@@ -666,28 +669,40 @@ class Runner:
         self.progress.update(task, description=f"{label} [green]{result['events_per_s']:,.0f}/s")
         return result
 
-    async def measure(self, name: str, path: Measured, *, fixed_rate: bool) -> dict[str, Any]:
-        """Warm-up, burst, then paced; `fixed_rate`: pace at --rate even above the burst's
-        throughput (the LocalBus latency target is defined at that rate)."""
+    async def warm(self, name: str, path: Measured) -> None:
+        """Whole-pipeline warm-up (connections, group join, statement caches); not reported."""
         args = self.args
-        out: dict[str, Any] = {}
         await self.phase(
             f"{name}: warm-up", path, count=args.warmup, rate=None, batch=args.txn_size, timeout=120
         )
-        if args.gc_freeze:
-            gc.collect()
-            gc.freeze()
-            if path.remote:
-                path.remote.freeze()
-        out["burst"] = await self.phase(
-            f"{name}: burst",
-            path,
-            count=args.events,
-            rate=None,
-            batch=args.txn_size,
-            timeout=args.phase_timeout,
-        )
-        capacity = out["burst"]["events_per_s"]
+
+    async def bursts(self, paths: dict[str, Entry]) -> dict[str, list[dict[str, Any]]]:
+        """`--rounds` bursts per path, the paths taking turns in every round: a disturbance
+        of the (shared) machine falls on one round of each, not on all of one path's."""
+        args = self.args
+        out: dict[str, list[dict[str, Any]]] = {key: [] for key in paths}
+        for n in range(1, args.rounds + 1):
+            for key, (name, path, _fixed) in paths.items():
+                label = f"{name}: burst" + (f" {n}/{args.rounds}" if args.rounds > 1 else "")
+                out[key].append(
+                    await self.phase(
+                        label,
+                        path,
+                        count=args.events,
+                        rate=None,
+                        batch=args.txn_size,
+                        timeout=args.phase_timeout,
+                    )
+                )
+        return out
+
+    async def paced(
+        self, name: str, path: Measured, capacity: float, *, fixed_rate: bool
+    ) -> dict[str, Any]:
+        """Paced at --rate (`fixed_rate`: even above the burst capacity, as the LocalBus
+        latency target is defined at that rate), and at 80% of capacity when below it."""
+        args = self.args
+        out: dict[str, Any] = {}
         if capacity >= args.rate or fixed_rate:
             count = int(args.rate * args.paced_seconds)
             overloaded = capacity < args.rate
@@ -714,6 +729,27 @@ class Runner:
             )
         return out
 
+    async def measure(self, paths: dict[str, Entry]) -> dict[str, dict[str, Any]]:
+        """Warm every path up, then the burst rounds, then each path's paced phases. A
+        path's `burst` is its median round (by throughput); all rounds are in `bursts`."""
+        for name, path, _fixed in paths.values():
+            await self.warm(name, path)
+        if self.args.gc_freeze:
+            gc.collect()
+            gc.freeze()
+            for _name, path, _fixed in paths.values():
+                if path.remote:
+                    path.remote.freeze()
+        rounds = await self.bursts(paths)
+        out: dict[str, dict[str, Any]] = {}
+        for key, (name, path, fixed_rate) in paths.items():
+            median = sorted(rounds[key], key=lambda r: r["events_per_s"])[len(rounds[key]) // 2]
+            out[key] = {"burst": median, "bursts": rounds[key]}
+            out[key].update(
+                await self.paced(name, path, median["events_per_s"], fixed_rate=fixed_rate)
+            )
+        return out
+
 
 # --- the paths ----------------------------------------------------------------------------------
 
@@ -736,24 +772,23 @@ async def start_consumer(
     stack.push_async_callback(side.stop)
 
 
-async def run_local(runner: Runner, workdir: Path) -> dict[str, Any]:
-    args = runner.args
-    async with contextlib.AsyncExitStack() as stack:
-        bus = LocalBus(workdir / "events.db", partitions=args.partitions)
-        await bus.start()
-        stack.push_async_callback(bus.close)
-        producer_db = Database(f"sqlite+aiosqlite:///{workdir / 'producer'}.db")
-        stack.push_async_callback(producer_db.dispose)
-        path = Pipeline(bus=bus, producer_db=producer_db, relay_batch=args.relay_batch)
-        await path.start()
-        stack.push_async_callback(path.stop)
-        # embedded mode is one process by design: the consumer side always runs here
-        spec = consumer_spec(
-            "pipeline", path, args, bus=bus, db_url=f"sqlite+aiosqlite:///{workdir / 'consumer'}.db"
-        )
-        await start_consumer(stack, path, spec, separate=False)
-        return await runner.measure("LocalBus", path, fixed_rate=True)
-    raise AssertionError("unreachable")
+async def open_local(
+    stack: contextlib.AsyncExitStack, args: argparse.Namespace, workdir: Path
+) -> Measured:
+    bus = LocalBus(workdir / "events.db", partitions=args.partitions)
+    await bus.start()
+    stack.push_async_callback(bus.close)
+    producer_db = Database(f"sqlite+aiosqlite:///{workdir / 'producer'}.db")
+    stack.push_async_callback(producer_db.dispose)
+    path = Pipeline(bus=bus, producer_db=producer_db, relay_batch=args.relay_batch)
+    await path.start()
+    stack.push_async_callback(path.stop)
+    # embedded mode is one process by design: the consumer side always runs here
+    spec = consumer_spec(
+        "pipeline", path, args, bus=bus, db_url=f"sqlite+aiosqlite:///{workdir / 'consumer'}.db"
+    )
+    await start_consumer(stack, path, spec, separate=False)
+    return path
 
 
 async def delete_topics(servers: str, topics: Sequence[str]) -> None:
@@ -768,60 +803,57 @@ async def delete_topics(servers: str, topics: Sequence[str]) -> None:
         await admin.close()
 
 
-async def run_kafka(runner: Runner, servers: str, admin_url: str) -> dict[str, Any]:
-    args = runner.args
-    async with contextlib.AsyncExitStack() as stack:
-        bus = KafkaBus(servers, client_id=unique("bench"), partitions=args.partitions)
-        await bus.start()
-        stack.push_async_callback(bus.close)
-        urls = [
-            await stack.enter_async_context(FreshPgDatabase(admin_url, role, keep=args.keep))
-            for role in ("producer", "consumer")
-        ]
-        producer_db = Database(urls[0])
-        stack.push_async_callback(producer_db.dispose)
-        path = Pipeline(bus=bus, producer_db=producer_db, relay_batch=args.relay_batch)
-        if not args.keep:
-            stack.push_async_callback(delete_topics, servers, [path.topic])
-        await path.start()
-        stack.push_async_callback(path.stop)
-        spec = consumer_spec("pipeline", path, args, servers=servers, db_url=urls[1])
-        await start_consumer(stack, path, spec, separate=args.processes == 2)
-        path.writers = args.writers
-        return await runner.measure("Kafka path", path, fixed_rate=False)
-    raise AssertionError("unreachable")
+async def open_kafka(
+    stack: contextlib.AsyncExitStack, args: argparse.Namespace, servers: str, admin_url: str
+) -> Measured:
+    bus = KafkaBus(servers, client_id=unique("bench"), partitions=args.partitions)
+    await bus.start()
+    stack.push_async_callback(bus.close)
+    urls = [
+        await stack.enter_async_context(FreshPgDatabase(admin_url, role, keep=args.keep))
+        for role in ("producer", "consumer")
+    ]
+    producer_db = Database(urls[0])
+    stack.push_async_callback(producer_db.dispose)
+    path = Pipeline(bus=bus, producer_db=producer_db, relay_batch=args.relay_batch)
+    if not args.keep:
+        stack.push_async_callback(delete_topics, servers, [path.topic])
+    await path.start()
+    stack.push_async_callback(path.stop)
+    spec = consumer_spec("pipeline", path, args, servers=servers, db_url=urls[1])
+    await start_consumer(stack, path, spec, separate=args.processes == 2)
+    path.writers = args.writers
+    return path
 
 
-async def run_adapter(runner: Runner, servers: str) -> dict[str, Any]:
-    args = runner.args
-    async with contextlib.AsyncExitStack() as stack:
-        bus = KafkaBus(servers, client_id=unique("bench"), partitions=args.partitions)
-        await bus.start()
-        stack.push_async_callback(bus.close)
-        path = KafkaBusOnly(bus)
-        if not args.keep:
-            stack.push_async_callback(delete_topics, servers, [path.topic])
-        await bus.ensure_topics([path.topic])
-        spec = consumer_spec("adapter", path, args, servers=servers)
-        await start_consumer(stack, path, spec, separate=args.processes == 2)
-        path.writers = args.writers
-        return await runner.measure("KafkaBus adapter", path, fixed_rate=False)
-    raise AssertionError("unreachable")
+async def open_adapter(
+    stack: contextlib.AsyncExitStack, args: argparse.Namespace, servers: str
+) -> Measured:
+    bus = KafkaBus(servers, client_id=unique("bench"), partitions=args.partitions)
+    await bus.start()
+    stack.push_async_callback(bus.close)
+    path = KafkaBusOnly(bus)
+    if not args.keep:
+        stack.push_async_callback(delete_topics, servers, [path.topic])
+    await bus.ensure_topics([path.topic])
+    spec = consumer_spec("adapter", path, args, servers=servers)
+    await start_consumer(stack, path, spec, separate=args.processes == 2)
+    path.writers = args.writers
+    return path
 
 
-async def run_raw(runner: Runner, servers: str) -> dict[str, Any]:
-    args = runner.args
-    async with contextlib.AsyncExitStack() as stack:
-        path = RawKafka(servers)
-        if not args.keep:
-            stack.push_async_callback(delete_topics, servers, [path.topic])
-        await path.start(KafkaBus(servers, client_id=unique("bench"), partitions=args.partitions))
-        stack.push_async_callback(path.stop)
-        spec = consumer_spec("raw", path, args, servers=servers)
-        await start_consumer(stack, path, spec, separate=args.processes == 2)
-        path.writers = args.writers
-        return await runner.measure("raw aiokafka", path, fixed_rate=False)
-    raise AssertionError("unreachable")
+async def open_raw(
+    stack: contextlib.AsyncExitStack, args: argparse.Namespace, servers: str
+) -> Measured:
+    path = RawKafka(servers)
+    if not args.keep:
+        stack.push_async_callback(delete_topics, servers, [path.topic])
+    await path.start(KafkaBus(servers, client_id=unique("bench"), partitions=args.partitions))
+    stack.push_async_callback(path.stop)
+    spec = consumer_spec("raw", path, args, servers=servers)
+    await start_consumer(stack, path, spec, separate=args.processes == 2)
+    path.writers = args.writers
+    return path
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -859,6 +891,10 @@ def verdicts(results: dict[str, Any], args: argparse.Namespace) -> list[dict[str
     if results.get("kafka") and results.get("raw"):
         ratio = results["kafka"]["burst"]["events_per_s"] / results["raw"]["burst"]["events_per_s"]
         results["kafka_over_raw"] = ratio
+        results["kafka_over_raw_by_round"] = [
+            k["events_per_s"] / r["events_per_s"]
+            for k, r in zip(results["kafka"]["bursts"], results["raw"]["bursts"], strict=True)
+        ]
         out.append(
             {
                 "target": f"Kafka path >= {TARGET_KAFKA_RATIO:.0%} of raw aiokafka throughput",
@@ -919,9 +955,19 @@ def report(results: dict[str, Any], targets: list[dict[str, Any]]) -> None:
                 f"{r['machine_busy']:.0%}",
             )
     console.print(table)
+    rounds = {key: results[key]["bursts"] for key in names if key in results}
+    if any(len(bursts) > 1 for bursts in rounds.values()):
+        console.print("burst rounds (events/s; a path's row above is its median round):")
+        for key, bursts in rounds.items():
+            console.print(
+                f"  {names[key]}: " + ", ".join(f"{b['events_per_s']:,.0f}" for b in bursts)
+            )
     if "kafka_over_raw" in results:
         console.print(
             f"kafka_path / raw_aiokafka throughput = [bold]{results['kafka_over_raw']:.2f}[/bold]"
+            " (medians; round by round: "
+            + ", ".join(f"{r:.2f}" for r in results["kafka_over_raw_by_round"])
+            + ")"
         )
     if "adapter_over_raw" in results:
         console.print(
@@ -961,15 +1007,26 @@ async def main(args: argparse.Namespace) -> int:
         transient=False,
     ) as progress:
         runner = Runner(args, progress)
-        if "local" in paths:
-            with tempfile.TemporaryDirectory(prefix="handoff-bench-", dir=args.workdir) as tmp:
-                results["local"] = await run_local(runner, Path(tmp))
-        if "kafka" in paths:
-            results["kafka"] = await run_kafka(runner, servers, admin_url)
-        if "adapter" in paths:
-            results["adapter"] = await run_adapter(runner, servers)
-        if "raw" in paths:
-            results["raw"] = await run_raw(runner, servers)
+        async with contextlib.AsyncExitStack() as stack:
+            opened: dict[str, Entry] = {}
+            if "local" in paths:
+                workdir = stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="handoff-bench-", dir=args.workdir)
+                )
+                local = await open_local(stack, args, Path(workdir))
+                opened["local"] = ("LocalBus", local, True)
+            if "kafka" in paths:
+                kafka = await open_kafka(stack, args, servers, admin_url)
+                opened["kafka"] = ("Kafka path", kafka, False)
+            if "adapter" in paths:
+                opened["adapter"] = (
+                    "KafkaBus adapter",
+                    await open_adapter(stack, args, servers),
+                    False,
+                )
+            if "raw" in paths:
+                opened["raw"] = ("raw aiokafka", await open_raw(stack, args, servers), False)
+            results.update(await runner.measure(opened))
     targets = verdicts(results, args)
     report(results, targets)
     saved = write_results(
@@ -996,6 +1053,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="events in each burst (default 20000)",
     )
     p.add_argument("--warmup", type=int, default=1000, help="warm-up events per path")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="bursts per path, the paths taking turns; a path's figure is its median round",
+    )
     p.add_argument(
         "--rate",
         type=float,
