@@ -117,3 +117,11 @@ def inline_connector(database: str, *, timeout: float = 5.0) -> Callable[[], Any
         )
 
     return connect
+
+
+def sqlite3_connection(driver_connection: Any) -> sqlite3.Connection | None:
+    """The `sqlite3` connection under a SQLAlchemy driver connection opened inline, for
+    statements run directly in its transaction (None for any other kind of connection)."""
+    if isinstance(driver_connection, InlineConnection):
+        return driver_connection._conn
+    return None

@@ -8,16 +8,16 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake import domains
 from services.intake.activities import stitch_visitor
 from services.intake.canonical import PII_FIELDS, LeadSource
+from services.intake.driver_sql import DriverSql, Query
 from services.intake.identity import KnownLead, apply, merge
 from services.intake.models import accounts, lead_external_ids, leads
 from services.intake.normalize import email_domain
-from shared.db import insert_many
 from shared.events.payloads import LeadCaptured, LeadUpdated
 from shared.ids import time_ordered_id
 from shared.outbox import Encoded, Outbox
@@ -299,70 +299,75 @@ def _account_domain(lead: KnownLead) -> str | None:
 async def _load_known(session: AsyncSession, items: Sequence[LeadInput]) -> _Leads:
     known = _Leads()
     emails = sorted({i.email for i in items if i.email})
-    external = {(p, e) for i in items for p, e in i.external_ids.items()}
-    ids: set[str] = set()
     by_provider: dict[str, set[str]] = {}
-    for provider, external_id in external:
-        by_provider.setdefault(provider, set()).add(external_id)
+    for item in items:
+        for provider, external_id in item.external_ids.items():
+            by_provider.setdefault(provider, set()).add(external_id)
+    sql = await DriverSql.of(session)
+    ids: set[str] = set()
     for provider, external_ids in sorted(by_provider.items()):
         # by (provider, external id): the key's index, not a scan of every external id
-        rows = await session.execute(
-            _IDS_BY_EXTERNAL_ID, {"provider": provider, "external": sorted(external_ids)}
-        )
-        ids |= {r.lead_id for r in rows}
+        rows = await sql.fetch(_IDS_BY_EXTERNAL_ID, [provider], sorted(external_ids))
+        ids.update(lead_id for (lead_id,) in rows)
     if not emails and not ids:
         return known
     # Row locks (PostgreSQL): a concurrent capture or erasure of these leads waits for us.
-    if emails and ids:
-        stmt, params = _LEADS_BY_EMAIL_OR_ID, {"emails": emails, "ids": sorted(ids)}
+    if sql.postgres or (emails and ids):
+        rows = await sql.fetch(_LEADS_BY_EMAIL_OR_ID, [], emails, sorted(ids))
     elif emails:
-        stmt, params = _LEADS_BY_EMAIL, {"emails": emails}
+        rows = await sql.fetch(_LEADS_BY_EMAIL, [], emails)
     else:
-        stmt, params = _LEADS_BY_ID, {"ids": sorted(ids)}
-    rows = (await session.execute(stmt, params)).all()
-    found = [_known(r) for r in rows if r.erased_at is None]
+        rows = await sql.fetch(_LEADS_BY_ID, [], sorted(ids))
+    profile, field_sources = sql.result(leads, "profile"), sql.result(leads, "field_sources")
+    found = [
+        KnownLead(
+            id=lead_id,
+            email=email,
+            source=source,
+            account_id=account_id,
+            profile=profile(p) if profile else p,
+            field_sources=field_sources(f) if field_sources else f,
+        )
+        for lead_id, email, source, account_id, p, f, erased_at in rows
+        if erased_at is None
+    ]
     if found:
         by_lead: dict[str, set[tuple[str, str]]] = {}
-        for r in await session.execute(
-            _EXTERNAL_IDS_OF_LEADS, {"leads": [lead.id for lead in found]}
+        for provider, external_id, lead_id in await sql.fetch(
+            _EXTERNAL_IDS_OF_LEADS, [], [lead.id for lead in found]
         ):
-            by_lead.setdefault(r.lead_id, set()).add((r.provider, r.external_id))
+            by_lead.setdefault(lead_id, set()).add((provider, external_id))
         for lead in found:
             lead.external_ids = by_lead.get(lead.id, set())
             known.add(lead)
     return known
 
 
-# The statements of a capture, built once: building and cache-keying them per batch cost
-# more than running them on a small batch (a webhook's).
-_IDS_BY_EXTERNAL_ID = select(lead_external_ids.c.lead_id).where(
-    lead_external_ids.c.provider == bindparam("provider"),
-    lead_external_ids.c.external_id.in_(bindparam("external", expanding=True)),
+# The statements of a capture, written once per dialect (see `driver_sql`); a unit test
+# checks that each searches an index.
+_IDS_BY_EXTERNAL_ID = Query(
+    sqlite="SELECT lead_id FROM lead_external_ids WHERE provider = ? AND external_id IN ({})",
+    postgres="SELECT lead_id FROM lead_external_ids "
+    "WHERE provider = $1 AND external_id = ANY($2::varchar[])",
 )
-_EXTERNAL_IDS_OF_LEADS = select(lead_external_ids).where(
-    lead_external_ids.c.lead_id.in_(bindparam("leads", expanding=True))
+_EXTERNAL_IDS_OF_LEADS = Query(
+    sqlite="SELECT provider, external_id, lead_id FROM lead_external_ids WHERE lead_id IN ({})",
+    postgres="SELECT provider, external_id, lead_id FROM lead_external_ids "
+    "WHERE lead_id = ANY($1::varchar[])",
 )
-_BY_EMAIL = leads.c.email.in_(bindparam("emails", expanding=True))
-_BY_ID = leads.c.id.in_(bindparam("ids", expanding=True))
-_LEADS_BY_EMAIL_OR_ID = (
-    select(leads).where(or_(_BY_EMAIL, _BY_ID)).order_by(leads.c.id).with_for_update()
+_LEAD = "SELECT id, email, source, account_id, profile, field_sources, erased_at FROM leads"
+_LEADS_BY_EMAIL_OR_ID = Query(
+    sqlite=f"{_LEAD} WHERE email IN ({{}}) OR id IN ({{}}) ORDER BY id",
+    # one text for every case: an empty array matches nothing
+    postgres=f"{_LEAD} WHERE email = ANY($1::varchar[]) OR id = ANY($2::varchar[]) "
+    "ORDER BY id FOR UPDATE",
 )
-_LEADS_BY_EMAIL = select(leads).where(_BY_EMAIL).order_by(leads.c.id).with_for_update()
-_LEADS_BY_ID = select(leads).where(_BY_ID).order_by(leads.c.id).with_for_update()
-_ACCOUNTS_BY_DOMAIN = select(accounts.c.domain, accounts.c.id).where(
-    accounts.c.domain.in_(bindparam("domains", expanding=True))
+_LEADS_BY_EMAIL = Query(sqlite=f"{_LEAD} WHERE email IN ({{}}) ORDER BY id", postgres="")
+_LEADS_BY_ID = Query(sqlite=f"{_LEAD} WHERE id IN ({{}}) ORDER BY id", postgres="")
+_ACCOUNTS_BY_DOMAIN = Query(
+    sqlite="SELECT domain, id FROM accounts WHERE domain IN ({})",
+    postgres="SELECT domain, id FROM accounts WHERE domain = ANY($1::varchar[])",
 )
-
-
-def _known(row: Any) -> KnownLead:
-    return KnownLead(
-        id=row.id,
-        email=row.email,
-        source=row.source,
-        account_id=row.account_id,
-        profile=dict(row.profile),
-        field_sources=dict(row.field_sources),
-    )
 
 
 async def _accounts(
@@ -378,10 +383,11 @@ async def _accounts(
     }
     if not wanted:
         return {}
-    rows = await session.execute(_ACCOUNTS_BY_DOMAIN, {"domains": sorted(wanted)})
+    sql = await DriverSql.of(session)
+    rows = await sql.fetch(_ACCOUNTS_BY_DOMAIN, [], sorted(wanted))
     found: dict[str | None, str] = {domain: account_id for domain, account_id in rows}
     missing = [(time_ordered_id(), d, name, now) for d, name in wanted.items() if d not in found]
-    await insert_many(session, accounts, ("id", "domain", "name", "created_at"), missing)
+    await sql.insert(accounts, ("id", "domain", "name", "created_at"), missing)
     found.update({domain: account_id for account_id, domain, _, _ in missing})
     return found
 
@@ -393,8 +399,8 @@ async def _write(
     new_ids: list[dict[str, str]],
     now: datetime,
 ) -> None:
-    await insert_many(
-        session,
+    sql = await DriverSql.of(session)
+    await sql.insert(
         leads,
         _LEAD_COLUMNS,
         [
@@ -411,21 +417,28 @@ async def _write(
             for lead in created
         ],
     )
-    if changed:
-        stmt = (
-            update(leads)
-            .where(leads.c.id == bindparam("lead_id"), leads.c.erased_at.is_(None))
-            .values(
-                email=bindparam("new_email"),
-                account_id=bindparam("new_account"),
-                profile=bindparam("new_profile"),
-                field_sources=bindparam("new_sources"),
-                updated_at=now,
-            )
+    if changed and not sql.postgres:
+        json, stamp = sql.bind(leads, "profile"), sql.bind(leads, "updated_at")
+        assert json is not None and stamp is not None
+        updated_at = stamp(now)
+        await sql.executemany(
+            _UPDATE_SQLITE,
+            [
+                (
+                    lead.email,
+                    lead.account_id,
+                    json(lead.profile),
+                    json(lead.field_sources),
+                    updated_at,
+                    lead.id,
+                )
+                for lead in changed
+            ],
         )
+    elif changed:
         connection = await session.connection()  # an executemany UPDATE is a Core operation
         await connection.execute(
-            stmt,
+            _UPDATE,
             [
                 {
                     "lead_id": lead.id,
@@ -433,13 +446,30 @@ async def _write(
                     "new_account": lead.account_id,
                     "new_profile": lead.profile,
                     "new_sources": lead.field_sources,
+                    "now": now,
                 }
                 for lead in changed
             ],
         )
-    await insert_many(
-        session,
+    await sql.insert(
         lead_external_ids,
         ("provider", "external_id", "lead_id"),
         [(row["provider"], row["external_id"], row["lead_id"]) for row in new_ids],
     )
+
+
+_UPDATE = (
+    update(leads)
+    .where(leads.c.id == bindparam("lead_id"), leads.c.erased_at.is_(None))
+    .values(
+        email=bindparam("new_email"),
+        account_id=bindparam("new_account"),
+        profile=bindparam("new_profile"),
+        field_sources=bindparam("new_sources"),
+        updated_at=bindparam("now"),
+    )
+)
+_UPDATE_SQLITE = (
+    "UPDATE leads SET email = ?, account_id = ?, profile = ?, field_sources = ?, updated_at = ? "
+    "WHERE id = ? AND erased_at IS NULL"
+)

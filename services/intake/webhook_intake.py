@@ -13,15 +13,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake.activities import UnknownLead, record_activity
 from services.intake.canonical import ActivityIn, LeadIn
+from services.intake.driver_sql import DriverSql, Query
 from services.intake.leads import capture_batch
 from services.intake.models import webhook_deliveries
 from services.intake.providers import InboundItem, SourceConfig
-from shared.db import insert_many
 from shared.outbox import Outbox
 
 
@@ -110,8 +109,7 @@ async def apply_deliveries(
             done.append((n, item.delivery_id, outcome.lead_id))
     if done:
         now = datetime.now(UTC)
-        await insert_many(
-            session,
+        await (await DriverSql.of(session)).insert(
             webhook_deliveries,
             ("source_name", "delivery_id", "lead_id", "received_at"),
             [(deliveries[n].source.name, d, lead, now) for n, d, lead in done],
@@ -126,18 +124,20 @@ async def _seen(session: AsyncSession, deliveries: Sequence[Delivery]) -> set[tu
     for delivery in deliveries:
         by_source[delivery.source.name] += [i.delivery_id for i in delivery.items]
     seen: set[tuple[str, str]] = set()
+    sql = await DriverSql.of(session)
     for source_name, delivery_ids in by_source.items():
         if not delivery_ids:
             continue
-        rows = await session.execute(_SEEN, {"source": source_name, "ids": delivery_ids})
-        seen |= {(source_name, d) for d in rows.scalars()}
+        rows = await sql.fetch(_SEEN, [source_name], delivery_ids)
+        seen |= {(source_name, d) for (d,) in rows}
     return seen
 
 
-# Built once (a statement per request batch is otherwise built and looked up in the cache).
-_SEEN = select(webhook_deliveries.c.delivery_id).where(
-    webhook_deliveries.c.source_name == bindparam("source"),
-    webhook_deliveries.c.delivery_id.in_(bindparam("ids", expanding=True)),
+_SEEN = Query(
+    sqlite="SELECT delivery_id FROM webhook_deliveries "
+    "WHERE source_name = ? AND delivery_id IN ({})",
+    postgres="SELECT delivery_id FROM webhook_deliveries "
+    "WHERE source_name = $1 AND delivery_id = ANY($2::varchar[])",
 )
 
 

@@ -1,0 +1,177 @@
+"""Intake's hot statements as plain driver SQL, run in the session's transaction.
+
+A webhook batch or an import batch runs about ten small statements. Through SQLAlchemy
+each cost more than the database's own work: an expanding `IN` list is re-rendered on
+every call (and on PostgreSQL every new list length is a new prepared statement), and
+each execution builds an execution context and result. Here every statement is text
+written once per dialect:
+
+- SQLite: run on the session's `sqlite3` connection itself (`shared.sqlite_inline`), inside
+  the transaction the unit of work began (`BEGIN IMMEDIATE`); lists are `IN (?, ...)`
+  with one text per length. Values are converted with the dialect's own bind and result
+  processors (datetimes, JSON), so rows read and written are those SQLAlchemy would have.
+- PostgreSQL: `exec_driver_sql` with one array parameter per list (`= ANY($n)`), one text
+  whatever the length; inserts go through `shared.db.insert_many` (arrays, `unnest`).
+
+Errors surface as SQLAlchemy's (`IntegrityError`, ...), as from any other statement.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from shared.db import insert_many
+from shared.sqlite_inline import sqlite3_connection
+
+_KEY = "handoff.intake.driver_sql"
+
+
+class DriverSql:
+    """The session's connection, for statements written for its dialect."""
+
+    def __init__(
+        self, session: AsyncSession, conn: AsyncConnection, sqlite: sqlite3.Connection | None
+    ) -> None:
+        self.session = session
+        self.conn = conn
+        self.dialect: Dialect = conn.dialect
+        self.postgres = self.dialect.name == "postgresql"
+        self._sqlite = sqlite
+
+    @classmethod
+    async def of(cls, session: AsyncSession) -> DriverSql:
+        """The session's (found once per unit of work; this begins its transaction)."""
+        found: DriverSql | None = session.info.get(_KEY)
+        if found is None:
+            conn = await session.connection()
+            raw = None
+            if conn.dialect.name == "sqlite":
+                raw = sqlite3_connection((await conn.get_raw_connection()).driver_connection)
+            found = session.info[_KEY] = cls(session, conn, raw)
+        return found
+
+    async def fetch(self, query: Query, params: Sequence[Any], *lists: Sequence[Any]) -> list[Any]:
+        """The rows of `query` with `params`, then one value list per `IN` of the query."""
+        sql = query.text(self.dialect.name, [len(values) for values in lists])
+        if self.postgres:
+            arrays = (*params, *(list(values) for values in lists))
+            return list((await self.conn.exec_driver_sql(sql, arrays)).all())
+        flat = (*params, *(v for values in lists for v in values))
+        if self._sqlite is None:  # SQLite through another driver
+            return list((await self.conn.exec_driver_sql(sql, flat)).all())
+        try:
+            return self._sqlite.execute(sql, flat).fetchall()
+        except sqlite3.Error as exc:
+            raise _wrapped(sql, flat, exc) from exc
+
+    async def insert(
+        self, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """INSERT `rows` (values in `columns` order), as `shared.db.insert_many` would."""
+        if not rows:
+            return
+        if self._sqlite is None:
+            await insert_many(self.session, table, columns, rows)
+            return
+        sql, processors = self._insert_statement(table, tuple(columns))
+        await self.executemany(sql, _processed(rows, processors))
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """SQLite only: `sql` (with `?` parameters) once per row, one call."""
+        if self._sqlite is None:
+            await self.conn.exec_driver_sql(sql, [tuple(row) for row in rows])
+            return
+        try:
+            self._sqlite.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise _wrapped(sql, rows, exc) from exc
+
+    def bind(self, table: Table, column: str) -> Callable[[Any], Any] | None:
+        """The dialect's bind processor for a column (None: the value goes as it is)."""
+        key = (self.dialect.name, table.name, column, "bind")
+        if key not in _processors:
+            impl = table.c[column].type.dialect_impl(self.dialect)
+            _processors[key] = impl.bind_processor(self.dialect)
+        return _processors[key]
+
+    def result(self, table: Table, column: str) -> Callable[[Any], Any] | None:
+        """The dialect's result processor for a column (None: the value is as read)."""
+        key = (self.dialect.name, table.name, column, "result")
+        if key not in _processors:
+            impl = table.c[column].type.dialect_impl(self.dialect)
+            _processors[key] = impl.result_processor(self.dialect, None)
+        return _processors[key]
+
+    def _insert_statement(self, table: Table, columns: tuple[str, ...]) -> tuple[str, _Processors]:
+        key = (self.dialect.name, table.name, columns)
+        if key not in _inserts:
+            quote = self.dialect.identifier_preparer
+            names = ", ".join(quote.quote(c) for c in columns)
+            marks = ", ".join("?" * len(columns))
+            sql = f"INSERT INTO {quote.format_table(table)} ({names}) VALUES ({marks})"  # noqa: S608
+            processors = [
+                (i, process)
+                for i, name in enumerate(columns)
+                if (process := self.bind(table, name)) is not None
+            ]
+            _inserts[key] = (sql, processors)
+        return _inserts[key]
+
+
+class Query:
+    """One SELECT, written for SQLite (`?`, `IN ({0})`) and PostgreSQL (`$n`, `ANY`).
+
+    `sqlite` has a `{n}` placeholder per list, filled with as many `?` as it has values;
+    `postgres` takes each list as one array parameter.
+    """
+
+    def __init__(self, *, sqlite: str, postgres: str) -> None:
+        self.sqlite = sqlite
+        self.postgres = postgres
+        self._by_lengths: dict[tuple[int, ...], str] = {}
+
+    def text(self, dialect: str, lengths: Sequence[int]) -> str:
+        if dialect == "postgresql":
+            return self.postgres
+        key = tuple(lengths)
+        sql = self._by_lengths.get(key)
+        if sql is None:
+            if len(self._by_lengths) >= 512:  # bounded: one text per combination of lengths
+                self._by_lengths.clear()
+            sql = self._by_lengths[key] = self.sqlite.format(*(", ".join("?" * n) for n in lengths))
+        return sql
+
+
+_Processors = list[tuple[int, Callable[[Any], Any]]]  # (position, the column's processor)
+_processors: dict[tuple[str, str, str, str], Callable[[Any], Any] | None] = {}
+_inserts: dict[tuple[str, str, tuple[str, ...]], tuple[str, _Processors]] = {}
+
+
+def _processed(rows: Sequence[Sequence[Any]], processors: _Processors) -> Sequence[Sequence[Any]]:
+    if not processors:
+        return rows
+    out = []
+    last: dict[int, tuple[Any, Any]] = {}
+    for row in rows:
+        values = list(row)
+        for index, process in processors:
+            value = values[index]
+            seen = last.get(index)
+            if seen is not None and seen[0] is value:  # a batch repeats its timestamp
+                values[index] = seen[1]
+            else:
+                values[index] = converted = process(value)
+                last[index] = (value, converted)
+        out.append(values)
+    return out
+
+
+def _wrapped(sql: str, params: Any, exc: sqlite3.Error) -> Exception:
+    return DBAPIError.instance(sql, params, exc, sqlite3.Error)
