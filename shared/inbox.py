@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Column, DateTime, MetaData, String, Table
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db import sqlite_rows_returning
 
 
 def define_inbox_table(metadata: MetaData) -> Table:
@@ -26,14 +26,16 @@ def define_inbox_table(metadata: MetaData) -> Table:
 class Inbox:
     """Records processed event ids in the same transaction as the handler's effect.
 
-    A batch of ids is claimed with one statement; on PostgreSQL the ids travel as one
-    array parameter (`unnest`), so the claim costs one round trip and no per-row work.
+    A batch of ids is claimed with one statement: on PostgreSQL the ids travel as one
+    array parameter (`unnest`), so the claim costs one round trip and no per-row work; on
+    SQLite as one multi-row VALUES text, made without compiling anything.
     """
 
     def __init__(self, table: Table) -> None:
         self.table = table
-        self._claims: dict[str, Any] = {}
         self._pg_claim: str | None = None
+        self._sqlite_claim: tuple[str, str] | None = None
+        self._sqlite_time: Callable[[Any], Any] | None = None
 
     async def claim(
         self, session: AsyncSession, *, group: str, event_ids: Sequence[str]
@@ -55,16 +57,17 @@ class Inbox:
             conn = await session.connection()
             result = await conn.exec_driver_sql(self._pg_claim, (group, unique_ids, now))
             return set(result.scalars())
-        stmt = self._claim_statement(dialect.name)
-        rows = [{"consumer_group": group, "event_id": e, "processed_at": now} for e in unique_ids]
-        return set((await session.execute(stmt, rows)).scalars())
-
-    def _claim_statement(self, dialect: str) -> Any:
-        # One statement object per dialect, executed with many parameter sets: SQLAlchemy
-        # compiles it once and batches the rows ("insertmanyvalues").
-        if dialect not in self._claims:
-            insert = pg_insert if dialect == "postgresql" else sqlite_insert
-            self._claims[dialect] = (
-                insert(self.table).on_conflict_do_nothing().returning(self.table.c.event_id)
+        if self._sqlite_claim is None:
+            inbox = dialect.identifier_preparer.format_table(self.table)
+            self._sqlite_claim = (
+                f"INSERT INTO {inbox} (consumer_group, processed_at, event_id)",
+                "ON CONFLICT DO NOTHING RETURNING event_id",
             )
-        return self._claims[dialect]
+            self._sqlite_time = self.table.c.processed_at.type.dialect_impl(dialect).bind_processor(
+                dialect
+            )
+        head, tail = self._sqlite_claim
+        at = self._sqlite_time(now) if self._sqlite_time else now
+        rows = [(event_id,) for event_id in unique_ids]
+        claimed = await sqlite_rows_returning(session, head, tail, rows, shared=(group, at))
+        return {event_id for (event_id,) in claimed}

@@ -30,13 +30,11 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, wait_exponential_jitter
 
 from shared.bus.port import Bus, OutgoingMessage, StoredHeaders
-from shared.db import Database, after_commit, before_commit, insert_many
+from shared.db import Database, after_commit, before_commit, insert_many, sqlite_rows_returning
 from shared.events.catalog import EventCatalog, EventType
 from shared.events.codec import header_pairs
 from shared.events.envelope import new_event_id, utcnow
@@ -130,7 +128,7 @@ class Outbox:
         self.wake = wake or asyncio.Event()
         self._key = f"handoff.outbox.{service}.{id(self)}"
         self._source = f"/handoff/{service}"
-        self._reserve: dict[str, Any] = {}
+        self._sqlite_reserve: tuple[str, str] | None = None
         self._pg_sql: str | None = None
 
     async def add(
@@ -279,21 +277,18 @@ class Outbox:
     async def _reserve_sequences(
         self, session: AsyncSession, counts: Counter[str]
     ) -> dict[str, int]:
-        """Atomically advance each subject's counter; returns the new last value per subject."""
-        stmt = self._reserve_statement(session.bind.dialect.name)
-        rows = [{"subject": subject, "last": n} for subject, n in sorted(counts.items())]
-        return {subject: int(last) for subject, last in await session.execute(stmt, rows)}
-
-    def _reserve_statement(self, dialect: str) -> Any:
-        # Built once per dialect and run with many parameter sets (compiled once, batched).
-        if dialect not in self._reserve:
-            insert_for = pg_insert if dialect == "postgresql" else sqlite_insert
-            values = insert_for(self.sequences)
-            self._reserve[dialect] = values.on_conflict_do_update(
-                index_elements=[self.sequences.c.subject],
-                set_={"last": self.sequences.c.last + values.excluded.last},
-            ).returning(self.sequences.c.subject, self.sequences.c.last)
-        return self._reserve[dialect]
+        """Atomically advance each subject's counter; returns the new last value per subject
+        (SQLite: PostgreSQL does this inside its one statement)."""
+        if self._sqlite_reserve is None:
+            seq = session.bind.dialect.identifier_preparer.format_table(self.sequences)
+            self._sqlite_reserve = (
+                f"INSERT INTO {seq} (subject, last)",
+                f"ON CONFLICT (subject) DO UPDATE SET last = {seq}.last + excluded.last "
+                "RETURNING subject, last",
+            )
+        head, tail = self._sqlite_reserve
+        rows = sorted(counts.items())
+        return {s: int(last) for s, last in await sqlite_rows_returning(session, head, tail, rows)}
 
 
 class OutboxRelay:

@@ -14,6 +14,7 @@ import orjson
 import pytest
 from sqlalchemy import func, insert, select
 
+import shared.db
 from shared.bus.port import Bus
 from shared.consumer import ConsumerHooks, EventConsumer
 from shared.db import Database
@@ -221,3 +222,34 @@ async def producer_db_reinsert(db: Database, rows: list[object]) -> None:
     async with db.transaction() as session:
         for row in rows:
             await session.execute(insert(outbox_tables[0]).values(**row._mapping))  # type: ignore[attr-defined]
+
+
+async def test_large_batches_split_across_sqlite_statements_keep_their_answers(
+    databases: tuple[Database, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite takes a limited number of parameters per statement: a batch above it is
+    written in several statements, with the same numbering and the same inbox answers."""
+    producer_db, consumer_db = databases
+    monkeypatch.setattr(shared.db, "SQLITE_MAX_VARIABLES", 7)  # 3 subjects, 5 inbox ids
+    outbox = Outbox(service="producer", tables=outbox_tables, catalog=catalog_with_ping("t"))
+    leads = [uuid.uuid4() for _ in range(8)]
+    for batch in (leads, leads[:5]):
+        async with producer_db.transaction() as session:
+            for lead in batch:
+                await outbox.add(session, Ping(lead_id=lead, n=0), subject=str(lead))
+    async with producer_db.engine.connect() as conn:
+        rows = (await conn.execute(select(outbox_tables[0]).order_by(outbox_tables[0].c.id))).all()
+    sequences = [(row.key, dict(orjson.loads(row.headers))["ce_sequence"]) for row in rows]
+    assert sequences == [(str(lead), "1") for lead in leads] + [
+        (str(lead), "2") for lead in leads[:5]
+    ]
+
+    inbox = Inbox(inbox_table)
+    ids = [f"event-{n}" for n in range(9)]
+    async with consumer_db.transaction() as session:
+        first = await inbox.claim(session, group="g", event_ids=ids[:5] + ids[:2])
+    async with consumer_db.transaction() as session:
+        second = await inbox.claim(session, group="g", event_ids=ids)
+    async with consumer_db.transaction() as session:
+        other_group = await inbox.claim(session, group="h", event_ids=ids[:3])
+    assert (first, second, other_group) == (set(ids[:5]), set(ids[5:]), set(ids[:3]))
