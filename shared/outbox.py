@@ -193,8 +193,9 @@ class Outbox:
         self, session: AsyncSession, pending: list[_Pending], counts: Counter[str]
     ) -> None:
         """One statement whatever the number of events, their rows passed as arrays: it
-        advances each subject's counter and inserts the events numbered from it (the
-        stored headers carry a placeholder sequence that the statement fills in)."""
+        advances each subject's counter by its count of events and inserts the events
+        numbered from it, each by its place among its subject's events here (the stored
+        headers carry a placeholder sequence that the statement fills in)."""
         conn = await session.connection()
         ids = [str(e.event_id) for e in pending]
         source = self._source
@@ -212,6 +213,12 @@ class Outbox:
             ).decode()
             for e, event_id in zip(pending, ids, strict=True)
         ]
+        subjects = sorted(counts)
+        nth: Counter[str] = Counter()
+        ordinals = []  # each event's place among its subject's events in this transaction
+        for e in pending:
+            nth[e.subject] += 1
+            ordinals.append(nth[e.subject])
         await conn.exec_driver_sql(
             self._postgres_statement(session),
             (
@@ -221,6 +228,9 @@ class Outbox:
                 headers,
                 [_value(e.payload) for e in pending],
                 [e.time for e in pending],
+                subjects,
+                [counts[s] for s in subjects],
+                ordinals,
             ),
         )
 
@@ -255,10 +265,8 @@ class Outbox:
             seq, out = quote.format_table(self.sequences), quote.format_table(self.table)
             # Only our own quoted table names are interpolated; the data are parameters.
             self._pg_sql = (
-                "WITH ev AS (SELECT * FROM unnest($1::varchar[], $2::varchar[], "  # noqa: S608
-                "$3::varchar[], $4::text[], $5::bytea[], $6::timestamptz[]) WITH ORDINALITY "
-                "AS e(event_id, topic, key, headers, value, created_at, ord)), "
-                "counts AS (SELECT key, count(*) AS n FROM ev GROUP BY key), "
+                "WITH counts AS (SELECT * FROM unnest($7::varchar[], $8::bigint[]) "  # noqa: S608
+                "AS c(key, n)), "
                 f"reserved AS (INSERT INTO {seq} (subject, last) "
                 "SELECT key, n FROM counts ORDER BY key "
                 f"ON CONFLICT (subject) DO UPDATE SET last = {seq}.last + excluded.last "
@@ -266,10 +274,12 @@ class Outbox:
                 f"INSERT INTO {out} (event_id, topic, key, headers, value, created_at) "
                 "SELECT e.event_id, e.topic, e.key, "
                 f"replace(e.headers, '{_SEQUENCE_PLACEHOLDER}', "
-                '\'["ce_sequence","\' || (r.last - c.n + row_number() OVER '
-                "(PARTITION BY e.key ORDER BY e.ord))::text || '\"]'), "
+                "'[\"ce_sequence\",\"' || (r.last - c.n + e.k)::text || '\"]'), "
                 "e.value, e.created_at "
-                "FROM ev e JOIN counts c ON c.key = e.key JOIN reserved r ON r.subject = e.key "
+                "FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::text[], "
+                "$5::bytea[], $6::timestamptz[], $9::bigint[]) WITH ORDINALITY "
+                "AS e(event_id, topic, key, headers, value, created_at, k, ord) "
+                "JOIN counts c ON c.key = e.key JOIN reserved r ON r.subject = e.key "
                 "ORDER BY e.ord"
             )
         return self._pg_sql
