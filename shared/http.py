@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 import structlog
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -80,10 +81,8 @@ def build_app(
         raise RuntimeError(f"routes without declared roles: {', '.join(undeclared)}")
     _add_operational_routes(app, runtimes)
     label = runtimes[0].name if len(runtimes) == 1 else "all"
-    app.add_middleware(RequestMetrics, service=label)
-    app.add_middleware(TraceContext)
     limits = {p: n for r in runtimes for p, n in r.definition.body_limits.items()}
-    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes, per_path=limits)
+    app.add_middleware(RequestShell, service=label, max_bytes=max_body_bytes, per_path=limits)
     return app
 
 
@@ -127,44 +126,91 @@ def _add_operational_routes(app: FastAPI, runtimes: Sequence[ServiceRuntime]) ->
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-class BodySizeLimit:
-    """Answers 413 (problem+json) to bodies over the limit, declared or streamed."""
+class RequestShell:
+    """What every request goes through, in one ASGI layer (one layer each cost more than
+    what they do): the body size limit, the W3C trace context, and request metrics.
+
+    - Bodies over the limit get 413 (problem+json): a declared `Content-Length` at once
+      (before anything else: no trace header, not counted), a streamed body as it goes
+      over (`ContentTooLarge`, rendered by the app like any error). A body whose declared
+      length is within the limit needs no counting: the server reads no more than that.
+    - The caller's trace is continued (or one starts) for logs and the events emitted; the
+      answer carries its `traceparent`.
+    - Requests are counted and timed by route template (bounded label values).
+    """
 
     def __init__(
-        self, app: ASGIApp, *, max_bytes: int, per_path: Mapping[str, int] | None = None
+        self,
+        app: ASGIApp,
+        *,
+        service: str,
+        max_bytes: int,
+        per_path: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
+        self.service = service
         self.max_bytes = max_bytes
         self.per_path = dict(per_path or {})
+        # (method, route, status) -> the metrics' children: `labels()` takes a lock and
+        # builds a key on every call
+        self._metrics: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         limit = self.per_path.get(scope.get("path", ""), self.max_bytes)
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        declared: bytes | None = None
+        incoming = ""
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                declared = value
+            elif name == b"traceparent":
+                incoming = value.decode("latin-1")
+        if declared is not None and declared.isdigit() and int(declared) <= limit:
+            pass  # the server reads no more than declared
+        elif declared is not None and declared.isdigit():
             await self._reject(scope, send, limit)
             return
-        received = 0
+        else:
+            receive = _limited(receive, limit)
+        start = time.perf_counter()
+        traceparent = continue_trace(incoming)
+        token = current_traceparent.set(traceparent)
+        structlog.contextvars.bind_contextvars(trace_id=trace_id_of(traceparent))
+        header = (b"traceparent", traceparent.encode())
+        status = 500
 
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > limit:
-                raise ContentTooLarge(limit)
-            return message
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
 
-        await self.app(scope, limited_receive, send)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            current_traceparent.reset(token)
+            structlog.contextvars.unbind_contextvars("trace_id")
+            route = scope.get("route")
+            key = (scope.get("method", "GET"), getattr(route, "path", "unmatched"), str(status))
+            children = self._metrics.get(key)
+            if children is None:
+                if len(self._metrics) >= 4096:  # bounded (routes x methods x statuses)
+                    self._metrics.clear()
+                children = self._metrics[key] = (
+                    metrics.HTTP_REQUESTS.labels(self.service, *key),
+                    metrics.HTTP_DURATION.labels(self.service, key[0], key[1]),
+                )
+            children[0].inc()
+            children[1].observe(time.perf_counter() - start)
 
     async def _reject(self, scope: Scope, send: Send, limit: int) -> None:
         reason = f"the request body exceeds the limit of {limit} bytes"
         problem = Problem(
             413, "Content Too Large", reason, errors=[{"field": "body", "reason": reason}]
         )
-        import orjson
-
         body = orjson.dumps(problem.body(scope.get("path", "")))
         await send(
             {
@@ -179,70 +225,23 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+def _limited(receive: Receive, limit: int) -> Receive:
+    """`receive`, raising `ContentTooLarge` once the body read goes over `limit` bytes."""
+    received = 0
+
+    async def limited_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        received += len(message.get("body", b""))
+        if received > limit:
+            raise ContentTooLarge(limit)
+        return message
+
+    return limited_receive
+
+
 class ContentTooLarge(StarletteHTTPException):
     """A streamed body went over the limit; rendered as a 413 problem by the app."""
 
     def __init__(self, max_bytes: int) -> None:
         super().__init__(413, f"the request body exceeds the limit of {max_bytes} bytes")
-
-
-class TraceContext:
-    """Continues the caller's W3C trace (or starts one) for logs and the events emitted."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        incoming = dict(scope.get("headers", [])).get(b"traceparent", b"").decode("latin-1")
-        traceparent = continue_trace(incoming)
-        token = current_traceparent.set(traceparent)
-        structlog.contextvars.bind_contextvars(trace_id=trace_id_of(traceparent))
-
-        async def send_with_trace(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"traceparent", traceparent.encode()),
-                ]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_trace)
-        finally:
-            current_traceparent.reset(token)
-            structlog.contextvars.unbind_contextvars("trace_id")
-
-
-class RequestMetrics:
-    """Counts and times requests by route template (not raw path: bounded label values)."""
-
-    def __init__(self, app: ASGIApp, *, service: str) -> None:
-        self.app = app
-        self.service = service
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            method = scope.get("method", "GET")
-            metrics.HTTP_REQUESTS.labels(self.service, method, path, str(status)).inc()
-            metrics.HTTP_DURATION.labels(self.service, method, path).observe(
-                time.perf_counter() - start
-            )

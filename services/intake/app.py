@@ -28,7 +28,7 @@ def definition() -> ServiceDefinition:
         outbox_tables=models.outbox_tables,
         inbox_table=models.inbox_table,
         migrations=Path(__file__).parent / "migrations",
-        routers=[api.router, webhooks_api.router],
+        routers=[webhooks_api.router, api.router],
         body_limits={"/v1/leads/import": IMPORT_MAX_BYTES},
         workers=lambda runtime: [ImportValidator.of(runtime)],
     )

@@ -10,6 +10,7 @@ import json
 import time
 from datetime import UTC, datetime
 
+import httpx
 from standardwebhooks import Webhook
 
 from tests.api.conftest import Intake
@@ -281,3 +282,37 @@ async def test_the_webhook_route_documents_its_provider_and_source(intake: Intak
     params = {(p["name"], p["in"]): p for p in operation["parameters"]}
     assert params[("provider", "path")]["required"] is True
     assert params[("source", "query")]["schema"]["maxLength"] == 100
+
+
+async def test_webhook_answers_are_counted_by_route_and_status_and_carry_the_trace(
+    intake: Intake,
+) -> None:
+    await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    url, body = "http://intake.test/v1/webhooks/hubspot", hubspot_batch()
+    caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    series = 'route="/v1/webhooks/{provider}",service="intake",status="%s"}'
+    before = _counts(await intake.client.get("/metrics"), series)
+
+    ok = await intake.client.post(
+        url, content=body, headers={**hubspot_headers(url, body), "traceparent": caller}
+    )
+    again = await intake.client.post(url, content=body, headers=hubspot_headers(url, body))
+    forged = await intake.client.post(url, content=body, headers=hubspot_headers(url, b"[]"))
+
+    after = _counts(await intake.client.get("/metrics"), series)
+    assert (ok.status_code, again.status_code, forged.status_code) == (200, 200, 401)
+    assert after["200"] - before["200"] == 2 and after["401"] - before["401"] == 1
+    assert ok.headers["traceparent"].split("-")[1] == caller.split("-")[1]
+    assert again.headers["traceparent"] != ok.headers["traceparent"]
+
+
+def _counts(metrics: httpx.Response, series: str) -> dict[str, float]:
+    """handoff_http_requests_total of the webhook route, by status (0 when not yet seen)."""
+    out = {"200": 0.0, "401": 0.0}
+    for line in metrics.text.splitlines():
+        for status in out:
+            if line.startswith("handoff_http_requests_total{") and line.split(" ")[0].endswith(
+                series % status
+            ):
+                out[status] = float(line.rsplit(" ", 1)[1])
+    return out
