@@ -155,22 +155,19 @@ _inserts: dict[tuple[str, str, tuple[str, ...]], tuple[str, _Processors]] = {}
 
 
 def _processed(rows: Sequence[Sequence[Any]], processors: _Processors) -> Sequence[Sequence[Any]]:
+    """The rows with the columns that have a processor converted (column by column: a
+    column holding one value throughout, a batch's timestamp, is converted once)."""
     if not processors:
         return rows
-    out = []
-    last: dict[int, tuple[Any, Any]] = {}
-    for row in rows:
-        values = list(row)
-        for index, process in processors:
-            value = values[index]
-            seen = last.get(index)
-            if seen is not None and seen[0] is value:  # a batch repeats its timestamp
-                values[index] = seen[1]
-            else:
-                values[index] = converted = process(value)
-                last[index] = (value, converted)
-        out.append(values)
-    return out
+    columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
+    for index, process in processors:
+        column = columns[index]
+        first = column[0]
+        if all(value is first for value in column):
+            columns[index] = [process(first)] * len(column)
+        else:
+            columns[index] = [process(value) for value in column]
+    return list(zip(*columns, strict=True))
 
 
 def _wrapped(sql: str, params: Any, exc: sqlite3.Error) -> Exception:

@@ -101,6 +101,8 @@ class _Leads:
 
     def resolve(self, item: LeadInput) -> KnownLead | None:
         by_email = self.by_email.get(item.email) if item.email else None
+        if not item.external_ids:
+            return by_email
         by_ids = {
             self.by_external[k].id: self.by_external[k]
             for k in item.external_ids.items()
@@ -134,7 +136,7 @@ async def capture_batch(
     outcomes: list[CaptureOutcome] = []
     created: list[KnownLead] = []
     dirty: dict[str, KnownLead] = {}
-    new_ids: list[dict[str, str]] = []
+    new_ids: list[tuple[str, str, str]] = []  # (provider, external id, lead id)
     pending_events: list[tuple[KnownLead, LeadInput, CaptureOutcome]] = []
     for item in items:
         try:
@@ -154,6 +156,7 @@ async def capture_batch(
                 )
                 continue
             profile = item.profile()
+            external = item.external_ids
             lead = KnownLead(
                 id=time_ordered_id(),
                 email=item.email,
@@ -161,14 +164,12 @@ async def capture_batch(
                 account_id=None,
                 profile=profile,
                 field_sources=dict.fromkeys(profile, item.source),
-                external_ids=set(item.external_ids.items()),
+                external_ids=set(external.items()) if external else set(),
             )
             known.add(lead)
             created.append(lead)
-            new_ids += [
-                {"provider": p, "external_id": i, "lead_id": lead.id}
-                for p, i in sorted(item.external_ids.items())
-            ]
+            if external:
+                new_ids += [(p, i, lead.id) for p, i in sorted(external.items())]
             outcome = CaptureOutcome(lead_id=lead.id, created=True, changes=dict(lead.profile))
         else:
             merged = merge(
@@ -190,10 +191,7 @@ async def capture_batch(
             known.email_changed(lead, previous_email)
             if merged.changes:
                 dirty[lead.id] = lead
-            new_ids += [
-                {"provider": p, "external_id": i, "lead_id": lead.id}
-                for p, i in sorted(merged.new_external_ids)
-            ]
+            new_ids += [(p, i, lead.id) for p, i in sorted(merged.new_external_ids)]
             outcome = CaptureOutcome(
                 lead_id=lead.id, changes=merged.changes, protected=merged.protected
             )
@@ -205,7 +203,10 @@ async def capture_batch(
         previous_account = lead.account_id
         lead.account_id = account_ids.get(account_domains[lead.id]) or lead.account_id
         outcome.account_id = lead.account_id
-        if lead.account_id != previous_account and not outcome.created:
+        if outcome.created:  # (the common case, without `_emit`'s extra step)
+            await outbox.add(session, captured_event(lead, item), subject=lead.id)
+            continue
+        if lead.account_id != previous_account:
             dirty[lead.id] = lead
         await _emit(outbox, session, lead, item, outcome, previous_account)
     new = {lead.id for lead in created}  # (not `in created`: that compares every field)
@@ -396,7 +397,7 @@ async def _write(
     session: AsyncSession,
     created: Sequence[KnownLead],
     changed: Sequence[KnownLead],
-    new_ids: list[dict[str, str]],
+    new_ids: list[tuple[str, str, str]],
     now: datetime,
 ) -> None:
     sql = await DriverSql.of(session)
@@ -451,11 +452,7 @@ async def _write(
                 for lead in changed
             ],
         )
-    await sql.insert(
-        lead_external_ids,
-        ("provider", "external_id", "lead_id"),
-        [(row["provider"], row["external_id"], row["lead_id"]) for row in new_ids],
-    )
+    await sql.insert(lead_external_ids, ("provider", "external_id", "lead_id"), new_ids)
 
 
 _UPDATE = (
