@@ -24,7 +24,15 @@ from aiokafka.errors import (
 from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 
-from shared.bus.port import Bus, BusError, OutgoingMessage, Record, RevokeHook, Subscription
+from shared.bus.port import (
+    Bus,
+    BusError,
+    OutgoingMessage,
+    Record,
+    RevokeHook,
+    StoredHeaders,
+    Subscription,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -214,7 +222,11 @@ def _append(batch: BatchBuilder, key: bytes, message: OutgoingMessage) -> bool:
 
 def _pairs(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
     # aiokafka's record builder takes a list and nothing else
-    return headers if isinstance(headers, list) else list(headers)
+    if isinstance(headers, list):
+        return headers
+    if type(headers) is StoredHeaders:  # the relay's: its own parsed list, no copy
+        return headers.pairs()
+    return list(headers)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -24,9 +24,11 @@ class StoredHeaders(Sequence[Header]):
         self.text = text
         self._pairs: list[Header] | None = None
 
-    def _parsed(self) -> list[Header]:
+    def pairs(self) -> list[Header]:
+        """The headers as a list of (name, value) pairs (parsed once)."""
         if self._pairs is None:
-            self._pairs = [(name, value.encode()) for name, value in orjson.loads(self.text)]
+            encode = str.encode  # the method looked up once, not per value
+            self._pairs = [(name, encode(value)) for name, value in orjson.loads(self.text)]
         return self._pairs
 
     @overload
@@ -36,13 +38,13 @@ class StoredHeaders(Sequence[Header]):
     def __getitem__(self, index: slice) -> Sequence[Header]: ...
 
     def __getitem__(self, index: int | slice) -> Header | Sequence[Header]:
-        return self._parsed()[index]
+        return self.pairs()[index]
 
     def __len__(self) -> int:
-        return len(self._parsed())
+        return len(self.pairs())
 
     def __iter__(self) -> Iterator[Header]:
-        return iter(self._parsed())
+        return iter(self.pairs())
 
 
 @dataclass(frozen=True, slots=True)
