@@ -27,7 +27,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from shared.db import insert_many
+from shared.db import before_commit, insert_many
 from shared.sqlite_inline import sqlite3_connection
 
 _KEY = "handoff.intake.driver_sql"
@@ -44,6 +44,7 @@ class DriverSql:
         self.dialect: Dialect = conn.dialect
         self.postgres = self.dialect.name == "postgresql"
         self._sqlite = sqlite
+        self._staged: list[tuple[Table, tuple[str, ...], Sequence[Sequence[Any]]]] = []
 
     @classmethod
     async def of(cls, session: AsyncSession) -> DriverSql:
@@ -82,6 +83,42 @@ class DriverSql:
             return
         sql, processors = self._insert_statement(table, tuple(columns))
         await self.executemany(sql, _processed(rows, processors))
+
+    async def stage(
+        self, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """INSERT `rows` by the time the unit of work commits (they are not visible to
+        reads earlier in it). On PostgreSQL every table staged in a unit of work is
+        written by one statement just before it commits (`INSERT`s as `WITH` parts, an
+        array per column): one round trip instead of one per table. SQLite, whose
+        statements cost no round trip, inserts them now."""
+        if not rows:
+            return
+        if not self.postgres:
+            await self.insert(table, columns, rows)
+            return
+        if not self._staged:
+            before_commit(self.session, self._write_staged)
+        self._staged.append((table, tuple(columns), rows))
+
+    async def _write_staged(self, _session: AsyncSession) -> None:
+        staged, self._staged = self._staged, []
+        if not staged:
+            return
+        shape = tuple((table, columns) for table, columns, _ in staged)
+        sql = _staged_statements.get(shape)
+        if sql is None:
+            sql = _staged_statements[shape] = _staged_statement(self.dialect, shape)
+        arrays: list[list[Any]] = []
+        for table, columns, rows in staged:
+            processors = [
+                (i, process)
+                for i, name in enumerate(columns)
+                if (process := self.bind(table, name)) is not None
+            ]
+            values = _processed(rows, processors)
+            arrays += [list(column) for column in zip(*values, strict=True)]
+        await self.conn.exec_driver_sql(sql, tuple(arrays))
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """SQLite only: `sql` (with `?` parameters) once per row, one call."""
@@ -168,6 +205,30 @@ def _processed(rows: Sequence[Sequence[Any]], processors: _Processors) -> Sequen
         else:
             columns[index] = [process(value) for value in column]
     return list(zip(*columns, strict=True))
+
+
+_staged_statements: dict[tuple[tuple[Table, tuple[str, ...]], ...], str] = {}
+
+
+def _staged_statement(dialect: Dialect, shape: tuple[tuple[Table, tuple[str, ...]], ...]) -> str:
+    """One statement inserting into each table of `shape` from arrays ($1, $2, ... in
+    order: one per column of each table)."""
+    quote = dialect.identifier_preparer
+    parts, n = [], 0
+    for table, columns in shape:
+        arrays = []
+        for name in columns:
+            n += 1
+            arrays.append(f"${n}::{table.c[name].type.compile(dialect=dialect)}[]")
+        names = ", ".join(quote.quote(name) for name in columns)
+        parts.append(
+            f"INSERT INTO {quote.format_table(table)} ({names}) "  # noqa: S608 (metadata names)
+            f"SELECT * FROM unnest({', '.join(arrays)})"
+        )
+    *first, last = parts
+    if not first:
+        return last
+    return "WITH " + ", ".join(f"w{i} AS ({part})" for i, part in enumerate(first)) + " " + last
 
 
 def _wrapped(sql: str, params: Any, exc: sqlite3.Error) -> Exception:

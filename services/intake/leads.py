@@ -300,38 +300,41 @@ def _account_domain(lead: KnownLead) -> str | None:
 async def _load_known(session: AsyncSession, items: Sequence[LeadInput]) -> _Leads:
     known = _Leads()
     emails = sorted({i.email for i in items if i.email})
-    by_provider: dict[str, set[str]] = {}
-    for item in items:
-        for provider, external_id in item.external_ids.items():
-            by_provider.setdefault(provider, set()).add(external_id)
-    sql = await DriverSql.of(session)
-    ids: set[str] = set()
-    for provider, external_ids in sorted(by_provider.items()):
-        # by (provider, external id): the key's index, not a scan of every external id
-        rows = await sql.fetch(_IDS_BY_EXTERNAL_ID, [provider], sorted(external_ids))
-        ids.update(lead_id for (lead_id,) in rows)
-    if not emails and not ids:
+    external = sorted({pair for item in items for pair in item.external_ids.items()})
+    if not emails and not external:
         return known
-    # Row locks (PostgreSQL): a concurrent capture or erasure of these leads waits for us.
-    if sql.postgres or (emails and ids):
+    sql = await DriverSql.of(session)
+    if sql.postgres:  # one round trip: the leads, locked, with their external ids
+        rows = await sql.fetch(
+            _LEADS_WITH_EXTERNAL_IDS,
+            [],
+            emails,
+            [provider for provider, _ in external],
+            [external_id for _, external_id in external],
+        )
+        for *lead, providers, external_ids in rows:
+            if lead[6] is None:  # not erased
+                found = _found(sql, lead)
+                found.external_ids = set(zip(providers, external_ids, strict=True))
+                known.add(found)
+        return known
+    by_provider: dict[str, list[str]] = {}
+    for provider, external_id in external:
+        by_provider.setdefault(provider, []).append(external_id)
+    ids: set[str] = set()
+    for provider, external_ids in by_provider.items():
+        # by (provider, external id): the key's index, not a scan of every external id
+        rows = await sql.fetch(_IDS_BY_EXTERNAL_ID, [provider], external_ids)
+        ids.update(lead_id for (lead_id,) in rows)
+    if emails and ids:
         rows = await sql.fetch(_LEADS_BY_EMAIL_OR_ID, [], emails, sorted(ids))
     elif emails:
         rows = await sql.fetch(_LEADS_BY_EMAIL, [], emails)
-    else:
+    elif ids:
         rows = await sql.fetch(_LEADS_BY_ID, [], sorted(ids))
-    profile, field_sources = sql.result(leads, "profile"), sql.result(leads, "field_sources")
-    found = [
-        KnownLead(
-            id=lead_id,
-            email=email,
-            source=source,
-            account_id=account_id,
-            profile=profile(p) if profile else p,
-            field_sources=field_sources(f) if field_sources else f,
-        )
-        for lead_id, email, source, account_id, p, f, erased_at in rows
-        if erased_at is None
-    ]
+    else:
+        return known
+    found = [_found(sql, lead) for lead in rows if lead[6] is None]  # not erased
     if found:
         by_lead: dict[str, set[tuple[str, str]]] = {}
         for provider, external_id, lead_id in await sql.fetch(
@@ -342,6 +345,22 @@ async def _load_known(session: AsyncSession, items: Sequence[LeadInput]) -> _Lea
             lead.external_ids = by_lead.get(lead.id, set())
             known.add(lead)
     return known
+
+
+def _found(sql: DriverSql, row: Sequence[Any]) -> KnownLead:
+    lead_id, email, source, account_id, profile, field_sources, _erased_at = row
+    decode_profile, decode_sources = (
+        sql.result(leads, "profile"),
+        sql.result(leads, "field_sources"),
+    )
+    return KnownLead(
+        id=lead_id,
+        email=email,
+        source=source,
+        account_id=account_id,
+        profile=decode_profile(profile) if decode_profile else profile,
+        field_sources=decode_sources(field_sources) if decode_sources else field_sources,
+    )
 
 
 # The statements of a capture, written once per dialect (see `driver_sql`); a unit test
@@ -358,13 +377,28 @@ _EXTERNAL_IDS_OF_LEADS = Query(
 )
 _LEAD = "SELECT id, email, source, account_id, profile, field_sources, erased_at FROM leads"
 _LEADS_BY_EMAIL_OR_ID = Query(
-    sqlite=f"{_LEAD} WHERE email IN ({{}}) OR id IN ({{}}) ORDER BY id",
-    # one text for every case: an empty array matches nothing
-    postgres=f"{_LEAD} WHERE email = ANY($1::varchar[]) OR id = ANY($2::varchar[]) "
-    "ORDER BY id FOR UPDATE",
+    sqlite=f"{_LEAD} WHERE email IN ({{}}) OR id IN ({{}}) ORDER BY id", postgres=""
 )
 _LEADS_BY_EMAIL = Query(sqlite=f"{_LEAD} WHERE email IN ({{}}) ORDER BY id", postgres="")
 _LEADS_BY_ID = Query(sqlite=f"{_LEAD} WHERE id IN ({{}}) ORDER BY id", postgres="")
+# PostgreSQL: the leads with these emails or external ids (pairs as two arrays), locked
+# (a concurrent capture or erasure of them waits for us; in id order, so two batches
+# cannot deadlock), each with its external ids. An empty array matches nothing.
+_LEADS_WITH_EXTERNAL_IDS = Query(
+    sqlite="",
+    postgres="SELECT l.id, l.email, l.source, l.account_id, l.profile, l.field_sources, "
+    "l.erased_at, "
+    "ARRAY(SELECT e.provider FROM lead_external_ids e WHERE e.lead_id = l.id "
+    "ORDER BY e.provider, e.external_id), "
+    "ARRAY(SELECT e.external_id FROM lead_external_ids e WHERE e.lead_id = l.id "
+    "ORDER BY e.provider, e.external_id) "
+    "FROM leads l WHERE l.id IN ("
+    "SELECT id FROM leads WHERE email = ANY($1::varchar[]) "
+    "UNION SELECT x.lead_id FROM lead_external_ids x "
+    "JOIN unnest($2::varchar[], $3::varchar[]) AS k(provider, external_id) "
+    "ON x.provider = k.provider AND x.external_id = k.external_id) "
+    "ORDER BY l.id FOR UPDATE OF l",
+)
 _ACCOUNTS_BY_DOMAIN = Query(
     sqlite="SELECT domain, id FROM accounts WHERE domain IN ({})",
     postgres="SELECT domain, id FROM accounts WHERE domain = ANY($1::varchar[])",
@@ -388,7 +422,7 @@ async def _accounts(
     rows = await sql.fetch(_ACCOUNTS_BY_DOMAIN, [], sorted(wanted))
     found: dict[str | None, str] = {domain: account_id for domain, account_id in rows}
     missing = [(time_ordered_id(), d, name, now) for d, name in wanted.items() if d not in found]
-    await sql.insert(accounts, ("id", "domain", "name", "created_at"), missing)
+    await sql.stage(accounts, ("id", "domain", "name", "created_at"), missing)
     found.update({domain: account_id for account_id, domain, _, _ in missing})
     return found
 
@@ -401,7 +435,7 @@ async def _write(
     now: datetime,
 ) -> None:
     sql = await DriverSql.of(session)
-    await sql.insert(
+    await sql.stage(
         leads,
         _LEAD_COLUMNS,
         [
@@ -452,7 +486,7 @@ async def _write(
                 for lead in changed
             ],
         )
-    await sql.insert(lead_external_ids, ("provider", "external_id", "lead_id"), new_ids)
+    await sql.stage(lead_external_ids, ("provider", "external_id", "lead_id"), new_ids)
 
 
 _UPDATE = (

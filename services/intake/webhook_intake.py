@@ -109,7 +109,7 @@ async def apply_deliveries(
             done.append((n, item.delivery_id, outcome.lead_id))
     if done:
         now = datetime.now(UTC)
-        await (await DriverSql.of(session)).insert(
+        await (await DriverSql.of(session)).stage(
             webhook_deliveries,
             ("source_name", "delivery_id", "lead_id", "received_at"),
             [(deliveries[n].source.name, d, lead, now) for n, d, lead in done],

@@ -1,5 +1,6 @@
 """Intake's driver SQL writes and reads what SQLAlchemy would, in the unit of work's
-transaction, and fails the way SQLAlchemy fails (on SQLite, where it bypasses it)."""
+transaction, and fails the way SQLAlchemy fails (on SQLite, where it bypasses it); rows
+staged for the commit (one statement on PostgreSQL) are written with it or not at all."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from sqlalchemy.exc import IntegrityError
 
 from services.intake.driver_sql import DriverSql
 from services.intake.leads import _LEADS_BY_EMAIL
-from services.intake.models import leads, metadata
+from services.intake.models import lead_external_ids, leads, metadata
 from shared.db import Database, insert_many
+from tests.conftest import new_pg_database
 
 COLUMNS = (
     "id",
@@ -27,6 +29,7 @@ COLUMNS = (
     "updated_at",
 )
 NOW = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
+EXT = ("hubspot", "9001", "id-1")
 
 
 def _row(n: int) -> tuple[Any, ...]:
@@ -79,3 +82,48 @@ async def test_a_duplicate_raises_sqlalchemys_integrity_error_and_rolls_back(
             await sql.insert(leads, COLUMNS, [_row(1)])
     async with db.engine.connect() as conn:
         assert (await conn.exec_driver_sql("SELECT count(*) FROM leads")).scalar() == 0
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+async def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    if request.param == "sqlite":
+        database = Database(f"sqlite+aiosqlite:///{tmp_path / 'intake.db'}")
+        async with database.engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        yield database
+        await database.dispose()
+        return
+    async with new_pg_database(request.getfixturevalue("postgres_admin_url")) as url:
+        database = Database(url)
+        async with database.engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        yield database
+        await database.dispose()
+
+
+async def test_staged_rows_of_several_tables_are_written_by_the_commit(any_db: Database) -> None:
+    async with any_db.transaction() as session:
+        sql = await DriverSql.of(session)
+        await sql.stage(leads, COLUMNS, [_row(1), _row(2)])
+        await sql.stage(lead_external_ids, ("provider", "external_id", "lead_id"), [EXT])
+    async with any_db.engine.connect() as conn:
+        read = {r.id: r for r in await conn.execute(select(leads))}
+        ids = (await conn.execute(select(lead_external_ids))).all()
+    assert sorted(read) == ["id-1", "id-2"]
+    assert read["id-2"].profile == _row(2)[4] and read["id-2"].email == "a2@x.com"
+    assert read["id-1"].created_at.replace(tzinfo=None) == NOW.replace(tzinfo=None)
+    assert [tuple(r) for r in ids] == [EXT]
+
+
+async def test_a_staged_duplicate_fails_the_unit_of_work_with_integrity_error(
+    any_db: Database,
+) -> None:
+    async with any_db.transaction() as session:
+        await (await DriverSql.of(session)).stage(leads, COLUMNS, [_row(1)])
+    with pytest.raises(IntegrityError):
+        async with any_db.transaction() as session:
+            sql = await DriverSql.of(session)
+            await sql.stage(lead_external_ids, ("provider", "external_id", "lead_id"), [EXT])
+            await sql.stage(leads, COLUMNS, [_row(1)])
+    async with any_db.engine.connect() as conn:
+        assert (await conn.execute(select(lead_external_ids))).all() == []  # rolled back
