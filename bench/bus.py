@@ -63,6 +63,8 @@ from shared.events.codec import build_envelope, to_binary
 from shared.inbox import Inbox
 from shared.observability.logging import configure_logging
 from shared.outbox import Outbox, OutboxRelay
+from shared.process import tune_collector
+from shared.settings import ServiceSettings
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 LEADS = 1000  # distinct subjects (keys); events go round-robin over them
@@ -467,6 +469,7 @@ def consumer_spec(
         "partitions": args.partitions,
         "handler": args.handler,
         "gc_freeze": args.gc_freeze,
+        "gc_threshold": args.gc_threshold,
         **extra,
     }
 
@@ -520,6 +523,7 @@ def consumer_process(spec: dict[str, Any], conn: Connection) -> None:
 
 async def _consumer_process(spec: dict[str, Any], conn: Connection) -> None:
     configure_logging(level="warning", json=False)
+    tune_collector(spec["gc_threshold"])
     loop = asyncio.get_running_loop()
     commands: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
     loop.add_reader(conn.fileno(), lambda: commands.put_nowait(conn.recv()))
@@ -990,6 +994,7 @@ def report(results: dict[str, Any], targets: list[dict[str, Any]]) -> None:
 
 async def main(args: argparse.Namespace) -> int:
     configure_logging(level="warning", json=False)
+    tune_collector(args.gc_threshold)
     results: dict[str, Any] = {}
     paths = args.only or ["local", "kafka", "adapter", "raw"]
     servers = admin_url = ""
@@ -1116,6 +1121,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=True,
         help="gc.freeze() after each warm-up: startup objects leave the collector's view, so\n"
         "full (gen-2) collections stop pausing the loop for ~30 ms",
+    )
+    p.add_argument(
+        "--gc-threshold",
+        type=int,
+        default=ServiceSettings.model_fields["gc_threshold"].default,
+        help="young-generation GC threshold of every process of every path, raw aiokafka's\n"
+        "included (default: the services' HANDOFF_GC_THRESHOLD default; 0: Python's 700)",
     )
     p.add_argument("--workdir", default=None, help="where the SQLite files go (default: tmp)")
     p.add_argument(

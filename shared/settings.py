@@ -46,6 +46,8 @@ class ServiceSettings(BaseSettings):
     outbox_batch_size: int = Field(default=1000, ge=1, le=10_000)
     consumer_batch_size: int = Field(default=1000, ge=1, le=10_000)
     consumer_max_attempts: int = Field(default=3, ge=1, le=20)
+    # allocations between two young-generation garbage collections (0: Python's own 700)
+    gc_threshold: int = Field(default=50_000, ge=0, le=10_000_000)
 
     @model_validator(mode="after")
     def _refuse_defaults_outside_dev(self) -> Self:
