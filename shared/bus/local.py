@@ -134,6 +134,8 @@ class LocalBus(Bus):
             return
         now = int(time.time() * 1000)
         async with self._write_lock:
+            if self._checkpointer.restart_due:
+                await self._checkpointer.restart_wal()  # in the write turn, before writing
             end = dict(self._end)
             rows = []
             self.conn.execute("BEGIN IMMEDIATE")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from shared.bus.local import LocalBus
+from shared.bus.port import OutgoingMessage
 from shared.db import Database, before_commit, stage_insert
 from shared.sqlite_checkpoint import WalCheckpointer
 from tests.support import count_effects, create_schema, effects
@@ -71,3 +73,54 @@ async def test_a_before_commit_hook_may_stage_more_rows(tmp_path: Path) -> None:
         before_commit(session, stage_from_a_hook)
     assert await count_effects(db, lead_id="x") == 2
     await db.dispose()
+
+
+LIMIT = 256 * 1024  # bytes of WAL before a restart is due
+BOUND = 4 * 1024 * 1024  # what the WAL may reach meanwhile; without restarts it passes 10 MB
+
+
+def tight(checkpointer: WalCheckpointer | None) -> WalCheckpointer:
+    assert checkpointer is not None
+    running = checkpointer.running
+    checkpointer.stop()  # a running thread waits out its old interval first
+    checkpointer.interval, checkpointer.max_wal_bytes = 0.02, LIMIT
+    if running:
+        checkpointer.start()
+    return checkpointer
+
+
+async def test_a_databases_wal_starts_again_once_it_outgrows_its_limit(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}")
+    await create_schema(db)
+    checkpointer = tight(db._checkpointer)  # steady writes, back to back: ~15 MB of WAL
+    largest = 0
+    for k in range(1500):
+        async with db.transaction() as session:
+            for n in range(20):
+                stage_insert(session, effects, {"event_id": "e" * 36, "lead_id": f"{k}", "n": n})
+        largest = max(largest, checkpointer.wal_bytes())
+    assert await count_effects(db) == 30_000
+    await db.dispose()
+
+    assert 0 < largest < BOUND
+
+
+async def test_the_local_logs_wal_starts_again_once_it_outgrows_its_limit(tmp_path: Path) -> None:
+    bus = LocalBus(tmp_path / "events.db", partitions=2)
+    await bus.start()
+    checkpointer = tight(bus._checkpointer)
+    largest = 0
+    try:
+        for k in range(1500):
+            await bus.publish(
+                [
+                    OutgoingMessage("t", f"lead-{n}", b"x" * 400, [("n", b"%d" % k)])
+                    for n in range(20)
+                ]
+            )
+            largest = max(largest, checkpointer.wal_bytes())
+            await asyncio.sleep(0.001)  # a fast producer, not a flood of ~30 MB a second
+    finally:
+        await bus.close()
+
+    assert 0 < largest < BOUND
