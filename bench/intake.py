@@ -53,6 +53,8 @@ from bench.common import (
     system_busy,
     write_results,
 )
+from shared.process import freeze_startup_objects, tune_collector
+from shared.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -391,10 +393,14 @@ def baseline_app() -> FastAPI:
 def serve_baseline(port: int) -> int:
     import uvicorn
 
-    # The same uvicorn settings as `handoff serve` (shared/cli.py): one process, the default
-    # loop and HTTP implementation, no access log.
+    # The same process settings as `handoff serve` (shared/cli.py): one process, the default
+    # loop and HTTP implementation, no access log, the services' garbage-collector threshold
+    # and frozen start-up objects (HANDOFF_GC_THRESHOLD applies to both servers alike).
+    app = baseline_app()
+    tune_collector(load_settings("intake").gc_threshold)
+    freeze_startup_objects()
     uvicorn.run(
-        baseline_app(),
+        app,
         host="127.0.0.1",
         port=port,
         log_config=None,
