@@ -8,9 +8,12 @@ A passive checkpoint copies the frames that were in the WAL when it began; under
 writes new frames keep coming, the checkpoint never catches up with the end of the log,
 and SQLite never starts writing the WAL from its beginning again: the file grows for as
 long as the writes go on (hundreds of megabytes a minute under load). So once the WAL
-outgrows a limit, the next writer, in its write turn (no other writer of this process can
-start), runs a truncating checkpoint in a thread: what the last passive one left is little,
-so the turn is short, and the WAL starts again from empty.
+holds more than a limit, the checkpointer thread catches up (passive checkpoints back to
+back) until little is left to copy; the next writer, in its write turn (no other writer of
+this process can start), has the rest copied in a thread, a few milliseconds; and the
+write after it starts the log again from its beginning. The file keeps its size and is
+written over: bounded by the limit and what one catch-up lets through, never truncated
+(shrinking it stalled writers for tens of milliseconds).
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ import sqlite3
 import threading
 
 DEFAULT_MAX_WAL_BYTES = 64 * 1024 * 1024
+_RESTART_FRAMES = 256  # pages left to copy when a restart is asked for (1 MB of 4 KB pages)
+_CATCH_UP_PASSES = 8
 
 
 class WalCheckpointer:
     """Runs `PRAGMA wal_checkpoint(PASSIVE)` on one database file, from its own thread, and
-    says when the WAL should be restarted (`restart_due`, see `restart_wal`)."""
+    says when the WAL should start again from its beginning (`restart_due`, `restart_wal`)."""
 
     def __init__(
         self, path: str, *, interval: float = 1.0, max_wal_bytes: int = DEFAULT_MAX_WAL_BYTES
@@ -54,13 +59,26 @@ class WalCheckpointer:
         conn = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
         try:
             while not self._stop.wait(self.interval):
-                with contextlib.suppress(sqlite3.Error):  # busy now: next time
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                self.restart_due = self.wal_bytes() > self.max_wal_bytes
+                self._checkpoint(conn)
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         finally:
             conn.close()
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        """A passive checkpoint; when the log in use is over the limit, more of them (no
+        pause) until little is left to copy, so that the restart has little left to do."""
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        for _ in range(_CATCH_UP_PASSES):
+            try:
+                busy, log, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error:  # busy now: next time
+                return
+            if log * page <= self.max_wal_bytes:  # frames in use since the log last restarted
+                return
+            if not busy and log - done <= _RESTART_FRAMES:
+                break
+        self.restart_due = True  # caught up, or the writes outpace it: restart anyway
 
     def wal_bytes(self) -> int:
         try:
@@ -69,17 +87,18 @@ class WalCheckpointer:
             return 0
 
     async def restart_wal(self) -> None:
-        """Checkpoint the rest of the WAL and truncate it to nothing, in a thread. Call it in
-        a write turn: a write of this process meanwhile would keep the WAL from restarting."""
+        """Copy what is left of the log into the database, in a thread, so that the next
+        write starts the log again from its beginning (the file is reused, not grown). Call
+        it in a write turn: a write of this process meanwhile would add frames to copy."""
         self.restart_due = False
-        await asyncio.to_thread(self._truncate)
+        await asyncio.to_thread(self._finish_checkpoint)
 
-    def _truncate(self) -> None:
+    def _finish_checkpoint(self) -> None:
         conn = sqlite3.connect(self.path, timeout=1, check_same_thread=False)
         try:
-            # a reader holding an old snapshot makes it give up: the next turn tries again
+            # busy (the checkpointer thread is at it): it finishes the copy itself
             with contextlib.suppress(sqlite3.Error):
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         finally:
             conn.close()
 
