@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import orjson
@@ -66,6 +66,19 @@ async def outbox_rows(db: Database) -> int:
         return int(
             (await conn.execute(select(func.count()).select_from(outbox_tables[0]))).scalar_one()
         )
+
+
+async def numbered(
+    db: Database, outbox: Outbox, transactions: list[Sequence[uuid.UUID]]
+) -> list[tuple[str, str]]:
+    """Add a ping per lead, a transaction per list; every stored (subject, ce_sequence)."""
+    for leads in transactions:
+        async with db.transaction() as session:
+            for lead in leads:
+                await outbox.add(session, Ping(lead_id=lead, n=0), subject=str(lead))
+    async with db.engine.connect() as conn:
+        rows = (await conn.execute(select(outbox_tables[0]).order_by(outbox_tables[0].c.id))).all()
+    return [(row.key, dict(orjson.loads(row.headers))["ce_sequence"]) for row in rows]
 
 
 async def test_a_state_change_and_its_events_commit_together_and_apply_once_downstream(
@@ -128,13 +141,7 @@ async def test_each_subject_gets_its_own_gapless_sequence(
     producer_db, _ = databases
     outbox = Outbox(service="producer", tables=outbox_tables, catalog=catalog_with_ping("t"))
     a, b = uuid.uuid4(), uuid.uuid4()
-    for batch in ((a, b, a), (a, b)):  # two transactions, several events each
-        async with producer_db.transaction() as session:
-            for lead in batch:
-                await outbox.add(session, Ping(lead_id=lead, n=0), subject=str(lead))
-    async with producer_db.engine.connect() as conn:
-        rows = (await conn.execute(select(outbox_tables[0]).order_by(outbox_tables[0].c.id))).all()
-    sequences = [(row.key, dict(orjson.loads(row.headers))["ce_sequence"]) for row in rows]
+    sequences = await numbered(producer_db, outbox, [(a, b, a), (a, b)])  # two transactions
     assert sequences == [(str(a), "1"), (str(b), "1"), (str(a), "2"), (str(a), "3"), (str(b), "2")]
 
 
@@ -233,13 +240,7 @@ async def test_large_batches_split_across_sqlite_statements_keep_their_answers(
     monkeypatch.setattr(shared.db, "SQLITE_MAX_VARIABLES", 7)  # 3 subjects, 5 inbox ids
     outbox = Outbox(service="producer", tables=outbox_tables, catalog=catalog_with_ping("t"))
     leads = [uuid.uuid4() for _ in range(8)]
-    for batch in (leads, leads[:5]):
-        async with producer_db.transaction() as session:
-            for lead in batch:
-                await outbox.add(session, Ping(lead_id=lead, n=0), subject=str(lead))
-    async with producer_db.engine.connect() as conn:
-        rows = (await conn.execute(select(outbox_tables[0]).order_by(outbox_tables[0].c.id))).all()
-    sequences = [(row.key, dict(orjson.loads(row.headers))["ce_sequence"]) for row in rows]
+    sequences = await numbered(producer_db, outbox, [leads, leads[:5]])
     assert sequences == [(str(lead), "1") for lead in leads] + [
         (str(lead), "2") for lead in leads[:5]
     ]
