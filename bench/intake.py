@@ -53,7 +53,7 @@ from bench.common import (
     system_busy,
     write_results,
 )
-from shared.process import freeze_startup_objects, tune_collector
+from shared.process import settle_for_serving
 from shared.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -397,8 +397,7 @@ def serve_baseline(port: int) -> int:
     # loop and HTTP implementation, no access log, the services' garbage-collector threshold
     # and frozen start-up objects (HANDOFF_GC_THRESHOLD applies to both servers alike).
     app = baseline_app()
-    tune_collector(load_settings("intake").gc_threshold)
-    freeze_startup_objects()
+    settle_for_serving(load_settings("intake").gc_threshold)
     uvicorn.run(
         app,
         host="127.0.0.1",

@@ -32,7 +32,7 @@ from shared.events.catalog import CATALOG
 from shared.http import VERSION, build_app
 from shared.migrations import upgrade
 from shared.observability.logging import configure_logging
-from shared.process import freeze_startup_objects, tune_collector
+from shared.process import settle_for_serving
 from shared.runtime import ServiceRuntime
 from shared.service_app import service_definition, service_module
 from shared.settings import SERVICES, SettingsError, load_settings
@@ -99,8 +99,7 @@ def dev(host: Host = "127.0.0.1", port: Port = 8000, data_dir: DataDir = Path(".
     )
     console.print(f"  data       {data_dir.resolve()}")
     console.print(f"  admin token (dev only): [green]{token}[/green]")
-    tune_collector(first.gc_threshold)
-    freeze_startup_objects()
+    settle_for_serving(first.gc_threshold)
     uvicorn.run(application, host=host, port=port, log_config=None, access_log=False)
 
 
@@ -135,8 +134,7 @@ def serve(
             upgrade(service_definition(service).migrations, settings.resolved_database_url())
         )
     application = service_module(service).create_app(settings)
-    tune_collector(settings.gc_threshold)
-    freeze_startup_objects()
+    settle_for_serving(settings.gc_threshold)
     uvicorn.run(
         application,
         host=host,

@@ -76,8 +76,8 @@ class Database:
         if self._checkpointer is not None and not self._checkpointer.running:
             self._checkpointer.start()
         async with self._write_turn(), self._sessions() as session:
-            if self._checkpointer is not None and self._checkpointer.restart_due:
-                await self._checkpointer.restart_wal()  # in our write turn, before writing
+            if self._checkpointer is not None:
+                await self._checkpointer.before_write()
             async with session.begin():
                 yield session
                 # A hook may register more hooks (a flush that stages rows): run until none.

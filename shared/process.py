@@ -27,3 +27,10 @@ def freeze_startup_objects() -> None:
     milliseconds of a busy loop). Call once, after start-up, before serving."""
     gc.collect()
     gc.freeze()
+
+
+def settle_for_serving(young_threshold: int) -> None:
+    """What a process does once started, before it serves: `tune_collector` and
+    `freeze_startup_objects`."""
+    tune_collector(young_threshold)
+    freeze_startup_objects()

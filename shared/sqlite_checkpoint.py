@@ -34,7 +34,7 @@ _CATCH_UP_PASSES = 8
 
 class WalCheckpointer:
     """Runs `PRAGMA wal_checkpoint(PASSIVE)` on one database file, from its own thread, and
-    says when the WAL should start again from its beginning (`restart_due`, `restart_wal`)."""
+    says when the WAL should start again from its beginning (`restart_due`, `before_write`)."""
 
     def __init__(
         self, path: str, *, interval: float = 0.2, max_wal_bytes: int = DEFAULT_MAX_WAL_BYTES
@@ -61,17 +61,18 @@ class WalCheckpointer:
     def _run(self) -> None:
         conn = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
         try:
+            page = conn.execute("PRAGMA page_size").fetchone()[0]
             while not self._stop.wait(self.interval):
-                self._checkpoint(conn)
+                self._checkpoint(conn, page)
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         finally:
             conn.close()
 
-    def _checkpoint(self, conn: sqlite3.Connection) -> None:
-        """A passive checkpoint; when the log in use is over the limit, more of them (no
-        pause) until little is left to copy, so that the restart has little left to do."""
-        page = conn.execute("PRAGMA page_size").fetchone()[0]
+    def _checkpoint(self, conn: sqlite3.Connection, page: int) -> None:
+        """A passive checkpoint; when the log in use (`page`-byte frames) is over the limit,
+        more of them (no pause) until little is left to copy, so that the restart has
+        little left to do."""
         for _ in range(_CATCH_UP_PASSES):
             try:
                 busy, log, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
@@ -89,12 +90,14 @@ class WalCheckpointer:
         except OSError:
             return 0
 
-    async def restart_wal(self) -> None:
-        """Copy what is left of the log into the database, in a thread, so that the next
-        write starts the log again from its beginning (the file is reused, not grown). Call
-        it in a write turn: a write of this process meanwhile would add frames to copy."""
-        self.restart_due = False
-        await asyncio.to_thread(self._finish_checkpoint)
+    async def before_write(self) -> None:
+        """Call in a write turn, before writing. When a restart is due, copy what is left of
+        the log into the database, in a thread, so that this write starts the log again
+        from its beginning (the file is reused, not grown); a write of this process
+        meanwhile would have added frames to copy."""
+        if self.restart_due:
+            self.restart_due = False
+            await asyncio.to_thread(self._finish_checkpoint)
 
     def _finish_checkpoint(self) -> None:
         conn = sqlite3.connect(self.path, timeout=1, check_same_thread=False)

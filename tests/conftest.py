@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -9,11 +10,13 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from sqlalchemy import MetaData
 from sqlalchemy.engine import make_url
 
 from shared.bus.kafka import KafkaBus
 from shared.bus.local import LocalBus
 from shared.bus.port import Bus
+from shared.db import Database
 from tests import infra
 
 
@@ -75,6 +78,24 @@ class _pg_database:  # noqa: N801 - used like a function
 
 def new_pg_database(admin_url: str) -> _pg_database:
     return _pg_database(admin_url)
+
+
+@contextlib.asynccontextmanager
+async def database_with(
+    metadata: MetaData, kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Database]:
+    """A fresh database of `kind` ("sqlite" or "postgres") with `metadata`'s tables."""
+    async with contextlib.AsyncExitStack() as stack:
+        if kind == "sqlite":
+            url = f"sqlite+aiosqlite:///{tmp_path / 'tables.db'}"
+        else:
+            admin = request.getfixturevalue("postgres_admin_url")
+            url = await stack.enter_async_context(new_pg_database(admin))
+        database = Database(url)
+        stack.push_async_callback(database.dispose)
+        async with database.engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        yield database
 
 
 @pytest.fixture

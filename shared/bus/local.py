@@ -134,8 +134,7 @@ class LocalBus(Bus):
             return
         now = int(time.time() * 1000)
         async with self._write_lock:
-            if self._checkpointer.restart_due:
-                await self._checkpointer.restart_wal()  # in the write turn, before writing
+            await self._checkpointer.before_write()
             end = dict(self._end)
             rows = []
             self.conn.execute("BEGIN IMMEDIATE")

@@ -14,7 +14,7 @@ from sqlalchemy import JSON, Column, DateTime, Integer, LargeBinary, String, Tab
 from sqlalchemy.exc import IntegrityError
 
 from shared.db import Database, insert_many, new_metadata, stage_insert
-from tests.conftest import new_pg_database
+from tests.conftest import database_with
 
 metadata = new_metadata()
 things = Table(
@@ -36,19 +36,8 @@ tagged = Table(  # a client-side default: only SQLAlchemy's own INSERT applies i
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
 async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    if request.param == "sqlite":
-        database = Database(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
-        async with database.engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+    async with database_with(metadata, request.param, request, tmp_path) as database:
         yield database
-        await database.dispose()
-        return
-    async with new_pg_database(request.getfixturevalue("postgres_admin_url")) as url:
-        database = Database(url)
-        async with database.engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
-        yield database
-        await database.dispose()
 
 
 def rows(count: int) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from services.intake.driver_sql import DriverSql
 from services.intake.leads import _LEADS_BY_EMAIL
 from services.intake.models import lead_external_ids, leads, metadata
 from shared.db import Database, insert_many
-from tests.conftest import new_pg_database
+from tests.conftest import database_with
 
 COLUMNS = (
     "id",
@@ -38,12 +38,9 @@ def _row(n: int) -> tuple[Any, ...]:
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> Any:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'intake.db'}")
-    async with database.engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    yield database
-    await database.dispose()
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    async with database_with(metadata, "sqlite", request, tmp_path) as database:
+        yield database
 
 
 async def test_rows_inserted_are_stored_as_insert_many_stores_them(db: Database) -> None:
@@ -86,19 +83,8 @@ async def test_a_duplicate_raises_sqlalchemys_integrity_error_and_rolls_back(
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
 async def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    if request.param == "sqlite":
-        database = Database(f"sqlite+aiosqlite:///{tmp_path / 'intake.db'}")
-        async with database.engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+    async with database_with(metadata, request.param, request, tmp_path) as database:
         yield database
-        await database.dispose()
-        return
-    async with new_pg_database(request.getfixturevalue("postgres_admin_url")) as url:
-        database = Database(url)
-        async with database.engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
-        yield database
-        await database.dispose()
 
 
 async def test_staged_rows_of_several_tables_are_written_by_the_commit(any_db: Database) -> None:

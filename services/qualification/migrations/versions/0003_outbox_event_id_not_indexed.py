@@ -10,7 +10,7 @@ Create Date: 2026-11-22
 
 from collections.abc import Sequence
 
-from alembic import op
+from shared.migration_ops import drop_outbox_event_id_unique, restore_outbox_event_id_unique
 
 
 revision: str = '0003'
@@ -20,10 +20,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('outbox') as batch_op:
-        batch_op.drop_constraint(op.f('uq_outbox_event_id'), type_='unique')
+    drop_outbox_event_id_unique()
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('outbox') as batch_op:
-        batch_op.create_unique_constraint(op.f('uq_outbox_event_id'), ['event_id'])
+    restore_outbox_event_id_unique()
