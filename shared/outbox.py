@@ -379,7 +379,7 @@ class OutboxRelay:
         async with self.db.transaction() as session:
             if self.db.is_postgres:
                 got = await session.execute(_TRY_LOCK, {"k": self._lock_id})
-                if not got.scalar_one():
+                if not got.one()[0]:
                     return 0
             try:
                 for _ in range(self.pipeline if enqueue else 1):
@@ -415,14 +415,16 @@ class OutboxRelay:
             table = session.bind.dialect.identifier_preparer.format_table(self.outbox.table)
             # The ids are an array computed once (an InitPlan) before any row is deleted:
             # as `IN (subquery)` the planner may run the locking subquery again for every
-            # row it scans (a nested loop), which on a large backlog never finishes.
+            # row it scans (a nested loop), which on a large backlog never finishes. The
+            # limit is a parameter: PostgreSQL plans a statement without parameters once,
+            # whatever `plan_cache_mode` says (see `_TRY_LOCK`).
             self._pg_take = (
-                f"DELETE FROM {table} WHERE id = ANY(ARRAY("  # noqa: S608 (our table, an int)
-                f"SELECT id FROM {table} ORDER BY id LIMIT {int(self.batch_size)} "
+                f"DELETE FROM {table} WHERE id = ANY(ARRAY("  # noqa: S608 (our table)
+                f"SELECT id FROM {table} ORDER BY id LIMIT $1 "
                 "FOR UPDATE SKIP LOCKED)) RETURNING id, topic, key, headers, value"
             )
         conn = await session.connection()
-        return (await conn.exec_driver_sql(self._pg_take)).all()
+        return (await conn.exec_driver_sql(self._pg_take, (self.batch_size,))).all()
 
     async def backlog(self) -> tuple[int, float]:
         """How many events wait in the outbox and the age in seconds of the oldest."""
@@ -441,7 +443,14 @@ class OutboxRelay:
         self.outbox.wake.set()
 
 
-_TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(:k)")
+# The lock, and fresh plans for this transaction's claims. The outbox is a queue, mostly
+# empty: a plan cached while it was (PostgreSQL keeps a generic plan after five executions)
+# finds the claimed ids by scanning the whole table, dead rows included, and a backlog
+# then makes every claim slower the longer it grows. A plan made for each claim sees the
+# table's current size and finds them through the primary key.
+_TRY_LOCK = text(
+    "SELECT pg_try_advisory_xact_lock(:k), set_config('plan_cache_mode', 'force_custom_plan', true)"
+)
 _row_id = operator.itemgetter(0)
 
 
