@@ -364,16 +364,21 @@ def _found(sql: DriverSql, row: Sequence[Any]) -> KnownLead:
 
 
 # The statements of a capture, written once per dialect (see `driver_sql`); a unit test
-# checks that each searches an index.
+# checks that each searches an index. On PostgreSQL each value is its own index probe
+# (`LATERAL`), so that even a plan cached on a fresh database looks values up rather than
+# scanning the table (see `driver_sql`).
 _IDS_BY_EXTERNAL_ID = Query(
     sqlite="SELECT lead_id FROM lead_external_ids WHERE provider = ? AND external_id IN ({})",
-    postgres="SELECT lead_id FROM lead_external_ids "
-    "WHERE provider = $1 AND external_id = ANY($2::varchar[])",
+    postgres="SELECT x.lead_id FROM (SELECT DISTINCT unnest($2::varchar[])) AS k(external_id), "
+    "LATERAL (SELECT lead_id FROM lead_external_ids "
+    "WHERE provider = $1 AND external_id = k.external_id LIMIT 1) AS x",
 )
 _EXTERNAL_IDS_OF_LEADS = Query(
     sqlite="SELECT provider, external_id, lead_id FROM lead_external_ids WHERE lead_id IN ({})",
-    postgres="SELECT provider, external_id, lead_id FROM lead_external_ids "
-    "WHERE lead_id = ANY($1::varchar[])",
+    postgres="SELECT x.provider, x.external_id, x.lead_id "
+    "FROM (SELECT DISTINCT unnest($1::varchar[])) AS k(lead_id), "
+    "LATERAL (SELECT provider, external_id, lead_id FROM lead_external_ids "
+    "WHERE lead_id = k.lead_id OFFSET 0) AS x",
 )
 _LEAD = "SELECT id, email, source, account_id, profile, field_sources, erased_at FROM leads"
 _LEADS_BY_EMAIL_OR_ID = Query(
@@ -383,7 +388,8 @@ _LEADS_BY_EMAIL = Query(sqlite=f"{_LEAD} WHERE email IN ({{}}) ORDER BY id", pos
 _LEADS_BY_ID = Query(sqlite=f"{_LEAD} WHERE id IN ({{}}) ORDER BY id", postgres="")
 # PostgreSQL: the leads with these emails or external ids (pairs as two arrays), locked
 # (a concurrent capture or erasure of them waits for us; in id order, so two batches
-# cannot deadlock), each with its external ids. An empty array matches nothing.
+# cannot deadlock: the ids are sorted before each lead is fetched and locked), each with
+# its external ids. An empty array matches nothing.
 _LEADS_WITH_EXTERNAL_IDS = Query(
     sqlite="",
     postgres="SELECT l.id, l.email, l.source, l.account_id, l.profile, l.field_sources, "
@@ -392,16 +398,20 @@ _LEADS_WITH_EXTERNAL_IDS = Query(
     "ORDER BY e.provider, e.external_id), "
     "ARRAY(SELECT e.external_id FROM lead_external_ids e WHERE e.lead_id = l.id "
     "ORDER BY e.provider, e.external_id) "
-    "FROM leads l WHERE l.id IN ("
-    "SELECT id FROM leads WHERE email = ANY($1::varchar[]) "
-    "UNION SELECT x.lead_id FROM lead_external_ids x "
-    "JOIN unnest($2::varchar[], $3::varchar[]) AS k(provider, external_id) "
-    "ON x.provider = k.provider AND x.external_id = k.external_id) "
-    "ORDER BY l.id FOR UPDATE OF l",
+    "FROM (SELECT x.id FROM (SELECT DISTINCT unnest($1::varchar[])) AS k(email), "
+    "LATERAL (SELECT id FROM leads WHERE email = k.email LIMIT 1) AS x "
+    "UNION SELECT x.lead_id FROM unnest($2::varchar[], $3::varchar[]) "
+    "AS k(provider, external_id), "
+    "LATERAL (SELECT lead_id FROM lead_external_ids "
+    "WHERE provider = k.provider AND external_id = k.external_id LIMIT 1) AS x "
+    "ORDER BY 1) AS wanted(id), "
+    "LATERAL (SELECT * FROM leads WHERE id = wanted.id FOR UPDATE) AS l "
+    "ORDER BY l.id",
 )
 _ACCOUNTS_BY_DOMAIN = Query(
     sqlite="SELECT domain, id FROM accounts WHERE domain IN ({})",
-    postgres="SELECT domain, id FROM accounts WHERE domain = ANY($1::varchar[])",
+    postgres="SELECT a.domain, a.id FROM (SELECT DISTINCT unnest($1::varchar[])) AS k(domain), "
+    "LATERAL (SELECT domain, id FROM accounts WHERE domain = k.domain LIMIT 1) AS a",
 )
 
 

@@ -136,8 +136,10 @@ async def _seen(session: AsyncSession, deliveries: Sequence[Delivery]) -> set[tu
 _SEEN = Query(
     sqlite="SELECT delivery_id FROM webhook_deliveries "
     "WHERE source_name = ? AND delivery_id IN ({})",
-    postgres="SELECT delivery_id FROM webhook_deliveries "
-    "WHERE source_name = $1 AND delivery_id = ANY($2::varchar[])",
+    # one index probe per id (see `driver_sql`)
+    postgres="SELECT d.delivery_id FROM (SELECT DISTINCT unnest($2::varchar[])) AS k(id), "
+    "LATERAL (SELECT delivery_id FROM webhook_deliveries "
+    "WHERE source_name = $1 AND delivery_id = k.id LIMIT 1) AS d",
 )
 
 
