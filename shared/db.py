@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import orjson
 from sqlalchemy import MetaData, Table, event, insert, text
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -204,7 +204,8 @@ async def insert_many(
             params.append(tuple(values))
     if arrays:
         columns_of_rows = zip(*params, strict=True)
-        await connection.exec_driver_sql(sql, tuple(list(column) for column in columns_of_rows))
+        driver = await pg_driver(session)
+        await driver.fetch(sql, *(list(column) for column in columns_of_rows))
     else:
         await connection.exec_driver_sql(sql, params)
 
@@ -289,6 +290,65 @@ async def sqlite_rows_returning(
         params = (*shared, *itertools.chain.from_iterable(chunk))
         out += (await conn.exec_driver_sql(sql, params)).all()
     return out
+
+
+class PgDriver:
+    """The asyncpg connection under a unit of work's session, for plain SQL on hot paths.
+
+    `exec_driver_sql` costs about 75 µs of CPU a statement on top of asyncpg's own work
+    (an execution context, a cursor, a result, greenlet switches; measured with one
+    `unnest` of 20 values: 143 against 67 µs). Statements here run on the same connection,
+    in the session's transaction: it is begun here if no statement has begun it yet (as
+    SQLAlchemy's adapter does before its first statement), and the unit of work commits or
+    rolls it back. Errors are raised as SQLAlchemy's (`IntegrityError`, ...), as from
+    `exec_driver_sql`. Rows are asyncpg records (indexable, unpackable like tuples).
+    """
+
+    def __init__(self, adapted: Any, dialect: Dialect) -> None:
+        self._adapted = adapted  # SQLAlchemy's AsyncAdapt_asyncpg_connection
+        self._connection = adapted.driver_connection
+        self._dbapi_error = dialect.loaded_dbapi.Error
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        await self._begin()
+        try:
+            return list(await self._connection.fetch(sql, *args))
+        except Exception as exc:
+            raise self._translated(sql, args, exc) from exc
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await self._begin()
+        try:
+            await self._connection.executemany(sql, rows)
+        except Exception as exc:
+            raise self._translated(sql, rows, exc) from exc
+
+    async def _begin(self) -> None:
+        adapted = self._adapted
+        if not adapted._started:
+            async with adapted._execute_mutex:
+                if not adapted._started:
+                    await adapted._start_transaction()
+
+    def _translated(self, sql: str, args: Any, exc: Exception) -> Exception:
+        try:
+            self._adapted._handle_exception(exc)  # raises the DB-API error SQLAlchemy maps
+        except Exception as dbapi_error:
+            return DBAPIError.instance(sql, args, dbapi_error, self._dbapi_error)
+        return exc
+
+
+_PG_DRIVER = "handoff.pg_driver"
+
+
+async def pg_driver(session: AsyncSession) -> PgDriver:
+    """The session's `PgDriver` (PostgreSQL only; found once per unit of work)."""
+    found: PgDriver | None = session.info.get(_PG_DRIVER)
+    if found is None:
+        conn = await session.connection()
+        raw = await conn.get_raw_connection()
+        found = session.info[_PG_DRIVER] = PgDriver(raw.dbapi_connection, conn.dialect)
+    return found
 
 
 def after_commit(session: AsyncSession, hook: Callable[[], None]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Column, DateTime, MetaData, String, Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import sqlite_rows_returning
+from shared.db import pg_driver, sqlite_rows_returning
 
 
 def define_inbox_table(metadata: MetaData) -> Table:
@@ -54,9 +54,8 @@ class Inbox:
                     "SELECT $1::varchar, unnest($2::varchar[]), $3::timestamptz "
                     "ON CONFLICT DO NOTHING RETURNING event_id"
                 )
-            conn = await session.connection()
-            result = await conn.exec_driver_sql(self._pg_claim, (group, unique_ids, now))
-            return set(result.scalars())
+            driver = await pg_driver(session)
+            return {row[0] for row in await driver.fetch(self._pg_claim, group, unique_ids, now)}
         if self._sqlite_claim is None:
             inbox = dialect.identifier_preparer.format_table(self.table)
             self._sqlite_claim = (

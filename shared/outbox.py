@@ -28,13 +28,19 @@ from sqlalchemy import (
     delete,
     func,
     select,
-    text,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, wait_exponential_jitter
 
 from shared.bus.port import Bus, OutgoingMessage, StoredHeaders
-from shared.db import Database, after_commit, before_commit, insert_many, sqlite_rows_returning
+from shared.db import (
+    Database,
+    after_commit,
+    before_commit,
+    insert_many,
+    pg_driver,
+    sqlite_rows_returning,
+)
 from shared.events.catalog import EventCatalog, EventType
 from shared.events.codec import header_pairs
 from shared.events.envelope import new_event_id, utcnow
@@ -196,7 +202,7 @@ class Outbox:
         advances each subject's counter by its count of events and inserts the events
         numbered from it, each by its place among its subject's events here (the stored
         headers carry a placeholder sequence that the statement fills in)."""
-        conn = await session.connection()
+        driver = await pg_driver(session)
         ids = [str(e.event_id) for e in pending]
         source = self._source
         headers = [
@@ -219,9 +225,9 @@ class Outbox:
         for e in pending:
             nth[e.subject] += 1
             ordinals.append(nth[e.subject])
-        await conn.exec_driver_sql(
+        await driver.fetch(
             self._postgres_statement(session),
-            (
+            *(
                 ids,
                 [e.event_type.topic for e in pending],
                 [e.subject for e in pending],
@@ -378,8 +384,8 @@ class OutboxRelay:
         stored: list[Awaitable[None]] = []
         async with self.db.transaction() as session:
             if self.db.is_postgres:
-                got = await session.execute(_TRY_LOCK, {"k": self._lock_id})
-                if not got.one()[0]:
+                (locked,) = await (await pg_driver(session)).fetch(_TRY_LOCK, self._lock_id)
+                if not locked[0]:
                     return 0
             try:
                 for _ in range(self.pipeline if enqueue else 1):
@@ -423,8 +429,7 @@ class OutboxRelay:
                 f"SELECT id FROM {table} ORDER BY id LIMIT $1 "
                 "FOR UPDATE SKIP LOCKED)) RETURNING id, topic, key, headers, value"
             )
-        conn = await session.connection()
-        return (await conn.exec_driver_sql(self._pg_take, (self.batch_size,))).all()
+        return await (await pg_driver(session)).fetch(self._pg_take, self.batch_size)
 
     async def backlog(self) -> tuple[int, float]:
         """How many events wait in the outbox and the age in seconds of the oldest."""
@@ -448,8 +453,8 @@ class OutboxRelay:
 # finds the claimed ids by scanning the whole table, dead rows included, and a backlog
 # then makes every claim slower the longer it grows. A plan made for each claim sees the
 # table's current size and finds them through the primary key.
-_TRY_LOCK = text(
-    "SELECT pg_try_advisory_xact_lock(:k), set_config('plan_cache_mode', 'force_custom_plan', true)"
+_TRY_LOCK = (
+    "SELECT pg_try_advisory_xact_lock($1), set_config('plan_cache_mode', 'force_custom_plan', true)"
 )
 _row_id = operator.itemgetter(0)
 

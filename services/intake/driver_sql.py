@@ -10,8 +10,11 @@ written once per dialect:
   the transaction the unit of work began (`BEGIN IMMEDIATE`); lists are `IN (?, ...)`
   with one text per length. Values are converted with the dialect's own bind and result
   processors (datetimes, JSON), so rows read and written are those SQLAlchemy would have.
-- PostgreSQL: `exec_driver_sql` with one array parameter per list (`= ANY($n)`), one text
-  whatever the length; inserts go through `shared.db.insert_many` (arrays, `unnest`).
+- PostgreSQL: on the session's asyncpg connection (`shared.db.PgDriver`, in the unit of
+  work's transaction) with one array parameter per list, one text whatever the length;
+  each value of a lookup is its own index probe (`unnest` + `LATERAL (... LIMIT 1)`), so
+  that a plan PostgreSQL caches while the tables are empty still looks values up instead
+  of scanning; inserts go through `shared.db.insert_many` (arrays, `unnest`).
 
 Errors surface as SQLAlchemy's (`IntegrityError`, ...), as from any other statement.
 """
@@ -27,7 +30,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from shared.db import before_commit, insert_many
+from shared.db import PgDriver, before_commit, insert_many, pg_driver
 from shared.sqlite_inline import sqlite3_connection
 
 _KEY = "handoff.intake.driver_sql"
@@ -44,6 +47,7 @@ class DriverSql:
         self.dialect: Dialect = conn.dialect
         self.postgres = self.dialect.name == "postgresql"
         self._sqlite = sqlite
+        self._pg: PgDriver | None = None
         self._staged: list[tuple[Table, tuple[str, ...], Sequence[Sequence[Any]]]] = []
 
     @classmethod
@@ -56,14 +60,15 @@ class DriverSql:
             if conn.dialect.name == "sqlite":
                 raw = sqlite3_connection((await conn.get_raw_connection()).driver_connection)
             found = session.info[_KEY] = cls(session, conn, raw)
+            if found.postgres:
+                found._pg = await pg_driver(session)
         return found
 
     async def fetch(self, query: Query, params: Sequence[Any], *lists: Sequence[Any]) -> list[Any]:
         """The rows of `query` with `params`, then one value list per `IN` of the query."""
         sql = query.text(self.dialect.name, [len(values) for values in lists])
-        if self.postgres:
-            arrays = (*params, *(list(values) for values in lists))
-            return list((await self.conn.exec_driver_sql(sql, arrays)).all())
+        if self._pg is not None:
+            return await self._pg.fetch(sql, *params, *(list(values) for values in lists))
         flat = (*params, *(v for values in lists for v in values))
         if self._sqlite is None:  # SQLite through another driver
             return list((await self.conn.exec_driver_sql(sql, flat)).all())
@@ -118,7 +123,8 @@ class DriverSql:
             ]
             values = _processed(rows, processors)
             arrays += [list(column) for column in zip(*values, strict=True)]
-        await self.conn.exec_driver_sql(sql, tuple(arrays))
+        assert self._pg is not None  # (staged only on PostgreSQL)
+        await self._pg.fetch(sql, *arrays)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """SQLite only: `sql` (with `?` parameters) once per row, one call."""

@@ -1,0 +1,92 @@
+"""Plain SQL on the asyncpg connection under a unit of work (`shared.db.PgDriver`) is part
+of that unit of work: begun with it, committed or rolled back with it, errors as
+SQLAlchemy's. (It reaches into SQLAlchemy's asyncpg adapter; these tests are what would
+notice if the adapter changed.)"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Column, Integer, String, Table, func, select
+from sqlalchemy.exc import IntegrityError
+
+from shared.db import Database, new_metadata, pg_driver
+from tests.conftest import database_with
+
+pytestmark = pytest.mark.integration
+
+metadata = new_metadata()
+notes = Table(
+    "notes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("text", String(50), nullable=False),
+)
+INSERT = "INSERT INTO notes (id, text) VALUES ($1, $2) RETURNING id"
+
+
+@pytest.fixture
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    async with database_with(metadata, "postgres", request, tmp_path) as database:
+        yield database
+
+
+async def count(db: Database) -> int:
+    async with db.engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(notes))).scalar_one())
+
+
+class Boom(Exception):
+    pass
+
+
+async def test_a_first_statement_on_the_driver_rolls_back_with_the_unit_of_work(
+    db: Database,
+) -> None:
+    with pytest.raises(Boom):
+        async with db.transaction() as session:
+            driver = await pg_driver(session)
+            assert await driver.fetch(INSERT, 1, "first") == [(1,)]
+            raise Boom
+    assert await count(db) == 0
+
+
+async def test_driver_and_session_statements_share_one_transaction(db: Database) -> None:
+    async with db.transaction() as session:
+        await (await pg_driver(session)).fetch(INSERT, 1, "by the driver")
+        seen = (await session.execute(select(notes.c.text))).scalars().all()
+        assert seen == ["by the driver"]
+        await session.execute(notes.insert().values(id=2, text="by the session"))
+        driver = await pg_driver(session)
+        assert [tuple(r) for r in await driver.fetch("SELECT id FROM notes ORDER BY id")] == [
+            (1,),
+            (2,),
+        ]
+        await driver.executemany("INSERT INTO notes (id, text) VALUES ($1, $2)", [(3, "x")])
+    assert await count(db) == 3
+    with pytest.raises(Boom):
+        async with db.transaction() as session:
+            await session.execute(notes.insert().values(id=4, text="session first"))
+            await (await pg_driver(session)).fetch(INSERT, 5, "then the driver")
+            raise Boom
+    assert await count(db) == 3
+
+
+async def test_a_constraint_violation_is_sqlalchemys_integrity_error(db: Database) -> None:
+    async with db.transaction() as session:
+        await (await pg_driver(session)).fetch(INSERT, 1, "one")
+    with pytest.raises(IntegrityError):
+        async with db.transaction() as session:
+            await (await pg_driver(session)).fetch(INSERT, 1, "the same id")
+    attempts = 0
+
+    async def insert_once_taken(session: object) -> None:  # a lost uniqueness race
+        nonlocal attempts
+        attempts += 1
+        driver = await pg_driver(session)  # type: ignore[arg-type]
+        await driver.fetch(INSERT, 1 if attempts == 1 else 2, "retried")
+
+    await db.run(insert_once_taken)  # Database.run retries on IntegrityError
+    assert attempts == 2 and await count(db) == 2
