@@ -11,7 +11,7 @@ import pytest
 
 from shared.bus.local import LocalBus
 from shared.bus.port import OutgoingMessage
-from shared.db import Database, before_commit, stage_insert
+from shared.db import SQLITE_CACHE_KIB, Database, before_commit, stage_insert
 from shared.sqlite_checkpoint import WalCheckpointer
 from tests.support import count_effects, create_schema, effects
 
@@ -124,3 +124,23 @@ async def test_the_local_logs_wal_starts_again_once_it_outgrows_its_limit(tmp_pa
         await bus.close()
 
     assert 0 < largest < BOUND
+
+
+async def test_a_service_connection_has_the_embedded_settings(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'settings.db'}")
+    try:
+        async with db.transaction() as session:
+            conn = await session.connection()
+            settings = {
+                name: (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar_one()
+                for name in ("journal_mode", "synchronous", "cache_size", "foreign_keys")
+            }
+    finally:
+        await db.dispose()
+    # WAL, commits not fsynced one by one (NORMAL = 1), a 16 MiB page cache (in KiB, negative)
+    assert settings == {
+        "journal_mode": "wal",
+        "synchronous": 1,
+        "cache_size": -SQLITE_CACHE_KIB,
+        "foreign_keys": 1,
+    }
