@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import operator
+import sqlite3
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Sequence
@@ -39,6 +40,8 @@ from shared.db import (
     before_commit,
     insert_many,
     pg_driver,
+    sqlite_error,
+    sqlite_handle,
     sqlite_rows_returning,
 )
 from shared.events.catalog import EventCatalog, EventType
@@ -180,6 +183,7 @@ class Outbox:
             return
         last = await self._reserve_sequences(session, counts)
         ids = [str(event.event_id) for event in pending]
+        written = utcnow()  # (one value: converted for SQLite once, not per row)
         rows = [
             (
                 event_id,
@@ -187,7 +191,7 @@ class Outbox:
                 event.subject,
                 headers,
                 _value(event.payload),
-                event.time,
+                written,
             )
             for event, event_id, headers in zip(
                 pending, ids, self._headers(pending, ids, counts, last), strict=True
@@ -344,6 +348,7 @@ class OutboxRelay:
         # Built once: SQLAlchemy compiles it once (an IN list of ids would be re-rendered for
         # every batch). FOR UPDATE renders as nothing on SQLite, whose writers take turns.
         self._pg_take: str | None = None
+        self._sqlite_take: str | None = None
         self._take = (
             delete(table)
             .where(table.c.id.in_(oldest.with_for_update(skip_locked=True).scalar_subquery()))
@@ -416,7 +421,20 @@ class OutboxRelay:
     async def _claim(self, session: AsyncSession) -> Sequence[Any]:
         """Delete the oldest rows no other relay holds and return them (in any order)."""
         if not self.db.is_postgres:
-            return (await session.execute(self._take)).all()
+            handle = await sqlite_handle(session)
+            if handle is None:  # (SQLite through another driver)
+                return (await session.execute(self._take)).all()
+            if self._sqlite_take is None:
+                table = session.bind.dialect.identifier_preparer.format_table(self.outbox.table)
+                self._sqlite_take = (
+                    f"DELETE FROM {table} WHERE id IN ("  # noqa: S608 (our table)
+                    f"SELECT id FROM {table} ORDER BY id LIMIT ?) "
+                    "RETURNING id, topic, key, headers, value"
+                )
+            try:
+                return handle.execute(self._sqlite_take, (self.batch_size,)).fetchall()
+            except sqlite3.Error as exc:
+                raise sqlite_error(self._sqlite_take, (self.batch_size,), exc) from exc
         if self._pg_take is None:
             table = session.bind.dialect.identifier_preparer.format_table(self.outbox.table)
             # The ids are an array computed once (an InitPlan) before any row is deleted:
