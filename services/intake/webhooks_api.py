@@ -7,6 +7,7 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -62,7 +63,8 @@ class _BareRequestRoute(APIRoute):
     FastAPI's request handler resolves dependencies and parameters and validates the
     answer against the response model on every call; for the webhook route, the hot path
     of intake, that cost more than verifying the signature. This route calls the endpoint
-    with the request and sends what it returns as FastAPI's default `JSONResponse` would.
+    with the request and sends what it returns as JSON (as FastAPI's default `JSONResponse`
+    would, encoded by orjson).
     Its declared dependencies (`authenticated_by_signature`, a marker that does nothing)
     still document who may call it; errors go through the app's exception handlers as
     before (Starlette's `wrap_app_handling_exceptions`, around this handler).
@@ -73,9 +75,17 @@ class _BareRequestRoute(APIRoute):
         status = self.status_code or 200
 
         async def handler(request: Request) -> Response:
-            return JSONResponse(await endpoint(request), status_code=status)
+            return _Json(await endpoint(request), status_code=status)
 
         return handler
+
+
+class _Json(JSONResponse):
+    """`JSONResponse` encoded by orjson: the same compact UTF-8 JSON, a few
+    percent of the webhook route's CPU less than the standard library's encoder."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 async def receive_webhook(request: Request) -> dict[str, Any]:
