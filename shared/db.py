@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -15,6 +16,7 @@ from sqlalchemy import MetaData, Table, event, insert, text
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -338,24 +340,25 @@ class PgDriver:
     `exec_driver_sql`. Rows are asyncpg records (indexable, unpackable like tuples).
     """
 
-    def __init__(self, adapted: Any, dialect: Dialect) -> None:
+    def __init__(self, connection: AsyncConnection, adapted: Any) -> None:
+        self._session_connection = connection
         self._adapted = adapted  # SQLAlchemy's AsyncAdapt_asyncpg_connection
         self._connection = adapted.driver_connection
-        self._dbapi_error = dialect.loaded_dbapi.Error
+        self._dbapi_error = connection.dialect.loaded_dbapi.Error
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
-        await self._begin()
         try:
+            await self._begin()
             return list(await self._connection.fetch(sql, *args))
         except Exception as exc:
-            raise self._translated(sql, args, exc) from exc
+            raise await self._failed(sql, args, exc) from exc
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self._begin()
         try:
+            await self._begin()
             await self._connection.executemany(sql, rows)
         except Exception as exc:
-            raise self._translated(sql, rows, exc) from exc
+            raise await self._failed(sql, rows, exc) from exc
 
     async def _begin(self) -> None:
         adapted = self._adapted
@@ -364,12 +367,20 @@ class PgDriver:
                 if not adapted._started:
                     await adapted._start_transaction()
 
-    def _translated(self, sql: str, args: Any, exc: Exception) -> Exception:
+    async def _failed(self, sql: str, args: Any, exc: Exception) -> Exception:
+        """SQLAlchemy's exception for `exc`. A lost connection is handled as SQLAlchemy
+        handles its own: one statement through it lets SQLAlchemy see the disconnect and
+        discard this connection and every pooled one made before it (a server restart
+        ended them all), so only the work in flight fails."""
         try:
             self._adapted._handle_exception(exc)  # raises the DB-API error SQLAlchemy maps
         except Exception as dbapi_error:
-            return DBAPIError.instance(sql, args, dbapi_error, self._dbapi_error)
-        return exc
+            exc = dbapi_error
+        lost = self._connection.is_closed()
+        if lost:
+            with contextlib.suppress(Exception):
+                await self._session_connection.exec_driver_sql("SELECT 1")
+        return DBAPIError.instance(sql, args, exc, self._dbapi_error, connection_invalidated=lost)
 
 
 _PG_DRIVER = "handoff.pg_driver"
@@ -381,7 +392,7 @@ async def pg_driver(session: AsyncSession) -> PgDriver:
     if found is None:
         conn = await session.connection()
         raw = await conn.get_raw_connection()
-        found = session.info[_PG_DRIVER] = PgDriver(raw.dbapi_connection, conn.dialect)
+        found = session.info[_PG_DRIVER] = PgDriver(conn, raw.dbapi_connection)
     return found
 
 

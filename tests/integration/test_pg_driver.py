@@ -5,12 +5,14 @@ notice if the adapter changed.)"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 from sqlalchemy import Column, Integer, String, Table, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from shared.db import Database, new_metadata, pg_driver
 from tests.conftest import database_with
@@ -90,3 +92,35 @@ async def test_a_constraint_violation_is_sqlalchemys_integrity_error(db: Databas
 
     await db.run(insert_once_taken)  # Database.run retries on IntegrityError
     assert attempts == 2 and await count(db) == 2
+
+
+async def test_after_the_server_drops_the_connections_the_next_unit_of_work_succeeds(
+    db: Database, postgres_admin_url: str
+) -> None:
+    """Only the work in flight fails: the pool must not hand out a dead connection again,
+    not the one that failed nor the others the server ended with it (a restart)."""
+    backends = []
+    entered = asyncio.Event()
+
+    async def hold() -> None:  # two units of work at once: two pooled connections
+        async with db.transaction() as session:
+            driver = await pg_driver(session)
+            backends.append((await driver.fetch("SELECT pg_backend_pid()"))[0][0])
+            if len(backends) == 2:
+                entered.set()
+            await entered.wait()
+
+    await asyncio.gather(hold(), hold())
+    admin = await asyncpg.connect(postgres_admin_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        for backend in backends:
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", backend)
+    finally:
+        await admin.close()
+    with pytest.raises(DBAPIError):
+        async with db.transaction() as session:
+            await (await pg_driver(session)).fetch(INSERT, 1, "on a dead connection")
+    for n in (2, 3):  # sequential units of work: each takes a connection from the pool
+        async with db.transaction() as session:
+            await (await pg_driver(session)).fetch(INSERT, n, "on a fresh one")
+    assert await count(db) == 2
