@@ -347,8 +347,7 @@ class OutboxRelay:
         oldest = select(table.c.id).order_by(table.c.id).limit(batch_size)
         # Built once: SQLAlchemy compiles it once (an IN list of ids would be re-rendered for
         # every batch). FOR UPDATE renders as nothing on SQLite, whose writers take turns.
-        self._pg_take: str | None = None
-        self._sqlite_take: str | None = None
+        self._take_sql: tuple[str, str] | None = None  # (SQLite, PostgreSQL)
         self._take = (
             delete(table)
             .where(table.c.id.in_(oldest.with_for_update(skip_locked=True).scalar_subquery()))
@@ -420,34 +419,35 @@ class OutboxRelay:
 
     async def _claim(self, session: AsyncSession) -> Sequence[Any]:
         """Delete the oldest rows no other relay holds and return them (in any order)."""
-        if not self.db.is_postgres:
-            handle = await sqlite_handle(session)
-            if handle is None:  # (SQLite through another driver)
-                return (await session.execute(self._take)).all()
-            if self._sqlite_take is None:
-                table = session.bind.dialect.identifier_preparer.format_table(self.outbox.table)
-                self._sqlite_take = (
-                    f"DELETE FROM {table} WHERE id IN ("  # noqa: S608 (our table)
-                    f"SELECT id FROM {table} ORDER BY id LIMIT ?) "
-                    "RETURNING id, topic, key, headers, value"
-                )
-            try:
-                return handle.execute(self._sqlite_take, (self.batch_size,)).fetchall()
-            except sqlite3.Error as exc:
-                raise sqlite_error(self._sqlite_take, (self.batch_size,), exc) from exc
-        if self._pg_take is None:
+        sqlite_take, pg_take = self._claim_statements(session)
+        if self.db.is_postgres:
+            return await (await pg_driver(session)).fetch(pg_take, self.batch_size)
+        handle = await sqlite_handle(session)
+        if handle is None:  # (SQLite through another driver)
+            return (await session.execute(self._take)).all()
+        try:
+            return handle.execute(sqlite_take, (self.batch_size,)).fetchall()
+        except sqlite3.Error as exc:
+            raise sqlite_error(sqlite_take, (self.batch_size,), exc) from exc
+
+    def _claim_statements(self, session: AsyncSession) -> tuple[str, str]:
+        """The claim as plain SQL for SQLite (whose writers take turns) and PostgreSQL."""
+        if self._take_sql is None:
             table = session.bind.dialect.identifier_preparer.format_table(self.outbox.table)
-            # The ids are an array computed once (an InitPlan) before any row is deleted:
-            # as `IN (subquery)` the planner may run the locking subquery again for every
-            # row it scans (a nested loop), which on a large backlog never finishes. The
-            # limit is a parameter: PostgreSQL plans a statement without parameters once,
-            # whatever `plan_cache_mode` says (see `_TRY_LOCK`).
-            self._pg_take = (
+            returning = "RETURNING id, topic, key, headers, value"
+            # PostgreSQL: the ids are an array computed once (an InitPlan) before any row is
+            # deleted: as `IN (subquery)` the planner may run the locking subquery again for
+            # every row it scans (a nested loop), which on a large backlog never finishes.
+            # The limit is a parameter: PostgreSQL plans a statement without parameters
+            # once, whatever `plan_cache_mode` says (see `_TRY_LOCK`).
+            self._take_sql = (
+                f"DELETE FROM {table} WHERE id IN ("  # noqa: S608 (our table)
+                f"SELECT id FROM {table} ORDER BY id LIMIT ?) {returning}",
                 f"DELETE FROM {table} WHERE id = ANY(ARRAY("  # noqa: S608 (our table)
                 f"SELECT id FROM {table} ORDER BY id LIMIT $1 "
-                "FOR UPDATE SKIP LOCKED)) RETURNING id, topic, key, headers, value"
+                f"FOR UPDATE SKIP LOCKED)) {returning}",
             )
-        return await (await pg_driver(session)).fetch(self._pg_take, self.batch_size)
+        return self._take_sql
 
     async def backlog(self) -> tuple[int, float]:
         """How many events wait in the outbox and the age in seconds of the oldest."""
