@@ -80,12 +80,18 @@ class Database:
         async with self._write_turn(), self._sessions() as session:
             if self._checkpointer is not None:
                 await self._checkpointer.before_write()
-            async with session.begin():
-                yield session
-                # A hook may register more hooks (a flush that stages rows): run until none.
-                while flushes := session.info.pop(BEFORE_COMMIT, None):
-                    for flush in flushes:
-                        await flush(session)
+            try:
+                async with session.begin():
+                    yield session
+                    # A hook may register more hooks (a flush that stages rows): run until
+                    # none.
+                    while flushes := session.info.pop(BEFORE_COMMIT, None):
+                        for flush in flushes:
+                            await flush(session)
+            finally:
+                # the drivers belong to this transaction's connection, not to the session
+                session.info.pop(_PG_DRIVER, None)
+                session.info.pop(_SQLITE_HANDLE, None)
             hooks = session.info.pop(AFTER_COMMIT, [])
         for hook in hooks:  # after the writer turn is released
             hook()
@@ -338,6 +344,7 @@ class PgDriver:
     SQLAlchemy's adapter does before its first statement), and the unit of work commits or
     rolls it back. Errors are raised as SQLAlchemy's (`IntegrityError`, ...), as from
     `exec_driver_sql`. Rows are asyncpg records (indexable, unpackable like tuples).
+    These statements bypass SQLAlchemy's engine events and `echo` logging.
     """
 
     def __init__(self, connection: AsyncConnection, adapted: Any) -> None:

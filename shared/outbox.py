@@ -208,6 +208,7 @@ class Outbox:
         headers carry a placeholder sequence that the statement fills in)."""
         driver = await pg_driver(session)
         ids = [str(e.event_id) for e in pending]
+        written = utcnow()  # created_at: when the flush wrote them, as on SQLite
         source = self._source
         headers = [
             orjson.dumps(
@@ -237,7 +238,7 @@ class Outbox:
                 [e.subject for e in pending],
                 headers,
                 [_value(e.payload) for e in pending],
-                [e.time for e in pending],
+                [written] * len(pending),
                 subjects,
                 [counts[s] for s in subjects],
                 ordinals,

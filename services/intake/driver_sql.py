@@ -59,9 +59,10 @@ class DriverSql:
             raw = None
             if conn.dialect.name == "sqlite":
                 raw = sqlite3_connection((await conn.get_raw_connection()).driver_connection)
-            found = session.info[_KEY] = cls(session, conn, raw)
+            found = cls(session, conn, raw)
             if found.postgres:
                 found._pg = await pg_driver(session)
+            session.info[_KEY] = found
         return found
 
     async def fetch(self, query: Query, params: Sequence[Any], *lists: Sequence[Any]) -> list[Any]:
@@ -169,10 +170,10 @@ class DriverSql:
 
 
 class Query:
-    """One SELECT, written for SQLite (`?`, `IN ({0})`) and PostgreSQL (`$n`, `ANY`).
+    """One SELECT, written for SQLite (`?`, `IN ({0})`) and PostgreSQL (`$n`, arrays).
 
     `sqlite` has a `{n}` placeholder per list, filled with as many `?` as it has values;
-    `postgres` takes each list as one array parameter.
+    `postgres` takes each list as one array parameter (empty: SQLite only).
     """
 
     def __init__(self, *, sqlite: str, postgres: str) -> None:

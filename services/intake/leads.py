@@ -369,16 +369,11 @@ def _found(sql: DriverSql, row: Sequence[Any]) -> KnownLead:
 # scanning the table (see `driver_sql`).
 _IDS_BY_EXTERNAL_ID = Query(
     sqlite="SELECT lead_id FROM lead_external_ids WHERE provider = ? AND external_id IN ({})",
-    postgres="SELECT x.lead_id FROM (SELECT DISTINCT unnest($2::varchar[])) AS k(external_id), "
-    "LATERAL (SELECT lead_id FROM lead_external_ids "
-    "WHERE provider = $1 AND external_id = k.external_id LIMIT 1) AS x",
+    postgres="",  # (PostgreSQL's one lookup of leads, below, takes the external ids)
 )
 _EXTERNAL_IDS_OF_LEADS = Query(
     sqlite="SELECT provider, external_id, lead_id FROM lead_external_ids WHERE lead_id IN ({})",
-    postgres="SELECT x.provider, x.external_id, x.lead_id "
-    "FROM (SELECT DISTINCT unnest($1::varchar[])) AS k(lead_id), "
-    "LATERAL (SELECT provider, external_id, lead_id FROM lead_external_ids "
-    "WHERE lead_id = k.lead_id OFFSET 0) AS x",
+    postgres="",
 )
 _LEAD = "SELECT id, email, source, account_id, profile, field_sources, erased_at FROM leads"
 _LEADS_BY_EMAIL_OR_ID = Query(

@@ -104,3 +104,32 @@ async def test_a_capture_lookup_plan_made_on_empty_tables_still_uses_an_index(
         await engine.dispose()
     # every value is looked up in an index, none is a filter over what a scan returns
     assert "Index" in plan and "Seq Scan" not in plan and "Filter" not in plan, plan
+
+
+@pytest.mark.integration
+async def test_the_leads_are_locked_in_id_order(postgres_url: str) -> None:
+    """Two batches lock their leads in one order (no deadlock): the plan sorts the ids,
+    then fetches and locks each lead in that order (a nested loop, locking inside)."""
+    engine = create_async_engine(postgres_url)
+    lists = [["a@x.com", "b@x.com"], ["hubspot", "marketo"], ["1", "2"]]
+    args = ", ".join(_literal(v) for v in lists)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+            await conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+            sql = leads._LEADS_WITH_EXTERNAL_IDS.text("postgresql", [])
+            await conn.exec_driver_sql("PREPARE lookup AS " + sql)
+            explained = await conn.exec_driver_sql(f"EXPLAIN EXECUTE lookup({args})")
+            plan = [row[0] for row in explained]
+    finally:
+        await engine.dispose()
+
+    def first(text: str) -> int:
+        return next(n for n, line in enumerate(plan) if text in line)
+
+    loop, lock = first("Nested Loop"), first("LockRows")
+    sorted_ids = first("Sort Key: leads.id")
+    indent = len(plan[loop]) - len(plan[loop].lstrip())
+    # the sorted ids are the loop's outer side, the locking its inner side
+    assert loop < sorted_ids < lock, plan
+    assert all(len(line) - len(line.lstrip()) > indent for line in plan[loop + 1 : lock]), plan
