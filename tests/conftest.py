@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import MetaData
 from sqlalchemy.engine import make_url
 
@@ -26,12 +31,49 @@ def unique(prefix: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def kafka_servers() -> str:
+def kafka_servers() -> Iterator[str]:
     try:
-        return infra.kafka_bootstrap_servers()
+        servers = infra.kafka_bootstrap_servers()
     except infra.InfrastructureMissing as exc:
         infra.unavailable("Kafka broker", str(exc))
         raise
+    before = _on_own_loop(_topics(servers))
+    yield servers
+    # The broker outlives the run (deploy/local keeps its data): the topics this run made
+    # (unique names, see `unique`) go, or every run would leave a few dozen partitions.
+    made = [t for t in _on_own_loop(_topics(servers)) - before if _UNIQUE.search(t)]
+    with contextlib.suppress(Exception):
+        _on_own_loop(_delete_topics(servers, made))
+
+
+_UNIQUE = re.compile(r"-[0-9a-f]{10}$")
+T = TypeVar("T")
+
+
+def _on_own_loop(work: Coroutine[Any, Any, T]) -> T:
+    """Run `work` to its end on a loop of its own (a fixture may be set up while a test's
+    loop runs: `request.getfixturevalue` from an async fixture)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, work).result()
+
+
+async def _topics(servers: str) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def _delete_topics(servers: str, topics: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    await admin.start()
+    try:
+        for start in range(0, len(topics), 100):
+            await admin.delete_topics(topics[start : start + 100])
+    finally:
+        await admin.close()
 
 
 @pytest.fixture(scope="session")
