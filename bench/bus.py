@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `handoff bench` 
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -797,14 +796,10 @@ async def open_local(
 
 async def delete_topics(servers: str, topics: Sequence[str]) -> None:
     """Drop the run's topics (they keep their whole history otherwise); best effort."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers, client_id=unique("bench-admin"))
     try:
-        await admin.start()
-        await admin.delete_topics(list(topics))
+        await KafkaBus(servers, client_id=unique("bench-admin")).delete_topics(topics)
     except Exception as exc:  # cleanup must not hide the results
         console.print(f"[yellow]could not delete topics {list(topics)}: {exc}")
-    finally:
-        await admin.close()
 
 
 async def open_kafka(

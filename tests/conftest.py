@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 
 import asyncpg
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import MetaData
 from sqlalchemy.engine import make_url
 
@@ -37,13 +36,14 @@ def kafka_servers() -> Iterator[str]:
     except infra.InfrastructureMissing as exc:
         infra.unavailable("Kafka broker", str(exc))
         raise
-    before = _on_own_loop(_topics(servers))
+    cluster = KafkaBus(servers, client_id="handoff-tests")
+    before = _on_own_loop(cluster.list_topics())
     yield servers
     # The broker outlives the run (deploy/local keeps its data): the topics this run made
     # (unique names, see `unique`) go, or every run would leave a few dozen partitions.
-    made = [t for t in _on_own_loop(_topics(servers)) - before if _UNIQUE.search(t)]
+    made = [t for t in _on_own_loop(cluster.list_topics()) - before if _UNIQUE.search(t)]
     with contextlib.suppress(Exception):
-        _on_own_loop(_delete_topics(servers, made))
+        _on_own_loop(cluster.delete_topics(made))
 
 
 _UNIQUE = re.compile(r"-[0-9a-f]{10}$")
@@ -55,25 +55,6 @@ def _on_own_loop(work: Coroutine[Any, Any, T]) -> T:
     loop runs: `request.getfixturevalue` from an async fixture)."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, work).result()
-
-
-async def _topics(servers: str) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
-    await admin.start()
-    try:
-        return set(await admin.list_topics())
-    finally:
-        await admin.close()
-
-
-async def _delete_topics(servers: str, topics: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
-    await admin.start()
-    try:
-        for start in range(0, len(topics), 100):
-            await admin.delete_topics(topics[start : start + 100])
-    finally:
-        await admin.close()
 
 
 @pytest.fixture(scope="session")

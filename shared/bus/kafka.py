@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -111,11 +111,7 @@ class KafkaBus(Bus):
         missing = [t for t in topics if t not in self._known_topics]
         if not missing:
             return
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=self.bootstrap_servers, client_id=f"{self.client_id}-admin"
-        )
-        await admin.start()
-        try:
+        async with self._admin() as admin:
             existing = set(await admin.list_topics())
             new = [
                 NewTopic(
@@ -130,9 +126,30 @@ class KafkaBus(Bus):
             if new:
                 with contextlib.suppress(TopicAlreadyExistsError):  # another replica won
                     await admin.create_topics(new)
+        self._known_topics.update(missing)
+
+    async def list_topics(self) -> set[str]:
+        """Every topic on the cluster."""
+        async with self._admin() as admin:
+            return set(await admin.list_topics())
+
+    async def delete_topics(self, topics: Sequence[str]) -> None:
+        """Delete `topics` (and their records) from the cluster."""
+        async with self._admin() as admin:
+            for start in range(0, len(topics), 100):  # bounded requests
+                await admin.delete_topics(list(topics[start : start + 100]))
+        self._known_topics.difference_update(topics)
+
+    @contextlib.asynccontextmanager
+    async def _admin(self) -> AsyncIterator[AIOKafkaAdminClient]:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap_servers, client_id=f"{self.client_id}-admin"
+        )
+        await admin.start()
+        try:
+            yield admin
         finally:
             await admin.close()
-        self._known_topics.update(missing)
 
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         """Send `messages` as one record batch per partition and wait until all are stored."""
