@@ -91,7 +91,7 @@ class Database:
             finally:
                 # the drivers belong to this transaction's connection, not to the session
                 session.info.pop(_PG_DRIVER, None)
-                session.info.pop(_SQLITE_HANDLE, None)
+                session.info.pop(_SQLITE_DRIVER, None)
             hooks = session.info.pop(AFTER_COMMIT, [])
         for hook in hooks:  # after the writer turn is released
             hook()
@@ -214,11 +214,8 @@ async def insert_many(
         columns_of_rows = zip(*params, strict=True)
         driver = await pg_driver(session)
         await driver.fetch(sql, *(list(column) for column in columns_of_rows))
-    elif (handle := await sqlite_handle(session)) is not None:
-        try:
-            handle.executemany(sql, params)
-        except sqlite3.Error as exc:
-            raise sqlite_error(sql, params, exc) from exc
+    elif (inline := await sqlite_driver(session)) is not None:
+        inline.executemany(sql, params)
     else:
         await connection.exec_driver_sql(sql, params)
 
@@ -287,7 +284,7 @@ async def sqlite_rows_returning(
     if not rows:
         return []
     conn = await session.connection()
-    handle = await sqlite_handle(session)
+    inline = await sqlite_driver(session)
     width, fixed = len(rows[0]), len(shared)
     per_statement = max(1, (SQLITE_MAX_VARIABLES - fixed) // width)
     common = ", ".join(f"?{n}" for n in range(1, fixed + 1))
@@ -302,36 +299,48 @@ async def sqlite_rows_returning(
             groups.append(f"({common}, {own})" if fixed else f"({own})")
         sql = f"{head} VALUES {', '.join(groups)} {tail}"
         params = (*shared, *itertools.chain.from_iterable(chunk))
-        if handle is None:
+        if inline is None:
             out += (await conn.exec_driver_sql(sql, params)).all()
-            continue
-        try:
-            out += handle.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise sqlite_error(sql, params, exc) from exc
+        else:
+            out += inline.fetch(sql, params)
     return out
 
 
-_SQLITE_HANDLE = "handoff.sqlite_handle"
+class SqliteDriver:
+    """The `sqlite3` connection under a unit of work's session when it runs inline
+    (embedded mode), for plain SQL on hot paths: ~1 µs a statement, where
+    `exec_driver_sql` costs ~40 µs (and SQLAlchemy's rows, per row). It is in the unit of
+    work's transaction, which `session.connection()` began (`BEGIN IMMEDIATE`). Errors are
+    raised as SQLAlchemy's (`IntegrityError`, ...), as from `exec_driver_sql`."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self.connection.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(sql, params, exc, sqlite3.Error) from exc
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        try:
+            self.connection.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(sql, rows, exc, sqlite3.Error) from exc
 
 
-async def sqlite_handle(session: AsyncSession) -> sqlite3.Connection | None:
-    """The `sqlite3` connection under the session when it runs inline (embedded mode),
-    else None: plain SQL on it costs ~1 µs a statement, where `exec_driver_sql` costs
-    ~40 µs (and SQLAlchemy's rows, per row). It is in the unit of work's transaction,
-    which `session.connection()` begins (`BEGIN IMMEDIATE`). Raise `sqlite_error(...)`
-    for its errors, so that callers see SQLAlchemy's (`IntegrityError`, ...)."""
-    if _SQLITE_HANDLE not in session.info:
+_SQLITE_DRIVER = "handoff.sqlite_driver"
+
+
+async def sqlite_driver(session: AsyncSession) -> SqliteDriver | None:
+    """The session's `SqliteDriver`; None unless it is SQLite run inline (another dialect,
+    or SQLite through another driver)."""
+    if _SQLITE_DRIVER not in session.info:
         conn = await session.connection()
-        driver = (await conn.get_raw_connection()).driver_connection
-        session.info[_SQLITE_HANDLE] = sqlite3_connection(driver)
-    handle: sqlite3.Connection | None = session.info[_SQLITE_HANDLE]
-    return handle
-
-
-def sqlite_error(sql: str, params: Any, exc: sqlite3.Error) -> Exception:
-    """SQLAlchemy's exception for a `sqlite3` error (as `exec_driver_sql` would raise)."""
-    return DBAPIError.instance(sql, params, exc, sqlite3.Error)
+        handle = sqlite3_connection((await conn.get_raw_connection()).driver_connection)
+        session.info[_SQLITE_DRIVER] = SqliteDriver(handle) if handle is not None else None
+    found: SqliteDriver | None = session.info[_SQLITE_DRIVER]
+    return found
 
 
 class PgDriver:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import operator
-import sqlite3
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Sequence
@@ -40,8 +39,7 @@ from shared.db import (
     before_commit,
     insert_many,
     pg_driver,
-    sqlite_error,
-    sqlite_handle,
+    sqlite_driver,
     sqlite_rows_returning,
 )
 from shared.events.catalog import EventCatalog, EventType
@@ -423,13 +421,10 @@ class OutboxRelay:
         sqlite_take, pg_take = self._claim_statements(session)
         if self.db.is_postgres:
             return await (await pg_driver(session)).fetch(pg_take, self.batch_size)
-        handle = await sqlite_handle(session)
-        if handle is None:  # (SQLite through another driver)
+        inline = await sqlite_driver(session)
+        if inline is None:  # (SQLite through another driver)
             return (await session.execute(self._take)).all()
-        try:
-            return handle.execute(sqlite_take, (self.batch_size,)).fetchall()
-        except sqlite3.Error as exc:
-            raise sqlite_error(sqlite_take, (self.batch_size,), exc) from exc
+        return inline.fetch(sqlite_take, (self.batch_size,))
 
     def _claim_statements(self, session: AsyncSession) -> tuple[str, str]:
         """The claim as plain SQL for SQLite (whose writers take turns) and PostgreSQL."""

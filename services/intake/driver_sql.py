@@ -6,7 +6,7 @@ every call (and on PostgreSQL every new list length is a new prepared statement)
 each execution builds an execution context and result. Here every statement is text
 written once per dialect:
 
-- SQLite: run on the session's `sqlite3` connection itself (`shared.sqlite_inline`), inside
+- SQLite: run on the session's `sqlite3` connection itself (`shared.db.SqliteDriver`), inside
   the transaction the unit of work began (`BEGIN IMMEDIATE`); lists are `IN (?, ...)`
   with one text per length. Values are converted with the dialect's own bind and result
   processors (datetimes, JSON), so rows read and written are those SQLAlchemy would have.
@@ -21,17 +21,14 @@ Errors surface as SQLAlchemy's (`IntegrityError`, ...), as from any other statem
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from shared.db import PgDriver, before_commit, insert_many, pg_driver
-from shared.sqlite_inline import sqlite3_connection
+from shared.db import PgDriver, SqliteDriver, before_commit, insert_many, pg_driver, sqlite_driver
 
 _KEY = "handoff.intake.driver_sql"
 
@@ -40,7 +37,7 @@ class DriverSql:
     """The session's connection, for statements written for its dialect."""
 
     def __init__(
-        self, session: AsyncSession, conn: AsyncConnection, sqlite: sqlite3.Connection | None
+        self, session: AsyncSession, conn: AsyncConnection, sqlite: SqliteDriver | None
     ) -> None:
         self.session = session
         self.conn = conn
@@ -56,10 +53,8 @@ class DriverSql:
         found: DriverSql | None = session.info.get(_KEY)
         if found is None:
             conn = await session.connection()
-            raw = None
-            if conn.dialect.name == "sqlite":
-                raw = sqlite3_connection((await conn.get_raw_connection()).driver_connection)
-            found = cls(session, conn, raw)
+            inline = await sqlite_driver(session) if conn.dialect.name == "sqlite" else None
+            found = cls(session, conn, inline)
             if found.postgres:
                 found._pg = await pg_driver(session)
             session.info[_KEY] = found
@@ -73,10 +68,7 @@ class DriverSql:
         flat = (*params, *(v for values in lists for v in values))
         if self._sqlite is None:  # SQLite through another driver
             return list((await self.conn.exec_driver_sql(sql, flat)).all())
-        try:
-            return self._sqlite.execute(sql, flat).fetchall()
-        except sqlite3.Error as exc:
-            raise _wrapped(sql, flat, exc) from exc
+        return self._sqlite.fetch(sql, flat)
 
     async def insert(
         self, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
@@ -132,10 +124,7 @@ class DriverSql:
         if self._sqlite is None:
             await self.conn.exec_driver_sql(sql, [tuple(row) for row in rows])
             return
-        try:
-            self._sqlite.executemany(sql, rows)
-        except sqlite3.Error as exc:
-            raise _wrapped(sql, rows, exc) from exc
+        self._sqlite.executemany(sql, rows)
 
     def bind(self, table: Table, column: str) -> Callable[[Any], Any] | None:
         """The dialect's bind processor for a column (None: the value goes as it is)."""
@@ -236,7 +225,3 @@ def _staged_statement(dialect: Dialect, shape: tuple[tuple[Table, tuple[str, ...
     if not first:
         return last
     return "WITH " + ", ".join(f"w{i} AS ({part})" for i, part in enumerate(first)) + " " + last
-
-
-def _wrapped(sql: str, params: Any, exc: sqlite3.Error) -> Exception:
-    return DBAPIError.instance(sql, params, exc, sqlite3.Error)
