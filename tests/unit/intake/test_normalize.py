@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from services.intake.domains import account_domain, email_kind
@@ -12,6 +16,8 @@ from services.intake.normalize import (
     normalize_email,
     normalize_phone,
 )
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize(
@@ -65,6 +71,25 @@ def test_free_and_disposable_mail_never_make_an_account() -> None:
     )
     assert account_domain(email_domain="gmail.com", company_domain=None) is None
     assert account_domain(email_domain="gmail.com", company_domain="acme.com") == "acme.com"
+
+
+def test_domain_lists_load_without_importing_the_freemail_package() -> None:
+    """The lists come from freemail's data files; its package (tldextract, requests) is
+    never imported, and they are loaded with the module, not by the first lead."""
+    code = (
+        "import sys\n"
+        "from services.intake import domains\n"
+        "loaded = {'freemail', 'tldextract', 'requests'} & set(sys.modules)\n"
+        "assert not loaded, loaded\n"
+        "assert len(domains._FREEMAIL) > 1000 and len(domains._DISPOSABLE) > 1000\n"
+        "assert {'yahoo.com', 'outlook.com'} <= domains._FREEMAIL\n"
+        "print(domains.email_kind('mail.yahoo.com'), domains.email_kind('mailinator.com'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["freemail", "disposable"]
 
 
 def known(**fields: object) -> KnownLead:
