@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
@@ -77,22 +78,33 @@ class Database:
         """A unit of work: commits on success, rolls back on error, then runs after-commit hooks."""
         if self._checkpointer is not None and not self._checkpointer.running:
             self._checkpointer.start()
-        async with self._write_turn(), self._sessions() as session:
-            if self._checkpointer is not None:
-                await self._checkpointer.before_write()
+        async with self._write_turn():
+            session = self._sessions()
             try:
-                async with session.begin():
-                    yield session
-                    # A hook may register more hooks (a flush that stages rows): run until
-                    # none.
-                    while flushes := session.info.pop(BEFORE_COMMIT, None):
-                        for flush in flushes:
-                            await flush(session)
-            finally:
-                # the drivers belong to this transaction's connection, not to the session
-                session.info.pop(_PG_DRIVER, None)
-                session.info.pop(_SQLITE_DRIVER, None)
-            hooks = session.info.pop(AFTER_COMMIT, [])
+                if self._checkpointer is not None:
+                    await self._checkpointer.before_write()
+                try:
+                    async with session.begin():
+                        yield session
+                        # A hook may register more hooks (a flush that stages rows): run
+                        # until none.
+                        while flushes := session.info.pop(BEFORE_COMMIT, None):
+                            for flush in flushes:
+                                await flush(session)
+                finally:
+                    # the drivers belong to this transaction's connection, not the session
+                    session.info.pop(_PG_DRIVER, None)
+                    session.info.pop(_SQLITE_DRIVER, None)
+                hooks = session.info.pop(AFTER_COMMIT, [])
+            except BaseException:
+                # as `async with session` closes: in a task of its own, run to its end even
+                # if this one is cancelled meanwhile (a rollback may wait on the database)
+                await session.__aexit__(*sys.exc_info())
+                raise
+            # Committed: closing only hands the connection back to the pool (nothing to roll
+            # back, no wait on the database), so it runs here; through `async with session`
+            # it ran in a task of its own, two turns of the event loop per unit of work.
+            await session.close()
         for hook in hooks:  # after the writer turn is released
             hook()
 
@@ -464,4 +476,15 @@ def _sqlite_begin(conn: Any) -> None:
     # A unit of work takes the write lock up front (no deadlock-prone read->write upgrade
     # between two writers); a read-only connection must not, or it would queue behind writers.
     immediate = conn.get_execution_options().get(WRITE_INTENT, False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    sql = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+    handle = sqlite3_connection(conn.connection.driver_connection)
+    if handle is None:  # (SQLite through another driver)
+        conn.exec_driver_sql(sql)
+        return
+    # On the `sqlite3` connection itself: through `exec_driver_sql` (an execution context
+    # and a cursor result for a statement that returns nothing) it cost a sixth of a unit
+    # of work, ~35 µs of ~210.
+    try:
+        handle.execute(sql)
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, (), exc, sqlite3.Error) from exc

@@ -8,6 +8,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from shared.bus.local import LocalBus
 from shared.bus.port import OutgoingMessage
@@ -144,3 +146,82 @@ async def test_a_service_connection_has_the_embedded_settings(tmp_path: Path) ->
         "cache_size": -SQLITE_CACHE_KIB,
         "foreign_keys": 1,
     }
+
+
+def other_writer_is_locked_out(path: Path) -> bool:
+    """Whether another connection is refused SQLite's write lock at once."""
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        return "locked" in str(exc)
+    else:
+        other.execute("ROLLBACK")
+        return False
+    finally:
+        other.close()
+
+
+async def test_a_unit_of_work_holds_the_write_lock_from_its_start(tmp_path: Path) -> None:
+    """`BEGIN IMMEDIATE` for units of work (before any statement); plain reads stay
+    deferred and never keep a writer out."""
+    path = tmp_path / "lock.db"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with db.transaction() as session:
+            await session.connection()  # the transaction has begun; nothing written yet
+            during_unit_of_work = other_writer_is_locked_out(path)
+        async with db.engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+            during_read = other_writer_is_locked_out(path)
+    finally:
+        await db.dispose()
+    assert (during_unit_of_work, during_read) == (True, False)
+
+
+async def test_a_unit_of_work_that_cannot_begin_raises_sqlalchemys_error(tmp_path: Path) -> None:
+    path = tmp_path / "busy.db"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        async with db.engine.connect() as conn:  # the pool's one connection: wait 50 ms, not 5 s
+            await conn.exec_driver_sql("PRAGMA busy_timeout=50")
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(OperationalError, match="locked"):
+            async with db.transaction() as session:
+                await session.connection()
+        holder.execute("ROLLBACK")
+        async with db.transaction() as session:  # the connection is usable afterwards
+            assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
+    finally:
+        holder.close()
+        await db.dispose()
+
+
+async def test_a_unit_of_work_on_embedded_sqlite_never_yields_the_loop(tmp_path: Path) -> None:
+    """Embedded SQLite runs inline, so a unit of work finishes in one go: no other task runs
+    meanwhile. (Closing the session in a task of its own, as `async with session` does,
+    cost three turns of the event loop per unit of work.)"""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'turns.db'}")
+    await create_schema(db)
+    turns, stop = 0, False
+
+    async def ticker() -> None:
+        nonlocal turns
+        while not stop:
+            turns += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    try:
+        before = turns
+        for n in range(10):
+            async with db.transaction() as session:
+                stage_insert(session, effects, {"event_id": "e", "lead_id": "l", "n": n})
+        during = turns - before
+    finally:
+        stop = True
+        await task
+        await db.dispose()
+    assert during == 0
