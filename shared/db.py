@@ -101,9 +101,10 @@ class Database:
                 # if this one is cancelled meanwhile (a rollback may wait on the database)
                 await session.__aexit__(*sys.exc_info())
                 raise
-            # Committed: closing only hands the connection back to the pool (nothing to roll
-            # back, no wait on the database), so it runs here; through `async with session`
-            # it ran in a task of its own, two turns of the event loop per unit of work.
+            # Committed: the connection is back in the pool already and closing only clears
+            # the session (no wait on the database), so it runs here; through `async with
+            # session` it ran in a task of its own, three turns of the event loop per unit
+            # of work.
             await session.close()
         for hook in hooks:  # after the writer turn is released
             hook()
