@@ -101,11 +101,14 @@ class Database:
                 # if this one is cancelled meanwhile (a rollback may wait on the database)
                 await session.__aexit__(*sys.exc_info())
                 raise
-            # Committed: the connection is back in the pool already and closing only clears
-            # the session (no wait on the database), so it runs here; through `async with
-            # session` it ran in a task of its own, three turns of the event loop per unit
-            # of work.
-            await session.close()
+            if session.in_transaction():  # (work that committed and began again itself)
+                await session.__aexit__(None, None, None)
+            else:
+                # Committed: the connection is back in the pool already and closing only
+                # clears the session (no wait on the database), so it runs here; through
+                # `async with session` it ran in a task of its own, three turns of the event
+                # loop per unit of work.
+                await session.close()
         for hook in hooks:  # after the writer turn is released
             hook()
 
@@ -484,8 +487,10 @@ def _sqlite_begin(conn: Any) -> None:
         return
     # On the `sqlite3` connection itself: through `exec_driver_sql` (an execution context
     # and a cursor result for a statement that returns nothing) it cost a sixth of a unit
-    # of work, ~35 µs of ~210.
+    # of work, ~35 µs of ~210. Its errors are SQLAlchemy's classes ("database is locked":
+    # OperationalError), without SQLAlchemy's error events and disconnect check, which
+    # matter for network drivers (an inline connection is only closed by its pool).
     try:
         handle.execute(sql)
     except sqlite3.Error as exc:
-        raise DBAPIError.instance(sql, (), exc, sqlite3.Error) from exc
+        raise DBAPIError.instance(sql, (), exc, sqlite3.Error, dialect=conn.dialect) from exc

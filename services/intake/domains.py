@@ -23,7 +23,7 @@ def _freemail_list(name: str) -> set[str]:
     several MB that intake never uses).
     """
     path = metadata.distribution("freemail").locate_file(f"freemail/data/{name}")
-    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+    return {line.strip() for line in path.read_text("utf-8").splitlines() if line.strip()}
 
 
 # Loaded with the module (about 30 ms, at start-up), not by the first lead a service captures.

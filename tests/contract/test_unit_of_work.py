@@ -38,11 +38,14 @@ async def test_connections_go_back_to_the_pool_after_commit_failure_and_cancel(
 ) -> None:
     hooks: list[int] = []
 
+    reached = asyncio.Event()
+
     async def write(n: int, *, fail: bool = False, block: asyncio.Event | None = None) -> None:
         async with db.transaction() as session:
             await session.execute(insert(marks).values(n=n))
             after_commit(session, lambda: hooks.append(n))
             if block is not None:
+                reached.set()
                 await block.wait()
             if fail:
                 raise RuntimeError("the work failed")
@@ -54,7 +57,7 @@ async def test_connections_go_back_to_the_pool_after_commit_failure_and_cancel(
     assert checked_out(db) == 0
     forever = asyncio.Event()
     task = asyncio.create_task(write(3, block=forever))
-    await asyncio.sleep(0.05)  # it holds its connection, its row not committed
+    await reached.wait()  # it holds its connection, its row written, not committed
     assert checked_out(db) == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -190,6 +190,8 @@ async def test_a_unit_of_work_that_cannot_begin_raises_sqlalchemys_error(tmp_pat
         with pytest.raises(OperationalError, match="locked"):
             async with db.transaction() as session:
                 await session.connection()
+        pool = db.engine.sync_engine.pool
+        assert (pool.checkedout(), pool.checkedin()) == (0, 1)  # type: ignore[attr-defined]
         holder.execute("ROLLBACK")
         async with db.transaction() as session:  # the connection is usable afterwards
             assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
