@@ -25,7 +25,7 @@ leads = Table(
     Column("id", String(36), primary_key=True),
     Column("email", String(254), unique=True),  # NULL once erased
     Column("source", String(20), nullable=False),
-    Column("account_id", String(36), index=True),
+    Column("account_id", String(36)),  # not indexed: nothing reads leads by account
     Column("profile", JSON, nullable=False),
     Column("field_sources", JSON, nullable=False),  # field -> marketing | sales (who set it)
     Column("created_at", DateTime(timezone=True), nullable=False),
