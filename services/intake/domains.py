@@ -15,20 +15,30 @@ from disposable_email_domains import blocklist
 EmailKind = Literal["business", "freemail", "disposable"]
 
 
-def _freemail_list(name: str) -> set[str]:
-    """One of the `freemail` distribution's data files, read where it was installed.
+def _freemail_lists(*names: str) -> list[set[str]]:
+    """The `freemail` distribution's data files `names`, read where it was installed.
 
     Read through the distribution's metadata rather than `importlib.resources`, which would
     import the `freemail` package, and with it tldextract and requests (about 80 ms and
     several MB that intake never uses).
     """
-    path = metadata.distribution("freemail").locate_file(f"freemail/data/{name}")
-    return {line.strip() for line in path.read_text("utf-8").splitlines() if line.strip()}
+    distribution = metadata.distribution("freemail")
+    return [
+        {
+            line.strip()
+            for line in distribution.locate_file(f"freemail/data/{name}")
+            .read_text("utf-8")
+            .splitlines()
+            if line.strip()
+        }
+        for name in names
+    ]
 
 
 # Loaded with the module (about 30 ms, at start-up), not by the first lead a service captures.
-_FREEMAIL = frozenset(_freemail_list("free.txt"))
-_DISPOSABLE = frozenset(blocklist) | _freemail_list("disposable.txt")
+_free_listed, _disposable_listed = _freemail_lists("free.txt", "disposable.txt")
+_FREEMAIL = frozenset(_free_listed)
+_DISPOSABLE = frozenset(blocklist) | _disposable_listed
 
 
 def _suffixes(domain: str) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -16,8 +15,7 @@ from services.intake.normalize import (
     normalize_email,
     normalize_phone,
 )
-
-ROOT = Path(__file__).resolve().parents[3]
+from tests.infra import ROOT
 
 
 @pytest.mark.parametrize(
