@@ -2,8 +2,9 @@
 
 Decoding and validating a row (`LeadCapture`: email, domain, country and phone
 normalization) is about as costly as capturing it. The service keeps a small process pool
-for it, started on the first import and stopped with the service. Until the pool has
-started, and if it ever breaks, rows are validated here: same function, same answers.
+for it, started with the service (in the background: a spawned process takes about a
+second to import what validation needs) and stopped with it. Until the pool has started,
+and if it ever breaks, rows are validated here: same function, same answers.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ STATE_KEY = "import_validator"
 class ImportValidator:
     """Validates batches of import records, in `processes` worker processes (0: inline).
 
-    A service worker: `run()` lives as long as the service and shuts the pool down.
+    A service worker: `run()` starts the pool, lives as long as the service and shuts the
+    pool down.
     """
 
     def __init__(self, processes: int) -> None:
@@ -67,6 +69,11 @@ class ImportValidator:
             return validate_records(batch)
         return unpack(packed)
 
+    @property
+    def starting_or_running(self) -> bool:
+        """Whether the pool has been started (it may still be importing) and not stopped."""
+        return self._pool is not None
+
     async def started(self) -> bool:
         """Start the pool if it is not running and wait for it; False: rows stay here."""
         if self._started_pool() is None and self._ready is not None:
@@ -100,6 +107,10 @@ class ImportValidator:
             pool.shutdown(wait=False, cancel_futures=True)
 
     async def run(self) -> None:
+        # Start the pool now rather than on the first import, which would otherwise spend
+        # its first second or so validating rows here as well as writing them (a 50,000-row
+        # import ran ~5-8% slower).
+        self._started_pool()
         await self._stopped.wait()
         pool, self._pool, self._ready = self._pool, None, None
         if pool is not None:

@@ -117,8 +117,16 @@ async def _on_database(
 
 
 async def _serve(service: str, url: str, data_dir: Path) -> AsyncIterator[Service]:
+    # Intake's import-validation pool would start a process for every test; the tests of
+    # imports that use it make their own (test_intake_imports_and_activities.py).
+    extra = {"import_parse_processes": 0} if service == "intake" else {}
     settings = load_settings(
-        service, database_url=url, kafka_bootstrap_servers=None, data_dir=data_dir, env="dev"
+        service,
+        database_url=url,
+        kafka_bootstrap_servers=None,
+        data_dir=data_dir,
+        env="dev",
+        **extra,
     )
     module = service_module(service)
     await upgrade(module.definition().migrations, url)

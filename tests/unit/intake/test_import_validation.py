@@ -88,6 +88,19 @@ async def test_the_pool_validates_once_started_and_gives_the_same_rows() -> None
     assert validator._pool is None
 
 
+async def test_the_pool_starts_with_the_service_not_on_the_first_import() -> None:
+    validator = ImportValidator(1)
+    runner = asyncio.ensure_future(validator.run())
+    try:
+        await asyncio.sleep(0)  # the service's workers start
+        assert validator.starting_or_running  # before any rows were asked for
+        assert await validator.started()
+    finally:
+        validator.stop()
+        await runner
+    assert not validator.starting_or_running
+
+
 async def test_no_processes_means_validation_in_process() -> None:
     validator = ImportValidator(0)
     assert await validator.validate(RECORDS) == validate_records(RECORDS)
