@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self
 
+import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -14,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from services.intake import normalize
+from services.intake import domains, normalize
 
 LeadSource = Literal["marketing", "sales"]
 Channel = Literal[
@@ -156,6 +157,22 @@ class LeadIn(BaseModel):
             fields["custom"] = dict(self.custom)
         return fields
 
+    def account_domain(self) -> str | None:
+        """The account domain of a lead made from this input alone."""
+        return account_domain_of(self.email, self.company_domain)
+
+    def captured_fields(self) -> bytes:
+        """`lead.captured`'s fields for a lead made from this input (see `captured_fields`)."""
+        assert self.email is not None  # (a lead is only made from an input with an email)
+        return captured_fields(
+            email=self.email,
+            source=self.source,
+            channel=self.channel,
+            campaign=self.campaign,
+            profile=self.profile(),
+            external_ids=self.external_ids,
+        )
+
 
 class LeadCapture(LeadIn):
     """`POST /v1/leads`: a lead with its email (the identity key)."""
@@ -193,3 +210,40 @@ class ActivityIn(BaseModel):
         if not (self.lead_id or self.email or self.external_ids or self.visitor_id):
             raise ValueError("say who: lead_id, email, external_ids or visitor_id")
         return self
+
+
+# What a new lead takes from its input alone, computed where the input is validated: an
+# import's rows in its validating process, so that the process writing them does not.
+
+
+def account_domain_of(email: str | None, company_domain: str | None) -> str | None:
+    """The domain a lead's account is keyed by (None: free or disposable mail only)."""
+    return domains.account_domain(
+        email_domain=normalize.email_domain(email) if email else None,
+        company_domain=company_domain,
+    )
+
+
+def captured_fields(
+    *,
+    email: str,
+    source: LeadSource,
+    channel: str | None,
+    campaign: str | None,
+    profile: dict[str, Any],
+    external_ids: dict[str, str],
+) -> bytes:
+    """`lead.captured` (`LeadCaptured`) as a JSON object without its `lead_id` and
+    `account_id`, which only the capture knows (`services.intake.leads.captured_event`)."""
+    domain = normalize.email_domain(email)
+    return orjson.dumps(
+        {
+            "source": source,
+            "channel": channel,
+            "campaign": campaign,
+            "email_domain": domain,
+            "email_kind": domains.email_kind(domain),
+            "profile": {k: v for k, v in profile.items() if k not in PII_FIELDS},
+            "external_ids": external_ids,
+        }
+    )

@@ -140,6 +140,8 @@ def validate_packed(batch: list[Record]) -> list[_Packed]:
                 row.lead.visitor_id,
                 row.lead.external_ids,
                 row.lead.fields,
+                row.lead.account,
+                row.lead.captured,
             ),
             tuple((e.field, e.reason) for e in row.errors),
         )

@@ -18,7 +18,12 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from services.intake.canonical import LeadCapture, LeadSource
+from services.intake.canonical import (
+    LeadCapture,
+    LeadSource,
+    account_domain_of,
+    captured_fields,
+)
 
 NDJSON_TYPES = (
     "application/x-ndjson",
@@ -55,6 +60,10 @@ class ImportedLead:
     visitor_id: str | None = None
     external_ids: dict[str, str] = field(default_factory=dict)
     fields: dict[str, Any] = field(default_factory=dict)  # the profile, custom included
+    # What a new lead takes from the row alone, computed with the row's validation (see
+    # `account_domain` and `captured_fields`); None: computed when asked.
+    account: str | None = None
+    captured: bytes | None = None
 
     @classmethod
     def of(cls, lead: LeadCapture) -> ImportedLead:
@@ -66,6 +75,8 @@ class ImportedLead:
             visitor_id=lead.visitor_id,
             external_ids=lead.external_ids,
             fields=lead.profile(),
+            account=lead.account_domain(),
+            captured=lead.captured_fields(),
         )
 
     def profile(self) -> dict[str, Any]:
@@ -74,6 +85,25 @@ class ImportedLead:
         if "custom" in fields:
             fields["custom"] = dict(fields["custom"])
         return fields
+
+    def account_domain(self) -> str | None:
+        """The account domain of a lead made from this row alone."""
+        if self.captured is None:  # (made without `of`: nothing was computed)
+            return account_domain_of(self.email, self.fields.get("company_domain"))
+        return self.account
+
+    def captured_fields(self) -> bytes:
+        """`lead.captured`'s fields for a lead made from this row (`captured_fields`)."""
+        if self.captured is not None:
+            return self.captured
+        return captured_fields(
+            email=self.email,
+            source=self.source,
+            channel=self.channel,
+            campaign=self.campaign,
+            profile=self.fields,
+            external_ids=self.external_ids,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,9 @@ equal what the models themselves serialize."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -12,16 +14,55 @@ import pytest
 from services.intake import domains
 from services.intake.canonical import PII_FIELDS, LeadCapture
 from services.intake.identity import KnownLead
+from services.intake.import_validation import unpack, validate_packed
 from services.intake.importing import ImportedLead
-from services.intake.leads import _public_changes, captured_event, updated_event
+from services.intake.leads import (
+    LeadInput,
+    _account_domain,
+    _public_changes,
+    captured_event,
+    updated_event,
+)
 from shared.events.payloads import LeadCaptured, LeadUpdated
 
 LEAD = str(uuid.uuid4())
 ACCOUNT = str(uuid.uuid4())
 
 
-def _lead(row: dict[str, Any], account: str | None) -> tuple[KnownLead, ImportedLead]:
-    item = ImportedLead.of(LeadCapture.model_validate(row))
+def _imported(row: dict[str, Any]) -> ImportedLead:
+    """An import's row as validated (`lead.captured`'s fields computed with it)."""
+    return ImportedLead.of(LeadCapture.model_validate(row))
+
+
+def _from_the_pool(row: dict[str, Any]) -> ImportedLead:
+    """The same, validated in the import's pool and sent back."""
+    (parsed,) = unpack(validate_packed([(1, orjson.dumps(row).decode(), None)]))
+    assert parsed.lead is not None
+    return parsed.lead
+
+
+def _bare(row: dict[str, Any]) -> ImportedLead:
+    """An `ImportedLead` made without `of`: nothing computed ahead."""
+    full = _imported(row)
+    return dataclasses.replace(full, account=None, captured=None)
+
+
+# An API or webhook lead (`LeadIn`; `LeadCapture` is one) and an import's row, three ways.
+ITEMS: dict[str, Callable[[dict[str, Any]], LeadInput]] = {
+    "api": LeadCapture.model_validate,
+    "import": _imported,
+    "import-pool": _from_the_pool,
+    "import-bare": _bare,
+}
+
+
+def _lead(
+    row: dict[str, Any],
+    account: str | None,
+    make: Callable[[dict[str, Any]], LeadInput] = _imported,
+) -> tuple[KnownLead, LeadInput]:
+    item = make(row)
+    assert item.email is not None
     profile = item.profile()
     lead = KnownLead(
         id=LEAD,
@@ -62,10 +103,11 @@ ROWS = [
 
 @pytest.mark.parametrize("row", ROWS)
 @pytest.mark.parametrize("account", [ACCOUNT, None])
+@pytest.mark.parametrize("kind", ITEMS)
 def test_lead_captured_is_what_the_model_would_send(
-    row: dict[str, Any], account: str | None
+    row: dict[str, Any], account: str | None, kind: str
 ) -> None:
-    lead, item = _lead(row, account)
+    lead, item = _lead(row, account, ITEMS[kind])
     encoded = captured_event(lead, item)
     assert encoded.model is LeadCaptured
     domain = lead.email.rsplit("@", 1)[1] if lead.email else None
@@ -83,6 +125,18 @@ def test_lead_captured_is_what_the_model_would_send(
     assert LeadCaptured.model_validate_json(encoded.data) == expected
     assert orjson.loads(encoded.data) == orjson.loads(expected.model_dump_json())
     assert not PII_FIELDS & set(orjson.loads(encoded.data)["profile"])
+
+
+@pytest.mark.parametrize(
+    ("row", "account_domain"),
+    [(ROWS[0], "acme.com"), (ROWS[1], "xn--bcher-kva.de"), (ROWS[2], None)],
+)
+@pytest.mark.parametrize("kind", ITEMS)
+def test_a_new_leads_account_domain_is_its_inputs(
+    row: dict[str, Any], account_domain: str | None, kind: str
+) -> None:
+    lead, item = _lead(row, None, ITEMS[kind])
+    assert item.account_domain() == _account_domain(lead) == account_domain
 
 
 @pytest.mark.parametrize(
