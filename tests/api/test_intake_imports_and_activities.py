@@ -207,6 +207,9 @@ async def test_an_import_resolves_identities_within_and_across_its_batches(
     ]
     assert by_lead[old_id][1][1]["changes"] == {"job_title": "CFO"}  # the changed field only
     assert by_lead[ann][1][1]["changes"] == {"job_title": "CTO"}
+    # captured with its first row, changed by a later one (the same batch, but for pool-2):
+    # lead.captured says what it was captured with, lead.updated the change
+    assert "job_title" not in by_lead[ann][0][1]["profile"]
     assert by_lead[bea][0][1]["external_ids"] == {"hubspot": "h-1"}
     assert by_lead[bea][1][1]["changed_pii"] == ["email"]  # found by h-1, email changed
     view = (await intake.client.get(f"/v1/leads/{bea}", headers=intake.auth())).json()
