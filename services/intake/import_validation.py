@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import signal
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -89,7 +90,9 @@ class ImportValidator:
             # `spawn`: the service has threads (database, bus), which a forked child would
             # inherit in whatever state they were in.
             self._pool = ProcessPoolExecutor(
-                max_workers=self.processes, mp_context=multiprocessing.get_context("spawn")
+                max_workers=self.processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_ignore_interrupts,
             )
             self._ready = self._pool.submit(validate_packed, [])  # imports happen there
         assert self._ready is not None
@@ -111,13 +114,25 @@ class ImportValidator:
         # its first second or so validating rows here as well as writing them (a 50,000-row
         # import ran ~5-8% slower).
         self._started_pool()
-        await self._stopped.wait()
+        try:
+            await self._stopped.wait()
+        except asyncio.CancelledError:  # (the service's stop gave up waiting, or start failed)
+            self._stopped.set()
+            self._discard()  # the process exits without being waited for
+            raise
         pool, self._pool, self._ready = self._pool, None, None
         if pool is not None:
             await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
 
     def stop(self) -> None:
         self._stopped.set()
+
+
+def _ignore_interrupts() -> None:
+    """In the pool's process: Ctrl+C in a terminal reaches the whole process group, and the
+    service stops the pool itself (the worker would die with a traceback, and the pool
+    break while the service still shuts down)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # Between the processes rows travel as tuples of builtins: unpickling those is several

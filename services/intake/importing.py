@@ -61,7 +61,8 @@ class ImportedLead:
     external_ids: dict[str, str] = field(default_factory=dict)
     fields: dict[str, Any] = field(default_factory=dict)  # the profile, custom included
     # What a new lead takes from the row alone, computed with the row's validation (see
-    # `account_domain` and `captured_fields`); None: computed when asked.
+    # `account_domain` and `captured_fields`); None: computed when asked. Derived from the
+    # fields above: a copy that changes any of them must drop these.
     account: str | None = None
     captured: bytes | None = None
 

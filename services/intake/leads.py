@@ -199,15 +199,23 @@ async def capture_batch(
             )
         outcomes.append(outcome)
         pending_events.append((lead, item, outcome))
-    # (a lead created here and changed by a later item of the batch: the later entry wins)
-    account_domains = {
-        lead.id: item.account_domain() if outcome.created else _account_domain(lead)
+    # Each item's account, as if the items came one per batch: a lead created here takes
+    # its first item's account in lead.captured, and a later item that moves it says so in
+    # lead.updated, whatever the batch boundaries.
+    account_domains = [
+        item.account_domain() if outcome.created else _account_domain(lead)
         for lead, item, outcome in pending_events
+    ]
+    touched = {lead.id for lead in created} | dirty.keys()
+    wanted = {
+        domain: lead.profile.get("company")
+        for (lead, _, _), domain in zip(pending_events, account_domains, strict=True)
+        if domain is not None and lead.id in touched
     }
-    account_ids = await _accounts(session, created + list(dirty.values()), account_domains, now)
-    for lead, item, outcome in pending_events:
+    account_ids = await _accounts(session, wanted, now)
+    for (lead, item, outcome), domain in zip(pending_events, account_domains, strict=True):
         previous_account = lead.account_id
-        lead.account_id = account_ids.get(account_domains[lead.id]) or lead.account_id
+        lead.account_id = account_ids.get(domain) or lead.account_id
         outcome.account_id = lead.account_id
         if outcome.created:  # (the common case, without `_emit`'s extra step)
             await outbox.add(session, captured_event(lead, item), subject=lead.id)
@@ -400,16 +408,9 @@ _ACCOUNTS_BY_DOMAIN = Query(
 
 
 async def _accounts(
-    session: AsyncSession,
-    touched: Sequence[KnownLead],
-    account_domains: dict[str, str | None],
-    now: datetime,
+    session: AsyncSession, wanted: dict[str, str | None], now: datetime
 ) -> dict[str | None, str]:
-    wanted = {
-        d: lead.profile.get("company")
-        for lead in touched
-        if (d := account_domains[lead.id]) is not None
-    }
+    """The account id of each domain in `wanted` (domain -> company name), made if new."""
     if not wanted:
         return {}
     sql = await DriverSql.of(session)

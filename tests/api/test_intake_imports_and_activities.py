@@ -152,6 +152,37 @@ async def test_an_import_may_exceed_the_body_limit_that_holds_for_single_leads(
     assert single.status_code == 413
 
 
+MOVED_ROWS = b"""{"email": "ann@gmail.com", "first_name": "Ann"}
+{"email": "ann@gmail.com", "company": "Acme", "company_domain": "acme.com"}
+"""
+
+
+@pytest.mark.parametrize("batch_size", [1000, 1], ids=["one-batch", "a-batch-each"])
+async def test_a_lead_moved_to_an_account_by_its_second_row_says_so_in_any_batch(
+    intake: Intake, batch_size: int
+) -> None:
+    """Created from free mail (no account), then given a company: lead.captured without an
+    account, lead.updated with it, whether the rows share a batch or not."""
+    runtime = intake.runtime
+    runtime.settings = runtime.settings.model_copy(update={"import_batch_size": batch_size})
+    response = await intake.client.post(
+        "/v1/leads/import",
+        content=MOVED_ROWS,
+        headers={**intake.auth(), "content-type": "application/x-ndjson"},
+    )
+
+    assert (response.json()["created"], response.json()["updated"]) == (1, 1)
+    captured, updated = await intake.events("handoff.lead.captured", 2)
+    assert captured["type"] == "handoff.lead.captured.v1"
+    assert (captured["data"]["account_id"], captured["data"]["profile"]) == (None, {})
+    assert updated["type"] == "handoff.lead.updated.v1"
+    assert updated["data"]["changes"] == {"company": "Acme", "company_domain": "acme.com"}
+    lead = await intake.client.get(f"/v1/leads/{captured['key']}", headers=intake.auth())
+    account = lead.json()["account"]
+    assert account["domain"] == "acme.com"
+    assert updated["data"]["account_id"] == account["id"]
+
+
 IDENTITY_ROWS = b"""{"email": "ann@initech.com", "first_name": "Ann"}
 {"email": "bea@initech.com", "external_ids": {"hubspot": "h-1"}}
 {"email": "broken"}

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
+import signal
 
 import orjson
 import pytest
@@ -99,6 +102,34 @@ async def test_the_pool_starts_with_the_service_not_on_the_first_import() -> Non
         validator.stop()
         await runner
     assert not validator.starting_or_running
+
+
+async def test_an_interrupt_in_the_terminal_does_not_break_the_pool() -> None:
+    validator = ImportValidator(1)
+    runner = asyncio.ensure_future(validator.run())
+    try:
+        assert await validator.started()
+        (worker,) = multiprocessing.active_children()
+        os.kill(worker.pid, signal.SIGINT)  # what Ctrl+C sends the whole process group
+        assert await validator.validate(RECORDS) == validate_records(RECORDS)
+        assert validator.starting_or_running  # the pool did not break
+        assert worker.is_alive()
+    finally:
+        validator.stop()
+        await runner
+
+
+async def test_a_cancelled_validator_lets_its_process_go() -> None:
+    validator = ImportValidator(1)
+    runner = asyncio.ensure_future(validator.run())
+    assert await validator.started()
+    (worker,) = multiprocessing.active_children()
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    assert not validator.starting_or_running
+    await asyncio.to_thread(worker.join, 30)
+    assert not worker.is_alive()
 
 
 async def test_no_processes_means_validation_in_process() -> None:
