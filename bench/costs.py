@@ -1,0 +1,205 @@
+"""What a unit of work costs whatever its size, and what each event or lead adds to it.
+
+Two of handoff's units of work, each timed alone (one process, nothing else running in
+it), on SQLite and on PostgreSQL:
+
+- **relay**: `OutboxRelay.relay_once` moving K committed events from the outbox to a
+  `LocalBus` log (claim, publish, commit);
+- **capture**: intake's `capture_batch` creating K new leads (lookups, account, leads,
+  `lead.captured` in the outbox, commit), as a webhook batch or an import batch does.
+
+For each it reports the process's CPU time per unit at several K, and the two numbers a
+line through them gives: the fixed cost of a unit and the cost of one more event (lead).
+The fixed cost is what batching saves; on PostgreSQL it includes the client's side of the
+round trips. This is a diagnostic (no target): it explains `intake.py`'s and `bus.py`'s
+figures, it does not replace them.
+
+    PYTHONPATH=. .venv/bin/python bench/costs.py [--units 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.common import (
+    BenchPing,
+    FreshPgDatabase,
+    catalog_with_bench_ping,
+    create_schema,
+    machine,
+    outbox_tables,
+    postgres_admin_url,
+    write_results,
+)
+from services.intake.app import definition as intake_definition
+from services.intake.canonical import LeadIn
+from services.intake.leads import capture_batch
+from services.intake.models import outbox_tables as intake_outbox_tables
+from shared.bus.local import LocalBus
+from shared.db import Database
+from shared.events.catalog import CATALOG
+from shared.migrations import upgrade
+from shared.outbox import Outbox, OutboxRelay
+
+RELAY_SIZES = (1, 32, 500)
+CAPTURE_SIZES = (1, 32, 500)
+WARMUP = 20
+
+
+async def _timed(
+    units: int, prepare: Callable[[], Awaitable[Any]], unit: Callable[[Any], Awaitable[None]]
+) -> float:
+    """Mean process CPU seconds of `unit` (after `prepare`, untimed), warm-up excluded."""
+    cpu = 0.0
+    for n in range(units + WARMUP):
+        prepared = await prepare()
+        start = time.process_time()
+        await unit(prepared)
+        if n >= WARMUP:
+            cpu += time.process_time() - start
+    return cpu / units
+
+
+async def relay_costs(url: str, sizes: Sequence[int], units: int) -> dict[int, float]:
+    """CPU per `relay_once` that finds K events waiting, for each K."""
+    db = Database(url)
+    await create_schema(db)
+    bus = LocalBus(Path(tempfile.mkdtemp(prefix="handoff-costs-")) / "bus.db")
+    await bus.start()
+    outbox = Outbox(
+        service="costs", tables=outbox_tables, catalog=catalog_with_bench_ping("t.costs")
+    )
+    relay = OutboxRelay(db=db, outbox=outbox, bus=bus, batch_size=max(sizes))
+    leads = [uuid.uuid4() for _ in range(1000)]
+    written = 0
+    out: dict[int, float] = {}
+    try:
+        for k in sizes:
+
+            async def prepare(k: int = k) -> None:
+                nonlocal written
+                async with db.transaction() as session:
+                    for _ in range(k):
+                        lead = leads[written % len(leads)]
+                        ping = BenchPing(lead_id=lead, n=written, t_sched=0, t_add=0, pad="x" * 160)
+                        await outbox.add(session, ping, subject=str(lead))
+                        written += 1
+
+            async def unit(_: None, k: int = k) -> None:
+                moved = await relay.relay_once()
+                assert moved == k, (moved, k)
+
+            out[k] = await _timed(units, prepare, unit)
+    finally:
+        await bus.close()
+        await db.dispose()
+    return out
+
+
+async def capture_costs(url: str, sizes: Sequence[int], units: int) -> dict[int, float]:
+    """CPU per `capture_batch` unit of work creating K new leads, for each K (intake's
+    schema, migrated; 500 company domains, so most accounts exist after a while)."""
+    await upgrade(intake_definition().migrations, url)
+    db = Database(url)
+    outbox = Outbox(service="intake", tables=intake_outbox_tables, catalog=CATALOG)
+    made = 0
+    out: dict[int, float] = {}
+    try:
+        for k in sizes:
+            runs = max(5, units * 32 // max(k, 32))  # big batches: fewer of them
+
+            async def prepare(k: int = k) -> list[LeadIn]:
+                nonlocal made
+                items = []
+                for _ in range(k):
+                    made += 1
+                    email = f"lead{made}.{uuid.uuid4().hex[:6]}@co{made % 500}.example.com"
+                    items.append(LeadIn(email=email, first_name="Ann", source="marketing"))
+                return items
+
+            async def unit(items: list[LeadIn]) -> None:
+                async def work(session: Any) -> None:
+                    await capture_batch(session, outbox, items, sales_owned=frozenset())
+
+                await db.run(work)
+
+            out[k] = await _timed(runs, prepare, unit)
+    finally:
+        await db.dispose()
+    return out
+
+
+def fit(costs: dict[int, float]) -> tuple[float, float]:
+    """(fixed, per item) in seconds, from the smallest and the largest K."""
+    small, large = min(costs), max(costs)
+    per_item = (costs[large] - costs[small]) / (large - small)
+    return costs[small] - small * per_item, per_item
+
+
+async def main(args: argparse.Namespace) -> None:
+    console = Console()
+    results: dict[str, Any] = {"machine": machine(), "units": args.units}
+    async with (
+        FreshPgDatabase(postgres_admin_url(), "costs_relay") as pg_relay,
+        FreshPgDatabase(postgres_admin_url(), "costs_capture") as pg_capture,
+    ):
+        scratch = Path(tempfile.mkdtemp(prefix="handoff-costs-"))
+        plans = {
+            ("relay", "sqlite"): lambda: relay_costs(
+                f"sqlite+aiosqlite:///{scratch}/relay.db", RELAY_SIZES, args.units
+            ),
+            ("relay", "postgres"): lambda: relay_costs(pg_relay, RELAY_SIZES, args.units),
+            ("capture", "sqlite"): lambda: capture_costs(
+                f"sqlite+aiosqlite:///{scratch}/intake.db", CAPTURE_SIZES, args.units
+            ),
+            ("capture", "postgres"): lambda: capture_costs(pg_capture, CAPTURE_SIZES, args.units),
+        }
+        for (what, backend), run in plans.items():
+            console.print(f"[dim]{what} on {backend}...[/dim]")
+            costs = await run()
+            fixed, per_item = fit(costs)
+            results[f"{what}_{backend}"] = {
+                "cpu_us_per_unit": {k: v * 1e6 for k, v in costs.items()},
+                "fixed_us": fixed * 1e6,
+                "per_item_us": per_item * 1e6,
+            }
+    table = Table(title="CPU per unit of work (this process), by events or leads in the unit")
+    table.add_column("unit of work")
+    table.add_column("database")
+    for k in sorted(set(RELAY_SIZES) | set(CAPTURE_SIZES)):
+        table.add_column(f"K={k}, µs", justify="right")
+    table.add_column("fixed, µs", justify="right")
+    table.add_column("per item, µs", justify="right")
+    for key, r in results.items():
+        if not isinstance(r, dict) or "fixed_us" not in r:
+            continue
+        what, backend = key.split("_")
+        cells = [
+            f"{r['cpu_us_per_unit'][k]:,.0f}" if k in r["cpu_us_per_unit"] else ""
+            for k in sorted(set(RELAY_SIZES) | set(CAPTURE_SIZES))
+        ]
+        table.add_row(what, backend, *cells, f"{r['fixed_us']:,.0f}", f"{r['per_item_us']:.1f}")
+    console.print(table)
+    console.print(f"results: {write_results('costs', results)}")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--units", type=int, default=200, help="timed units of work per size (200)")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))
