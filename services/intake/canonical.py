@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Protocol, Self
 
 import orjson
 from pydantic import (
@@ -163,15 +163,7 @@ class LeadIn(BaseModel):
 
     def captured_fields(self) -> bytes:
         """`lead.captured`'s fields for a lead made from this input (see `captured_fields`)."""
-        assert self.email is not None  # (a lead is only made from an input with an email)
-        return captured_fields(
-            email=self.email,
-            source=self.source,
-            channel=self.channel,
-            campaign=self.campaign,
-            profile=self.profile(),
-            external_ids=self.external_ids,
-        )
+        return captured_fields(self)
 
 
 class LeadCapture(LeadIn):
@@ -224,26 +216,36 @@ def account_domain_of(email: str | None, company_domain: str | None) -> str | No
     )
 
 
-def captured_fields(
-    *,
-    email: str,
-    source: LeadSource,
-    channel: str | None,
-    campaign: str | None,
-    profile: dict[str, Any],
-    external_ids: dict[str, str],
-) -> bytes:
-    """`lead.captured` (`LeadCaptured`) as a JSON object without its `lead_id` and
-    `account_id`, which only the capture knows (`services.intake.leads.captured_event`)."""
-    domain = normalize.email_domain(email)
+class NewLeadInput(Protocol):
+    """What a lead made from an input alone takes from it (a `LeadIn`, an import's row)."""
+
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def source(self) -> LeadSource: ...
+    @property
+    def channel(self) -> str | None: ...
+    @property
+    def campaign(self) -> str | None: ...
+    @property
+    def external_ids(self) -> dict[str, str]: ...
+    def profile(self) -> dict[str, Any]: ...
+
+
+def captured_fields(lead: NewLeadInput) -> bytes:
+    """`lead.captured` (`LeadCaptured`) for a lead made from `lead`, as a JSON object without
+    its `lead_id` and `account_id`, which only the capture knows
+    (`services.intake.leads.captured_event`)."""
+    assert lead.email is not None  # (a lead is only made from an input with an email)
+    domain = normalize.email_domain(lead.email)
     return orjson.dumps(
         {
-            "source": source,
-            "channel": channel,
-            "campaign": campaign,
+            "source": lead.source,
+            "channel": lead.channel,
+            "campaign": lead.campaign,
             "email_domain": domain,
             "email_kind": domains.email_kind(domain),
-            "profile": {k: v for k, v in profile.items() if k not in PII_FIELDS},
-            "external_ids": external_ids,
+            "profile": {k: v for k, v in lead.profile().items() if k not in PII_FIELDS},
+            "external_ids": lead.external_ids,
         }
     )

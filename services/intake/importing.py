@@ -95,16 +95,7 @@ class ImportedLead:
 
     def captured_fields(self) -> bytes:
         """`lead.captured`'s fields for a lead made from this row (`captured_fields`)."""
-        if self.captured is not None:
-            return self.captured
-        return captured_fields(
-            email=self.email,
-            source=self.source,
-            channel=self.channel,
-            campaign=self.campaign,
-            profile=self.fields,
-            external_ids=self.external_ids,
-        )
+        return captured_fields(self) if self.captured is None else self.captured
 
 
 @dataclass(frozen=True, slots=True)

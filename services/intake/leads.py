@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake import domains
 from services.intake.activities import stitch_visitor
-from services.intake.canonical import PII_FIELDS, LeadSource, account_domain_of
+from services.intake.canonical import PII_FIELDS, NewLeadInput, account_domain_of
 from services.intake.driver_sql import DriverSql, Query
 from services.intake.identity import KnownLead, apply, merge
 from services.intake.models import accounts, lead_external_ids, leads
@@ -34,22 +34,11 @@ _LEAD_COLUMNS = (
 )
 
 
-class LeadInput(Protocol):
+class LeadInput(NewLeadInput, Protocol):
     """What a capture reads of a lead: a `LeadIn`, or an import's `ImportedLead`."""
 
     @property
-    def email(self) -> str | None: ...
-    @property
-    def source(self) -> LeadSource: ...
-    @property
-    def channel(self) -> str | None: ...
-    @property
-    def campaign(self) -> str | None: ...
-    @property
     def visitor_id(self) -> str | None: ...
-    @property
-    def external_ids(self) -> dict[str, str]: ...
-    def profile(self) -> dict[str, Any]: ...
     def account_domain(self) -> str | None: ...
     def captured_fields(self) -> bytes: ...
 
