@@ -16,6 +16,7 @@ import resource
 import shlex
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -62,7 +63,7 @@ from shared.events.codec import build_envelope, to_binary
 from shared.inbox import Inbox
 from shared.observability.logging import configure_logging
 from shared.outbox import Outbox, OutboxRelay
-from shared.process import tune_collector
+from shared.process import run_on_service_loop, tune_collector
 from shared.settings import ServiceSettings
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -517,15 +518,34 @@ async def build_consumer(
 
 def consumer_process(spec: dict[str, Any], conn: Connection) -> None:
     """Entry point of a consumer process: commands from `conn`, results back over it."""
-    asyncio.run(_consumer_process(spec, conn))
+    run_on_service_loop(_consumer_process(spec, conn))
+
+
+def receive_on_thread(conn: Connection, deliver: Callable[[Any], None]) -> None:
+    """Hand every message arriving on `conn` to `deliver`, on the running loop.
+
+    A daemon thread does the blocking reads: a pipe watched by the loop (`add_reader`) is
+    made non-blocking by uvloop, and a message larger than the pipe's buffer (a phase's
+    timestamps) then fails half-read. The thread ends when the other side closes.
+    """
+    loop = asyncio.get_running_loop()
+
+    def read() -> None:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                return
+            loop.call_soon_threadsafe(deliver, message)
+
+    threading.Thread(target=read, name="pipe-reader", daemon=True).start()
 
 
 async def _consumer_process(spec: dict[str, Any], conn: Connection) -> None:
     configure_logging(level="warning", json=False)
     tune_collector(spec["gc_threshold"])
-    loop = asyncio.get_running_loop()
     commands: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-    loop.add_reader(conn.fileno(), lambda: commands.put_nowait(conn.recv()))
+    receive_on_thread(conn, commands.put_nowait)
     sink = Sink()
     progress = [0, time.perf_counter()]
 
@@ -553,7 +573,6 @@ async def _consumer_process(spec: dict[str, Any], conn: Connection) -> None:
             s = sink.samples
             conn.send(("done", (progress[0], s.t_sched, s.t_add, s.t_handled, s.t_applied)))
             progress[0] = 0
-    loop.remove_reader(conn.fileno())
     conn.send(("stopped", None))
 
 
@@ -575,15 +594,14 @@ class RemoteConsumer:
 
     async def start(self) -> None:
         self.process.start()
-        loop = asyncio.get_running_loop()
-        loop.add_reader(self.conn.fileno(), self._read)
+        receive_on_thread(self.conn, self._read)
         kind, pid = await asyncio.wait_for(self._replies.get(), timeout=120)
         assert kind == "ready", kind
         self.pid = pid
         self.path.remote = self
 
-    def _read(self) -> None:
-        kind, value = self.conn.recv()
+    def _read(self, message: tuple[str, Any]) -> None:
+        kind, value = message
         if kind == "progress":
             self._on_applied(value)
         elif kind == "done":
@@ -608,7 +626,6 @@ class RemoteConsumer:
         self.conn.send(("stop", None))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._replies.get(), timeout=60)
-        asyncio.get_running_loop().remove_reader(self.conn.fileno())
         self.process.join(timeout=10)
         if self.process.is_alive():
             self.process.kill()
@@ -1134,4 +1151,4 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 if __name__ == "__main__":
     # `handoff bench bus` passes no arguments: BENCH_ARGS="--events 5000 ..." stands in for them
     argv = sys.argv[1:] or shlex.split(os.environ.get("BENCH_ARGS", ""))
-    sys.exit(asyncio.run(main(parse_args(argv))))
+    sys.exit(run_on_service_loop(main(parse_args(argv))))

@@ -20,7 +20,6 @@ figures, it does not replace them.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import tempfile
 import time
 import uuid
@@ -50,6 +49,7 @@ from shared.db import Database
 from shared.events.catalog import CATALOG
 from shared.migrations import upgrade
 from shared.outbox import Outbox, OutboxRelay
+from shared.process import run_on_service_loop
 
 RELAY_SIZES = (1, 32, 500)
 CAPTURE_SIZES = (1, 32, 500)
@@ -202,4 +202,4 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    run_on_service_loop(main(parse_args()))

@@ -53,7 +53,7 @@ from bench.common import (
     system_busy,
     write_results,
 )
-from shared.process import settle_for_serving
+from shared.process import serve_http, settle_for_serving
 from shared.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -391,21 +391,12 @@ def baseline_app() -> FastAPI:
 
 
 def serve_baseline(port: int) -> int:
-    import uvicorn
-
-    # The same process settings as `handoff serve` (shared/cli.py): one process, the default
-    # loop and HTTP implementation, no access log, the services' garbage-collector threshold
-    # and frozen start-up objects (HANDOFF_GC_THRESHOLD applies to both servers alike).
+    # Served exactly as `handoff serve` serves a service (`shared.process.serve_http`: one
+    # process, uvloop and httptools, no access log), with the same garbage-collector
+    # settings and frozen start-up objects (HANDOFF_GC_THRESHOLD applies to both alike).
     app = baseline_app()
     settle_for_serving(load_settings("intake").gc_threshold)
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=20,
-    )
+    serve_http(app, host="127.0.0.1", port=port)
     return 0
 
 

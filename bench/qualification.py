@@ -72,6 +72,7 @@ from shared.inbox import Inbox
 from shared.migrations import upgrade
 from shared.observability.logging import configure_logging
 from shared.outbox import Outbox
+from shared.process import run_on_service_loop
 from shared.runtime import ServiceDefinition, ServiceRuntime
 from shared.settings import QualificationSettings, load_settings
 
@@ -1164,4 +1165,4 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 if __name__ == "__main__":
     # `handoff bench qualification` passes no arguments: BENCH_ARGS stands in for them
     argv = sys.argv[1:] or shlex.split(os.environ.get("BENCH_ARGS", ""))
-    sys.exit(asyncio.run(main(parse_args(argv))))
+    sys.exit(run_on_service_loop(main(parse_args(argv))))

@@ -13,7 +13,6 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-import uvicorn
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -32,7 +31,7 @@ from shared.events.catalog import CATALOG
 from shared.http import VERSION, build_app
 from shared.migrations import upgrade
 from shared.observability.logging import configure_logging
-from shared.process import settle_for_serving
+from shared.process import serve_http, settle_for_serving
 from shared.runtime import ServiceRuntime
 from shared.service_app import service_definition, service_module
 from shared.settings import SERVICES, SettingsError, load_settings
@@ -100,7 +99,7 @@ def dev(host: Host = "127.0.0.1", port: Port = 8000, data_dir: DataDir = Path(".
     console.print(f"  data       {data_dir.resolve()}")
     console.print(f"  admin token (dev only): [green]{token}[/green]")
     settle_for_serving(first.gc_threshold)
-    uvicorn.run(application, host=host, port=port, log_config=None, access_log=False)
+    serve_http(application, host=host, port=port)
 
 
 def _dev_admin_token(store: TokenStore, data_dir: Path) -> str:
@@ -135,14 +134,7 @@ def serve(
         )
     application = service_module(service).create_app(settings)
     settle_for_serving(settings.gc_threshold)
-    uvicorn.run(
-        application,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=20,
-    )
+    serve_http(application, host=host, port=port)
 
 
 @app.command()

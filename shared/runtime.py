@@ -135,6 +135,7 @@ class ServiceRuntime:
             service=self.name,
             bus=type(self.bus).__name__,
             database=self.db.dialect,
+            event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
 
     async def _supervise(self, consumer: EventConsumer) -> None:

@@ -59,6 +59,8 @@ async def test_a_served_service_is_ready_on_real_kafka_and_postgres_and_stops_on
         # uvicorn re-raises SIGTERM once its graceful shutdown is over
         assert proc.returncode in (0, -signal.SIGTERM)
         assert b'"event": "service stopped"' in stderr
+        # served on uvloop (`shared.process.serve_http`), not asyncio's own loop
+        assert b'"event_loop": "uvloop"' in stderr
 
 
 async def wait_ready(base: str, timeout: float = 60) -> dict[str, object]:

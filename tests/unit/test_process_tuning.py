@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from shared import cli
+from shared import cli, process
 from shared.process import freeze_startup_objects, tune_collector
 from shared.settings import SettingsError, load_settings
 
@@ -41,11 +41,12 @@ def test_serve_applies_the_setting_before_it_serves(
 ) -> None:
     seen: dict[str, Any] = {}
 
-    def run(app: object, **_options: object) -> None:  # stands in for uvicorn.run
+    def run(app: object, **options: object) -> None:  # stands in for uvicorn.run
         seen["threshold"] = gc.get_threshold()[0]
         seen["frozen"] = gc.get_freeze_count()
+        seen["options"] = options
 
-    monkeypatch.setattr(cli.uvicorn, "run", run)
+    monkeypatch.setattr(process.uvicorn, "run", run)
     monkeypatch.setenv("HANDOFF_GC_THRESHOLD", "4321")
     monkeypatch.setenv("HANDOFF_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("DATABASE_URL", raising=False)
@@ -57,6 +58,9 @@ def test_serve_applies_the_setting_before_it_serves(
     assert seen["threshold"] == 4321
     assert seen["frozen"] > 0
     assert load_settings("metrics").gc_threshold == 4321
+    # uvicorn's fast loop and parser, named: its "auto" would fall back to asyncio and h11
+    assert seen["options"]["loop"] == "uvloop"
+    assert seen["options"]["http"] == "httptools"
 
 
 def test_the_threshold_must_be_a_count() -> None:
