@@ -536,7 +536,10 @@ def receive_on_thread(conn: Connection, deliver: Callable[[Any], None]) -> None:
                 message = conn.recv()
             except (EOFError, OSError):
                 return
-            loop.call_soon_threadsafe(deliver, message)
+            try:
+                loop.call_soon_threadsafe(deliver, message)
+            except RuntimeError:  # the loop has closed (a run that failed): nobody listens
+                return
 
     threading.Thread(target=read, name="pipe-reader", daemon=True).start()
 

@@ -972,7 +972,7 @@ def profile_summary(path: Path, units: int, unit: str, top: int = 30) -> dict[st
 
     `handoff` functions (services/, shared/): inclusive time. Libraries: time spent in
     their own frames (leaf samples); C functions by name, with the package calling them.
-    Start-up (imports, migrations) and idle (waiting in epoll) are split out; per-unit
+    Start-up (imports, migrations) and idle (the loop waiting for I/O) are split out; per-unit
     figures divide by `units` (requests or rows). SQLAlchemy runs its sync part in
     greenlets, whose samples do not carry the calling handoff function: that time shows
     under the package, not under the caller.
@@ -989,9 +989,16 @@ def profile_summary(path: Path, units: int, unit: str, top: int = 30) -> dict[st
         frames = [_frame(i) for i in identifiers]
         func, where = frames[-1]
         names = {f for f, _ in frames}
-        in_loop = any(f.endswith("._run_once") for f in names)
+        # asyncio's loop is Python (`_run_once`, idle in `epoll.poll`); uvloop's is C, so
+        # its samples show the runner's frame (`Runner.run`), with nothing in Python on
+        # top of it while the loop waits
+        runner = next((k for k, (f, _) in enumerate(frames) if f == "Runner.run"), None)
+        in_loop = runner is not None or any(f.endswith("._run_once") for f in names)
         in_greenlet = any(p.startswith("sqlalchemy/") for _, p in frames[:3])
-        if in_loop and func in ("epoll.poll", "poll", "select"):
+        waiting_in_c = runner is not None and all(
+            p.startswith("<") for _, p in frames[runner + 1 :]
+        )
+        if in_loop and (func in ("epoll.poll", "poll", "select") or waiting_in_c):
             idle += seconds
             continue
         if (

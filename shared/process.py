@@ -14,7 +14,7 @@ T = TypeVar("T")
 
 # uvicorn's own fast implementations, named rather than left to its "auto" (which silently
 # falls back to the pure-Python ones when these are not installed): uvloop's event loop and
-# httptools' HTTP parser. They serve 30-35% more webhooks per worker than the asyncio loop
+# httptools' HTTP parser. They serve 27-40% more webhooks per worker than the asyncio loop
 # with h11 (bench/README.md); everything in the process, consumers and relays included,
 # runs on that loop.
 EVENT_LOOP = "uvloop"

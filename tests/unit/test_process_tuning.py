@@ -66,3 +66,19 @@ def test_serve_applies_the_setting_before_it_serves(
 def test_the_threshold_must_be_a_count() -> None:
     with pytest.raises(SettingsError, match="HANDOFF_GC_THRESHOLD: Input should be greater"):
         load_settings("metrics", gc_threshold=-1)
+
+
+def test_dev_serves_through_the_same_stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    def run(app: object, **options: object) -> None:  # stands in for uvicorn.run
+        seen["options"] = options
+
+    monkeypatch.setattr(process.uvicorn, "run", run)
+    gc.unfreeze()
+
+    cli.dev(port=8123, data_dir=tmp_path)
+
+    assert seen["options"]["loop"] == "uvloop"
+    assert seen["options"]["http"] == "httptools"
+    assert seen["options"]["port"] == 8123
