@@ -43,8 +43,15 @@ class RecordedActivity:
 async def record_activity(
     session: AsyncSession, outbox: Outbox, activity: ActivityIn
 ) -> RecordedActivity:
-    """Store an activity; announce it if its lead is known (else keep it for stitching)."""
-    lead_id = await _resolve(session, activity)
+    """Store an activity; announce it if its lead is known (else keep it for stitching).
+
+    An activity that names its lead (by id, email or external id) and a visitor id is the
+    visitor identifying: their anonymous history goes to the lead first, as a capture with
+    that visitor id would do.
+    """
+    lead_id, by_visitor = await _resolve(session, activity)
+    if lead_id is not None and activity.visitor_id and not by_visitor:
+        await stitch_visitor(session, outbox, visitor_id=activity.visitor_id, lead_id=lead_id)
     activity_id = str(uuid.uuid4())
     await session.execute(
         insert(activities).values(
@@ -129,20 +136,22 @@ async def _announce(
     )
 
 
-async def _resolve(session: AsyncSession, activity: ActivityIn) -> str | None:
+async def _resolve(session: AsyncSession, activity: ActivityIn) -> tuple[str | None, bool]:
+    """The activity's lead (None: an anonymous visitor's), and whether it was found only
+    through the visitor id."""
     live = leads.c.erased_at.is_(None)
     if activity.lead_id:
         found = await session.scalar(select(leads.c.id).where(leads.c.id == activity.lead_id, live))
         if found is None:
             raise UnknownLead("lead_id", f"no lead {activity.lead_id}")
-        return str(found)
+        return str(found), False
     if activity.email:
         found = await session.scalar(
             select(leads.c.id).where(leads.c.email == activity.email, live)
         )
         if found is None:
             raise UnknownLead("email", "no lead with this email: capture the lead first")
-        return str(found)
+        return str(found), False
     for provider, external_id in activity.external_ids.items():
         found = await session.scalar(
             select(lead_external_ids.c.lead_id).where(
@@ -151,11 +160,12 @@ async def _resolve(session: AsyncSession, activity: ActivityIn) -> str | None:
             )
         )
         if found is not None:
-            return str(found)
+            return str(found), False
     if activity.visitor_id:
-        return await session.scalar(
+        known = await session.scalar(
             select(visitors.c.lead_id).where(visitors.c.visitor_id == activity.visitor_id)
         )
+        return known, True
     raise UnknownLead("external_ids", "no lead with these external ids")
 
 

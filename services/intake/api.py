@@ -11,10 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake import idempotency
 from services.intake.activities import UnknownLead, record_activity
-from services.intake.canonical import ActivityIn, LeadCapture
+from services.intake.canonical import ActivityIn, LeadCapture, LeadSource
 from services.intake.erasure import erase_lead
 from services.intake.import_job import run_import
-from services.intake.importing import format_of
+from services.intake.importing import SALES_REFUSED, RowPolicy, format_of
 from services.intake.lead_view import lead_view
 from services.intake.leads import CaptureOutcome, capture_batch
 from shared.auth import Principal, require_roles
@@ -56,6 +56,8 @@ async def capture_lead(
     """Capture a lead: create it (201), or update the person it already is (200)."""
     body_hash = idempotency.request_hash(await request.body())
     sales_owned = _settings(runtime).sales_owned_fields
+    if "source" not in lead.model_fields_set:
+        lead = lead.model_copy(update={"source": default_source(who)})
     _check_source(who, lead.source)
 
     async def work(session: AsyncSession) -> tuple[idempotency.StoredAnswer, bool]:
@@ -80,13 +82,24 @@ async def capture_lead(
     return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
 
 
+def default_source(who: Principal) -> LeadSource:
+    """The source of a lead whose capture names none: what a salesperson enters is
+    sales-generated (and so owns the sales-owned fields); anyone else's is marketing's."""
+    return "sales" if who.role == "sales" else "marketing"
+
+
+def _row_policy(who: Principal) -> RowPolicy:
+    """An import's rows follow the same rules as single captures by the same caller."""
+    return RowPolicy(default_source=default_source(who), sales_allowed=who.role != "marketing")
+
+
 def _check_source(who: Principal, source: str) -> None:
     """Marketing tokens capture marketing leads: a sales-generated lead skips scoring."""
     if source == "sales" and who.role == "marketing":
         raise Problem(
             403,
             "Forbidden",
-            "a marketing token cannot capture sales-generated leads",
+            SALES_REFUSED,
             errors=[
                 {"field": "source", "reason": "sales needs a sales, integration or admin token"}
             ],
@@ -147,7 +160,11 @@ async def erase(lead_id: uuid.UUID, runtime: Runtime, who: Eraser) -> Response:
     },
 )
 async def import_leads(request: Request, runtime: Runtime, who: Writer) -> dict[str, Any]:
-    """Import NDJSON or CSV, streamed: good rows are kept, bad rows reported by line."""
+    """Import NDJSON or CSV, streamed: good rows are kept, bad rows reported by line.
+
+    A row without `source` is the caller's (a sales token's rows are sales-generated); a
+    marketing token's row naming `sales` is refused, as a single capture would be.
+    """
     fmt = format_of(request.headers.get("content-type", ""))
     if fmt is None:
         raise Problem(
@@ -156,7 +173,7 @@ async def import_leads(request: Request, runtime: Runtime, who: Writer) -> dict[
             "send application/x-ndjson or text/csv",
             errors=[{"field": "Content-Type", "reason": "not an import format"}],
         )
-    summary = await run_import(runtime, request.stream(), fmt, _settings(runtime))
+    summary = await run_import(runtime, request.stream(), fmt, _settings(runtime), _row_policy(who))
     if summary.rows == 0:
         raise Problem(
             422,

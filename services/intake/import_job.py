@@ -17,7 +17,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake.import_validation import ImportValidator
-from services.intake.importing import ParsedRow, Record, RowError, records
+from services.intake.importing import ParsedRow, Record, RowError, RowPolicy, records
 from services.intake.leads import CaptureOutcome, capture_batch
 from shared.runtime import ServiceRuntime
 from shared.settings import IntakeSettings
@@ -54,9 +54,14 @@ class ImportSummary:
 
 
 async def run_import(
-    runtime: ServiceRuntime, chunks: AsyncIterator[bytes], fmt: str, settings: IntakeSettings
+    runtime: ServiceRuntime,
+    chunks: AsyncIterator[bytes],
+    fmt: str,
+    settings: IntakeSettings,
+    policy: RowPolicy = RowPolicy(),
 ) -> ImportSummary:
-    """Capture every good row; each batch commits on its own, so good rows are kept."""
+    """Capture every good row; each batch commits on its own, so good rows are kept.
+    `policy` is the caller's say over the rows' source."""
     summary = ImportSummary(max_errors=settings.import_max_errors)
     validator = ImportValidator.of(runtime)
     size = settings.import_batch_size
@@ -82,12 +87,12 @@ async def run_import(
         async for record in records(chunks, fmt):
             pending.append(record)
             if len(pending) >= size:
-                validating.append(asyncio.ensure_future(validator.validate(pending)))
+                validating.append(asyncio.ensure_future(validator.validate(pending, policy)))
                 pending = []
                 if len(validating) > _AHEAD:
                     await take(await validating.popleft())
         if pending:
-            validating.append(asyncio.ensure_future(validator.validate(pending)))
+            validating.append(asyncio.ensure_future(validator.validate(pending, policy)))
         while validating:
             await take(await validating.popleft())
         if batch:

@@ -20,7 +20,14 @@ from typing import Any
 
 import structlog
 
-from services.intake.importing import ImportedLead, ParsedRow, Record, RowError, validate_records
+from services.intake.importing import (
+    ImportedLead,
+    ParsedRow,
+    Record,
+    RowError,
+    RowPolicy,
+    validate_records,
+)
 from shared.runtime import ServiceRuntime
 from shared.settings import IntakeSettings
 
@@ -55,19 +62,21 @@ class ImportValidator:
         assert isinstance(validator, ImportValidator)
         return validator
 
-    async def validate(self, batch: Sequence[Record]) -> list[ParsedRow]:
+    async def validate(
+        self, batch: Sequence[Record], policy: RowPolicy = RowPolicy()
+    ) -> list[ParsedRow]:
         """The batch's rows, in order; in the pool once it runs, else here."""
         pool = self._started_pool()
         if pool is None:
-            return validate_records(batch)
+            return validate_records(batch, policy)
         try:
             packed = await asyncio.get_running_loop().run_in_executor(
-                pool, validate_packed, list(batch)
+                pool, validate_packed, list(batch), policy
             )
         except BrokenProcessPool:
             log.warning("import validation pool broke; validating in process")
             self._discard()
-            return validate_records(batch)
+            return validate_records(batch, policy)
         return unpack(packed)
 
     @property
@@ -140,7 +149,7 @@ def _ignore_interrupts() -> None:
 _Packed = tuple[int, tuple[Any, ...] | None, tuple[tuple[str, str], ...]]
 
 
-def validate_packed(batch: list[Record]) -> list[_Packed]:
+def validate_packed(batch: list[Record], policy: RowPolicy = RowPolicy()) -> list[_Packed]:
     """`validate_records` in the pool, with its rows packed for the trip back."""
     return [
         (
@@ -160,7 +169,7 @@ def validate_packed(batch: list[Record]) -> list[_Packed]:
             ),
             tuple((e.field, e.reason) for e in row.errors),
         )
-        for row in validate_records(batch)
+        for row in validate_records(batch, policy)
     ]
 
 

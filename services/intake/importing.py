@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,6 +100,21 @@ class ImportedLead:
 
 
 @dataclass(frozen=True, slots=True)
+class RowPolicy:
+    """What an import's caller decides for its rows (picklable: it travels with them).
+
+    `default_source` is a row's `source` when the row names none (a salesperson's rows are
+    sales-generated); a row naming `sales` is refused unless `sales_allowed`.
+    """
+
+    default_source: LeadSource = "marketing"
+    sales_allowed: bool = True
+
+
+SALES_REFUSED = "a marketing token cannot capture sales-generated leads"
+
+
+@dataclass(frozen=True, slots=True)
 class ParsedRow:
     line: int
     lead: ImportedLead | None
@@ -119,10 +135,12 @@ def format_of(content_type: str) -> str | None:
 Record = tuple[int, str | dict[str, Any], str | None]
 
 
-async def parse(chunks: AsyncIterator[bytes], fmt: str) -> AsyncIterator[ParsedRow]:
+async def parse(
+    chunks: AsyncIterator[bytes], fmt: str, policy: RowPolicy = RowPolicy()
+) -> AsyncIterator[ParsedRow]:
     """Rows of an import as they stream in, validated here; blank lines are skipped."""
     async for record in records(chunks, fmt):
-        for row in validate_records([record]):
+        for row in validate_records([record], policy):
             yield row
 
 
@@ -131,12 +149,14 @@ def records(chunks: AsyncIterator[bytes], fmt: str) -> AsyncIterator[Record]:
     return _ndjson(chunks) if fmt == "ndjson" else _csv(chunks)
 
 
-def validate_records(batch: Sequence[Record]) -> list[ParsedRow]:
+def validate_records(batch: Sequence[Record], policy: RowPolicy = RowPolicy()) -> list[ParsedRow]:
     """Decode and validate records into rows (pure: may run in another process)."""
-    return [_validate(line, raw, problem) for line, raw, problem in batch]
+    return [_validate(line, raw, problem, policy) for line, raw, problem in batch]
 
 
-def _validate(line: int, raw: str | dict[str, Any], problem: str | None) -> ParsedRow:
+def _validate(
+    line: int, raw: str | dict[str, Any], problem: str | None, policy: RowPolicy
+) -> ParsedRow:
     if problem is not None:
         return ParsedRow(line, None, (RowError(line, "row", problem),))
     if isinstance(raw, str):
@@ -147,8 +167,10 @@ def _validate(line: int, raw: str | dict[str, Any], problem: str | None) -> Pars
         if not isinstance(raw, dict):
             problem = "each line must be a JSON object"
             return ParsedRow(line, None, (RowError(line, "row", problem),))
+    if "source" not in raw:
+        raw["source"] = policy.default_source
     try:
-        return ParsedRow(line, ImportedLead.of(LeadCapture.model_validate(raw)))
+        lead = LeadCapture.model_validate(raw)
     except ValidationError as exc:
         return ParsedRow(
             line,
@@ -158,11 +180,24 @@ def _validate(line: int, raw: str | dict[str, Any], problem: str | None) -> Pars
                 for e in exc.errors()
             ),
         )
+    if lead.source == "sales" and not policy.sales_allowed:
+        return ParsedRow(line, None, (RowError(line, "source", SALES_REFUSED),))
+    return ParsedRow(line, ImportedLead.of(lead))
 
 
-async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, str | None]]:
-    """Numbered lines (None for one longer than MAX_LINE), in time linear in the input."""
-    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
+# Bytes that are not UTF-8 decode to lone surrogates ("surrogateescape"), which UTF-8 text
+# never holds: a line with one is reported, not stored with the wrong letters.
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+NOT_UTF8 = "not UTF-8 text (save the file as UTF-8)"
+
+
+async def _lines(
+    chunks: AsyncIterator[bytes],
+) -> AsyncIterator[tuple[int, str | None, str | None]]:
+    """Numbered lines, in time linear in the input: (number, text, None), or (number, None,
+    why) for a line longer than MAX_LINE or not UTF-8."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="surrogateescape")
+    too_long_reason = f"line longer than {MAX_LINE:,} characters"
     pending: list[str] = []
     pending_length, number, too_long = 0, 0, False
     async for chunk in chunks:
@@ -172,9 +207,9 @@ async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, str |
             number += 1
             piece = text[start:end]
             if too_long or pending_length + len(piece) > MAX_LINE:
-                yield number, None
+                yield number, None, too_long_reason
             else:
-                yield number, ("".join(pending) + piece).rstrip("\r")
+                yield _checked(number, ("".join(pending) + piece).rstrip("\r"))
             pending, pending_length, too_long = [], 0, False
             start = end + 1
         rest = text[start:]
@@ -186,13 +221,22 @@ async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, str |
     rest = decoder.decode(b"", final=True)
     if pending or rest or too_long:
         tail = "".join(pending) + rest
-        yield number + 1, None if too_long or len(tail) > MAX_LINE else tail.rstrip("\r")
+        if too_long or len(tail) > MAX_LINE:
+            yield number + 1, None, too_long_reason
+        else:
+            yield _checked(number + 1, tail.rstrip("\r"))
+
+
+def _checked(number: int, line: str) -> tuple[int, str | None, str | None]:
+    if line.isascii() or _NOT_UTF8.search(line) is None:
+        return number, line, None
+    return number, None, NOT_UTF8
 
 
 async def _ndjson(chunks: AsyncIterator[bytes]) -> AsyncIterator[Record]:
-    async for number, text in _lines(chunks):
+    async for number, text, problem in _lines(chunks):
         if text is None:
-            yield number, {}, f"line longer than {MAX_LINE:,} characters"
+            yield number, {}, problem
             continue
         if not text.strip():
             continue
@@ -203,9 +247,9 @@ async def _csv(chunks: AsyncIterator[bytes]) -> AsyncIterator[Record]:
     header: list[str] | None = None
     record: list[str] = []
     first, length, inside = 0, 0, False
-    async for number, text in _lines(chunks):
+    async for number, text, problem in _lines(chunks):
         if text is None:
-            yield number, {}, f"line longer than {MAX_LINE:,} characters"
+            yield number, {}, problem
             record, length, inside = [], 0, False
             continue
         if not record:

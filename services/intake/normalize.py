@@ -48,11 +48,74 @@ def normalize_domain(raw: str) -> str:
 
 @lru_cache(maxsize=4096)
 def normalize_country(raw: str) -> str:
-    """ISO 3166-1 alpha-2 code from a code or a name ("de", "Germany" -> "DE")."""
+    """ISO 3166-1 alpha-2 code from a code or a name ("de", "Germany", "Deutschland", "UK" ->
+    "DE", "DE", "DE", "GB"): ISO's codes and names first, then the names people type."""
+    value = raw.strip()
     try:
-        return str(pycountry.countries.lookup(raw.strip()).alpha_2)
+        return str(pycountry.countries.lookup(value).alpha_2)
     except LookupError:
-        raise ValueError(f"{raw!r} is not an ISO 3166 country code or name") from None
+        pass
+    code = _country_names().get(_name_key(value))
+    if code is None:
+        raise ValueError(f"{raw!r} is not an ISO 3166 country code or name")
+    return code
+
+
+# Languages whose country names (Unicode CLDR, through Babel) are recognized: forms and
+# spreadsheets name countries in their own language ("Deutschland", "Espagne").
+CLDR_LANGUAGES = (  # noqa: SIM905 (a list of codes reads better as one string)
+    "en de fr es it pt nl sv da nb fi is pl cs sk sl hr hu ro bg el tr ru uk lt lv et "
+    "ja zh ko ar he hi id ms th vi"
+).split()
+# Names in everyday English use that neither ISO 3166 nor CLDR's main names carry.
+COUNTRY_ALIASES = {
+    "uk": "GB",
+    "u k": "GB",
+    "great britain": "GB",
+    "britain": "GB",
+    "england": "GB",
+    "scotland": "GB",
+    "wales": "GB",
+    "northern ireland": "GB",
+    "turkey": "TR",
+    "ivory coast": "CI",
+    "holland": "NL",
+    "the netherlands": "NL",
+    "czech republic": "CZ",
+    "macedonia": "MK",
+    "swaziland": "SZ",
+    "burma": "MM",
+    "cape verde": "CV",
+    "east timor": "TL",
+    "vatican": "VA",
+    "america": "US",
+    "united states of america": "US",
+    "usa": "US",
+    "u s": "US",
+    "u s a": "US",
+    "uae": "AE",
+}
+
+
+def _name_key(name: str) -> str:
+    """A country name as compared: case, periods, commas and spacing don't matter."""
+    return " ".join(name.casefold().replace(".", " ").replace(",", " ").split())
+
+
+@lru_cache(maxsize=1)
+def _country_names() -> dict[str, str]:
+    """Country names (CLDR, in `CLDR_LANGUAGES`, and the aliases) -> alpha-2 code; built on
+    the first name ISO 3166 does not know (about 0.1 s)."""
+    from babel import Locale  # (loaded only when needed)
+
+    iso = {country.alpha_2 for country in pycountry.countries}
+    names: dict[str, str] = {}
+    for language in CLDR_LANGUAGES:
+        for code, name in Locale(language).territories.items():
+            if code in iso:
+                names.setdefault(_name_key(name), code)
+    names.update(COUNTRY_ALIASES)
+    return names
 
 
 def normalize_phone(raw: str, country: str | None) -> str:

@@ -112,6 +112,49 @@ async def test_an_anonymous_visitors_history_is_stitched_when_they_identify(inta
     assert {e["key"] for e in events} == {lead.json()["lead_id"]}
 
 
+async def test_a_visitor_identifying_through_an_activity_brings_their_history(
+    intake: Intake,
+) -> None:
+    auth = intake.auth()
+    await intake.client.post(
+        "/v1/activities",
+        headers=auth,
+        json={"activity_type": "pricing_page_view", "visitor_id": "v-7"},
+    )
+    lead = await intake.client.post("/v1/leads", headers=auth, json={"email": "ana@acme.com"})
+    form = await intake.client.post(
+        "/v1/activities",
+        headers=auth,
+        json={"activity_type": "form_submit", "email": "ana@acme.com", "visitor_id": "v-7"},
+    )
+    later = await intake.client.post(
+        "/v1/activities", headers=auth, json={"activity_type": "page_view", "visitor_id": "v-7"}
+    )
+
+    events = await intake.events("handoff.lead.activity", 3)
+    assert form.json()["lead_id"] == later.json()["lead_id"] == lead.json()["lead_id"]
+    assert [e["data"]["activity_type"] for e in events] == [
+        "pricing_page_view",
+        "form_submit",
+        "page_view",
+    ]
+    assert {e["key"] for e in events} == {lead.json()["lead_id"]}
+
+
+async def test_rows_that_are_not_utf8_are_reported_not_stored_garbled(intake: Intake) -> None:
+    csv = "email,first_name\r\njose@acme.com,José\r\nana@acme.com,Ana\r\n".encode("cp1252")
+    response = await intake.client.post(
+        "/v1/leads/import",
+        content=csv,
+        headers={**intake.auth(), "content-type": "text/csv"},
+    )
+
+    summary = response.json()
+    assert (summary["created"], summary["failed"]) == (1, 1)
+    assert [(e["line"], e["field"]) for e in summary["errors"]] == [(2, "row")]
+    assert "UTF-8" in summary["errors"][0]["reason"]
+
+
 async def test_an_activity_for_an_unknown_email_is_a_404_naming_the_field(intake: Intake) -> None:
     response = await intake.client.post(
         "/v1/activities",

@@ -75,6 +75,60 @@ async def test_a_marketing_sync_does_not_overwrite_what_sales_entered(intake: In
     assert stored["profile"]["job_title"] == "CFO"
 
 
+async def test_what_a_salesperson_enters_is_sales_owned_without_saying_so(intake: Intake) -> None:
+    entered = await intake.client.post(
+        "/v1/leads",
+        headers=intake.auth("sales"),
+        json={"email": "mei@initrode.com", "job_title": "CFO"},
+    )
+    sync = await intake.client.post(
+        "/v1/leads",
+        headers=intake.auth("marketing"),
+        json={"email": "mei@initrode.com", "job_title": "Intern"},
+    )
+
+    (captured,) = await intake.events("handoff.lead.captured", 1)
+    assert captured["data"]["source"] == "sales"
+    assert entered.status_code == 201
+    assert sync.json()["protected_fields"] == ["job_title"]
+
+
+async def test_a_marketing_import_cannot_claim_or_overwrite_sales_leads(intake: Intake) -> None:
+    await intake.client.post(
+        "/v1/leads",
+        headers=intake.auth("sales"),
+        json={"email": "raj@globex.io", "job_title": "CFO", "source": "sales"},
+    )
+    rows = (
+        b'{"email": "raj@globex.io", "job_title": "Intern", "source": "sales"}\n'
+        b'{"email": "raj@globex.io", "job_title": "Intern"}\n'
+    )
+    response = await intake.client.post(
+        "/v1/leads/import",
+        content=rows,
+        headers={**intake.auth("marketing"), "content-type": "application/x-ndjson"},
+    )
+
+    summary = response.json()
+    assert (summary["failed"], summary["unchanged"]) == (1, 1)
+    assert [(e["line"], e["field"]) for e in summary["errors"]] == [(1, "source")]
+    lead_id = (await intake.events("handoff.lead.captured", 1))[0]["key"]
+    stored = (await intake.client.get(f"/v1/leads/{lead_id}", headers=intake.auth())).json()
+    assert stored["profile"]["job_title"] == "CFO"
+
+
+async def test_a_salespersons_import_rows_are_sales_generated(intake: Intake) -> None:
+    response = await intake.client.post(
+        "/v1/leads/import",
+        content=b"email,job_title\r\nkai@hooli.com,VP Sales\r\n",
+        headers={**intake.auth("sales"), "content-type": "text/csv"},
+    )
+
+    assert response.json()["created"] == 1
+    (captured,) = await intake.events("handoff.lead.captured", 1)
+    assert captured["data"]["source"] == "sales"
+
+
 async def test_colleagues_share_an_account_and_free_mail_gets_none(intake: Intake) -> None:
     auth = intake.auth()
     a = await intake.client.post("/v1/leads", json={"email": "a@initech.com"}, headers=auth)

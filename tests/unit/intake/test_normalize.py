@@ -54,6 +54,33 @@ def test_countries_are_iso_codes_from_codes_or_names() -> None:
         normalize_country("Atlantis")
 
 
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("UK", "GB"),
+        ("U.K.", "GB"),
+        ("Great Britain", "GB"),
+        ("Russia", "RU"),
+        ("Turkey", "TR"),
+        ("South Korea", "KR"),
+        ("Ivory Coast", "CI"),
+        ("Deutschland", "DE"),
+        ("Allemagne", "DE"),
+        ("España", "ES"),
+        ("Vereinigtes Königreich", "GB"),
+        ("u.s.a.", "US"),
+    ],
+)
+def test_countries_are_found_by_the_names_people_type(raw: str, code: str) -> None:
+    assert normalize_country(raw) == code
+
+
+@pytest.mark.parametrize("raw", ["Korea", "Narnia", "Europe"])
+def test_ambiguous_or_unknown_country_names_are_refused(raw: str) -> None:
+    with pytest.raises(ValueError, match="ISO 3166"):
+        normalize_country(raw)
+
+
 def test_phones_become_e164_and_national_numbers_need_a_country() -> None:
     assert normalize_phone("030 1234567", "DE") == "+49301234567"
     assert normalize_phone("+1 (415) 555-0100", None) == "+14155550100"
