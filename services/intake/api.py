@@ -108,11 +108,12 @@ def _check_source(who: Principal, source: str) -> None:
 
 def _answer(outcome: CaptureOutcome) -> idempotency.StoredAnswer:
     if outcome.error is not None:
+        error = outcome.error
         raise Problem(
-            409,
-            "Identity conflict",
-            outcome.error.reason,
-            errors=[{"field": outcome.error.field, "reason": outcome.error.reason}],
+            409 if error.conflict else 422,
+            "Identity conflict" if error.conflict else "Invalid lead",
+            error.reason,
+            errors=[{"field": error.field, "reason": error.reason}],
         )
     return idempotency.StoredAnswer(201 if outcome.created else 200, outcome.as_json())
 

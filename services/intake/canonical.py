@@ -11,6 +11,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -92,7 +93,6 @@ class LeadIn(BaseModel):
     email: str | None = Field(default=None, max_length=254, examples=["ana@acme.com"])
     first_name: Text | None = None
     last_name: Text | None = None
-    phone: str | None = Field(default=None, max_length=40, examples=["+49 30 1234567"])
     company: Text | None = None
     company_domain: str | None = Field(default=None, max_length=253)
     job_title: Text | None = None
@@ -102,7 +102,9 @@ class LeadIn(BaseModel):
     ) = None
     company_size: int | None = Field(default=None, ge=1, le=10_000_000)
     industry: Text | None = None
-    country: str | None = Field(default=None, description="ISO 3166 code or English name")
+    country: str | None = Field(default=None, description="ISO 3166 code or a country's name")
+    # after `country`: a national number is read in the lead's country (see `_phone`)
+    phone: str | None = Field(default=None, max_length=40, examples=["+49 30 1234567"])
     marketing_consent: bool | None = None
     source: LeadSource = "marketing"
     channel: Channel | None = None
@@ -144,11 +146,11 @@ class LeadIn(BaseModel):
                 raise ValueError(f"custom.{key}: at most 1000 characters")
         return value
 
-    @model_validator(mode="after")
-    def _phone(self) -> Self:
-        if self.phone is not None:
-            self.phone = normalize.normalize_phone(self.phone, self.country)
-        return self
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # `country` is validated first (declared before): None if absent or invalid
+        return None if value is None else normalize.normalize_phone(value, info.data.get("country"))
 
     def profile(self) -> dict[str, Any]:
         """The profile fields this input sets (None and unset fields left out)."""

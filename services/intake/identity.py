@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.intake.canonical import LeadSource
+from services.intake.canonical import MAX_CUSTOM, LeadSource
 
 
 @dataclass
@@ -19,6 +19,15 @@ class KnownLead:
     profile: dict[str, Any]
     field_sources: dict[str, str]
     external_ids: set[tuple[str, str]] = field(default_factory=set)  # (provider, id) pairs
+
+
+class MergeRefused(ValueError):
+    """The capture would leave the lead invalid (it changes nothing)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -45,13 +54,20 @@ def merge(
     """Apply a capture's fields: a marketing sync never overwrites what sales entered.
 
     A field is protected when sales set it last, it is in `sales_owned`, and the capture
-    comes from marketing. Equal values are no change.
+    comes from marketing. Equal values are no change. Custom attributes merge key by key,
+    at most `MAX_CUSTOM` per lead (`MergeRefused` otherwise).
     """
     changes: dict[str, Any] = {}
     protected: list[str] = []
     for name, value in incoming.items():
         if name == "custom":  # custom attributes merge key by key
             value = {**known.profile.get("custom", {}), **value}
+            if len(value) > MAX_CUSTOM:
+                raise MergeRefused(
+                    "custom",
+                    f"a lead keeps at most {MAX_CUSTOM} custom attributes; "
+                    f"with these it would have {len(value)}",
+                )
         if known.profile.get(name) == value:
             continue
         if (

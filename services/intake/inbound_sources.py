@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from services.intake.canonical import Channel, LeadSource
+from services.intake.canonical import ActivityIn, Channel, LeadIn, LeadSource
 from services.intake.models import inbound_sources
 from services.intake.providers import ADAPTERS, SourceConfig
 
@@ -35,6 +35,25 @@ class InboundSourceIn(BaseModel):
     @classmethod
     def _lower(cls, value: str) -> str:
         return value.lower()
+
+    @field_validator("field_map")
+    @classmethod
+    def _targets(cls, value: dict[str, str]) -> dict[str, str]:
+        """Every target is a canonical field (a typo would fail every delivery later)."""
+        for name, target in value.items():
+            parent, dot, key = target.partition(".")
+            nested = dot and parent in ("external_ids", "custom") and key
+            if not nested and target not in MAPPABLE_FIELDS:
+                raise ValueError(
+                    f"{name!r} maps to {target!r}, which is no lead or activity field; "
+                    "use a field name, external_ids.<provider> or custom.<name>"
+                )
+        return value
+
+
+# What a webhook field may be mapped to: the canonical lead's and activity's fields (nested
+# `external_ids.<provider>` and `custom.<name>` keys too).
+MAPPABLE_FIELDS = frozenset(LeadIn.model_fields) | frozenset(ActivityIn.model_fields)
 
 
 def check_secret(source: InboundSourceIn) -> str | None:

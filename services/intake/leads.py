@@ -15,7 +15,7 @@ from services.intake import domains
 from services.intake.activities import stitch_visitor
 from services.intake.canonical import PII_FIELDS, NewLeadInput, account_domain_of
 from services.intake.driver_sql import DriverSql, Query
-from services.intake.identity import KnownLead, apply, merge
+from services.intake.identity import KnownLead, MergeRefused, apply, merge
 from services.intake.models import accounts, lead_external_ids, leads
 from services.intake.normalize import email_domain
 from shared.events.payloads import LeadCaptured, LeadUpdated
@@ -47,6 +47,7 @@ class LeadInput(NewLeadInput, Protocol):
 class CaptureError:
     field: str
     reason: str
+    conflict: bool = True  # with another lead (409); False: the input itself is refused (422)
 
 
 @dataclass
@@ -163,13 +164,21 @@ async def capture_batch(
                 new_ids += [(p, i, lead.id) for p, i in sorted(external.items())]
             outcome = CaptureOutcome(lead_id=lead.id, created=True, changes=dict(lead.profile))
         else:
-            merged = merge(
-                lead,
-                item.profile(),
-                source=item.source,
-                external_ids=item.external_ids,
-                sales_owned=sales_owned,
-            )
+            try:
+                merged = merge(
+                    lead,
+                    item.profile(),
+                    source=item.source,
+                    external_ids=item.external_ids,
+                    sales_owned=sales_owned,
+                )
+            except MergeRefused as refused:
+                outcomes.append(
+                    CaptureOutcome(
+                        error=CaptureError(refused.field, refused.reason, conflict=False)
+                    )
+                )
+                continue
             if "email" in merged.changes and merged.changes["email"] in known.by_email:
                 outcomes.append(
                     CaptureOutcome(

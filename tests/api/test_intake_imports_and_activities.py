@@ -16,6 +16,7 @@ NDJSON = b"""{"email": "li@hooli.com", "company_size": 40}
 {"email": "mo@hooli.com", "country": "Narnia"}
 not json at all
 {"email": "li@HOOLI.com", "job_title": "CTO"}
+{"email": "al@hooli.com", "country": "DE", "phone": "call me"}
 """
 
 CSV = (
@@ -38,15 +39,16 @@ async def test_an_ndjson_import_keeps_good_rows_and_reports_bad_ones_by_line(
     summary = response.json()
     assert response.status_code == 200
     assert (summary["rows"], summary["created"], summary["updated"], summary["failed"]) == (
-        5,
+        6,
         1,
         1,
-        3,
+        4,
     )
     assert [(e["line"], e["field"]) for e in summary["errors"]] == [
         (2, "email"),
         (4, "country"),
         (5, "row"),
+        (7, "phone"),
     ]
     assert len(await intake.events("handoff.lead.captured", 2)) == 2
 

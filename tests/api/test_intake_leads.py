@@ -129,6 +129,23 @@ async def test_a_salespersons_import_rows_are_sales_generated(intake: Intake) ->
     assert captured["data"]["source"] == "sales"
 
 
+async def test_a_lead_keeps_a_bounded_number_of_custom_attributes(intake: Intake) -> None:
+    def custom(start: int) -> dict[str, object]:
+        return {
+            "email": "amy@vandelay.com",
+            "custom": {f"k{i}": i for i in range(start, start + 30)},
+        }
+
+    auth = intake.auth()
+    first = await intake.client.post("/v1/leads", json=custom(0), headers=auth)
+    too_many = await intake.client.post("/v1/leads", json=custom(30), headers=auth)
+
+    assert too_many.status_code == 422
+    assert too_many.json()["errors"][0]["field"] == "custom"
+    stored = (await intake.client.get(f"/v1/leads/{first.json()['lead_id']}", headers=auth)).json()
+    assert len(stored["profile"]["custom"]) == 30
+
+
 async def test_colleagues_share_an_account_and_free_mail_gets_none(intake: Intake) -> None:
     auth = intake.auth()
     a = await intake.client.post("/v1/leads", json={"email": "a@initech.com"}, headers=auth)
@@ -160,12 +177,12 @@ async def test_an_invalid_lead_is_a_422_naming_each_field_and_nothing_is_written
     response = await intake.client.post(
         "/v1/leads",
         headers=intake.auth(),
-        json={"email": "not-an-email", "country": "Atlantis", "company_size": -3},
+        json={"email": "not-an-email", "country": "Atlantis", "company_size": -3, "phone": "12"},
     )
 
     problem = response.json()
     assert response.status_code == 422
-    assert {e["field"] for e in problem["errors"]} == {"email", "country", "company_size"}
+    assert {e["field"] for e in problem["errors"]} == {"email", "country", "company_size", "phone"}
     assert await intake.events("handoff.lead.captured", 0) == []
 
 

@@ -152,6 +152,30 @@ async def test_a_marketo_webhook_needs_its_shared_token(intake: Intake) -> None:
     assert right.json()["accepted"] == 1
 
 
+async def test_a_field_map_naming_no_canonical_field_is_refused_when_configured(
+    intake: Intake,
+) -> None:
+    source = {
+        "name": "mkto",
+        "provider": "marketo",
+        "secret": "marketo-shared-token-1",
+        "field_map": {"Email Address": "emial", "Tier": "custom.tier", "SFDC": "external_ids.sf"},
+    }
+    typo = await intake.client.post(
+        "/v1/inbound-sources", json=source, headers=intake.auth("admin")
+    )
+    fixed = await intake.client.post(
+        "/v1/inbound-sources",
+        json={**source, "field_map": {**source["field_map"], "Email Address": "email"}},
+        headers=intake.auth("admin"),
+    )
+
+    assert typo.status_code == 422
+    assert typo.json()["errors"][0]["field"] == "field_map"
+    assert "emial" in typo.json()["errors"][0]["reason"]
+    assert fixed.status_code == 201
+
+
 async def test_an_unknown_provider_is_a_404_and_sources_never_show_their_secret(
     intake: Intake,
 ) -> None:
