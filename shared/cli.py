@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import httpx
 import typer
+from alembic.util import CommandError as AlembicError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -144,14 +145,27 @@ def migrate(
     ] = None,
     revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
 ) -> None:
-    """Apply Alembic migrations to each service's own database."""
-    for name in services or SERVICES:
+    """Apply Alembic migrations to each service's own database.
+
+    Without `DATABASE_URL` each service's SQLite file under the data directory; with it,
+    that one database, so name the one service it belongs to.
+    """
+    names = services or list(SERVICES)
+    for name in names:
         try:
             settings = load_settings(name)
         except SettingsError as exc:
             _fail(str(exc))
+        if settings.database_url is not None and len(names) > 1:
+            _fail(
+                "DATABASE_URL is one service's database: migrate that service alone "
+                f"(DATABASE_URL=... handoff migrate {name})"
+            )
         url = settings.resolved_database_url()
-        asyncio.run(upgrade(service_definition(name).migrations, url, revision))
+        try:
+            asyncio.run(upgrade(service_definition(name).migrations, url, revision))
+        except AlembicError as exc:
+            _fail(f"migrating {name} failed: {exc}")
         console.print(f"migrated {name} to {revision}")
 
 

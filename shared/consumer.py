@@ -141,6 +141,10 @@ class EventConsumer:
         runs while the next batch is applied, and the one after that waits for it, so
         offsets are committed in order and a rebalance or `stop()` waits for both.
         """
+        # The group's dead-letter topic exists before anything could need it: a cluster that
+        # does not create topics on first use would refuse the dead letter, and the batch
+        # holding the poison event would be retried for ever.
+        await self.bus.ensure_topics([dead_letter_topic(self.group)])
         subscription = self.bus.subscribe(
             group=self.group, topics=self.topics, on_revoke=self._wait_for_in_flight
         )

@@ -64,6 +64,7 @@ def bus_from_settings(settings: ServiceSettings) -> Bus:
             settings.kafka_bootstrap_servers,
             client_id=f"handoff-{settings.service}",
             partitions=settings.topic_partitions,
+            replication_factor=settings.kafka_replication_factor,
         )
     return LocalBus(settings.local_bus_path(), partitions=settings.topic_partitions)
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal, Self
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "dev-only-insecure-secret"  # noqa: S105 - the sentinel we refuse outside dev
@@ -40,6 +47,9 @@ class ServiceSettings(BaseSettings):
     secret_key: SecretStr = SecretStr(DEV_SECRET)
     tokens_file: Path | None = None
     topic_partitions: int = Field(default=6, ge=1, le=256)
+    # Replicas of each topic handoff creates on Kafka. In prod it must be said (a cluster's
+    # topics keep the whole history: one copy is one broker away from losing it).
+    kafka_replication_factor: int = Field(default=1, ge=1, le=32)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
@@ -48,6 +58,28 @@ class ServiceSettings(BaseSettings):
     consumer_max_attempts: int = Field(default=3, ge=1, le=20)
     # allocations between two young-generation garbage collections (0: Python's own 700)
     gc_threshold: int = Field(default=50_000, ge=0, le=10_000_000)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        """A URL handoff can drive: PostgreSQL through asyncpg, SQLite through aiosqlite
+        (`postgresql://` and `sqlite://`, as providers hand them out, are read so)."""
+        if value is None:
+            return None
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError("not a database URL (postgresql+asyncpg://user:pw@host/db)") from None
+        driver = DATABASE_DRIVERS.get(url.drivername)
+        if driver is None:
+            raise ValueError(
+                f"{url.drivername!r} is not supported: use postgresql+asyncpg://... "
+                "or sqlite+aiosqlite:///path"
+            )
+        return url.set(drivername=driver).render_as_string(hide_password=False)
 
     @model_validator(mode="after")
     def _refuse_defaults_outside_dev(self) -> Self:
@@ -59,6 +91,15 @@ class ServiceSettings(BaseSettings):
             raise ValueError("DATABASE_URL: required outside dev (embedded SQLite is dev only)")
         if self.env == "prod" and _db_password(self.database_url) in DEFAULT_DB_PASSWORDS:
             raise ValueError("DATABASE_URL: a default database password is refused in prod")
+        if (
+            self.env == "prod"
+            and self.kafka_bootstrap_servers
+            and "kafka_replication_factor" not in self.model_fields_set
+        ):
+            raise ValueError(
+                "HANDOFF_KAFKA_REPLICATION_FACTOR: required in prod with Kafka (3 on a usual "
+                "cluster; 1 only for a single broker)"
+            )
         return self
 
     @property
@@ -76,6 +117,16 @@ class ServiceSettings(BaseSettings):
 
     def local_bus_path(self) -> Path:
         return self.data_dir / "events.db"
+
+
+# The database URL schemes handoff takes, and the driver each runs on.
+DATABASE_DRIVERS = {
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "sqlite": "sqlite+aiosqlite",
+}
 
 
 def _db_password(url: str) -> str | None:

@@ -198,7 +198,9 @@ offsets.topic.num.partitions=10
 transaction.state.log.num.partitions=10
 
 num.partitions=6
-auto.create.topics.enable=true
+# As production clusters usually run: a topic exists only if handoff created it (a publish
+# to any other topic fails, so the tests catch one it forgot).
+auto.create.topics.enable=false
 delete.topic.enable=true
 group.initial.rebalance.delay.ms=0
 

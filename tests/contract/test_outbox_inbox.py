@@ -188,6 +188,7 @@ async def test_a_redelivered_event_is_dropped_by_the_inbox(
 ) -> None:
     producer_db, consumer_db = databases
     topic = unique("t.dup")
+    await bus.ensure_topics([topic])  # (a service's runtime creates its catalog's topics)
     catalog = catalog_with_ping(topic)
     outbox = Outbox(service="producer", tables=outbox_tables, catalog=catalog)
     relay = OutboxRelay(db=producer_db, outbox=outbox, bus=bus)

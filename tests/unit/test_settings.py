@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from shared.runtime import bus_from_settings
 from shared.settings import SettingsError, load_settings
 
 
@@ -55,3 +56,48 @@ def test_explicit_overrides_win_over_the_environment(monkeypatch: pytest.MonkeyP
     settings = load_settings("intake", database_url=None, kafka_bootstrap_servers=None)
     assert settings.bus_kind == "local"
     assert settings.resolved_database_url().startswith("sqlite+aiosqlite:///")
+
+
+def _prod(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HANDOFF_ENV", "prod")
+    monkeypatch.setenv("HANDOFF_SECRET_KEY", "a-real-secret-from-the-vault")
+    monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://u:s3cret-pw@db/intake")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka-1:9092,kafka-2:9092")
+
+
+def test_prod_on_kafka_must_say_how_many_replicas_topics_get(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _prod(monkeypatch)
+    monkeypatch.delenv("HANDOFF_KAFKA_REPLICATION_FACTOR", raising=False)
+    with pytest.raises(SettingsError, match="HANDOFF_KAFKA_REPLICATION_FACTOR"):
+        load_settings("intake")
+
+    monkeypatch.setenv("HANDOFF_KAFKA_REPLICATION_FACTOR", "3")
+    bus = bus_from_settings(load_settings("intake"))
+    assert bus.replication_factor == 3  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("postgresql://u:p@db:5432/intake", "postgresql+asyncpg://u:p@db:5432/intake"),
+        ("postgres://u:p@db/intake", "postgresql+asyncpg://u:p@db/intake"),
+        ("sqlite:////var/lib/handoff/intake.db", "sqlite+aiosqlite:////var/lib/handoff/intake.db"),
+        ("postgresql+asyncpg://u:p@db/intake", "postgresql+asyncpg://u:p@db/intake"),
+    ],
+)
+def test_database_urls_run_on_handoffs_drivers(
+    monkeypatch: pytest.MonkeyPatch, given: str, used: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", given)
+    assert load_settings("intake").resolved_database_url() == used
+
+
+@pytest.mark.parametrize("given", ["mysql://u:p@db/intake", "not a url", "postgresql+psycopg2://x"])
+def test_a_database_url_handoff_cannot_use_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", given)
+    with pytest.raises(SettingsError, match="DATABASE_URL"):
+        load_settings("intake")
