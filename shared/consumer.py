@@ -133,6 +133,7 @@ class EventConsumer:
         self._stopping = asyncio.Event()
         self._subscription: Subscription | None = None
         self._last_lag_report = 0.0
+        self._lag_reported: set[tuple[str, int]] = set()  # partitions with a lag gauge
 
     async def run(self) -> None:
         """Consume until `stop()`; returns after the last batch is committed.
@@ -166,6 +167,7 @@ class EventConsumer:
                 await self._committed()
             finally:
                 await subscription.close()
+                self._forget_lag(self._lag_reported)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -359,7 +361,18 @@ class EventConsumer:
             return
         self._last_lag_report = now
         with contextlib.suppress(Exception):
-            for (topic, partition), lag in (await subscription.lag()).items():
+            lags = await subscription.lag()
+            for (topic, partition), lag in lags.items():
                 metrics.CONSUMER_LAG.labels(self.service, self.group, topic, str(partition)).set(
                     lag
                 )
+            # Partitions this member no longer has: their lag is another member's to report
+            # (a value left here would be summed with it for ever).
+            self._forget_lag(self._lag_reported - lags.keys())
+            self._lag_reported = set(lags)
+
+    def _forget_lag(self, partitions: set[tuple[str, int]]) -> None:
+        for topic, partition in partitions:
+            with contextlib.suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(self.service, self.group, topic, str(partition))
+        self._lag_reported -= partitions
