@@ -43,7 +43,7 @@ from shared.db import (
     sqlite_rows_returning,
 )
 from shared.events.catalog import EventCatalog, EventType
-from shared.events.codec import header_pairs
+from shared.events.codec import SEQUENCE_DIGITS, header_pairs, sequence_text
 from shared.events.envelope import new_event_id, utcnow
 from shared.observability import metrics
 from shared.observability.tracing import current_traceparent
@@ -105,7 +105,7 @@ class _Pending:
 
 _ROW = ("event_id", "topic", "key", "headers", "value", "created_at")
 # The stored form of a `ce_sequence` header of 0, which PostgreSQL's flush numbers in SQL.
-_SEQUENCE_PLACEHOLDER = '["ce_sequence","0"]'
+_SEQUENCE_PLACEHOLDER = f'["ce_sequence","{sequence_text(0)}"]'
 
 
 def _value(payload: BaseModel | Encoded) -> bytes:
@@ -283,7 +283,9 @@ class Outbox:
                 f"INSERT INTO {out} (event_id, topic, key, headers, value, created_at) "
                 "SELECT e.event_id, e.topic, e.key, "
                 f"replace(e.headers, '{_SEQUENCE_PLACEHOLDER}', "
-                "'[\"ce_sequence\",\"' || (r.last - c.n + e.k)::text || '\"]'), "
+                '\'["ce_sequence","\' || lpad((r.last - c.n + e.k)::text, '
+                f"greatest({SEQUENCE_DIGITS}, length((r.last - c.n + e.k)::text)), '0') "
+                "|| '\"]'), "
                 "e.value, e.created_at "
                 "FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::text[], "
                 "$5::bytea[], $6::timestamptz[], $9::bigint[]) WITH ORDINALITY "

@@ -18,7 +18,11 @@ _CE_HEADERS: dict[str, Any] = {
         "ce_subject": {"type": "string", "description": "The lead id."},
         "ce_time": {"type": "string", "format": "date-time"},
         "ce_partitionkey": {"type": "string", "description": "The lead id (= message key)."},
-        "ce_sequence": {"type": "string", "description": "Per-lead, per-source counter."},
+        "ce_sequence": {
+            "type": "string",
+            "description": "Per-lead, per-source counter (1, 2, 3...), zero-padded to 12 "
+            "digits so that it orders as text.",
+        },
         "ce_traceparent": {"type": "string", "description": "W3C trace context."},
         "content-type": {"type": "string", "const": "application/json"},
     },

@@ -29,6 +29,16 @@ _ATTRS = (
 _HEADER_ATTRS = {f"ce_{attr}": attr for attr in _ATTRS}
 
 
+# `ce_sequence` as text: zero-padded, so that comparing two as strings (as the CloudEvents
+# sequence extension asks: "lexicographically-orderable") orders them as numbers.
+SEQUENCE_DIGITS = 12
+
+
+def sequence_text(sequence: int) -> str:
+    """A sequence number as its `ce_sequence` header: "000000000042"."""
+    return f"{sequence:0{SEQUENCE_DIGITS}d}"
+
+
 class MalformedEvent(ValueError):
     """The bytes on the wire are not a valid handoff CloudEvent."""
 
@@ -54,7 +64,7 @@ def header_pairs(
         ("ce_subject", subject),
         ("ce_time", time.isoformat()),
         ("ce_partitionkey", subject),
-        ("ce_sequence", str(sequence)),
+        ("ce_sequence", sequence_text(sequence)),
         (CONTENT_TYPE, content_type),
     ]
     if traceparent:
