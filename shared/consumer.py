@@ -322,6 +322,8 @@ class EventConsumer:
             log.error(
                 "event dead-lettered",
                 group=self.group,
+                event_id=str(item.envelope.id) if item.envelope else r.header("ce_id"),
+                lead_id=r.key,
                 topic=r.topic,
                 partition=r.partition,
                 offset=r.offset,

@@ -25,6 +25,7 @@ from shared.problems import PROBLEM_JSON, Problem, install_problem_handlers
 from shared.runtime import ServiceRuntime
 
 VERSION = "0.1.0"
+log = structlog.get_logger(__name__)
 
 
 def build_app(
@@ -181,15 +182,28 @@ class RequestShell:
         header = (b"traceparent", traceparent.encode())
         status = 500
 
+        started = False
+
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception:
+            if started:
+                raise  # (the server closes the connection: nothing else can be said)
+            # An unexpected error is answered here, still inside the request's trace: its
+            # log line carries the trace id and the 500 its traceparent, which the outer
+            # error layer, after this one, could not give them.
+            log.exception("unhandled error", path=scope.get("path", ""))
+            problem = Problem(
+                500, "Internal Server Error", "An unexpected error occurred; it has been logged."
+            )
+            await _send_problem(send_wrapper, problem, scope)
         finally:
             current_traceparent.reset(token)
             structlog.contextvars.unbind_contextvars("trace_id")
@@ -211,18 +225,22 @@ class RequestShell:
         problem = Problem(
             413, "Content Too Large", reason, errors=[{"field": "body", "reason": reason}]
         )
-        body = orjson.dumps(problem.body(scope.get("path", "")))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", PROBLEM_JSON.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _send_problem(send, problem, scope)
+
+
+async def _send_problem(send: Send, problem: Problem, scope: Scope) -> None:
+    body = orjson.dumps(problem.body(scope.get("path", "")))
+    await send(
+        {
+            "type": "http.response.start",
+            "status": problem.status,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _limited(receive: Receive, limit: int) -> Receive:

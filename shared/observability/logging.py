@@ -41,7 +41,22 @@ def configure_logging(*, level: str = "info", json: bool = True) -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=_LEVELS[level], stream=sys.stderr, format="%(message)s")
+    # Libraries' stdlib logging (uvicorn, aiokafka, alembic) goes out the same way: one JSON
+    # object per line in JSON mode, its traceback inside it, never a bare text line.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared_processors, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *([structlog.processors.format_exc_info] if json else []),
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(_LEVELS[level])
     for noisy in ("aiokafka", "kafka", "alembic"):
         logging.getLogger(noisy).setLevel(max(_LEVELS[level], logging.WARNING))
 

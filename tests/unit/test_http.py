@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Annotated
 
 import pytest
+import structlog
 from fastapi import APIRouter, Depends
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, EmailStr
+from structlog.testing import capture_logs
 
 from shared.auth import Principal, TokenStore, require_roles, routes_without_roles
 from shared.bus.local import LocalBus
@@ -33,6 +35,12 @@ async def create_signup(
 ) -> dict[str, str]:
     """Echo the caller: enough to exercise validation, auth and limits."""
     return {"email": body.email, "actor": who.id}
+
+
+@router.get("/v1/broken")
+async def broken(who: Annotated[Principal, Depends(require_roles("viewer"))]) -> None:
+    """Fails as a bug would."""
+    raise RuntimeError("a bug")
 
 
 @pytest.fixture
@@ -180,3 +188,19 @@ def test_responses_continue_the_callers_trace(client: TestClient) -> None:
     caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     response = client.get("/healthz", headers={"traceparent": caller})
     assert response.headers["traceparent"].split("-")[1] == caller.split("-")[1]
+
+
+def test_an_unexpected_error_is_a_500_problem_in_the_callers_trace(
+    client: TestClient, tokens: TokenStore
+) -> None:
+    caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    token = tokens.create(name="v", role="viewer")
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        response = client.get("/v1/broken", headers={**bearer(token), "traceparent": caller})
+
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 500 and "a bug" not in response.text
+    assert response.headers["traceparent"].split("-")[1] == caller.split("-")[1]
+    (logged,) = [entry for entry in logs if entry["event"] == "unhandled error"]
+    assert logged["trace_id"] == caller.split("-")[1]
