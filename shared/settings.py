@@ -15,6 +15,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.sealing import Sealer
+
 DEV_SECRET = "dev-only-insecure-secret"  # noqa: S105 - the sentinel we refuse outside dev
 DEFAULT_DB_PASSWORDS = frozenset({"handoff", "postgres", "password", "changeme"})
 SERVICES = ("intake", "qualification", "routing", "metrics", "webhooks")
@@ -111,6 +113,10 @@ class ServiceSettings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / f'{self.service}.db').resolve()}"
+
+    def sealer(self) -> Sealer:
+        """What seals the secrets this service keeps in its database (`shared.sealing`)."""
+        return Sealer(self.secret_key.get_secret_value())
 
     def resolved_tokens_file(self) -> Path:
         return self.tokens_file or self.data_dir / "tokens.json"

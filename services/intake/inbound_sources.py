@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from services.intake.canonical import ActivityIn, Channel, LeadIn, LeadSource
 from services.intake.models import inbound_sources
 from services.intake.providers import ADAPTERS, SourceConfig
+from shared.sealing import Sealer
 
 
 class InboundSourceIn(BaseModel):
@@ -68,10 +69,10 @@ def check_secret(source: InboundSourceIn) -> str | None:
     return None
 
 
-async def create_source(session: AsyncSession, source: InboundSourceIn) -> None:
-    await session.execute(
-        insert(inbound_sources).values(**source.model_dump(), created_at=datetime.now(UTC))
-    )
+async def create_source(session: AsyncSession, source: InboundSourceIn, sealer: Sealer) -> None:
+    """Store a source; its secret sealed (`shared.sealing`)."""
+    values = {**source.model_dump(), "secret": sealer.seal(source.secret)}
+    await session.execute(insert(inbound_sources).values(**values, created_at=datetime.now(UTC)))
 
 
 async def delete_source(session: AsyncSession, name: str) -> bool:
@@ -96,8 +97,11 @@ async def list_sources(conn: AsyncConnection) -> list[dict[str, Any]]:
     ]
 
 
-async def find_source(conn: AsyncConnection, provider: str, name: str | None) -> SourceConfig | str:
-    """The source a webhook is for, or why none fits."""
+async def find_source(
+    conn: AsyncConnection, provider: str, name: str | None, sealer: Sealer
+) -> SourceConfig | str:
+    """The source a webhook is for, or why none fits (`SealError`: its stored secret cannot
+    be opened with this secret key)."""
     stmt = select(inbound_sources).where(inbound_sources.c.provider == provider)
     if name is not None:
         stmt = stmt.where(inbound_sources.c.name == name)
@@ -110,7 +114,7 @@ async def find_source(conn: AsyncConnection, provider: str, name: str | None) ->
     return SourceConfig(
         name=r.name,
         provider=r.provider,
-        secret=r.secret,
+        secret=sealer.open(r.secret),
         lead_source=r.lead_source,
         channel=r.channel,
         field_map=dict(r.field_map),

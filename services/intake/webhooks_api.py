@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
+import structlog
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -37,8 +38,10 @@ from shared.auth import Principal, authenticated_by_signature, require_roles
 from shared.http import runtime_of
 from shared.problems import Problem
 from shared.runtime import ServiceRuntime
+from shared.sealing import SealError
 from shared.settings import IntakeSettings
 
+log = structlog.get_logger(__name__)
 router = APIRouter(tags=["intake: webhooks"])
 Runtime = Annotated[ServiceRuntime, runtime_of("intake")]
 Admin = Annotated[Principal, Depends(require_roles("admin"))]
@@ -203,7 +206,17 @@ async def _cached_source(
     if hit is not None and hit[0] > now:
         return hit[1]
     async with runtime.db.engine.connect() as conn:
-        found = await find_source(conn, provider, name)
+        try:
+            found = await find_source(conn, provider, name, runtime.settings.sealer())
+        except SealError as exc:
+            # The operator's to fix, not the sender's: a 5xx, which platforms retry.
+            log.error("inbound source unusable", provider=provider, source=name, reason=str(exc))
+            raise Problem(
+                503,
+                "Inbound source unusable",
+                f"the source's stored secret cannot be read: {exc}",
+                errors=[{"field": "source", "reason": str(exc)}],
+            ) from None
     cache[(provider, name)] = (now + SOURCE_TTL, found)
     return found
 
@@ -236,7 +249,7 @@ async def add_source(body: InboundSourceIn, runtime: Runtime, who: Admin) -> dic
         )
     try:
         async with runtime.db.transaction() as session:
-            await create_source(session, body)
+            await create_source(session, body, runtime.settings.sealer())
         runtime.state.pop("sources", None)
     except IntegrityError:
         raise Problem(409, "Conflict", f"an inbound source named {body.name!r} exists") from None

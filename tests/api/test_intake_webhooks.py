@@ -11,8 +11,11 @@ import time
 from datetime import UTC, datetime
 
 import httpx
+from sqlalchemy import select, update
 from standardwebhooks import Webhook
 
+from services.intake.models import inbound_sources
+from shared.sealing import Sealer
 from tests.api.conftest import Intake
 
 HUBSPOT_SECRET = "hubspot-app-secret-0123456789"
@@ -174,6 +177,32 @@ async def test_a_field_map_naming_no_canonical_field_is_refused_when_configured(
     assert typo.json()["errors"][0]["field"] == "field_map"
     assert "emial" in typo.json()["errors"][0]["reason"]
     assert fixed.status_code == 201
+
+
+async def test_a_sources_secret_is_stored_sealed_and_a_foreign_seal_is_a_503(
+    intake: Intake,
+) -> None:
+    await add_source(intake, name="mkto", provider="marketo", secret="marketo-shared-token-1")
+    async with intake.runtime.db.engine.connect() as conn:
+        stored = await conn.scalar(select(inbound_sources.c.secret))
+    body = json.dumps({"email": "ian@soylent.com", "leadId": "77"})
+    token = {"x-handoff-token": "marketo-shared-token-1"}
+    accepted = await intake.client.post("/v1/webhooks/marketo", content=body, headers=token)
+
+    assert "marketo-shared-token-1" not in stored
+    assert accepted.json()["accepted"] == 1
+
+    # The database moved to a service with another HANDOFF_SECRET_KEY:
+    async with intake.runtime.db.transaction() as session:
+        await session.execute(
+            update(inbound_sources).values(
+                secret=Sealer("another-key").seal("marketo-shared-token-1")
+            )
+        )
+    intake.runtime.state.pop("sources", None)
+    refused = await intake.client.post("/v1/webhooks/marketo", content=body, headers=token)
+    assert refused.status_code == 503
+    assert "HANDOFF_SECRET_KEY" in refused.json()["detail"]
 
 
 async def test_an_unknown_provider_is_a_404_and_sources_never_show_their_secret(
