@@ -54,7 +54,8 @@ async def capture_lead(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JSONResponse:
     """Capture a lead: create it (201), or update the person it already is (200)."""
-    body_hash = idempotency.request_hash(await request.body())
+    body = await request.body()
+    body_hash = idempotency.request_hash(body)
     sales_owned = _settings(runtime).sales_owned_fields
     if "source" not in lead.model_fields_set:
         lead = lead.model_copy(update={"source": default_source(who)})
@@ -63,7 +64,11 @@ async def capture_lead(
     async def work(session: AsyncSession) -> tuple[idempotency.StoredAnswer, bool]:
         if idempotency_key:
             earlier = await idempotency.previous_answer(
-                session, principal=who.id, key=idempotency_key, body_hash=body_hash
+                session,
+                principal=who.id,
+                key=idempotency_key,
+                body_hash=body_hash,
+                legacy_hash=idempotency.raw_hash(body),
             )
             if earlier is not None:
                 return earlier, True

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,11 +22,22 @@ class StoredAnswer:
 
 
 def request_hash(body: bytes) -> str:
+    """What makes two bodies "the same": their JSON, whatever the order of keys or the
+    spacing (a client that rebuilds its retry from a dict may reorder it)."""
+    try:
+        canonical = orjson.dumps(orjson.loads(body), option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONDecodeError:
+        canonical = body
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def raw_hash(body: bytes) -> str:
+    """How keys stored before bodies were compared as JSON were hashed (the bytes)."""
     return hashlib.sha256(body).hexdigest()
 
 
 async def previous_answer(
-    session: AsyncSession, *, principal: str, key: str, body_hash: str
+    session: AsyncSession, *, principal: str, key: str, body_hash: str, legacy_hash: str = ""
 ) -> StoredAnswer | None:
     """The answer given to this key before, or None; 409 if the key came with another body."""
     row = (
@@ -37,7 +49,7 @@ async def previous_answer(
     ).first()
     if row is None:
         return None
-    if row.request_hash != body_hash:
+    if row.request_hash not in (body_hash, legacy_hash):
         raise Problem(
             409,
             "Idempotency key reused",

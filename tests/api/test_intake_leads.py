@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
+from services.intake.idempotency import StoredAnswer, raw_hash, remember_answer
 from tests.api.conftest import Intake
 
 ANA = {
@@ -169,6 +171,32 @@ async def test_the_same_idempotency_key_replays_the_answer_and_another_body_conf
     assert replay.headers["idempotent-replayed"] == "true"
     assert other.status_code == 409
     assert other.json()["errors"][0]["field"] == "Idempotency-Key"
+
+    reordered = json.dumps(dict(reversed(list(ANA.items()))), indent=2)  # same JSON
+    retry = await intake.client.post(
+        "/v1/leads", content=reordered, headers={**headers, "content-type": "application/json"}
+    )
+    assert retry.status_code == 201 and retry.json() == first.json()
+
+
+async def test_a_key_stored_under_the_bodys_bytes_still_replays(intake: Intake) -> None:
+    body = json.dumps(ANA).encode()
+    answer = StoredAnswer(201, {"lead_id": "00000000-0000-7000-8000-000000000001"})
+    async with intake.runtime.db.transaction() as session:  # as stored before JSON compare
+        await remember_answer(
+            session, principal="form-bot", key="k-1", body_hash=raw_hash(body), answer=answer
+        )
+
+    retry = await intake.client.post(
+        "/v1/leads",
+        content=body,
+        headers={
+            **intake.auth(name="form-bot"),
+            "Idempotency-Key": "k-1",
+            "content-type": "application/json",
+        },
+    )
+    assert (retry.status_code, retry.json()) == (201, answer.body)
 
 
 async def test_an_invalid_lead_is_a_422_naming_each_field_and_nothing_is_written(
