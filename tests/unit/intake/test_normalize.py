@@ -36,6 +36,11 @@ def test_invalid_emails_are_refused(raw: str) -> None:
         normalize_email(raw)
 
 
+def test_a_company_domain_and_an_email_domain_encode_alike() -> None:
+    email_domain = normalize_email("jo@straße.de").split("@")[1]
+    assert normalize_domain("https://www.Straße.de/") == email_domain == "xn--strae-oqa.de"
+
+
 def test_domains_lose_scheme_www_and_path() -> None:
     assert normalize_domain("https://www.Acme.com/about?x=1") == "acme.com"
     assert normalize_domain("münchen.de") == "xn--mnchen-3ya.de"
