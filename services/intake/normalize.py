@@ -39,10 +39,13 @@ def normalize_domain(raw: str) -> str:
     value = _URL_PREFIX.sub("", raw.strip().lower()).split("/", 1)[0].split(":", 1)[0]
     value = value.removeprefix("www.").rstrip(".")
     try:
-        # IDNA 2008 with UTS 46 mapping, as email-validator encodes an email's domain: a
-        # company's domain and its people's email domain must come out the same
-        # ("straße.de" is xn--strae-oqa.de in both, not strasse.de in one).
-        ascii_domain = idna.encode(value, uts46=True).decode("ascii")
+        if value.isascii():  # (the codec checks the labels' lengths, in a fraction of the time)
+            ascii_domain = value.encode("idna").decode("ascii")
+        else:
+            # IDNA 2008 with UTS 46 mapping, as email-validator encodes an email's domain: a
+            # company's domain and its people's email domain must come out the same
+            # ("straße.de" is xn--strae-oqa.de in both, not strasse.de in one).
+            ascii_domain = idna.encode(value, uts46=True).decode("ascii")
     except (idna.IDNAError, UnicodeError):
         raise ValueError(f"{raw!r} is not a valid domain") from None
     if "." not in ascii_domain or not re.fullmatch(r"[a-z0-9.-]+", ascii_domain):
