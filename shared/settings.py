@@ -81,7 +81,14 @@ class ServiceSettings(BaseSettings):
                 f"{url.drivername!r} is not supported: use postgresql+asyncpg://... "
                 "or sqlite+aiosqlite:///path"
             )
-        return url.set(drivername=driver).render_as_string(hide_password=False)
+        url = url.set(drivername=driver)
+        if driver == "postgresql+asyncpg" and "sslmode" in url.query:
+            # libpq's parameter, in the URLs providers hand out; asyncpg calls it `ssl`
+            mode = url.query["sslmode"]
+            url = url.difference_update_query(["sslmode"]).update_query_dict(
+                {"ssl": mode if isinstance(mode, str) else mode[-1]}
+            )
+        return url.render_as_string(hide_password=False)
 
     @model_validator(mode="after")
     def _refuse_defaults_outside_dev(self) -> Self:

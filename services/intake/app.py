@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from services.intake import api, models, webhooks_api
 from services.intake.import_validation import ImportValidator
+from services.intake.inbound_sources import SealClearSecrets
 from shared.bus.port import Bus
 from shared.runtime import ServiceDefinition
 from shared.service_app import create_service_app
@@ -30,7 +31,7 @@ def definition() -> ServiceDefinition:
         migrations=Path(__file__).parent / "migrations",
         routers=[webhooks_api.router, api.router],
         body_limits={"/v1/leads/import": IMPORT_MAX_BYTES},
-        workers=lambda runtime: [ImportValidator.of(runtime)],
+        workers=lambda runtime: [ImportValidator.of(runtime), SealClearSecrets(runtime)],
     )
 
 

@@ -55,14 +55,16 @@ def merge(
 
     A field is protected when sales set it last, it is in `sales_owned`, and the capture
     comes from marketing. Equal values are no change. Custom attributes merge key by key,
-    at most `MAX_CUSTOM` per lead (`MergeRefused` otherwise).
+    at most `MAX_CUSTOM` per lead: a capture adding keys past it is refused (`MergeRefused`).
     """
     changes: dict[str, Any] = {}
     protected: list[str] = []
     for name, value in incoming.items():
         if name == "custom":  # custom attributes merge key by key
-            value = {**known.profile.get("custom", {}), **value}
-            if len(value) > MAX_CUSTOM:
+            had = known.profile.get("custom", {})
+            value = {**had, **value}
+            # (a lead stored with more before the bound was per lead may still change them)
+            if len(value) > MAX_CUSTOM and len(value) > len(had):
                 raise MergeRefused(
                     "custom",
                     f"a lead keeps at most {MAX_CUSTOM} custom attributes; "

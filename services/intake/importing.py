@@ -194,8 +194,9 @@ NOT_UTF8 = "not UTF-8 text (save the file as UTF-8)"
 async def _lines(
     chunks: AsyncIterator[bytes],
 ) -> AsyncIterator[tuple[int, str | None, str | None]]:
-    """Numbered lines, in time linear in the input: (number, text, None), or (number, None,
-    why) for a line longer than MAX_LINE or not UTF-8."""
+    """Numbered lines, in time linear in the input: (number, text, None); (number, None,
+    why) for a line longer than MAX_LINE; (number, text, NOT_UTF8) for a line that is not
+    UTF-8 (its text, with the bad bytes as lone surrogates, still tells where quotes are)."""
     decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="surrogateescape")
     too_long_reason = f"line longer than {MAX_LINE:,} characters"
     pending: list[str] = []
@@ -230,12 +231,12 @@ async def _lines(
 def _checked(number: int, line: str) -> tuple[int, str | None, str | None]:
     if line.isascii() or _NOT_UTF8.search(line) is None:
         return number, line, None
-    return number, None, NOT_UTF8
+    return number, line, NOT_UTF8
 
 
 async def _ndjson(chunks: AsyncIterator[bytes]) -> AsyncIterator[Record]:
     async for number, text, problem in _lines(chunks):
-        if text is None:
+        if text is None or problem is not None:
             yield number, {}, problem
             continue
         if not text.strip():
@@ -247,13 +248,15 @@ async def _csv(chunks: AsyncIterator[bytes]) -> AsyncIterator[Record]:
     header: list[str] | None = None
     record: list[str] = []
     first, length, inside = 0, 0, False
+    bad: str | None = None  # why the record being read cannot be imported
     async for number, text, problem in _lines(chunks):
         if text is None:
             yield number, {}, problem
-            record, length, inside = [], 0, False
+            record, length, inside, bad = [], 0, False, None
             continue
         if not record:
             first = number
+        bad = bad or problem  # (read on: a quoted field may go on over the next lines)
         record.append(text)
         length += len(text)
         inside = _inside_quotes(text, inside)
@@ -261,8 +264,12 @@ async def _csv(chunks: AsyncIterator[bytes]) -> AsyncIterator[Record]:
             continue  # a quoted field goes on over the next line
         lines, record, length = record, [], 0
         if inside:
-            inside = False
+            inside, bad = False, None
             yield first, {}, f"quoted field longer than {MAX_LINE:,} characters"
+            continue
+        if bad is not None:
+            yield first, {}, bad
+            bad = None
             continue
         if not "".join(lines).strip():
             continue

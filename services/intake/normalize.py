@@ -116,11 +116,13 @@ def _country_names() -> dict[str, str]:
     from babel import Locale  # (loaded only when needed)
 
     iso = {country.alpha_2 for country in pycountry.countries}
-    names: dict[str, str] = {}
+    codes: dict[str, set[str]] = {}
     for language in CLDR_LANGUAGES:
         for code, name in Locale(language).territories.items():
             if code in iso:
-                names.setdefault(_name_key(name), code)
+                codes.setdefault(_name_key(name), set()).add(code)
+    # A name two languages give to two countries ("Kongo") is ambiguous: refused.
+    names = {name: next(iter(found)) for name, found in codes.items() if len(found) == 1}
     names.update(COUNTRY_ALIASES)
     return names
 

@@ -14,6 +14,7 @@ import httpx
 from sqlalchemy import select, update
 from standardwebhooks import Webhook
 
+from services.intake.inbound_sources import SealClearSecrets
 from services.intake.models import inbound_sources
 from shared.sealing import Sealer
 from tests.api.conftest import Intake
@@ -203,6 +204,25 @@ async def test_a_sources_secret_is_stored_sealed_and_a_foreign_seal_is_a_503(
     refused = await intake.client.post("/v1/webhooks/marketo", content=body, headers=token)
     assert refused.status_code == 503
     assert "HANDOFF_SECRET_KEY" in refused.json()["detail"]
+
+
+async def test_a_secret_stored_in_the_clear_is_sealed_and_still_verifies(intake: Intake) -> None:
+    await add_source(intake, name="mkto", provider="marketo", secret="marketo-shared-token-1")
+    async with intake.runtime.db.transaction() as session:  # as an earlier version stored it
+        await session.execute(update(inbound_sources).values(secret="marketo-shared-token-1"))
+
+    await SealClearSecrets(intake.runtime).run()  # (what the service runs as it starts)
+    async with intake.runtime.db.engine.connect() as conn:
+        stored = await conn.scalar(select(inbound_sources.c.secret))
+    intake.runtime.state.pop("sources", None)
+    accepted = await intake.client.post(
+        "/v1/webhooks/marketo",
+        content=json.dumps({"email": "ian@soylent.com", "leadId": "77"}),
+        headers={"x-handoff-token": "marketo-shared-token-1"},
+    )
+
+    assert stored.startswith("sealed:v1:") and "marketo-shared-token-1" not in stored
+    assert accepted.json()["accepted"] == 1
 
 
 async def test_an_unknown_provider_is_a_404_and_sources_never_show_their_secret(

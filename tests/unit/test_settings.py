@@ -85,6 +85,10 @@ def test_prod_on_kafka_must_say_how_many_replicas_topics_get(
         ("postgres://u:p@db/intake", "postgresql+asyncpg://u:p@db/intake"),
         ("sqlite:////var/lib/handoff/intake.db", "sqlite+aiosqlite:////var/lib/handoff/intake.db"),
         ("postgresql+asyncpg://u:p@db/intake", "postgresql+asyncpg://u:p@db/intake"),
+        (
+            "postgres://u:p@db.example.com/intake?sslmode=require",
+            "postgresql+asyncpg://u:p@db.example.com/intake?ssl=require",
+        ),
     ],
 )
 def test_database_urls_run_on_handoffs_drivers(

@@ -29,6 +29,13 @@ async def test_a_quoted_csv_field_may_span_lines_and_keeps_its_first_line_number
     assert [(e.line, e.field) for e in rows[1].errors] == [(4, "email")]
 
 
+async def test_a_quoted_field_with_text_that_is_not_utf8_is_one_error_at_its_first_line() -> None:
+    data = 'email,company\na@x.com,"first line\nZürich office\nsays ""hi"", then"\nb@x.com,ok\n'
+    rows = await parse(data.encode("cp1252"), "csv")
+    assert [(e.line, e.field) for r in rows for e in r.errors] == [(2, "row")]
+    assert [r.lead.email for r in rows if r.lead] == ["b@x.com"]
+
+
 async def test_a_utf8_bom_and_crlf_line_ends_are_tolerated() -> None:
     rows = await parse(b'\xef\xbb\xbf{"email": "a@x.com"}\r\n{"email": "b@x.com"}', "ndjson")
     assert [r.lead.email for r in rows if r.lead] == ["a@x.com", "b@x.com"]

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from services.intake.domains import account_domain, email_kind
-from services.intake.identity import KnownLead, merge
+from services.intake.identity import KnownLead, MergeRefused, merge
 from services.intake.normalize import (
     normalize_country,
     normalize_domain,
@@ -80,7 +80,7 @@ def test_countries_are_found_by_the_names_people_type(raw: str, code: str) -> No
     assert normalize_country(raw) == code
 
 
-@pytest.mark.parametrize("raw", ["Korea", "Narnia", "Europe"])
+@pytest.mark.parametrize("raw", ["Korea", "Narnia", "Europe", "Kongo"])
 def test_ambiguous_or_unknown_country_names_are_refused(raw: str) -> None:
     with pytest.raises(ValueError, match="ISO 3166"):
         normalize_country(raw)
@@ -155,3 +155,24 @@ def test_sales_may_overwrite_anything_and_equal_values_are_no_change() -> None:
     )
     assert result.changes == {"job_title": "CEO"}
     assert result.new_external_ids == {("hubspot", "1")}
+
+
+def test_custom_attributes_may_change_but_not_grow_past_the_bound() -> None:
+    crowded = known(custom={f"k{i}": i for i in range(60)})  # stored before the bound
+    changed = merge(
+        crowded,
+        {"custom": {"k1": 99}},
+        source="marketing",
+        external_ids={},
+        sales_owned=frozenset(),
+    )
+    assert changed.changes["custom"]["k1"] == 99
+
+    with pytest.raises(MergeRefused, match="at most 50"):
+        merge(
+            crowded,
+            {"custom": {"new": 1}},
+            source="marketing",
+            external_ids={},
+            sales_owned=frozenset(),
+        )
