@@ -10,6 +10,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StringConstraints,
     ValidationInfo,
     field_validator,
@@ -122,6 +123,7 @@ class LeadIn(BaseModel):
         default_factory=dict, max_length=MAX_CUSTOM
     )
     visitor_id: str | None = Field(default=None, max_length=100)
+    _national_phone: str | None = PrivateAttr(default=None)
 
     @field_validator("email")
     @classmethod
@@ -150,7 +152,25 @@ class LeadIn(BaseModel):
     @classmethod
     def _phone(cls, value: str | None, info: ValidationInfo) -> str | None:
         # `country` is validated first (declared before): None if absent or invalid
-        return None if value is None else normalize.normalize_phone(value, info.data.get("country"))
+        if value is None:
+            return None
+        try:
+            return normalize.normalize_phone(value, info.data.get("country"))
+        except normalize.NeedsCountry:
+            return value.strip()  # a national number: see `_national`
+
+    @model_validator(mode="after")
+    def _national(self) -> Self:
+        """A national number without a country is read in the lead's stored country when
+        it is captured (`national_phone`); it is no profile field until then."""
+        if self.phone is not None and not self.phone.startswith("+"):  # (E.164 starts so)
+            self._national_phone, self.phone = self.phone, None
+        return self
+
+    @property
+    def national_phone(self) -> str | None:
+        """A phone number to read in the lead's stored country, if it came without one."""
+        return self._national_phone
 
     def profile(self) -> dict[str, Any]:
         """The profile fields this input sets (None and unset fields left out)."""

@@ -166,6 +166,7 @@ def validate_packed(batch: list[Record], policy: RowPolicy = RowPolicy()) -> lis
                 row.lead.fields,
                 row.lead.account,
                 row.lead.captured,
+                row.lead.national_phone,
             ),
             tuple((e.field, e.reason) for e in row.errors),
         )

@@ -66,6 +66,7 @@ class ImportedLead:
     # fields above: a copy that changes any of them must drop these.
     account: str | None = None
     captured: bytes | None = None
+    national_phone: str | None = None  # read in the lead's stored country (`LeadIn`)
 
     @classmethod
     def of(cls, lead: LeadCapture) -> ImportedLead:
@@ -79,6 +80,7 @@ class ImportedLead:
             fields=lead.profile(),
             account=lead.account_domain(),
             captured=lead.captured_fields(),
+            national_phone=lead.national_phone,
         )
 
     def profile(self) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from services.intake.canonical import PII_FIELDS, NewLeadInput, account_domain_o
 from services.intake.driver_sql import DriverSql, Query
 from services.intake.identity import KnownLead, MergeRefused, apply, merge
 from services.intake.models import accounts, lead_external_ids, leads
-from services.intake.normalize import email_domain
+from services.intake.normalize import NATIONAL_NUMBER_HINT, email_domain, normalize_phone
 from shared.events.payloads import LeadCaptured, LeadUpdated
 from shared.ids import time_ordered_id
 from shared.outbox import Encoded, Outbox
@@ -39,6 +39,8 @@ class LeadInput(NewLeadInput, Protocol):
 
     @property
     def visitor_id(self) -> str | None: ...
+    @property
+    def national_phone(self) -> str | None: ...
     def account_domain(self) -> str | None: ...
     def captured_fields(self) -> bytes: ...
 
@@ -137,6 +139,9 @@ async def capture_batch(
             outcomes.append(CaptureOutcome(error=conflict.error))
             continue
         if lead is None:
+            if item.national_phone is not None:
+                outcomes.append(CaptureOutcome(error=_national_phone_refused(item.national_phone)))
+                continue
             if item.email is None:
                 outcomes.append(
                     CaptureOutcome(
@@ -164,10 +169,21 @@ async def capture_batch(
                 new_ids += [(p, i, lead.id) for p, i in sorted(external.items())]
             outcome = CaptureOutcome(lead_id=lead.id, created=True, changes=dict(lead.profile))
         else:
+            incoming = item.profile()
+            if item.national_phone is not None:
+                try:
+                    incoming["phone"] = normalize_phone(
+                        item.national_phone, lead.profile.get("country")
+                    )
+                except ValueError:
+                    outcomes.append(
+                        CaptureOutcome(error=_national_phone_refused(item.national_phone, lead))
+                    )
+                    continue
             try:
                 merged = merge(
                     lead,
-                    item.profile(),
+                    incoming,
                     source=item.source,
                     external_ids=item.external_ids,
                     sales_owned=sales_owned,
@@ -227,6 +243,15 @@ async def capture_batch(
         if item.visitor_id:
             await stitch_visitor(session, outbox, visitor_id=item.visitor_id, lead_id=lead.id)
     return outcomes
+
+
+def _national_phone_refused(number: str, lead: KnownLead | None = None) -> CaptureError:
+    country = lead.profile.get("country") if lead is not None else None
+    if country is None:
+        reason = f"{number!r} is a national number: {NATIONAL_NUMBER_HINT}"
+    else:
+        reason = f"{number!r} is not a possible phone number in {country}"
+    return CaptureError("phone", reason, conflict=False)
 
 
 async def _emit(

@@ -127,12 +127,24 @@ def _country_names() -> dict[str, str]:
     return names
 
 
+class NeedsCountry(ValueError):
+    """A national number (no +country code) and no country to read it in."""
+
+
+NATIONAL_NUMBER_HINT = "include the +country code, or give the lead's country"
+
+
 def normalize_phone(raw: str, country: str | None) -> str:
-    """E.164 (`+4930123456`); national numbers need the lead's country."""
+    """E.164 (`+4930123456`); national numbers need the lead's country (`NeedsCountry`)."""
     try:
         number = phonenumbers.parse(raw, country)
-    except phonenumbers.NumberParseException:
-        hint = "" if country else " (include the +country code, or give the lead's country)"
+    except phonenumbers.NumberParseException as exc:
+        if (
+            country is None
+            and exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE
+        ):
+            raise NeedsCountry(f"{raw!r} is a national number: {NATIONAL_NUMBER_HINT}") from None
+        hint = "" if country else f" ({NATIONAL_NUMBER_HINT})"
         raise ValueError(f"{raw!r} is not a phone number{hint}") from None
     if not phonenumbers.is_possible_number(number):
         raise ValueError(f"{raw!r} is not a possible phone number")

@@ -148,6 +148,33 @@ async def test_a_lead_keeps_a_bounded_number_of_custom_attributes(intake: Intake
     assert len(stored["profile"]["custom"]) == 30
 
 
+async def test_a_national_number_is_read_in_the_country_the_lead_already_has(
+    intake: Intake,
+) -> None:
+    auth = intake.auth()
+    await intake.client.post(
+        "/v1/leads", headers=auth, json={"email": "ute@initech.de", "country": "DE"}
+    )
+    known = await intake.client.post(
+        "/v1/leads", headers=auth, json={"email": "ute@initech.de", "phone": "030 1234567"}
+    )
+    unknown = await intake.client.post(
+        "/v1/leads", headers=auth, json={"email": "new@initech.de", "phone": "030 1234567"}
+    )
+    rows = b'{"email": "ute@initech.de", "phone": "089 7654321"}\n'
+    imported = await intake.client.post(
+        "/v1/leads/import", content=rows, headers={**auth, "content-type": "application/x-ndjson"}
+    )
+
+    assert known.status_code == 200 and known.json()["changed_fields"] == ["phone"]
+    assert unknown.status_code == 422
+    assert unknown.json()["errors"][0]["field"] == "phone"
+    assert "+country code" in unknown.json()["errors"][0]["reason"]
+    assert imported.json()["updated"] == 1
+    stored = (await intake.client.get(f"/v1/leads/{known.json()['lead_id']}", headers=auth)).json()
+    assert stored["profile"]["phone"] == "+49897654321"
+
+
 async def test_colleagues_share_an_account_and_free_mail_gets_none(intake: Intake) -> None:
     auth = intake.auth()
     a = await intake.client.post("/v1/leads", json={"email": "a@initech.com"}, headers=auth)
@@ -205,7 +232,7 @@ async def test_an_invalid_lead_is_a_422_naming_each_field_and_nothing_is_written
     response = await intake.client.post(
         "/v1/leads",
         headers=intake.auth(),
-        json={"email": "not-an-email", "country": "Atlantis", "company_size": -3, "phone": "12"},
+        json={"email": "not-an-email", "country": "Atlantis", "company_size": -3, "phone": "call"},
     )
 
     problem = response.json()

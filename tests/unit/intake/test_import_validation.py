@@ -38,6 +38,7 @@ RECORDS: list[Record] = [
         ).decode(),
         None,
     ),
+    (10, '{"email": "ute@initech.de", "phone": "030 1234567"}', None),  # read at capture
 ]
 
 
@@ -47,8 +48,18 @@ def test_packed_rows_unpack_to_what_validation_in_process_gives() -> None:
 
 def test_rows_keep_their_line_numbers_and_every_error() -> None:
     rows = validate_records(RECORDS)
-    assert [r.line for r in rows] == [1, 2, 3, 4, 6, 7, 9]
-    assert [r.lead is not None for r in rows] == [True, False, False, False, True, False, True]
+    assert [r.line for r in rows] == [1, 2, 3, 4, 6, 7, 9, 10]
+    assert [r.lead is not None for r in rows] == [
+        True,
+        False,
+        False,
+        False,
+        True,
+        False,
+        True,
+        True,
+    ]
+    assert rows[7].lead is not None and rows[7].lead.national_phone == "030 1234567"
     assert {(e.line, e.field) for e in rows[3].errors} == {
         (4, "email"),
         (4, "country"),
