@@ -10,7 +10,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
     StringConstraints,
     ValidationInfo,
     field_validator,
@@ -123,7 +122,6 @@ class LeadIn(BaseModel):
         default_factory=dict, max_length=MAX_CUSTOM
     )
     visitor_id: str | None = Field(default=None, max_length=100)
-    _national_phone: str | None = PrivateAttr(default=None)
 
     @field_validator("email")
     @classmethod
@@ -157,24 +155,20 @@ class LeadIn(BaseModel):
         try:
             return normalize.normalize_phone(value, info.data.get("country"))
         except normalize.NeedsCountry:
-            return value.strip()  # a national number: see `_national`
-
-    @model_validator(mode="after")
-    def _national(self) -> Self:
-        """A national number without a country is read in the lead's stored country when
-        it is captured (`national_phone`); it is no profile field until then."""
-        if self.phone is not None and not self.phone.startswith("+"):  # (E.164 starts so)
-            self._national_phone, self.phone = self.phone, None
-        return self
+            return value.strip()  # a national number: see `national_phone`
 
     @property
     def national_phone(self) -> str | None:
-        """A phone number to read in the lead's stored country, if it came without one."""
-        return self._national_phone
+        """A national number that came without a country (E.164 starts with "+"): it is
+        read in the lead's stored country when captured, and is no profile field till then."""
+        phone = self.phone
+        return phone if phone is not None and not phone.startswith("+") else None
 
     def profile(self) -> dict[str, Any]:
         """The profile fields this input sets (None and unset fields left out)."""
         fields = {f: v for f in PROFILE_FIELDS if (v := getattr(self, f)) is not None}
+        if "phone" in fields and self.national_phone is not None:
+            del fields["phone"]  # (read at capture)
         if self.custom:
             fields["custom"] = dict(self.custom)
         return fields
