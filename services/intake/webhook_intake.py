@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.intake.activities import UnknownLead, record_activity
 from services.intake.canonical import ActivityIn, LeadIn
 from services.intake.driver_sql import DriverSql, Query
+from services.intake.erasure import erase_lead
 from services.intake.leads import capture_batch
 from services.intake.models import webhook_deliveries
 from services.intake.providers import InboundItem, SourceConfig
@@ -67,11 +68,13 @@ async def apply_deliveries(
     """Apply every new, valid item once per source; the source decides the lead source.
 
     Items that carry an email go first: a batch may name a new contact's other properties
-    before its email, and those must find the lead the email creates.
+    before its email, and those must find the lead the email creates. Erasures go last:
+    a person deleted for privacy is forgotten with whatever the same batch said of them.
     """
     reports = [DeliveryReport() for _ in deliveries]
     seen = await _seen(session, deliveries)
     leads: list[tuple[int, InboundItem, LeadIn]] = []
+    erasures: list[tuple[int, InboundItem]] = []
     done: list[tuple[int, str, str | None]] = []
     ordered = [(n, item) for n, d in enumerate(deliveries) for item in d.items]
     for n, item in sorted(ordered, key=lambda pair: 0 if pair[1].data.get("email") else 1):
@@ -82,6 +85,9 @@ async def apply_deliveries(
         seen.add((source.name, item.delivery_id))
         if item.error is not None:
             report.failed.append({"delivery_id": item.delivery_id, "reason": item.error})
+            continue
+        if item.kind == "erasure":
+            erasures.append((n, item))
             continue
         try:
             if item.kind == "lead":
@@ -107,6 +113,23 @@ async def apply_deliveries(
             )
         else:
             done.append((n, item.delivery_id, outcome.lead_id))
+    if erasures:
+        changed = {  # leads this batch wrote: on PostgreSQL some of it is written at commit
+            outcome.lead_id for outcome in outcomes if outcome.error is None and outcome.lead_id
+        }
+        for n, item in erasures:
+            source = deliveries[n].source
+            lead_id = await _erase(session, outbox, item, source, changed)
+            if lead_id is _CHANGED_HERE:
+                reports[n].failed.append(
+                    {
+                        "delivery_id": item.delivery_id,
+                        "reason": "the lead was also changed in this delivery: erase it with "
+                        "DELETE /v1/leads/{id}",
+                    }
+                )
+                continue
+            done.append((n, item.delivery_id, lead_id))
     if done:
         now = datetime.now(UTC)
         await (await DriverSql.of(session)).stage(
@@ -117,6 +140,37 @@ async def apply_deliveries(
     for n, _, _ in done:
         reports[n].accepted += 1
     return reports
+
+
+_CHANGED_HERE = "changed in this batch"
+
+
+async def _erase(
+    session: AsyncSession,
+    outbox: Outbox,
+    item: InboundItem,
+    source: SourceConfig,
+    changed: set[str],
+) -> str | None:
+    """Erase the lead an erasure item names by its external ids (None: intake never knew
+    the person, which is no failure); `_CHANGED_HERE` if this batch also changed it."""
+    sql = await DriverSql.of(session)
+    for provider, external_id in item.data.get("external_ids", {}).items():
+        rows = await sql.fetch(_LEAD_OF_EXTERNAL_ID, [provider], [external_id])
+        if rows:
+            lead_id: str = rows[0][0]
+            if lead_id in changed:
+                return _CHANGED_HERE
+            await erase_lead(session, outbox, lead_id, requested_by=f"webhook:{source.name}")
+            return lead_id
+    return None
+
+
+_LEAD_OF_EXTERNAL_ID = Query(
+    sqlite="SELECT lead_id FROM lead_external_ids WHERE provider = ? AND external_id IN ({})",
+    postgres="SELECT e.lead_id FROM unnest($2::varchar[]) AS k(id), LATERAL (SELECT lead_id "
+    "FROM lead_external_ids WHERE provider = $1 AND external_id = k.id LIMIT 1) AS e",
+)
 
 
 async def _seen(session: AsyncSession, deliveries: Sequence[Delivery]) -> set[tuple[str, str]]:

@@ -91,6 +91,48 @@ async def test_a_signed_hubspot_batch_keeps_the_good_events_and_reports_the_bad_
     assert updated["data"]["changes"] == {"job_title": "VP Sales"}
 
 
+def privacy_deletion(event_id: int, object_id: int) -> dict[str, object]:
+    return {
+        "portalId": 62515,
+        "objectId": object_id,
+        "eventId": event_id,
+        "subscriptionType": "contact.privacyDeletion",
+        "occurredAt": 1763800000000,
+    }
+
+
+async def test_a_hubspot_privacy_deletion_erases_the_lead_everywhere(intake: Intake) -> None:
+    await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    url = "http://intake.test/v1/webhooks/hubspot"
+
+    async def post(events: list[dict[str, object]]) -> dict[str, object]:
+        body = json.dumps(events).encode()
+        response = await intake.client.post(url, content=body, headers=hubspot_headers(url, body))
+        assert response.status_code == 200, response.text
+        answer: dict[str, object] = response.json()
+        return answer
+
+    email, title, _deal = json.loads(hubspot_batch())  # contact 9001: email, job title
+    await post([email, title])
+    (captured, _) = await intake.events("handoff.lead.captured", 2)
+
+    deleted = await post([privacy_deletion(10, 9001), privacy_deletion(11, 4242)])  # 4242: unknown
+    again = await post([privacy_deletion(10, 9001)])
+    await post([email | {"eventId": 30, "objectId": 9002, "propertyValue": "lu@wayne.com"}])
+    mixed = await post([title | {"eventId": 31, "objectId": 9002}, privacy_deletion(32, 9002)])
+
+    assert (deleted["accepted"], deleted["failed"]) == (2, [])
+    assert again["duplicates"] == 1
+    events = await intake.events("handoff.lead.captured", 5)
+    assert [e["key"] for e in events if "erased" in e["type"]] == [captured["key"]]
+    stored = (await intake.client.get(f"/v1/leads/{captured['key']}", headers=intake.auth())).json()
+    assert stored["email"] is None and stored["profile"] == {}
+    # A deletion in the same delivery as a change of the person is reported, not half done:
+    assert mixed["accepted"] == 1
+    assert [f["delivery_id"] for f in mixed["failed"]] == ["hubspot:62515:32"]  # type: ignore[union-attr]
+    assert "DELETE /v1/leads" in str(mixed["failed"])
+
+
 async def test_a_bad_or_stale_hubspot_signature_is_refused_and_nothing_is_written(
     intake: Intake,
 ) -> None:

@@ -45,7 +45,7 @@ class InboundItem:
     """One provider event mapped to canonical fields, or the reason it could not be."""
 
     delivery_id: str
-    kind: Literal["lead", "activity"]
+    kind: Literal["lead", "activity", "erasure"]  # erasure: `data` names the lead to forget
     data: dict[str, Any]
     error: str | None = None
 

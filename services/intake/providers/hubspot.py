@@ -97,10 +97,16 @@ def _map_event(event: Any, source: SourceConfig, field_map: dict[str, str]) -> I
     kind = event.get("subscriptionType")
     if event.get("eventId") is None:
         return failed(delivery_id, "event has no eventId")
-    if kind not in ("contact.creation", "contact.propertyChange"):
+    if kind not in ("contact.creation", "contact.propertyChange", "contact.privacyDeletion"):
         return failed(delivery_id, f"unsupported subscriptionType {kind}")
     if event.get("objectId") is None:
         return failed(delivery_id, "event has no objectId")
+    if kind == "contact.privacyDeletion":  # a GDPR deletion in HubSpot: forget the person here
+        return InboundItem(
+            delivery_id=delivery_id,
+            kind="erasure",
+            data={"external_ids": {"hubspot": str(event["objectId"])}},
+        )
     data: dict[str, Any] = {
         "external_ids": {"hubspot": str(event["objectId"])},
         "source": source.lead_source,
