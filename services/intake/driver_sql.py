@@ -99,6 +99,11 @@ class DriverSql:
             before_commit(self.session, self._write_staged)
         self._staged.append((table, tuple(columns), rows))
 
+    async def write_staged(self) -> None:
+        """Write what is staged now, for statements later in the unit of work that must see
+        it (on SQLite it already is)."""
+        await self._write_staged(self.session)
+
     async def _write_staged(self, _session: AsyncSession) -> None:
         staged, self._staged = self._staged, []
         if not staged:

@@ -136,9 +136,9 @@ async def seal_clear_secrets(session: AsyncSession, sealer: Sealer) -> int:
         )
     ).all()
     for name, secret in rows:
-        await session.execute(
+        await session.execute(  # (unless it changed meanwhile: another replica, the API)
             update(inbound_sources)
-            .where(inbound_sources.c.name == name)
+            .where(inbound_sources.c.name == name, inbound_sources.c.secret == secret)
             .values(secret=sealer.seal(secret))
         )
     return len(rows)

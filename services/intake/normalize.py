@@ -139,12 +139,11 @@ def normalize_phone(raw: str, country: str | None) -> str:
     try:
         number = phonenumbers.parse(raw, country)
     except phonenumbers.NumberParseException as exc:
-        if (
-            country is None
-            and exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE
-        ):
+        national = not raw.lstrip().startswith(("+", "\uff0b"))  # (+ or a full-width +)
+        invalid_code = exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE
+        if country is None and national and invalid_code:
             raise NeedsCountry(f"{raw!r} is a national number: {NATIONAL_NUMBER_HINT}") from None
-        hint = "" if country else f" ({NATIONAL_NUMBER_HINT})"
+        hint = "" if country or not national else f" ({NATIONAL_NUMBER_HINT})"
         raise ValueError(f"{raw!r} is not a phone number{hint}") from None
     if not phonenumbers.is_possible_number(number):
         raise ValueError(f"{raw!r} is not a possible phone number")

@@ -114,21 +114,11 @@ async def apply_deliveries(
         else:
             done.append((n, item.delivery_id, outcome.lead_id))
     if erasures:
-        changed = {  # leads this batch wrote: on PostgreSQL some of it is written at commit
-            outcome.lead_id for outcome in outcomes if outcome.error is None and outcome.lead_id
-        }
+        # What this batch captured must be in the tables before it is erased (PostgreSQL
+        # writes staged rows only as the unit of work commits).
+        await (await DriverSql.of(session)).write_staged()
         for n, item in erasures:
-            source = deliveries[n].source
-            lead_id = await _erase(session, outbox, item, source, changed)
-            if lead_id is _CHANGED_HERE:
-                reports[n].failed.append(
-                    {
-                        "delivery_id": item.delivery_id,
-                        "reason": "the lead was also changed in this delivery: erase it with "
-                        "DELETE /v1/leads/{id}",
-                    }
-                )
-                continue
+            lead_id = await _erase(session, outbox, item, deliveries[n].source)
             done.append((n, item.delivery_id, lead_id))
     if done:
         now = datetime.now(UTC)
@@ -142,25 +132,16 @@ async def apply_deliveries(
     return reports
 
 
-_CHANGED_HERE = "changed in this batch"
-
-
 async def _erase(
-    session: AsyncSession,
-    outbox: Outbox,
-    item: InboundItem,
-    source: SourceConfig,
-    changed: set[str],
+    session: AsyncSession, outbox: Outbox, item: InboundItem, source: SourceConfig
 ) -> str | None:
-    """Erase the lead an erasure item names by its external ids (None: intake never knew
-    the person, which is no failure); `_CHANGED_HERE` if this batch also changed it."""
+    """Erase the lead an erasure item names by its external ids (None: intake does not know
+    the person, which is no failure)."""
     sql = await DriverSql.of(session)
     for provider, external_id in item.data.get("external_ids", {}).items():
         rows = await sql.fetch(_LEAD_OF_EXTERNAL_ID, [provider], [external_id])
         if rows:
             lead_id: str = rows[0][0]
-            if lead_id in changed:
-                return _CHANGED_HERE
             await erase_lead(session, outbox, lead_id, requested_by=f"webhook:{source.name}")
             return lead_id
     return None

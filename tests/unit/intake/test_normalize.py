@@ -10,6 +10,7 @@ import pytest
 from services.intake.domains import account_domain, email_kind
 from services.intake.identity import KnownLead, MergeRefused, merge
 from services.intake.normalize import (
+    NeedsCountry,
     normalize_country,
     normalize_domain,
     normalize_email,
@@ -89,8 +90,11 @@ def test_ambiguous_or_unknown_country_names_are_refused(raw: str) -> None:
 def test_phones_become_e164_and_national_numbers_need_a_country() -> None:
     assert normalize_phone("030 1234567", "DE") == "+49301234567"
     assert normalize_phone("+1 (415) 555-0100", None) == "+14155550100"
-    with pytest.raises(ValueError, match="country"):
+    with pytest.raises(NeedsCountry, match="country"):
         normalize_phone("030 1234567", None)
+    with pytest.raises(ValueError, match="not a phone number") as unknown_code:
+        normalize_phone("+999 1234567", None)  # international, but no such country code
+    assert not isinstance(unknown_code.value, NeedsCountry)
 
 
 def test_free_and_disposable_mail_never_make_an_account() -> None:
