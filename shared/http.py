@@ -21,11 +21,10 @@ from shared.bus.port import Bus
 from shared.events.asyncapi import asyncapi_document
 from shared.observability import metrics
 from shared.observability.tracing import continue_trace, current_traceparent, trace_id_of
-from shared.problems import PROBLEM_JSON, Problem, install_problem_handlers
+from shared.problems import PROBLEM_JSON, Problem, install_problem_handlers, unexpected_error
 from shared.runtime import ServiceRuntime
 
 VERSION = "0.1.0"
-log = structlog.get_logger(__name__)
 
 
 def build_app(
@@ -199,10 +198,7 @@ class RequestShell:
             # An unexpected error is answered here, still inside the request's trace: its
             # log line carries the trace id and the 500 its traceparent, which the outer
             # error layer, after this one, could not give them.
-            log.exception("unhandled error", path=scope.get("path", ""))
-            problem = Problem(
-                500, "Internal Server Error", "An unexpected error occurred; it has been logged."
-            )
+            problem = unexpected_error(scope.get("path", ""))
             await _send_problem(send_wrapper, problem, scope)
         finally:
             current_traceparent.reset(token)

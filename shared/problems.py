@@ -69,6 +69,14 @@ def problem_response(problem: Problem, request: Request) -> JSONResponse:
     )
 
 
+def unexpected_error(path: str) -> Problem:
+    """Log the exception being handled and say so, without its details, as a 500."""
+    log.exception("unhandled error", path=path)
+    return Problem(
+        500, "Internal Server Error", "An unexpected error occurred; it has been logged."
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Render every error (ours, validation, HTTP, unexpected) as problem+json."""
 
@@ -101,11 +109,8 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem_response(problem, request)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", path=request.url.path)
-        problem = Problem(
-            500, "Internal Server Error", "An unexpected error occurred; it has been logged."
-        )
-        return problem_response(problem, request)
+        # (errors inside the request shell are answered there, with the same problem)
+        return problem_response(unexpected_error(request.url.path), request)
 
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)

@@ -10,6 +10,7 @@ existed) is read as it is.
 from __future__ import annotations
 
 import base64
+from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
@@ -30,6 +31,12 @@ class Sealer:
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"handoff stored secrets v1"
         ).derive(secret_key.encode())
         self._fernet = Fernet(base64.urlsafe_b64encode(key))
+
+    @staticmethod
+    @lru_cache(maxsize=4)
+    def for_key(secret_key: str) -> Sealer:
+        """The sealer of a secret key, its key derived once per process."""
+        return Sealer(secret_key)
 
     def seal(self, value: str) -> str:
         return PREFIX + self._fernet.encrypt(value.encode()).decode("ascii")

@@ -123,7 +123,7 @@ class ServiceSettings(BaseSettings):
 
     def sealer(self) -> Sealer:
         """What seals the secrets this service keeps in its database (`shared.sealing`)."""
-        return Sealer(self.secret_key.get_secret_value())
+        return Sealer.for_key(self.secret_key.get_secret_value())
 
     def resolved_tokens_file(self) -> Path:
         return self.tokens_file or self.data_dir / "tokens.json"

@@ -93,14 +93,18 @@ def default_source(who: Principal) -> LeadSource:
     return "sales" if who.role == "sales" else "marketing"
 
 
+def may_capture_sales(who: Principal) -> bool:
+    """Marketing tokens capture marketing leads: a sales-generated lead skips scoring."""
+    return who.role != "marketing"
+
+
 def _row_policy(who: Principal) -> RowPolicy:
     """An import's rows follow the same rules as single captures by the same caller."""
-    return RowPolicy(default_source=default_source(who), sales_allowed=who.role != "marketing")
+    return RowPolicy(default_source=default_source(who), sales_allowed=may_capture_sales(who))
 
 
 def _check_source(who: Principal, source: str) -> None:
-    """Marketing tokens capture marketing leads: a sales-generated lead skips scoring."""
-    if source == "sales" and who.role == "marketing":
+    if source == "sales" and not may_capture_sales(who):
         raise Problem(
             403,
             "Forbidden",

@@ -344,7 +344,7 @@ async def _load_known(session: AsyncSession, items: Sequence[LeadInput]) -> _Lea
     ids: set[str] = set()
     for provider, external_ids in by_provider.items():
         # by (provider, external id): the key's index, not a scan of every external id
-        rows = await sql.fetch(_IDS_BY_EXTERNAL_ID, [provider], external_ids)
+        rows = await sql.fetch(IDS_BY_EXTERNAL_ID, [provider], external_ids)
         ids.update(lead_id for (lead_id,) in rows)
     if emails and ids:
         rows = await sql.fetch(_LEADS_BY_EMAIL_OR_ID, [], emails, sorted(ids))
@@ -387,9 +387,12 @@ def _found(sql: DriverSql, row: Sequence[Any]) -> KnownLead:
 # checks that each searches an index. On PostgreSQL each value is its own index probe
 # (`LATERAL`), so that even a plan cached on a fresh database looks values up rather than
 # scanning the table (see `driver_sql`).
-_IDS_BY_EXTERNAL_ID = Query(
+# The leads of one provider's external ids (PostgreSQL's capture looks leads up with their
+# external ids in one statement, below; an erasure by external id uses this on both).
+IDS_BY_EXTERNAL_ID = Query(
     sqlite="SELECT lead_id FROM lead_external_ids WHERE provider = ? AND external_id IN ({})",
-    postgres="",  # (PostgreSQL's one lookup of leads, below, takes the external ids)
+    postgres="SELECT e.lead_id FROM unnest($2::varchar[]) AS k(id), LATERAL (SELECT lead_id "
+    "FROM lead_external_ids WHERE provider = $1 AND external_id = k.id LIMIT 1) AS e",
 )
 _EXTERNAL_IDS_OF_LEADS = Query(
     sqlite="SELECT provider, external_id, lead_id FROM lead_external_ids WHERE lead_id IN ({})",

@@ -19,7 +19,7 @@ from services.intake.activities import UnknownLead, record_activity
 from services.intake.canonical import ActivityIn, LeadIn
 from services.intake.driver_sql import DriverSql, Query
 from services.intake.erasure import erase_lead
-from services.intake.leads import capture_batch
+from services.intake.leads import IDS_BY_EXTERNAL_ID, capture_batch
 from services.intake.models import webhook_deliveries
 from services.intake.providers import InboundItem, SourceConfig
 from shared.outbox import Outbox
@@ -139,19 +139,12 @@ async def _erase(
     the person, which is no failure)."""
     sql = await DriverSql.of(session)
     for provider, external_id in item.data.get("external_ids", {}).items():
-        rows = await sql.fetch(_LEAD_OF_EXTERNAL_ID, [provider], [external_id])
+        rows = await sql.fetch(IDS_BY_EXTERNAL_ID, [provider], [external_id])
         if rows:
             lead_id: str = rows[0][0]
             await erase_lead(session, outbox, lead_id, requested_by=f"webhook:{source.name}")
             return lead_id
     return None
-
-
-_LEAD_OF_EXTERNAL_ID = Query(
-    sqlite="SELECT lead_id FROM lead_external_ids WHERE provider = ? AND external_id IN ({})",
-    postgres="SELECT e.lead_id FROM unnest($2::varchar[]) AS k(id), LATERAL (SELECT lead_id "
-    "FROM lead_external_ids WHERE provider = $1 AND external_id = k.id LIMIT 1) AS e",
-)
 
 
 async def _seen(session: AsyncSession, deliveries: Sequence[Delivery]) -> set[tuple[str, str]]:

@@ -17,7 +17,7 @@ from services.intake.models import metadata
 
 # each lookup with its scalar parameters and its lists
 LOOKUPS: list[tuple[Query, list[str], list[list[str]]]] = [
-    (leads._IDS_BY_EXTERNAL_ID, ["hubspot"], [["1", "2"]]),
+    (leads.IDS_BY_EXTERNAL_ID, ["hubspot"], [["1", "2"]]),
     (leads._EXTERNAL_IDS_OF_LEADS, [], [["l1", "l2"]]),
     (leads._LEADS_BY_EMAIL, [], [["a@x.com", "b@x.com"]]),
     (leads._LEADS_BY_ID, [], [["i1", "i2"]]),
