@@ -68,12 +68,15 @@ async def apply_deliveries(
     """Apply every new, valid item once per source; the source decides the lead source.
 
     Items that carry an email go first: a batch may name a new contact's other properties
-    before its email, and those must find the lead the email creates. Erasures go last:
-    a person deleted for privacy is forgotten with whatever the same batch said of them.
+    before its email, and those must find the lead the email creates. The lead items of
+    one delivery that name the same contact are captured together (see `_Capture`).
+    Erasures go last: a person deleted for privacy is forgotten with whatever the same
+    batch said of them.
     """
     reports = [DeliveryReport() for _ in deliveries]
     seen = await _seen(session, deliveries)
-    leads: list[tuple[int, InboundItem, LeadIn]] = []
+    contacts: dict[tuple[int, tuple[tuple[str, str], ...]], list[InboundItem]] = {}
+    groups: list[tuple[int, list[InboundItem]]] = []  # lead items, by delivery and contact
     erasures: list[tuple[int, InboundItem]] = []
     done: list[tuple[int, str, str | None]] = []
     ordered = [(n, item) for n, d in enumerate(deliveries) for item in d.items]
@@ -89,30 +92,35 @@ async def apply_deliveries(
         if item.kind == "erasure":
             erasures.append((n, item))
             continue
+        if item.kind == "lead":
+            contact = (n, tuple(sorted(item.data.get("external_ids", {}).items())))
+            if contact[1] and contact in contacts:
+                contacts[contact].append(item)
+            else:
+                groups.append((n, [item]))
+                if contact[1]:
+                    contacts[contact] = groups[-1][1]
+            continue
         try:
-            if item.kind == "lead":
-                data = {**item.data, "source": source.lead_source}  # not the payload's say
-                leads.append((n, item, LeadIn.model_validate(data)))
-                continue
             recorded = await record_activity(session, outbox, ActivityIn.model_validate(item.data))
             done.append((n, item.delivery_id, recorded.lead_id))
         except ValidationError as exc:
             report.failed.append({"delivery_id": item.delivery_id, "reason": _reason(exc)})
         except UnknownLead as exc:
             report.failed.append({"delivery_id": item.delivery_id, "reason": exc.reason})
-    outcomes = await capture_batch(
-        session, outbox, [lead for _, _, lead in leads], sales_owned=sales_owned
-    )
-    for (n, item, _), outcome in zip(leads, outcomes, strict=True):
-        if outcome.error is not None:
-            reports[n].failed.append(
-                {
-                    "delivery_id": item.delivery_id,
-                    "reason": f"{outcome.error.field}: {outcome.error.reason}",
-                }
-            )
-        else:
-            done.append((n, item.delivery_id, outcome.lead_id))
+    captures = [c for n, items in groups for c in _validated(n, items, deliveries, reports)]
+    retry = await _capture(session, outbox, captures, reports, done, sales_owned)
+    if retry:
+        # A contact's items that failed together go again one by one, so that one bad item
+        # costs only itself, as when each was applied alone (after the rows written so far).
+        await (await DriverSql.of(session)).write_staged()
+        alone = [
+            c
+            for capture in retry
+            for item in capture.items
+            for c in _validated(capture.delivery, [item], deliveries, reports)
+        ]
+        await _capture(session, outbox, alone, reports, done, sales_owned)
     if erasures:
         # What this batch captured must be in the tables before it is erased (PostgreSQL
         # writes staged rows only as the unit of work commits).
@@ -130,6 +138,85 @@ async def apply_deliveries(
     for n, _, _ in done:
         reports[n].accepted += 1
     return reports
+
+
+@dataclass(frozen=True)
+class _Capture:
+    """One capture for the lead items of one delivery that name the same contact.
+
+    A platform sends a new contact as several events in one request: HubSpot one per
+    property set (email, first name, company, ...). Applied one by one they made a
+    `lead.captured` with the first property and a `lead.updated` for each of the others;
+    captured together they make one `lead.captured` with all of them, which is what
+    happened. A later value of a property wins, as it did one by one. Should the items
+    fail together, in validation or in capture, they go again one by one.
+    """
+
+    delivery: int
+    items: list[InboundItem]
+    lead: LeadIn
+
+
+def _validated(
+    n: int, items: list[InboundItem], deliveries: Sequence[Delivery], reports: list[DeliveryReport]
+) -> list[_Capture]:
+    """The capture of delivery `n`'s `items` (about one contact); the items one by one if
+    together they are invalid; nothing for an invalid lone item (reported failed)."""
+    data = {**_together([item.data for item in items])}
+    data["source"] = deliveries[n].source.lead_source  # not the payload's say
+    try:
+        return [_Capture(n, items, LeadIn.model_validate(data))]
+    except ValidationError as exc:
+        if len(items) > 1:
+            return [c for item in items for c in _validated(n, [item], deliveries, reports)]
+        reports[n].failed.append({"delivery_id": items[0].delivery_id, "reason": _reason(exc)})
+        return []
+
+
+def _together(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The fields of several items about one contact, later values winning (nested
+    `custom` and `external_ids` merged key by key)."""
+    if len(items) == 1:
+        return items[0]
+    data: dict[str, Any] = {}
+    for item in items:
+        for name, value in item.items():
+            if name in _NESTED and isinstance(value, dict) and isinstance(data.get(name), dict):
+                data[name] = {**data[name], **value}
+            else:
+                data[name] = value
+    return data
+
+
+_NESTED = ("custom", "external_ids")
+
+
+async def _capture(
+    session: AsyncSession,
+    outbox: Outbox,
+    captures: Sequence[_Capture],
+    reports: list[DeliveryReport],
+    done: list[tuple[int, str, str | None]],
+    sales_owned: frozenset[str],
+) -> list[_Capture]:
+    """Capture the leads; report what failed; returns the failed captures of several items
+    (to go again one by one)."""
+    leads = [capture.lead for capture in captures]
+    outcomes = await capture_batch(session, outbox, leads, sales_owned=sales_owned)
+    retry = []
+    for capture, outcome in zip(captures, outcomes, strict=True):
+        if outcome.error is None:
+            done += [(capture.delivery, i.delivery_id, outcome.lead_id) for i in capture.items]
+        elif len(capture.items) > 1:
+            retry.append(capture)
+        else:
+            reports[capture.delivery].failed.append(
+                {
+                    "delivery_id": capture.items[0].delivery_id,
+                    "reason": f"{outcome.error.field}: {outcome.error.reason}",
+                }
+            )
+    return retry
 
 
 async def _erase(

@@ -9,6 +9,7 @@ import hmac
 import json
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 from sqlalchemy import select, update
@@ -86,9 +87,9 @@ async def test_a_signed_hubspot_batch_keeps_the_good_events_and_reports_the_bad_
     assert first.json()["accepted"] == 2
     assert [f["delivery_id"] for f in first.json()["failed"]] == ["hubspot:62515:3"]
     assert retry.json()["duplicates"] == 3 - 1 and retry.json()["accepted"] == 0
-    (captured, updated) = await intake.events("handoff.lead.captured", 2)
+    (captured,) = await intake.events("handoff.lead.captured", 1)
     assert captured["data"]["external_ids"] == {"hubspot": "9001"}
-    assert updated["data"]["changes"] == {"job_title": "VP Sales"}
+    assert captured["data"]["profile"]["job_title"] == "VP Sales"
 
 
 def privacy_deletion(event_id: int, object_id: int) -> dict[str, object]:
@@ -114,7 +115,7 @@ async def test_a_hubspot_privacy_deletion_erases_the_lead_everywhere(intake: Int
 
     email, title, _deal = json.loads(hubspot_batch())  # contact 9001: email, job title
     await post([email, title])
-    (captured, _) = await intake.events("handoff.lead.captured", 2)
+    (captured,) = await intake.events("handoff.lead.captured", 1)
 
     deleted = await post([privacy_deletion(10, 9001), privacy_deletion(11, 4242)])  # 4242: unknown
     again = await post([privacy_deletion(10, 9001)])
@@ -125,7 +126,7 @@ async def test_a_hubspot_privacy_deletion_erases_the_lead_everywhere(intake: Int
     assert (deleted["accepted"], deleted["failed"]) == (2, [])
     assert again["duplicates"] == 1
     assert (mixed["accepted"], mixed["failed"]) == (2, [])
-    events = await intake.events("handoff.lead.captured", 6)
+    events = await intake.events("handoff.lead.captured", 4)
     erased = [e["key"] for e in events if "erased" in e["type"]]
     assert erased[0] == captured["key"] and len(erased) == 2
     for lead_id in erased:
@@ -320,6 +321,84 @@ async def test_a_batch_naming_a_contacts_properties_before_its_email_loses_nothi
     response = await intake.client.post(url, content=body, headers=hubspot_headers(url, body))
 
     assert response.json() == {"accepted": 2, "duplicates": 0, "failed": []}
+
+
+def contact_event(event_id: int, object_id: int, prop: str, value: object) -> dict[str, object]:
+    return {
+        "portalId": 62515,
+        "objectId": object_id,
+        "eventId": event_id,
+        "subscriptionType": "contact.propertyChange",
+        "propertyName": prop,
+        "propertyValue": value,
+        "occurredAt": 1763800000000 + event_id,
+    }
+
+
+async def post_hubspot(intake: Intake, events: list[dict[str, object]]) -> dict[str, Any]:
+    url = "http://intake.test/v1/webhooks/hubspot"
+    body = json.dumps(events).encode()
+    response = await intake.client.post(url, content=body, headers=hubspot_headers(url, body))
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+async def test_a_new_contacts_events_in_one_delivery_make_one_lead_captured(
+    intake: Intake,
+) -> None:
+    await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    creation = {"portalId": 62515, "objectId": 9100, "eventId": 40}
+    new_contact = [
+        {**creation, "subscriptionType": "contact.creation", "occurredAt": 1763800000000},
+        contact_event(41, 9100, "firstname", "Ann"),
+        contact_event(42, 9100, "email", "ann@acme.com"),
+        contact_event(43, 9100, "firstname", "Anna"),  # a later value of the same property
+        contact_event(44, 9200, "email", "bo@acme.com"),  # another contact
+    ]
+
+    first = await post_hubspot(intake, new_contact)
+    later = await post_hubspot(intake, [contact_event(45, 9100, "lastname", "Berg")])
+
+    assert (first["accepted"], first["failed"], later["accepted"]) == (5, [], 1)
+    events = await intake.events("handoff.lead.captured", 3)
+    ann = [e for e in events if e["data"].get("external_ids", {}).get("hubspot") == "9100"]
+    ann += [e for e in events if e["key"] == ann[0]["key"] and e is not ann[0]]
+    assert [(e["type"], e["sequence"]) for e in ann] == [
+        ("handoff.lead.captured.v1", 1),
+        ("handoff.lead.updated.v1", 2),  # nothing came between: one event each
+    ]
+    assert ann[1]["data"]["changed_pii"] == ["last_name"]
+    lead = (await intake.client.get(f"/v1/leads/{ann[0]['key']}", headers=intake.auth())).json()
+    assert (lead["email"], lead["profile"]["first_name"]) == ("ann@acme.com", "Anna")
+
+
+async def test_a_contacts_events_that_fail_together_go_again_one_by_one(intake: Intake) -> None:
+    await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    await post_hubspot(intake, [contact_event(1, 9300, "email", "cy@acme.com")])
+    await post_hubspot(intake, [contact_event(2, 9400, "email", "di@acme.com")])
+
+    # Contact 9300 takes the email of contact 9400 (refused) and a first name (kept).
+    taken = await post_hubspot(
+        intake,
+        [contact_event(3, 9300, "email", "di@acme.com"), contact_event(4, 9300, "firstname", "Cy")],
+    )
+    # 51 custom properties of a new contact: too many for one capture, each fine alone.
+    many = await post_hubspot(
+        intake,
+        [contact_event(10, 9500, "email", "ed@acme.com")]
+        + [contact_event(11 + k, 9500, f"prop{k}", "x") for k in range(51)],
+    )
+
+    assert taken["accepted"] == 1
+    assert [f["delivery_id"] for f in taken["failed"]] == ["hubspot:62515:3"]
+    assert "another lead" in taken["failed"][0]["reason"]
+    events = await intake.events("handoff.lead.captured", 4)
+    cy = next(e["key"] for e in events if e["data"].get("external_ids") == {"hubspot": "9300"})
+    stored = (await intake.client.get(f"/v1/leads/{cy}", headers=intake.auth())).json()
+    assert (stored["email"], stored["profile"]["first_name"]) == ("cy@acme.com", "Cy")
+    assert (many["accepted"], len(many["failed"])) == (1 + 50, 1)  # the lead's 51st key
+    assert many["failed"][0]["delivery_id"] == "hubspot:62515:61"
 
 
 async def test_concurrent_deliveries_are_applied_together_and_each_gets_its_own_report(
