@@ -278,6 +278,7 @@ class Pipeline(Measured):
         bus: Bus,
         producer_db: Database,
         relay_batch: int,
+        relay_linger_ms: int,
     ) -> None:
         super().__init__("bus")
         self.producer_db = producer_db
@@ -285,7 +286,11 @@ class Pipeline(Measured):
         catalog = catalog_with_bench_ping(self.topic)
         self.outbox = Outbox(service="bench-producer", tables=outbox_tables, catalog=catalog)
         self.relay = OutboxRelay(
-            db=producer_db, outbox=self.outbox, bus=bus, batch_size=relay_batch
+            db=producer_db,
+            outbox=self.outbox,
+            bus=bus,
+            batch_size=relay_batch,
+            linger=relay_linger_ms / 1000,
         )
         self.leads = [uuid.uuid4() for _ in range(LEADS)]
         self.subjects = [str(lead) for lead in self.leads]
@@ -803,7 +808,12 @@ async def open_local(
     stack.push_async_callback(bus.close)
     producer_db = Database(f"sqlite+aiosqlite:///{workdir / 'producer'}.db")
     stack.push_async_callback(producer_db.dispose)
-    path = Pipeline(bus=bus, producer_db=producer_db, relay_batch=args.relay_batch)
+    path = Pipeline(
+        bus=bus,
+        producer_db=producer_db,
+        relay_batch=args.relay_batch,
+        relay_linger_ms=args.relay_linger_ms,
+    )
     await path.start()
     stack.push_async_callback(path.stop)
     # embedded mode is one process by design: the consumer side always runs here
@@ -834,7 +844,12 @@ async def open_kafka(
     ]
     producer_db = Database(urls[0])
     stack.push_async_callback(producer_db.dispose)
-    path = Pipeline(bus=bus, producer_db=producer_db, relay_batch=args.relay_batch)
+    path = Pipeline(
+        bus=bus,
+        producer_db=producer_db,
+        relay_batch=args.relay_batch,
+        relay_linger_ms=args.relay_linger_ms,
+    )
     if not args.keep:
         stack.push_async_callback(delete_topics, servers, [path.topic])
     await path.start()
@@ -1105,6 +1120,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "concurrent requests; default 4). LocalBus and paced phases use one writer",
     )
     p.add_argument("--relay-batch", type=int, default=500, help="OutboxRelay batch_size")
+    p.add_argument(
+        "--relay-linger-ms",
+        type=int,
+        default=ServiceSettings.model_fields["outbox_linger_ms"].default,
+        help="OutboxRelay linger (default: the services' HANDOFF_OUTBOX_LINGER_MS default)",
+    )
     p.add_argument("--consumer-batch", type=int, default=500, help="EventConsumer batch_size")
     p.add_argument("--partitions", type=int, default=6)
     p.add_argument(

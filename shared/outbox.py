@@ -322,6 +322,14 @@ class OutboxRelay:
     lock lets one publish at a time (keeping per-lead order). It sleeps until a commit wakes
     it, with a slow safety poll.
 
+    Under load it lingers, as a Kafka producer does: after a cycle that published, the
+    next starts no sooner than `linger` seconds after it began, so the events of every
+    commit meanwhile go out in one claim and one publish rather than a cycle each. A
+    relay cycle costs far more than its claim and publish statements (two commits, the
+    log's pages written again; on SQLite webhooks ~11% of the requests served, at ~100
+    cycles a second against ~50 with 20 ms). After a cycle that found nothing, a commit
+    is relayed at once: a lone event does not wait.
+
     On a bus that can enqueue (Kafka), a transaction claims up to `pipeline` batches, each
     while the broker is still storing the previous ones, and commits once all are stored.
     """
@@ -335,6 +343,7 @@ class OutboxRelay:
         batch_size: int = 500,
         idle_poll: float = 2.0,
         pipeline: int = 4,
+        linger: float = 0.0,
     ) -> None:
         self.db = db
         self.outbox = outbox
@@ -342,7 +351,9 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.idle_poll = idle_poll
         self.pipeline = max(1, pipeline)
+        self.linger = max(0.0, linger)
         self._stopping = False
+        self._stop_requested = asyncio.Event()
         self._lock_id = _advisory_lock_id(outbox.service)
         table = outbox.table
         oldest = select(table.c.id).order_by(table.c.id).limit(batch_size)
@@ -357,15 +368,22 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Relay until `stop()`; failures are logged and retried with backoff."""
+        loop = asyncio.get_running_loop()
         while not self._stopping:
+            began = loop.time()
             self.outbox.wake.clear()  # before reading: a commit from now on wakes us again
             try:
                 published = await self._relay_with_retry()
             except RetryError:
                 return  # stopped while retrying
-            if published < self.batch_size and not self._stopping:
+            if published >= self.batch_size or self._stopping:
+                continue  # a backlog: on at once
+            if published and self.linger:  # let the next commits' events gather
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.outbox.wake.wait(), timeout=self.idle_poll)
+                    lingering = began + self.linger - loop.time()
+                    await asyncio.wait_for(self._stop_requested.wait(), timeout=lingering)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.outbox.wake.wait(), timeout=self.idle_poll)
 
     async def _relay_with_retry(self) -> int:
         async for attempt in AsyncRetrying(
@@ -461,6 +479,7 @@ class OutboxRelay:
 
     def stop(self) -> None:
         self._stopping = True
+        self._stop_requested.set()
         self.outbox.wake.set()
 
 

@@ -96,7 +96,11 @@ class ServiceRuntime:
         )
         self.inbox = Inbox(self.definition.inbox_table)
         self.relay = OutboxRelay(
-            db=self.db, outbox=self.outbox, bus=self.bus, batch_size=self.settings.outbox_batch_size
+            db=self.db,
+            outbox=self.outbox,
+            bus=self.bus,
+            batch_size=self.settings.outbox_batch_size,
+            linger=self.settings.outbox_linger_ms / 1000,
         )
 
     @property

@@ -56,6 +56,9 @@ class ServiceSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
     outbox_batch_size: int = Field(default=1000, ge=1, le=10_000)
+    # Under load the relay publishes at most every this many ms (see `OutboxRelay`): more
+    # events a cycle, far fewer cycles, for at most this much more latency; 0: every commit.
+    outbox_linger_ms: int = Field(default=20, ge=0, le=1000)
     consumer_batch_size: int = Field(default=1000, ge=1, le=10_000)
     consumer_max_attempts: int = Field(default=3, ge=1, le=20)
     # allocations between two young-generation garbage collections (0: Python's own 700)

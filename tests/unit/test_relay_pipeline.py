@@ -12,6 +12,7 @@ import orjson
 import pytest
 from sqlalchemy import func, select
 
+from shared.bus.local import LocalBus
 from shared.bus.port import Bus, BusError, OutgoingMessage, Subscription
 from shared.db import Database
 from shared.outbox import Outbox, OutboxRelay, PipeliningBus
@@ -105,3 +106,67 @@ async def test_a_batch_the_bus_fails_to_store_puts_every_claim_of_the_transactio
     assert await relay.relay_once() == 8
     await db.dispose()
     assert bus.batches[-3:] == [[0, 1, 2], [3, 4, 5], [6, 7]]
+
+
+class RecordingLocalBus(LocalBus):
+    """The embedded log, noting the size of every publish."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.publishes: list[int] = []
+
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        await super().publish(messages)
+        self.publishes.append(len(messages))
+
+
+async def _until_published(bus: RecordingLocalBus, events: int, *, within: float) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while sum(bus.publishes) < events:
+        assert asyncio.get_running_loop().time() < deadline, bus.publishes
+        await asyncio.sleep(0.01)
+
+
+async def test_a_lingering_relay_sends_a_lone_event_at_once_and_the_next_ones_together(
+    tmp_path: Path,
+) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'p.db'}")
+    await create_schema(db)
+    outbox = Outbox(service="p", tables=outbox_tables, catalog=catalog_with_ping("t"))
+    bus = RecordingLocalBus(tmp_path / "log.db")
+    await bus.start()
+    relay = OutboxRelay(db=db, outbox=outbox, bus=bus, linger=1.0)
+    running = asyncio.create_task(relay.run())
+
+    await fill(db, outbox, 1)
+    await _until_published(bus, 1, within=0.8)  # not held back: the relay was idle
+    for _ in range(3):  # three commits within the linger, apart enough to be relayed apart
+        await asyncio.sleep(0.05)
+        await fill(db, outbox, 1)
+    await _until_published(bus, 4, within=5)
+    relay.stop()
+    await asyncio.wait_for(running, timeout=0.5)  # a stop ends the linger
+
+    await bus.close()
+    await db.dispose()
+    assert bus.publishes == [1, 3]
+
+
+async def test_without_linger_each_commit_is_relayed_by_itself(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'p.db'}")
+    await create_schema(db)
+    outbox = Outbox(service="p", tables=outbox_tables, catalog=catalog_with_ping("t"))
+    bus = RecordingLocalBus(tmp_path / "log.db")
+    await bus.start()
+    relay = OutboxRelay(db=db, outbox=outbox, bus=bus, linger=0)
+    running = asyncio.create_task(relay.run())
+
+    for n in range(1, 4):
+        await fill(db, outbox, 1)
+        await _until_published(bus, n, within=5)
+    relay.stop()
+    await running
+
+    await bus.close()
+    await db.dispose()
+    assert bus.publishes == [1, 1, 1]
