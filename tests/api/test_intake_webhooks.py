@@ -128,7 +128,7 @@ async def test_a_hubspot_privacy_deletion_erases_the_lead_everywhere(intake: Int
     assert (mixed["accepted"], mixed["failed"]) == (2, [])
     events = await intake.events("handoff.lead.captured", 4)
     erased = [e["key"] for e in events if "erased" in e["type"]]
-    assert erased[0] == captured["key"] and len(erased) == 2
+    assert captured["key"] in erased and len(erased) == 2  # (partitions: in any order)
     for lead_id in erased:
         stored = (await intake.client.get(f"/v1/leads/{lead_id}", headers=intake.auth())).json()
         assert stored["email"] is None and stored["profile"] == {}
