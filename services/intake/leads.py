@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -62,6 +62,8 @@ class CaptureOutcome:
     changes: dict[str, Any] = field(default_factory=dict)
     protected: list[str] = field(default_factory=list)
     error: CaptureError | None = None
+    # what was captured instead, when the item failed and was made of parts (`fallback`)
+    parts: list[CaptureOutcome] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -123,8 +125,14 @@ async def capture_batch(
     items: Sequence[LeadInput],
     *,
     sales_owned: frozenset[str],
+    fallback: Callable[[int], Sequence[LeadInput]] | None = None,
 ) -> list[CaptureOutcome]:
-    """Create or update one lead per item, in order; a failed item changes nothing."""
+    """Create or update one lead per item, in order; a failed item changes nothing.
+
+    `fallback(i)`, when given, names what to capture instead of item `i` should it fail
+    (the parts it was made of): they are captured in its place, before the items after it,
+    and its outcome lists theirs (`parts`).
+    """
     now = datetime.now(UTC)
     known = await _load_known(session, items)
     outcomes: list[CaptureOutcome] = []
@@ -132,26 +140,22 @@ async def capture_batch(
     dirty: dict[str, KnownLead] = {}
     new_ids: list[tuple[str, str, str]] = []  # (provider, external id, lead id)
     pending_events: list[tuple[KnownLead, LeadInput, CaptureOutcome]] = []
-    for item in items:
+
+    def capture(item: LeadInput) -> CaptureOutcome:
+        nonlocal new_ids
         try:
             lead = known.resolve(item)
         except _Conflict as conflict:
-            outcomes.append(CaptureOutcome(error=conflict.error))
-            continue
+            return CaptureOutcome(error=conflict.error)
         if lead is None:
             if item.national_phone is not None:
-                outcomes.append(CaptureOutcome(error=_national_phone_refused(item.national_phone)))
-                continue
+                return CaptureOutcome(error=_national_phone_refused(item.national_phone))
             if item.email is None:
-                outcomes.append(
-                    CaptureOutcome(
-                        error=CaptureError(
-                            "email",
-                            "unknown lead: an email is needed (no known external id matches)",
-                        )
+                return CaptureOutcome(
+                    error=CaptureError(
+                        "email", "unknown lead: an email is needed (no known external id matches)"
                     )
                 )
-                continue
             profile = item.profile()
             external = item.external_ids
             lead = KnownLead(
@@ -176,10 +180,7 @@ async def capture_batch(
                         item.national_phone, lead.profile.get("country")
                     )
                 except ValueError:
-                    outcomes.append(
-                        CaptureOutcome(error=_national_phone_refused(item.national_phone, lead))
-                    )
-                    continue
+                    return CaptureOutcome(error=_national_phone_refused(item.national_phone, lead))
             try:
                 merged = merge(
                     lead,
@@ -189,19 +190,13 @@ async def capture_batch(
                     sales_owned=sales_owned,
                 )
             except MergeRefused as refused:
-                outcomes.append(
-                    CaptureOutcome(
-                        error=CaptureError(refused.field, refused.reason, conflict=False)
-                    )
+                return CaptureOutcome(
+                    error=CaptureError(refused.field, refused.reason, conflict=False)
                 )
-                continue
             if "email" in merged.changes and merged.changes["email"] in known.by_email:
-                outcomes.append(
-                    CaptureOutcome(
-                        error=CaptureError("email", "this email belongs to another lead")
-                    )
+                return CaptureOutcome(
+                    error=CaptureError("email", "this email belongs to another lead")
                 )
-                continue
             previous_email = lead.email
             apply(lead, merged, source=item.source)
             known.email_changed(lead, previous_email)
@@ -211,8 +206,14 @@ async def capture_batch(
             outcome = CaptureOutcome(
                 lead_id=lead.id, changes=merged.changes, protected=merged.protected
             )
-        outcomes.append(outcome)
         pending_events.append((lead, item, outcome))
+        return outcome
+
+    for index, item in enumerate(items):
+        outcome = capture(item)
+        if outcome.error is not None and fallback is not None and (parts := fallback(index)):
+            outcome.parts = [capture(part) for part in parts]
+        outcomes.append(outcome)
     # Each item's account, as if the items came one per batch: a lead created here takes
     # its first item's account in lead.captured, and a later item that moves it says so in
     # lead.updated, whatever the batch boundaries.

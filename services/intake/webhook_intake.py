@@ -93,13 +93,13 @@ async def apply_deliveries(
             erasures.append((n, item))
             continue
         if item.kind == "lead":
-            contact = (n, tuple(sorted(item.data.get("external_ids", {}).items())))
-            if contact[1] and contact in contacts:
-                contacts[contact].append(item)
+            contact = _contact(item)
+            if contact is not None and (n, contact) in contacts:
+                contacts[(n, contact)].append(item)
             else:
                 groups.append((n, [item]))
-                if contact[1]:
-                    contacts[contact] = groups[-1][1]
+                if contact is not None:
+                    contacts[(n, contact)] = groups[-1][1]
             continue
         try:
             recorded = await record_activity(session, outbox, ActivityIn.model_validate(item.data))
@@ -109,18 +109,7 @@ async def apply_deliveries(
         except UnknownLead as exc:
             report.failed.append({"delivery_id": item.delivery_id, "reason": exc.reason})
     captures = [c for n, items in groups for c in _validated(n, items, deliveries, reports)]
-    retry = await _capture(session, outbox, captures, reports, done, sales_owned)
-    if retry:
-        # A contact's items that failed together go again one by one, so that one bad item
-        # costs only itself, as when each was applied alone (after the rows written so far).
-        await (await DriverSql.of(session)).write_staged()
-        alone = [
-            c
-            for capture in retry
-            for item in capture.items
-            for c in _validated(capture.delivery, [item], deliveries, reports)
-        ]
-        await _capture(session, outbox, alone, reports, done, sales_owned)
+    await _capture(session, outbox, captures, deliveries, reports, done, sales_owned)
     if erasures:
         # What this batch captured must be in the tables before it is erased (PostgreSQL
         # writes staged rows only as the unit of work commits).
@@ -148,8 +137,9 @@ class _Capture:
     property set (email, first name, company, ...). Applied one by one they made a
     `lead.captured` with the first property and a `lead.updated` for each of the others;
     captured together they make one `lead.captured` with all of them, which is what
-    happened. A later value of a property wins, as it did one by one. Should the items
-    fail together, in validation or in capture, they go again one by one.
+    happened. It comes to what applying them one by one would: a later value of a property
+    wins, a missing (null) value leaves the one before, an item that is invalid alone fails
+    alone, and should the capture fail, its items are captured one by one in its place.
     """
 
     delivery: int
@@ -157,15 +147,36 @@ class _Capture:
     lead: LeadIn
 
 
+def _contact(item: InboundItem) -> tuple[tuple[str, str], ...] | None:
+    """The contact an item names by its external ids (None: none, or not as text, which its
+    validation will refuse): the items of one delivery naming one contact go together."""
+    ids = item.data.get("external_ids")
+    if not isinstance(ids, dict) or not ids:
+        return None
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in ids.items()):
+        return None
+    return tuple(sorted(ids.items()))
+
+
 def _validated(
     n: int, items: list[InboundItem], deliveries: Sequence[Delivery], reports: list[DeliveryReport]
 ) -> list[_Capture]:
     """The capture of delivery `n`'s `items` (about one contact); the items one by one if
     together they are invalid; nothing for an invalid lone item (reported failed)."""
-    data = {**_together([item.data for item in items])}
-    data["source"] = deliveries[n].source.lead_source  # not the payload's say
+    lead_source = deliveries[n].source.lead_source
+    if len(items) > 1:
+        # An item whose value a later one replaces must still be valid alone: one by one,
+        # it would have failed (and changed nothing), whatever came after it.
+        kept = [
+            item
+            for item, replaced in zip(items, _replaced([i.data for i in items]), strict=True)
+            if not replaced or _validated(n, [item], deliveries, reports)
+        ]
+        if len(kept) < len(items):
+            return _validated(n, kept, deliveries, reports) if kept else []
+    data = {**_together([item.data for item in items]), "source": lead_source}
     try:
-        return [_Capture(n, items, LeadIn.model_validate(data))]
+        return [_Capture(n, items, LeadIn.model_validate(data))]  # the source decides its side
     except ValidationError as exc:
         if len(items) > 1:
             return [c for item in items for c in _validated(n, [item], deliveries, reports)]
@@ -174,18 +185,39 @@ def _validated(
 
 
 def _together(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The fields of several items about one contact, later values winning (nested
-    `custom` and `external_ids` merged key by key)."""
+    """The fields of several items about one contact, as one by one: a later value wins,
+    a null one leaves the value before (nested `custom` and `external_ids` key by key)."""
     if len(items) == 1:
         return items[0]
     data: dict[str, Any] = {}
     for item in items:
         for name, value in item.items():
             if name in _NESTED and isinstance(value, dict) and isinstance(data.get(name), dict):
-                data[name] = {**data[name], **value}
-            else:
+                data[name] = {**data[name], **{k: v for k, v in value.items() if v is not None}}
+            elif value is not None or name not in data:
                 data[name] = value
     return data
+
+
+def _replaced(items: Sequence[dict[str, Any]]) -> list[bool]:
+    """For each item, whether a later one gives one of its fields another value."""
+    later: dict[str, Any] = {}
+    replaced = []
+    for item in reversed(items):
+        fields = _flat(item)
+        replaced.append(any(k in later and later[k] != v for k, v in fields.items()))
+        for k, v in fields.items():
+            later.setdefault(k, v)
+    return replaced[::-1]
+
+
+def _flat(item: dict[str, Any]) -> dict[str, Any]:
+    """An item's fields that are set, nested ones as `custom.x`."""
+    fields = {k: v for k, v in item.items() if v is not None and k not in _NESTED}
+    for group in _NESTED:
+        if isinstance(nested := item.get(group), dict):
+            fields.update({f"{group}.{k}": v for k, v in nested.items() if v is not None})
+    return fields
 
 
 _NESTED = ("custom", "external_ids")
@@ -195,28 +227,51 @@ async def _capture(
     session: AsyncSession,
     outbox: Outbox,
     captures: Sequence[_Capture],
+    deliveries: Sequence[Delivery],
     reports: list[DeliveryReport],
     done: list[tuple[int, str, str | None]],
     sales_owned: frozenset[str],
-) -> list[_Capture]:
-    """Capture the leads; report what failed; returns the failed captures of several items
-    (to go again one by one)."""
-    leads = [capture.lead for capture in captures]
-    outcomes = await capture_batch(session, outbox, leads, sales_owned=sales_owned)
-    retry = []
-    for capture, outcome in zip(captures, outcomes, strict=True):
+) -> None:
+    """Capture the leads (a failed capture of several items: its items one by one, in its
+    place) and note what each item did."""
+    parts: dict[int, list[_Capture]] = {}
+
+    def one_by_one(index: int) -> list[LeadIn]:
+        capture = captures[index]
+        if len(capture.items) == 1:
+            return []
+        parts[index] = [
+            c
+            for item in capture.items
+            for c in _validated(capture.delivery, [item], deliveries, reports)
+        ]
+        return [c.lead for c in parts[index]]
+
+    outcomes = await capture_batch(
+        session, outbox, [c.lead for c in captures], sales_owned=sales_owned, fallback=one_by_one
+    )
+    for index, (capture, outcome) in enumerate(zip(captures, outcomes, strict=True)):
         if outcome.error is None:
             done += [(capture.delivery, i.delivery_id, outcome.lead_id) for i in capture.items]
-        elif len(capture.items) > 1:
-            retry.append(capture)
-        else:
+        elif index not in parts:
             reports[capture.delivery].failed.append(
                 {
                     "delivery_id": capture.items[0].delivery_id,
                     "reason": f"{outcome.error.field}: {outcome.error.reason}",
                 }
             )
-    return retry
+        else:  # its items went one by one (those invalid alone are reported already)
+            for part, part_outcome in zip(parts[index], outcome.parts or [], strict=True):
+                item = part.items[0]
+                if part_outcome.error is None:
+                    done.append((part.delivery, item.delivery_id, part_outcome.lead_id))
+                else:
+                    reports[part.delivery].failed.append(
+                        {
+                            "delivery_id": item.delivery_id,
+                            "reason": f"{part_outcome.error.field}: {part_outcome.error.reason}",
+                        }
+                    )
 
 
 async def _erase(

@@ -23,6 +23,7 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from shared.bus.port import (
     Bus,
@@ -35,6 +36,16 @@ from shared.bus.port import (
 )
 
 log = structlog.get_logger(__name__)
+
+
+_TOPIC_CONFIG = {"retention.ms": "-1"}
+_TOPICS_LISTED_S = 30.0
+
+
+class _NotListed(Exception):
+    def __init__(self, topics: set[str]) -> None:
+        super().__init__(f"topics not listed yet: {sorted(topics)}")
+        self.topics = topics
 
 
 class KafkaBus(Bus):
@@ -108,25 +119,45 @@ class KafkaBus(Bus):
             await admin.close()
 
     async def ensure_topics(self, topics: Sequence[str]) -> None:
+        """Create the topics that do not exist; returns once the cluster lists every one.
+
+        A topic another replica creates meanwhile is fine; so is one whose deletion is
+        still under way (the broker answers that it exists): it is created again once the
+        deletion is done, within `_TOPICS_LISTED_S`.
+        """
         missing = [t for t in topics if t not in self._known_topics]
         if not missing:
             return
         async with self._admin() as admin:
-            existing = set(await admin.list_topics())
-            new = [
-                NewTopic(
-                    t,
-                    self.partitions,
-                    self.replication_factor,
-                    topic_configs={"retention.ms": "-1"},
-                )
-                for t in missing
-                if t not in existing
-            ]
-            if new:
-                with contextlib.suppress(TopicAlreadyExistsError):  # another replica won
-                    await admin.create_topics(new)
+            try:
+                async for attempt in AsyncRetrying(
+                    retry=retry_if_exception_type(_NotListed),
+                    stop=stop_after_delay(_TOPICS_LISTED_S),
+                    wait=wait_fixed(0.2),
+                    reraise=True,
+                ):
+                    with attempt:
+                        await self._create_missing(admin, missing)
+            except _NotListed as exc:
+                raise BusError(
+                    f"Kafka did not list the topics {sorted(exc.topics)} "
+                    f"{_TOPICS_LISTED_S:.0f} s after creating them"
+                ) from None
         self._known_topics.update(missing)
+
+    async def _create_missing(self, admin: AIOKafkaAdminClient, topics: list[str]) -> None:
+        existing = set(await admin.list_topics())
+        new = [
+            NewTopic(t, self.partitions, self.replication_factor, topic_configs=_TOPIC_CONFIG)
+            for t in topics
+            if t not in existing
+        ]
+        if not new:
+            return
+        with contextlib.suppress(TopicAlreadyExistsError):  # another replica, or a deletion
+            await admin.create_topics(new)
+        if unlisted := set(topics) - set(await admin.list_topics()):
+            raise _NotListed(unlisted)
 
     async def list_topics(self) -> set[str]:
         """Every topic on the cluster."""

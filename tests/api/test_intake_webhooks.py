@@ -13,10 +13,13 @@ from typing import Any
 
 import httpx
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks import Webhook
 
 from services.intake.inbound_sources import SealClearSecrets
 from services.intake.models import inbound_sources
+from services.intake.providers import InboundItem, SourceConfig
+from services.intake.webhook_intake import Delivery, DeliveryReport, apply_deliveries
 from shared.sealing import Sealer
 from tests.api.conftest import Intake
 
@@ -399,6 +402,89 @@ async def test_a_contacts_events_that_fail_together_go_again_one_by_one(intake: 
     assert (stored["email"], stored["profile"]["first_name"]) == ("cy@acme.com", "Cy")
     assert (many["accepted"], len(many["failed"])) == (1 + 50, 1)  # the lead's 51st key
     assert many["failed"][0]["delivery_id"] == "hubspot:62515:61"
+
+
+async def test_one_delivery_comes_to_what_its_events_one_by_one_would(intake: Intake) -> None:
+    await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    await post_hubspot(intake, [contact_event(1, 9700, "email", "fy@acme.com")])
+
+    cleared = await post_hubspot(  # a missing value leaves the one before
+        intake,
+        [contact_event(2, 9700, "firstname", "Fay"), contact_event(3, 9700, "firstname", None)],
+    )
+    fixed = await post_hubspot(  # an invalid value fails, whatever replaces it later
+        intake,
+        [
+            contact_event(4, 9700, "lastname", "x" * 300),
+            contact_event(5, 9700, "lastname", "Lund"),
+        ],
+    )
+
+    assert (cleared["accepted"], cleared["failed"]) == (2, [])
+    assert fixed["accepted"] == 1
+    assert [f["delivery_id"] for f in fixed["failed"]] == ["hubspot:62515:4"]
+    key = (await intake.events("handoff.lead.captured", 1))[0]["key"]  # (one lead's events)
+    lead = (await intake.client.get(f"/v1/leads/{key}", headers=intake.auth())).json()
+    assert (lead["profile"]["first_name"], lead["profile"]["last_name"]) == ("Fay", "Lund")
+
+
+async def test_a_failed_capture_goes_one_by_one_in_its_place_before_later_deliveries(
+    intake: Intake,
+) -> None:
+    await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    await post_hubspot(intake, [contact_event(1, 9300, "email", "cy@acme.com")])
+    await post_hubspot(intake, [contact_event(2, 9400, "email", "di@acme.com")])
+    source = SourceConfig(name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+
+    def item(event_id: int, **fields: object) -> InboundItem:
+        data = {"external_ids": {"hubspot": "9300"}, "source": "marketing", **fields}
+        return InboundItem(f"hubspot:62515:{event_id}", "lead", data)
+
+    # Two requests applied in one batch: the first's email is another lead's (refused).
+    first = Delivery([item(10, email="di@acme.com"), item(11, first_name="Old")], source)
+    second = Delivery([item(12, first_name="New")], source)
+
+    async def work(session: AsyncSession) -> list[DeliveryReport]:
+        return await apply_deliveries(
+            session, intake.runtime.outbox, [first, second], sales_owned=frozenset()
+        )
+
+    reports = await intake.runtime.db.run(work)
+
+    assert [(r.accepted, len(r.failed)) for r in reports] == [(1, 1), (1, 0)]
+    events = await intake.events("handoff.lead.captured", 4)
+    cy = next(e["key"] for e in events if e["data"].get("external_ids") == {"hubspot": "9300"})
+    lead = (await intake.client.get(f"/v1/leads/{cy}", headers=intake.auth())).json()
+    assert lead["profile"]["first_name"] == "New"  # the later request's value
+
+
+async def test_external_ids_of_the_wrong_shape_fail_their_event_not_the_request(
+    intake: Intake,
+) -> None:
+    await add_source(intake, name="site", provider="standard", secret=STANDARD_SECRET)
+    now = datetime.now(UTC)
+    answers = []
+    for n, ids in enumerate((None, "abc", {"crm": ["a"]})):
+        body = json.dumps(
+            {
+                "type": "lead.captured",
+                "timestamp": now.isoformat(),
+                "data": {"email": f"p{n}@acme.com", "external_ids": ids},
+            }
+        )
+        headers = {
+            "webhook-id": f"msg_{n}",
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": Webhook(STANDARD_SECRET).sign(f"msg_{n}", now, body),
+        }
+        response = await intake.client.post(
+            "/v1/webhooks/standard?source=site", content=body, headers=headers
+        )
+        answers.append((response.status_code, response.json()))
+
+    assert [status for status, _ in answers] == [200, 200, 200]
+    assert [a["accepted"] for _, a in answers] == [0, 0, 0]
+    assert all("external_ids" in a["failed"][0]["reason"] for _, a in answers)
 
 
 async def test_concurrent_deliveries_are_applied_together_and_each_gets_its_own_report(
