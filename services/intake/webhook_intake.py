@@ -201,6 +201,8 @@ def _together(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def _replaced(items: Sequence[dict[str, Any]]) -> list[bool]:
     """For each item, whether a later one gives one of its fields another value."""
+    if not _a_field_twice(items):  # the usual case (one property an event), found cheaply
+        return [False] * len(items)
     later: dict[str, Any] = {}
     replaced = []
     for item in reversed(items):
@@ -209,6 +211,16 @@ def _replaced(items: Sequence[dict[str, Any]]) -> list[bool]:
         for k, v in fields.items():
             later.setdefault(k, v)
     return replaced[::-1]
+
+
+def _a_field_twice(items: Sequence[dict[str, Any]]) -> bool:
+    seen: dict[str, Any] = {}
+    for item in items:
+        for name, value in item.items():
+            if name in seen and (name not in _SAME or seen[name] != value):
+                return True
+            seen[name] = value
+    return False
 
 
 def _flat(item: dict[str, Any]) -> dict[str, Any]:
@@ -221,6 +233,7 @@ def _flat(item: dict[str, Any]) -> dict[str, Any]:
 
 
 _NESTED = ("custom", "external_ids")
+_SAME = frozenset(("source", "channel", "external_ids"))  # usually alike on a contact's items
 
 
 async def _capture(
