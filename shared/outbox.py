@@ -352,8 +352,7 @@ class OutboxRelay:
         self.idle_poll = idle_poll
         self.pipeline = max(1, pipeline)
         self.linger = max(0.0, linger)
-        self._stopping = False
-        self._stop_requested = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._lock_id = _advisory_lock_id(outbox.service)
         table = outbox.table
         oldest = select(table.c.id).order_by(table.c.id).limit(batch_size)
@@ -369,19 +368,19 @@ class OutboxRelay:
     async def run(self) -> None:
         """Relay until `stop()`; failures are logged and retried with backoff."""
         loop = asyncio.get_running_loop()
-        while not self._stopping:
+        while not self._stopping.is_set():
             began = loop.time()
             self.outbox.wake.clear()  # before reading: a commit from now on wakes us again
             try:
                 published = await self._relay_with_retry()
             except RetryError:
                 return  # stopped while retrying
-            if published >= self.batch_size or self._stopping:
+            if published >= self.batch_size or self._stopping.is_set():
                 continue  # a backlog: on at once
             if published and self.linger:  # let the next commits' events gather
                 with contextlib.suppress(TimeoutError):
                     lingering = began + self.linger - loop.time()
-                    await asyncio.wait_for(self._stop_requested.wait(), timeout=lingering)
+                    await asyncio.wait_for(self._stopping.wait(), timeout=lingering)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.outbox.wake.wait(), timeout=self.idle_poll)
 
@@ -389,7 +388,7 @@ class OutboxRelay:
         async for attempt in AsyncRetrying(
             wait=wait_exponential_jitter(multiplier=0.1, max=5),
             retry=retry_if_exception_type(Exception),
-            stop=lambda _state: self._stopping,
+            stop=lambda _state: self._stopping.is_set(),
         ):
             with attempt:
                 try:
@@ -478,8 +477,7 @@ class OutboxRelay:
         return count, max(0.0, (datetime.now(UTC) - oldest).total_seconds())
 
     def stop(self) -> None:
-        self._stopping = True
-        self._stop_requested.set()
+        self._stopping.set()
         self.outbox.wake.set()
 
 

@@ -34,6 +34,9 @@ class DeliveryReport:
     def as_json(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "duplicates": self.duplicates, "failed": self.failed}
 
+    def fail(self, delivery_id: str, reason: str) -> None:
+        self.failed.append({"delivery_id": delivery_id, "reason": reason})
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -87,7 +90,7 @@ async def apply_deliveries(
             continue
         seen.add((source.name, item.delivery_id))
         if item.error is not None:
-            report.failed.append({"delivery_id": item.delivery_id, "reason": item.error})
+            report.fail(item.delivery_id, item.error)
             continue
         if item.kind == "erasure":
             erasures.append((n, item))
@@ -105,9 +108,9 @@ async def apply_deliveries(
             recorded = await record_activity(session, outbox, ActivityIn.model_validate(item.data))
             done.append((n, item.delivery_id, recorded.lead_id))
         except ValidationError as exc:
-            report.failed.append({"delivery_id": item.delivery_id, "reason": _reason(exc)})
+            report.fail(item.delivery_id, _reason(exc))
         except UnknownLead as exc:
-            report.failed.append({"delivery_id": item.delivery_id, "reason": exc.reason})
+            report.fail(item.delivery_id, exc.reason)
     captures = [c for n, items in groups for c in _validated(n, items, deliveries, reports)]
     await _capture(session, outbox, captures, deliveries, reports, done, sales_owned)
     if erasures:
@@ -180,7 +183,7 @@ def _validated(
     except ValidationError as exc:
         if len(items) > 1:
             return [c for item in items for c in _validated(n, [item], deliveries, reports)]
-        reports[n].failed.append({"delivery_id": items[0].delivery_id, "reason": _reason(exc)})
+        reports[n].fail(items[0].delivery_id, _reason(exc))
         return []
 
 
@@ -264,27 +267,17 @@ async def _capture(
         session, outbox, [c.lead for c in captures], sales_owned=sales_owned, fallback=one_by_one
     )
     for index, (capture, outcome) in enumerate(zip(captures, outcomes, strict=True)):
-        if outcome.error is None:
-            done += [(capture.delivery, i.delivery_id, outcome.lead_id) for i in capture.items]
-        elif index not in parts:
-            reports[capture.delivery].failed.append(
-                {
-                    "delivery_id": capture.items[0].delivery_id,
-                    "reason": f"{outcome.error.field}: {outcome.error.reason}",
-                }
-            )
-        else:  # its items went one by one (those invalid alone are reported already)
-            for part, part_outcome in zip(parts[index], outcome.parts or [], strict=True):
-                item = part.items[0]
-                if part_outcome.error is None:
-                    done.append((part.delivery, item.delivery_id, part_outcome.lead_id))
-                else:
-                    reports[part.delivery].failed.append(
-                        {
-                            "delivery_id": item.delivery_id,
-                            "reason": f"{part_outcome.error.field}: {part_outcome.error.reason}",
-                        }
-                    )
+        if index in parts:  # failed: its items went one by one (invalid ones reported already)
+            alone = zip(parts[index], outcome.parts or [], strict=True)
+            results = [(part.delivery, part.items, result) for part, result in alone]
+        else:
+            results = [(capture.delivery, capture.items, outcome)]
+        for n, items, result in results:
+            if result.error is None:
+                done += [(n, item.delivery_id, result.lead_id) for item in items]
+            else:
+                reason = f"{result.error.field}: {result.error.reason}"
+                reports[n].fail(items[0].delivery_id, reason)
 
 
 async def _erase(

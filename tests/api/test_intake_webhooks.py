@@ -107,24 +107,16 @@ def privacy_deletion(event_id: int, object_id: int) -> dict[str, object]:
 
 async def test_a_hubspot_privacy_deletion_erases_the_lead_everywhere(intake: Intake) -> None:
     await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
-    url = "http://intake.test/v1/webhooks/hubspot"
-
-    async def post(events: list[dict[str, object]]) -> dict[str, object]:
-        body = json.dumps(events).encode()
-        response = await intake.client.post(url, content=body, headers=hubspot_headers(url, body))
-        assert response.status_code == 200, response.text
-        answer: dict[str, object] = response.json()
-        return answer
-
     email, title, _deal = json.loads(hubspot_batch())  # contact 9001: email, job title
-    await post([email, title])
+    await post_hubspot(intake, [email, title])
     (captured,) = await intake.events("handoff.lead.captured", 1)
 
-    deleted = await post([privacy_deletion(10, 9001), privacy_deletion(11, 4242)])  # 4242: unknown
-    again = await post([privacy_deletion(10, 9001)])
+    unknown = privacy_deletion(11, 4242)
+    deleted = await post_hubspot(intake, [privacy_deletion(10, 9001), unknown])
+    again = await post_hubspot(intake, [privacy_deletion(10, 9001)])
     # Created and deleted in one delivery (on PostgreSQL the new rows are staged till commit):
     created = email | {"eventId": 30, "objectId": 9002, "propertyValue": "lu@wayne.com"}
-    mixed = await post([created, privacy_deletion(32, 9002)])
+    mixed = await post_hubspot(intake, [created, privacy_deletion(32, 9002)])
 
     assert (deleted["accepted"], deleted["failed"]) == (2, [])
     assert again["duplicates"] == 1

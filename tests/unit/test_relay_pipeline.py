@@ -4,8 +4,10 @@ claims only once the bus has stored every one of them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -127,46 +129,52 @@ async def _until_published(bus: RecordingLocalBus, events: int, *, within: float
         await asyncio.sleep(0.01)
 
 
+@dataclass
+class Relayed:
+    db: Database
+    outbox: Outbox
+    bus: RecordingLocalBus
+
+
+@contextlib.asynccontextmanager
+async def relay_running(tmp_path: Path, *, linger: float) -> AsyncIterator[Relayed]:
+    """A relay running with `linger` from an SQLite outbox to a recording local log; stopped
+    (and its stop timed) on the way out."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'p.db'}")
+    await create_schema(db)
+    outbox = Outbox(service="p", tables=outbox_tables, catalog=catalog_with_ping("t"))
+    bus = RecordingLocalBus(tmp_path / "log.db")
+    await bus.start()
+    relay = OutboxRelay(db=db, outbox=outbox, bus=bus, linger=linger)
+    running = asyncio.create_task(relay.run())
+    try:
+        yield Relayed(db, outbox, bus)
+        relay.stop()
+        await asyncio.wait_for(running, timeout=0.5)  # a stop ends a linger
+    finally:
+        running.cancel()
+        await bus.close()
+        await db.dispose()
+
+
 async def test_a_lingering_relay_sends_a_lone_event_at_once_and_the_next_ones_together(
     tmp_path: Path,
 ) -> None:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'p.db'}")
-    await create_schema(db)
-    outbox = Outbox(service="p", tables=outbox_tables, catalog=catalog_with_ping("t"))
-    bus = RecordingLocalBus(tmp_path / "log.db")
-    await bus.start()
-    relay = OutboxRelay(db=db, outbox=outbox, bus=bus, linger=1.0)
-    running = asyncio.create_task(relay.run())
+    async with relay_running(tmp_path, linger=1.0) as on:
+        await fill(on.db, on.outbox, 1)
+        await _until_published(on.bus, 1, within=0.8)  # not held back: the relay was idle
+        for _ in range(3):  # three commits within the linger, apart enough to go apart
+            await asyncio.sleep(0.05)
+            await fill(on.db, on.outbox, 1)
+        await _until_published(on.bus, 4, within=5)
 
-    await fill(db, outbox, 1)
-    await _until_published(bus, 1, within=0.8)  # not held back: the relay was idle
-    for _ in range(3):  # three commits within the linger, apart enough to be relayed apart
-        await asyncio.sleep(0.05)
-        await fill(db, outbox, 1)
-    await _until_published(bus, 4, within=5)
-    relay.stop()
-    await asyncio.wait_for(running, timeout=0.5)  # a stop ends the linger
-
-    await bus.close()
-    await db.dispose()
-    assert bus.publishes == [1, 3]
+    assert on.bus.publishes == [1, 3]
 
 
 async def test_without_linger_each_commit_is_relayed_by_itself(tmp_path: Path) -> None:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'p.db'}")
-    await create_schema(db)
-    outbox = Outbox(service="p", tables=outbox_tables, catalog=catalog_with_ping("t"))
-    bus = RecordingLocalBus(tmp_path / "log.db")
-    await bus.start()
-    relay = OutboxRelay(db=db, outbox=outbox, bus=bus, linger=0)
-    running = asyncio.create_task(relay.run())
+    async with relay_running(tmp_path, linger=0) as on:
+        for n in range(1, 4):
+            await fill(on.db, on.outbox, 1)
+            await _until_published(on.bus, n, within=5)
 
-    for n in range(1, 4):
-        await fill(db, outbox, 1)
-        await _until_published(bus, n, within=5)
-    relay.stop()
-    await running
-
-    await bus.close()
-    await db.dispose()
-    assert bus.publishes == [1, 1, 1]
+    assert on.bus.publishes == [1, 1, 1]
