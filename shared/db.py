@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from shared.pg_lists import packed
 from shared.sqlite_checkpoint import WalCheckpointer
 from shared.sqlite_inline import inline_connector, sqlite3_connection
 
@@ -385,9 +386,11 @@ class PgDriver:
         self._dbapi_error = connection.dialect.loaded_dbapi.Error
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        """The rows of `sql`; its text lists travel packed when they can (`pg_lists`)."""
+        statement, values = packed(sql, args)
         try:
             await self._begin()
-            return list(await self._connection.fetch(sql, *args))
+            return list(await self._connection.fetch(statement, *values))
         except Exception as exc:
             raise await self._failed(sql, args, exc) from exc
 

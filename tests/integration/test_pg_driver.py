@@ -6,15 +6,19 @@ notice if the adapter changed.)"""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import Column, Integer, String, Table, func, select
+from sqlalchemy import JSON, Column, Integer, String, Table, func, select
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from shared.db import Database, new_metadata, pg_driver
+import shared.db
+from shared.db import Database, insert_many, new_metadata, pg_driver
+from shared.pg_lists import NULL, SEPARATOR
 from tests.conftest import database_with
 
 pytestmark = pytest.mark.integration
@@ -25,6 +29,13 @@ notes = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("text", String(50), nullable=False),
+)
+profiles = Table(
+    "profiles",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("email", String(254)),
+    Column("profile", JSON().with_variant(JSONB(), "postgresql"), nullable=False),
 )
 INSERT = "INSERT INTO notes (id, text) VALUES ($1, $2) RETURNING id"
 
@@ -124,3 +135,57 @@ async def test_after_the_server_drops_the_connections_the_next_unit_of_work_succ
         async with db.transaction() as session:
             await (await pg_driver(session)).fetch(INSERT, n, "on a fresh one")
     assert await count(db) == 2
+
+
+# Text lists travel packed into one text each (`shared.pg_lists`) unless they cannot.
+ROUND_TRIP = (
+    "SELECT v, n FROM unnest($1::varchar[]) WITH ORDINALITY AS k(v, n) "
+    "UNION ALL SELECT NULL, count(*) FROM unnest($2::text[]) ORDER BY 2"
+)
+
+
+@pytest.mark.parametrize(
+    ("values", "travels_packed"),
+    [
+        (["ann@acme.com", "", None, "é☃", '{"a": "b\\u001f"}', " x "], True),
+        ([], True),
+        ([None, None], True),
+        ([""], False),  # one empty text: the split would give no element
+        (["a", f"b{SEPARATOR}c"], False),
+        ([f"{NULL}", None], False),
+    ],
+)
+async def test_text_lists_arrive_as_sent_packed_or_not(
+    db: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    values: list[str | None],
+    travels_packed: bool,
+) -> None:
+    sent: list[str] = []
+    pack = shared.db.packed
+
+    def recording(sql: str, args: Sequence[Any]) -> tuple[str, Sequence[Any]]:
+        statement, packed_args = pack(sql, args)
+        sent.append(statement)
+        return statement, packed_args
+
+    monkeypatch.setattr(shared.db, "packed", recording)
+    async with db.transaction() as session:
+        rows = await (await pg_driver(session)).fetch(ROUND_TRIP, values, values)
+    *listed, (_, counted) = [tuple(row) for row in rows]
+    assert [value for value, _ in listed] == values
+    assert counted == len(values)
+    assert ("string_to_array" in sent[0]) is travels_packed
+
+
+async def test_rows_inserted_through_packed_lists_read_back_unchanged(db: Database) -> None:
+    rows = [
+        (1, "ann@acme.com", {"first_name": "Ann", "note": 'tab\there, quote " here'}),
+        (2, None, {}),
+        (3, "bo@acme.com", {"nested": {"list": [1, "two", None]}, "empty": ""}),
+    ]
+    async with db.transaction() as session:
+        await insert_many(session, profiles, ("id", "email", "profile"), rows)
+    async with db.engine.connect() as conn:
+        stored = (await conn.execute(select(profiles).order_by(profiles.c.id))).all()
+    assert [tuple(row) for row in stored] == rows

@@ -1,0 +1,81 @@
+"""Text lists packed into one text for PostgreSQL (`shared.pg_lists`): which parameters
+are rewritten, and which lists can travel packed. The round trip through a real server is
+in tests/integration/test_pg_driver.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.pg_lists import NULL, SEPARATOR, pack_text, packed, packing
+
+SPLIT = "string_to_array(${}, E'\\x1F', E'\\x1E')::{}[]"
+
+
+def test_only_parameters_used_as_text_lists_are_rewritten() -> None:
+    sql = (
+        "INSERT INTO t (a, b, c, d, e) SELECT $1::varchar, x, y, z, w FROM unnest("
+        "$2::varchar[], $3::VARCHAR(36)[], $4::JSONB[], $5::timestamptz[], $6::bigint[])"
+    )
+    found = packing(sql)
+    assert found is not None
+    assert found.positions == (1, 2, 3)
+    assert found.sql == (
+        "INSERT INTO t (a, b, c, d, e) SELECT $1::varchar, x, y, z, w FROM unnest("
+        f"{SPLIT.format(2, 'varchar')}, {SPLIT.format(3, 'VARCHAR(36)')}, "
+        f"{SPLIT.format(4, 'JSONB')}, $5::timestamptz[], $6::bigint[])"
+    )
+
+
+def test_a_parameter_also_used_otherwise_keeps_its_array() -> None:
+    assert packing("SELECT * FROM unnest($1::text[]) AS k(v) WHERE v = ANY($1)") is None
+    assert packing("SELECT * FROM unnest($1::int[])") is None
+    found = packing("SELECT $10::text[], $1::text[]")  # $1 is not a prefix of $10
+    assert found is not None and found.positions == (0, 9)
+
+
+@pytest.mark.parametrize(
+    ("values", "text"),
+    [
+        (["a", "b"], f"a{SEPARATOR}b"),
+        (("a", "b"), f"a{SEPARATOR}b"),
+        ([], ""),  # splits into an empty array, as an empty list is
+        (["", ""], SEPARATOR),
+        (["x", ""], f"x{SEPARATOR}"),
+        ([None], NULL),
+        (["a", None, "b"], f"a{SEPARATOR}{NULL}{SEPARATOR}b"),
+        (["é", "☃", '{"k": "v"}'], f"é{SEPARATOR}☃{SEPARATOR}" + '{"k": "v"}'),
+    ],
+)
+def test_lists_of_texts_pack(values: list[str | None], text: str) -> None:
+    assert pack_text(values) == text
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [""],  # one empty text splits into no element
+        [f"a{SEPARATOR}b"],
+        ["a", f"{NULL}"],
+        [f"x{NULL}y", None],
+        ["a", 1],
+        [None, b"bytes"],
+        [1, 2],
+        "abc",
+        None,
+    ],
+)
+def test_what_the_split_would_misread_is_not_packed(values: object) -> None:
+    assert pack_text(values) is None
+
+
+def test_a_statement_goes_as_written_when_one_of_its_lists_cannot_be_packed() -> None:
+    sql = "SELECT * FROM unnest($1::varchar[], $2::varchar[])"
+    found = packing(sql)
+    assert found is not None
+    assert packed(sql, (["a", "b"], ["c", "d"])) == (
+        found.sql,
+        [f"a{SEPARATOR}b", f"c{SEPARATOR}d"],
+    )
+    fallback = (["a", "b"], ["c", f"d{SEPARATOR}"])
+    assert packed(sql, fallback) == (sql, fallback)
+    assert packed("SELECT 1", ()) == ("SELECT 1", ())
