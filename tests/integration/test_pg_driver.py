@@ -139,9 +139,24 @@ async def test_after_the_server_drops_the_connections_the_next_unit_of_work_succ
 
 # Text lists travel packed into one text each (`shared.pg_lists`) unless they cannot.
 ROUND_TRIP = (
-    "SELECT v, n FROM unnest($1::varchar[]) WITH ORDINALITY AS k(v, n) "
-    "UNION ALL SELECT NULL, count(*) FROM unnest($2::text[]) ORDER BY 2"
+    "SELECT 0, v, n FROM unnest($1::varchar[]) WITH ORDINALITY AS k(v, n) "
+    "UNION ALL SELECT 1, NULL, count(*) FROM unnest($2::text[]) ORDER BY 1, 3"
 )
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The statements `PgDriver` sends, as sent."""
+    statements: list[str] = []
+    pack = shared.db.packed
+
+    def recording(sql: str, args: Sequence[Any]) -> tuple[str, Sequence[Any]]:
+        statement, packed_args = pack(sql, args)
+        statements.append(statement)
+        return statement, packed_args
+
+    monkeypatch.setattr(shared.db, "packed", recording)
+    return statements
 
 
 @pytest.mark.parametrize(
@@ -156,29 +171,36 @@ ROUND_TRIP = (
     ],
 )
 async def test_text_lists_arrive_as_sent_packed_or_not(
-    db: Database,
-    monkeypatch: pytest.MonkeyPatch,
-    values: list[str | None],
-    travels_packed: bool,
+    db: Database, sent: list[str], values: list[str | None], travels_packed: bool
 ) -> None:
-    sent: list[str] = []
-    pack = shared.db.packed
-
-    def recording(sql: str, args: Sequence[Any]) -> tuple[str, Sequence[Any]]:
-        statement, packed_args = pack(sql, args)
-        sent.append(statement)
-        return statement, packed_args
-
-    monkeypatch.setattr(shared.db, "packed", recording)
     async with db.transaction() as session:
-        rows = await (await pg_driver(session)).fetch(ROUND_TRIP, values, values)
-    *listed, (_, counted) = [tuple(row) for row in rows]
-    assert [value for value, _ in listed] == values
-    assert counted == len(values)
+        rows = await (await pg_driver(session)).fetch(ROUND_TRIP, values, ["x", "y"])
+    *listed, (_, _, counted) = [tuple(row) for row in rows]
+    assert [value for _, value, _ in listed] == values
+    assert counted == 2
     assert ("string_to_array" in sent[0]) is travels_packed
 
 
-async def test_rows_inserted_through_packed_lists_read_back_unchanged(db: Database) -> None:
+async def test_one_list_that_cannot_be_packed_sends_every_list_as_an_array(
+    db: Database, sent: list[str]
+) -> None:
+    async with db.transaction() as session:
+        rows = await (await pg_driver(session)).fetch(ROUND_TRIP, ["a", None], [""])
+    assert [tuple(row)[1:] for row in rows] == [("a", 1), (None, 2), (None, 1)]
+    assert sent == [ROUND_TRIP]
+
+
+async def test_an_error_names_the_statement_as_written(db: Database) -> None:
+    sql = "SELECT unnest($1::varchar(2)[])::int"
+    with pytest.raises(DBAPIError) as failed:
+        async with db.transaction() as session:
+            await (await pg_driver(session)).fetch(sql, ["1", "no"])
+    assert failed.value.statement == sql and failed.value.params == (["1", "no"],)
+
+
+async def test_rows_inserted_through_packed_lists_read_back_unchanged(
+    db: Database, sent: list[str]
+) -> None:
     rows = [
         (1, "ann@acme.com", {"first_name": "Ann", "note": 'tab\there, quote " here'}),
         (2, None, {}),
@@ -189,3 +211,4 @@ async def test_rows_inserted_through_packed_lists_read_back_unchanged(db: Databa
     async with db.engine.connect() as conn:
         stored = (await conn.execute(select(profiles).order_by(profiles.c.id))).all()
     assert [tuple(row) for row in stored] == rows
+    assert sent[-1].count("string_to_array") == 2  # the emails and the profiles

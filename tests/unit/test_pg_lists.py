@@ -4,8 +4,14 @@ in tests/integration/test_pg_driver.py."""
 
 from __future__ import annotations
 
-import pytest
+from types import SimpleNamespace
 
+import pytest
+from sqlalchemy import create_mock_engine
+
+from shared.db import new_metadata
+from shared.events.catalog import CATALOG
+from shared.outbox import Outbox, define_outbox_tables
 from shared.pg_lists import NULL, SEPARATOR, pack_text, packed, packing
 
 SPLIT = "string_to_array(${}, E'\\x1F', E'\\x1E')::{}[]"
@@ -31,6 +37,29 @@ def test_a_parameter_also_used_otherwise_keeps_its_array() -> None:
     assert packing("SELECT * FROM unnest($1::int[])") is None
     found = packing("SELECT $10::text[], $1::text[]")  # $1 is not a prefix of $10
     assert found is not None and found.positions == (0, 9)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT $1::text[], '$1::text[]', E'\\' $1::text[]', \"a$1::text[]\"",
+        "SELECT $1::text[] -- $1::text[]\n, $$ $1::text[] $$, $q$ $1::text[] $q$",
+        "SELECT $1::text[] /* $1::text[] */, x$2::text[]",
+    ],
+)
+def test_literals_identifiers_and_comments_are_left_alone(sql: str) -> None:
+    found = packing(sql)
+    assert found is not None and found.positions == (0,)
+    assert found.sql == sql.replace("$1::text[]", SPLIT.format(1, "text"), 1)
+
+
+def test_the_outbox_flush_packs_its_texts_not_its_numbers_times_or_bytes() -> None:
+    outbox = Outbox(service="s", tables=define_outbox_tables(new_metadata()), catalog=CATALOG)
+    session = SimpleNamespace(bind=create_mock_engine("postgresql+asyncpg://", executor=None))
+    found = packing(outbox._postgres_statement(session))  # type: ignore[arg-type]
+    # ids, topics, keys, headers, subjects; not values (bytea), times, counts, places
+    assert found is not None and found.positions == (0, 1, 2, 3, 6)
+    assert '\'["ce_sequence","' in found.sql  # its literals as they were
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,8 @@ checked here as each database plans them.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -14,6 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from services.intake import leads, webhook_intake
 from services.intake.driver_sql import Query
 from services.intake.models import metadata
+from shared.pg_lists import packed
 
 # each lookup with its scalar parameters and its lists
 LOOKUPS: list[tuple[Query, list[str], list[list[str]]]] = [
@@ -52,18 +55,18 @@ def test_a_capture_lookup_searches_an_index_on_sqlite(
     # (the SQLite-only variants: PostgreSQL's one lookup of leads takes every list)
     [lookup for lookup in LOOKUPS if lookup[0].postgres],
 )
+@pytest.mark.parametrize("as_sent", [False, True], ids=["arrays", "packed"])
 async def test_a_capture_lookup_searches_an_index_on_postgres(
-    query: Query, params: list[str], lists: list[list[str]], postgres_url: str
+    query: Query, params: list[str], lists: list[list[str]], postgres_url: str, as_sent: bool
 ) -> None:
+    sql, args = _statement(query, [*params, *lists], as_sent)
     engine = create_async_engine(postgres_url)
     try:
         async with engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
             # on empty tables a scan is cheapest: ask whether an index *can* answer
             await conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-            explained = await conn.exec_driver_sql(
-                "EXPLAIN " + query.text("postgresql", []), (*params, *lists)
-            )
+            explained = await conn.exec_driver_sql("EXPLAIN " + sql, tuple(args))
             plan = "\n".join(row[0] for row in explained)
     finally:
         await engine.dispose()
@@ -73,6 +76,17 @@ async def test_a_capture_lookup_searches_an_index_on_postgres(
 def test_sqlite_lists_get_one_placeholder_per_value() -> None:
     sql = leads._LEADS_BY_EMAIL_OR_ID.text("sqlite", [2, 3])
     assert "email IN (?, ?)" in sql and "id IN (?, ?, ?)" in sql
+
+
+def _statement(query: Query, args: list[Any], as_sent: bool) -> tuple[str, list[Any]]:
+    """The PostgreSQL statement and its arguments as written (arrays), or as `PgDriver`
+    sends them (text lists packed: `shared.pg_lists`)."""
+    sql = query.text("postgresql", [])
+    if not as_sent:
+        return sql, args
+    statement, values = packed(sql, args)
+    assert statement != sql  # (every lookup has text lists)
+    return statement, list(values)
 
 
 def _literal(value: str | list[str]) -> str:
@@ -85,19 +99,21 @@ def _literal(value: str | list[str]) -> str:
 @pytest.mark.parametrize(
     ("query", "params", "lists"), [lookup for lookup in LOOKUPS if lookup[0].postgres]
 )
+@pytest.mark.parametrize("as_sent", [False, True], ids=["arrays", "packed"])
 async def test_a_capture_lookup_plan_made_on_empty_tables_still_uses_an_index(
-    query: Query, params: list[str], lists: list[list[str]], postgres_url: str
+    query: Query, params: list[str], lists: list[list[str]], postgres_url: str, as_sent: bool
 ) -> None:
     """PostgreSQL keeps a prepared statement's generic plan (after five executions) while
     the tables grow. Made on a fresh database, a plan that scans would read every lead,
     or every delivery of a source, for each batch until autovacuum analyzes the table."""
+    sql, values = _statement(query, [*params, *lists], as_sent)
     engine = create_async_engine(postgres_url)
-    args = ", ".join(_literal(v) for v in [*params, *lists])
+    args = ", ".join(_literal(v) for v in values)
     try:
         async with engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
             await conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
-            await conn.exec_driver_sql("PREPARE lookup AS " + query.text("postgresql", []))
+            await conn.exec_driver_sql("PREPARE lookup AS " + sql)
             explained = await conn.exec_driver_sql(f"EXPLAIN EXECUTE lookup({args})")
             plan = "\n".join(row[0] for row in explained)
     finally:
@@ -107,17 +123,18 @@ async def test_a_capture_lookup_plan_made_on_empty_tables_still_uses_an_index(
 
 
 @pytest.mark.integration
-async def test_the_leads_are_locked_in_id_order(postgres_url: str) -> None:
+@pytest.mark.parametrize("as_sent", [False, True], ids=["arrays", "packed"])
+async def test_the_leads_are_locked_in_id_order(postgres_url: str, as_sent: bool) -> None:
     """Two batches lock their leads in one order (no deadlock): the plan sorts the ids,
     then fetches and locks each lead in that order (a nested loop, locking inside)."""
+    lists: list[Any] = [["a@x.com", "b@x.com"], ["hubspot", "marketo"], ["1", "2"]]
+    sql, values = _statement(leads._LEADS_WITH_EXTERNAL_IDS, lists, as_sent)
     engine = create_async_engine(postgres_url)
-    lists = [["a@x.com", "b@x.com"], ["hubspot", "marketo"], ["1", "2"]]
-    args = ", ".join(_literal(v) for v in lists)
+    args = ", ".join(_literal(v) for v in values)
     try:
         async with engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
             await conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
-            sql = leads._LEADS_WITH_EXTERNAL_IDS.text("postgresql", [])
             await conn.exec_driver_sql("PREPARE lookup AS " + sql)
             explained = await conn.exec_driver_sql(f"EXPLAIN EXECUTE lookup({args})")
             plan = [row[0] for row in explained]
