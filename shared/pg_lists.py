@@ -42,7 +42,8 @@ _TOKENS = re.compile(
     | (?<![\w$])\$(?P<n>\d+)(?:::(?P<type>(?:varchar|text|jsonb?)(?:\(\d+\))?)\[\])?""",
     re.IGNORECASE | re.DOTALL | re.VERBOSE,
 )
-_SPLIT = "string_to_array(${0}, E'\\x1F', E'\\x1E')::{1}[]"
+# the split, with the two characters as escapes (the statement text stays printable)
+_SPLIT = f"string_to_array(${{0}}, E'\\x{ord(SEPARATOR):02X}', E'\\x{ord(NULL):02X}')::{{1}}[]"
 
 
 class Packing(NamedTuple):
