@@ -77,15 +77,13 @@ def unexpected_error(path: str) -> Problem:
     )
 
 
-def install_problem_handlers(app: FastAPI) -> None:
-    """Render every error (ours, validation, HTTP, unexpected) as problem+json."""
-
-    async def on_problem(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, Problem)
-        return problem_response(exc, request)
-
-    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
+def problem_of(exc: Exception) -> Problem | None:
+    """The problem an error is answered with: ours as raised, request validation as a 422
+    naming each field, HTTP errors by their status; None for anything else (unexpected:
+    a logged 500, see `unexpected_error`)."""
+    if isinstance(exc, Problem):
+        return exc
+    if isinstance(exc, RequestValidationError):
         errors = [
             {
                 "field": "body"
@@ -96,25 +94,31 @@ def install_problem_handlers(app: FastAPI) -> None:
             for err in exc.errors()
         ]
         detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
-        return problem_response(Problem(422, "Invalid request", detail, errors=errors), request)
-
-    async def on_http(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, StarletteHTTPException)
+        return Problem(422, "Invalid request", detail, errors=errors)
+    if isinstance(exc, StarletteHTTPException):
         title = _TITLES.get(exc.status_code) or HTTPStatus(exc.status_code).phrase
         detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else ""
         errors = [{"field": "body", "reason": detail}] if exc.status_code == 413 else []
-        problem = Problem(
+        return Problem(
             exc.status_code, title, detail, headers=dict(exc.headers or {}), errors=errors
         )
+    return None
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Render every error (ours, validation, HTTP, unexpected) as problem+json."""
+
+    async def on_known(request: Request, exc: Exception) -> JSONResponse:
+        problem = problem_of(exc)
+        assert problem is not None  # (registered for the classes it knows)
         return problem_response(problem, request)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         # (errors inside the request shell are answered there, with the same problem)
         return problem_response(unexpected_error(request.url.path), request)
 
-    app.add_exception_handler(Problem, on_problem)
-    app.add_exception_handler(RequestValidationError, on_validation)
-    app.add_exception_handler(StarletteHTTPException, on_http)
+    for known in (Problem, RequestValidationError, StarletteHTTPException):
+        app.add_exception_handler(known, on_known)
     app.add_exception_handler(Exception, on_unexpected)
 
 

@@ -5,18 +5,27 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import pytest
 import structlog
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, EmailStr
+from starlette.types import Receive, Scope, Send
 from structlog.testing import capture_logs
 
-from shared.auth import Principal, TokenStore, require_roles, routes_without_roles
+from shared.auth import (
+    Principal,
+    TokenStore,
+    authenticated_by_signature,
+    require_roles,
+    routes_without_roles,
+)
 from shared.bus.local import LocalBus
-from shared.http import build_app
+from shared.http import DirectRoute, build_app
+from shared.problems import Problem, install_problem_handlers
 from shared.runtime import ServiceDefinition, ServiceRuntime
 from shared.settings import load_settings
 from tests import support
@@ -41,6 +50,31 @@ async def create_signup(
 async def broken(who: Annotated[Principal, Depends(require_roles("viewer"))]) -> None:
     """Fails as a bug would."""
     raise RuntimeError("a bug")
+
+
+async def direct(request: Request) -> dict[str, Any]:
+    """A direct route: its name says what to do (answer, or fail one way or another)."""
+    name = request.scope["path_params"]["name"]
+    body = await request.body()
+    if name == "refused":
+        raise Problem(401, "Invalid signature", "no", headers={"WWW-Authenticate": "Signature"})
+    if name == "invalid":
+        raise RequestValidationError(
+            [{"type": "string_too_long", "loc": ("query", "source"), "msg": "too long"}]
+        )
+    if name == "bug":
+        raise RuntimeError("a bug")
+    return {"name": name, "bytes": len(body)}
+
+
+router.add_api_route(
+    "/v1/direct/{name}",
+    direct,
+    methods=["POST"],
+    status_code=202,
+    dependencies=[Depends(authenticated_by_signature)],
+    route_class_override=DirectRoute,
+)
 
 
 @pytest.fixture
@@ -204,3 +238,62 @@ def test_an_unexpected_error_is_a_500_problem_in_the_callers_trace(
     assert response.headers["traceparent"].split("-")[1] == caller.split("-")[1]
     (logged,) = [entry for entry in logs if entry["event"] == "unhandled error"]
     assert logged["trace_id"] == caller.split("-")[1]
+
+
+def test_a_direct_route_is_answered_without_the_frameworks_stack(client: TestClient) -> None:
+    app = client.app
+    assert isinstance(app, FastAPI)
+    framework = app.build_middleware_stack()
+    served: list[str] = []
+
+    async def counting(scope: Scope, receive: Receive, send: Send) -> None:
+        served.append(scope["path"])
+        await framework(scope, receive, send)
+
+    app.middleware_stack = counting
+    assert client.post("/v1/direct/ok", content=b"abc").json() == {"name": "ok", "bytes": 3}
+    assert client.get("/v1/direct/ok").status_code == 405  # a wrong method: the router's
+    assert client.get("/healthz").status_code == 200
+    assert served == ["/v1/direct/ok", "/healthz"]
+
+
+@pytest.mark.parametrize("name", ["ok", "refused", "invalid"])
+def test_a_direct_route_answers_as_the_framework_would(client: TestClient, name: str) -> None:
+    plain = FastAPI()
+    install_problem_handlers(plain)
+    plain.include_router(router)
+    with TestClient(plain) as framework:
+        expected = framework.post(f"/v1/direct/{name}", content=b"abc")
+    served = client.post(f"/v1/direct/{name}", content=b"abc")
+
+    assert expected.status_code == {"ok": 202, "refused": 401, "invalid": 422}[name]
+    assert (served.status_code, served.content) == (expected.status_code, expected.content)
+    for header in ("content-type", "content-length", "www-authenticate"):
+        assert served.headers.get(header) == expected.headers.get(header)
+
+
+def test_a_direct_route_goes_through_the_shell(client: TestClient) -> None:
+    caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    answered = client.post("/v1/direct/ok", content=b"x", headers={"traceparent": caller})
+    assert answered.headers["traceparent"].split("-")[1] == caller.split("-")[1]
+
+    declared = client.post("/v1/direct/ok", content=b"x" * 4096)
+    streamed = client.post("/v1/direct/ok", content=iter([b"x" * 1000] * 10))
+    for refused in (declared, streamed):
+        assert refused.status_code == 413
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["errors"][0]["field"] == "body"
+
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        failed = client.post("/v1/direct/bug", headers={"traceparent": caller})
+    assert failed.status_code == 500 and "a bug" not in failed.text
+    assert failed.headers["content-type"] == "application/problem+json"
+    (logged,) = [entry for entry in logs if entry["event"] == "unhandled error"]
+    assert logged["trace_id"] == caller.split("-")[1]
+
+    metrics = client.get("/metrics").text
+    for status in ("202", "413", "500"):
+        assert (
+            f'handoff_http_requests_total{{method="POST",route="/v1/direct/{{name}}",'
+            f'service="intake",status="{status}"}}'
+        ) in metrics
