@@ -35,6 +35,7 @@ from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, wait_ex
 from shared.bus.port import Bus, OutgoingMessage, StoredHeaders
 from shared.db import (
     Database,
+    PgWrite,
     after_commit,
     before_commit,
     insert_many,
@@ -115,10 +116,11 @@ def _value(payload: BaseModel | Encoded) -> bytes:
 class Outbox:
     """Adds events to the current transaction; `OutboxRelay` ships them after commit.
 
-    Events are buffered in the session and written just before it commits: one statement
-    numbers every subject's events, one more inserts them all. On PostgreSQL both take
-    their rows as arrays (`unnest`), so a transaction's events cost two round trips and no
-    per-row work in SQLAlchemy.
+    Events are buffered in the session and written just before it commits. On SQLite one
+    statement numbers every subject's events and one more inserts them all. On PostgreSQL
+    one statement does both, its rows as arrays (`unnest`), and goes with the unit of
+    work's other deferred writes (`PgDriver.write_at_commit`): a transaction's events cost
+    no round trip of their own and no per-row work in SQLAlchemy.
     """
 
     def __init__(
@@ -136,7 +138,7 @@ class Outbox:
         self._key = f"handoff.outbox.{service}.{id(self)}"
         self._source = f"/handoff/{service}"
         self._sqlite_reserve: tuple[str, str] | None = None
-        self._pg_sql: str | None = None
+        self._pg_sql: tuple[tuple[str, ...], str] | None = None
 
     async def add(
         self,
@@ -200,7 +202,7 @@ class Outbox:
     async def _flush_postgres(
         self, session: AsyncSession, pending: list[_Pending], counts: Counter[str]
     ) -> None:
-        """One statement whatever the number of events, their rows passed as arrays: it
+        """One write whatever the number of events, their rows passed as arrays: it
         advances each subject's counter by its count of events and inserts the events
         numbered from it, each by its place among its subject's events here (the stored
         headers carry a placeholder sequence that the statement fills in)."""
@@ -228,20 +230,19 @@ class Outbox:
         for e in pending:
             nth[e.subject] += 1
             ordinals.append(nth[e.subject])
-        await driver.fetch(
-            self._postgres_statement(session),
-            *(
-                ids,
-                [e.event_type.topic for e in pending],
-                [e.subject for e in pending],
-                headers,
-                [_value(e.payload) for e in pending],
-                [written] * len(pending),
-                subjects,
-                [counts[s] for s in subjects],
-                ordinals,
-            ),
+        ctes, statement = self._postgres_statement(session)
+        args = (
+            ids,
+            [e.event_type.topic for e in pending],
+            [e.subject for e in pending],
+            headers,
+            [_value(e.payload) for e in pending],
+            [written] * len(pending),
+            subjects,
+            [counts[s] for s in subjects],
+            ordinals,
         )
+        driver.write_at_commit(session, PgWrite(statement, args, ctes))
 
     def _headers(
         self, pending: list[_Pending], ids: list[str], counts: Counter[str], last: dict[str, int]
@@ -264,23 +265,26 @@ class Outbox:
             out.append(orjson.dumps(headers).decode())
         return out
 
-    def _postgres_statement(self, session: AsyncSession) -> str:
+    def _postgres_statement(self, session: AsyncSession) -> tuple[tuple[str, ...], str]:
         # Plain SQL for the driver (asyncpg's $n parameters): nothing for SQLAlchemy to
         # compile or to process per row; asyncpg encodes the arrays. Subjects are locked
         # in a fixed order (concurrent writers cannot deadlock); the sort before the insert
         # makes every counter advance before any row takes its id, in the events' order.
+        # Sent with the unit of work's other writes (`PgDriver.write_at_commit`): its
+        # `WITH` parts are named for the outbox.
         if self._pg_sql is None:
             quote = session.bind.dialect.identifier_preparer
             seq, out = quote.format_table(self.sequences), quote.format_table(self.table)
             # Only our own quoted table names are interpolated; the data are parameters.
-            self._pg_sql = (
-                "WITH counts AS (SELECT * FROM unnest($7::varchar[], $8::bigint[]) "  # noqa: S608
-                "AS c(key, n)), "
-                f"reserved AS (INSERT INTO {seq} (subject, last) "
-                "SELECT key, n FROM counts ORDER BY key "
+            ctes = (
+                "outbox_counts AS (SELECT * FROM unnest($7::varchar[], $8::bigint[]) AS c(key, n))",
+                f"outbox_reserved AS (INSERT INTO {seq} (subject, last) "  # noqa: S608
+                "SELECT key, n FROM outbox_counts ORDER BY key "
                 f"ON CONFLICT (subject) DO UPDATE SET last = {seq}.last + excluded.last "
-                "RETURNING subject, last) "
-                f"INSERT INTO {out} (event_id, topic, key, headers, value, created_at) "
+                "RETURNING subject, last)",
+            )
+            statement = (
+                f"INSERT INTO {out} (event_id, topic, key, headers, value, created_at) "  # noqa: S608
                 "SELECT e.event_id, e.topic, e.key, "
                 f"replace(e.headers, '{_SEQUENCE_PLACEHOLDER}', "
                 '\'["ce_sequence","\' || lpad((r.last - c.n + e.k)::text, '
@@ -290,9 +294,11 @@ class Outbox:
                 "FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::text[], "
                 "$5::bytea[], $6::timestamptz[], $9::bigint[]) WITH ORDINALITY "
                 "AS e(event_id, topic, key, headers, value, created_at, k, ord) "
-                "JOIN counts c ON c.key = e.key JOIN reserved r ON r.subject = e.key "
+                "JOIN outbox_counts c ON c.key = e.key "
+                "JOIN outbox_reserved r ON r.subject = e.key "
                 "ORDER BY e.ord"
             )
+            self._pg_sql = (ctes, statement)
         return self._pg_sql
 
     async def _reserve_sequences(

@@ -1,4 +1,5 @@
-"""Text lists sent to PostgreSQL as one text each, split again by the server.
+"""Text lists sent to PostgreSQL as one text each, split again by the server; statements'
+parameters renumbered, to send several as one (`shifted`).
 
 Hot statements take their rows as one array per column (`unnest($1::varchar[], ...)`).
 asyncpg, encoding an array, checks every element against `collections.abc` classes
@@ -113,3 +114,18 @@ def packed(sql: str, args: Sequence[Any]) -> tuple[str, Sequence[Any]]:
             return sql, args
         out[position] = text
     return found.sql, out
+
+
+def shifted(sql: str, by: int) -> tuple[str, int]:
+    """`sql` with each parameter `$n` written `$(n + by)` (not inside literals, quoted
+    identifiers or comments), and the highest `n` in it: how many it takes."""
+    parts, end, highest = [], 0, 0
+    for match in _TOKENS.finditer(sql):
+        if match["n"] is None:
+            continue
+        n = int(match["n"])
+        highest = max(highest, n)
+        start = match.start("n") - 1  # the `$`
+        parts += [sql[end:start], f"${n + by}"]
+        end = match.end("n")
+    return "".join([*parts, sql[end:]]), highest

@@ -28,7 +28,15 @@ from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from shared.db import PgDriver, SqliteDriver, before_commit, insert_many, pg_driver, sqlite_driver
+from shared.db import (
+    PgDriver,
+    PgWrite,
+    SqliteDriver,
+    before_commit,
+    insert_many,
+    pg_driver,
+    sqlite_driver,
+)
 
 _KEY = "handoff.intake.driver_sql"
 
@@ -86,10 +94,10 @@ class DriverSql:
         self, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> None:
         """INSERT `rows` by the time the unit of work commits (they are not visible to
-        reads earlier in it). On PostgreSQL every table staged in a unit of work is
-        written by one statement just before it commits (`INSERT`s as `WITH` parts, an
-        array per column): one round trip instead of one per table. SQLite, whose
-        statements cost no round trip, inserts them now."""
+        reads earlier in it). On PostgreSQL the tables staged in a unit of work are written
+        just before it commits, in the one statement that also writes its events
+        (`PgDriver.write_at_commit`; an array per column): one round trip for all. SQLite,
+        whose statements cost no round trip, inserts them now."""
         if not rows:
             return
         if not self.postgres:
@@ -100,19 +108,19 @@ class DriverSql:
         self._staged.append((table, tuple(columns), rows))
 
     async def write_staged(self) -> None:
-        """Write what is staged now, for statements later in the unit of work that must see
-        it (on SQLite it already is)."""
-        await self._write_staged(self.session)
+        """Write what is staged now, in one statement, for statements later in the unit of
+        work that must see it (on SQLite it already is)."""
+        if self._pg is not None:
+            await self._pg.write(self._staged_writes())
 
     async def _write_staged(self, _session: AsyncSession) -> None:
+        assert self._pg is not None  # (staged only on PostgreSQL)
+        for write in self._staged_writes():
+            self._pg.write_at_commit(self.session, write)
+
+    def _staged_writes(self) -> list[PgWrite]:
         staged, self._staged = self._staged, []
-        if not staged:
-            return
-        shape = tuple((table, columns) for table, columns, _ in staged)
-        sql = _staged_statements.get(shape)
-        if sql is None:
-            sql = _staged_statements[shape] = _staged_statement(self.dialect, shape)
-        arrays: list[list[Any]] = []
+        writes = []
         for table, columns, rows in staged:
             processors = [
                 (i, process)
@@ -120,9 +128,9 @@ class DriverSql:
                 if (process := self.bind(table, name)) is not None
             ]
             values = _processed(rows, processors)
-            arrays += [list(column) for column in zip(*values, strict=True)]
-        assert self._pg is not None  # (staged only on PostgreSQL)
-        await self._pg.fetch(sql, *arrays)
+            arrays = [list(column) for column in zip(*values, strict=True)]
+            writes.append(PgWrite(_staged_insert(self.dialect, table, columns), arrays))
+        return writes
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """SQLite only: `sql` (with `?` parameters) once per row, one call."""
@@ -208,25 +216,21 @@ def _processed(rows: Sequence[Sequence[Any]], processors: _Processors) -> Sequen
     return list(zip(*columns, strict=True))
 
 
-_staged_statements: dict[tuple[tuple[Table, tuple[str, ...]], ...], str] = {}
+_staged_inserts: dict[tuple[Table, tuple[str, ...]], str] = {}
 
 
-def _staged_statement(dialect: Dialect, shape: tuple[tuple[Table, tuple[str, ...]], ...]) -> str:
-    """One statement inserting into each table of `shape` from arrays ($1, $2, ... in
-    order: one per column of each table)."""
-    quote = dialect.identifier_preparer
-    parts, n = [], 0
-    for table, columns in shape:
-        arrays = []
-        for name in columns:
-            n += 1
-            arrays.append(f"${n}::{table.c[name].type.compile(dialect=dialect)}[]")
-        names = ", ".join(quote.quote(name) for name in columns)
-        parts.append(
-            f"INSERT INTO {quote.format_table(table)} ({names}) "  # noqa: S608 (metadata names)
-            f"SELECT * FROM unnest({', '.join(arrays)})"
+def _staged_insert(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> str:
+    """INSERT into `table` from an array per column ($1, $2, ... in `columns` order)."""
+    sql = _staged_inserts.get((table, columns))
+    if sql is None:
+        quote = dialect.identifier_preparer
+        arrays = ", ".join(
+            f"${n}::{table.c[name].type.compile(dialect=dialect)}[]"
+            for n, name in enumerate(columns, 1)
         )
-    *first, last = parts
-    if not first:
-        return last
-    return "WITH " + ", ".join(f"w{i} AS ({part})" for i, part in enumerate(first)) + " " + last
+        names = ", ".join(quote.quote(name) for name in columns)
+        sql = _staged_inserts[(table, columns)] = (
+            f"INSERT INTO {quote.format_table(table)} ({names}) "  # noqa: S608 (metadata names)
+            f"SELECT * FROM unnest({arrays})"
+        )
+    return sql

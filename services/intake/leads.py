@@ -134,7 +134,7 @@ async def capture_batch(
     and its outcome lists theirs (`parts`).
     """
     now = datetime.now(UTC)
-    known = await _load_known(session, items)
+    known, accounts_found = await _load_known(session, items)
     outcomes: list[CaptureOutcome] = []
     created: list[KnownLead] = []
     dirty: dict[str, KnownLead] = {}
@@ -227,7 +227,7 @@ async def capture_batch(
         for (lead, _, _), domain in zip(pending_events, account_domains, strict=True)
         if domain is not None and lead.id in touched
     }
-    account_ids = await _accounts(session, wanted, now)
+    account_ids = await _accounts(session, wanted, now, accounts_found)
     for (lead, item, outcome), domain in zip(pending_events, account_domains, strict=True):
         previous_account = lead.account_id
         lead.account_id = account_ids.get(domain) or lead.account_id
@@ -318,27 +318,36 @@ def _account_domain(lead: KnownLead) -> str | None:
     return account_domain_of(lead.email, lead.profile.get("company_domain"))
 
 
-async def _load_known(session: AsyncSession, items: Sequence[LeadInput]) -> _Leads:
+async def _load_known(
+    session: AsyncSession, items: Sequence[LeadInput]
+) -> tuple[_Leads, dict[str, str | None]]:
+    """The leads the items name (by email or external id), and on PostgreSQL, in the same
+    round trip, the accounts of the items' own domains (domain -> id; None: none yet)."""
     known = _Leads()
     emails = sorted({i.email for i in items if i.email})
     external = sorted({pair for item in items for pair in item.external_ids.items()})
     if not emails and not external:
-        return known
+        return known, {}
     sql = await DriverSql.of(session)
-    if sql.postgres:  # one round trip: the leads, locked, with their external ids
+    if sql.postgres:  # one round trip: the leads, locked, with their external ids; accounts
+        domains = sorted({domain for item in items if (domain := item.account_domain())})
+        accounts: dict[str, str | None] = dict.fromkeys(domains)
         rows = await sql.fetch(
-            _LEADS_WITH_EXTERNAL_IDS,
+            _LEADS_WITH_EXTERNAL_IDS_AND_ACCOUNTS,
             [],
             emails,
             [provider for provider, _ in external],
             [external_id for _, external_id in external],
+            domains,
         )
-        for *lead, providers, external_ids in rows:
-            if lead[6] is None:  # not erased
+        for is_lead, *lead, providers, external_ids in rows:
+            if not is_lead:  # (an account: its id and domain)
+                accounts[lead[1]] = lead[0]
+            elif lead[6] is None:  # not erased
                 found = _found(sql, lead)
                 found.external_ids = set(zip(providers, external_ids, strict=True))
                 known.add(found)
-        return known
+        return known, accounts
     by_provider: dict[str, list[str]] = {}
     for provider, external_id in external:
         by_provider.setdefault(provider, []).append(external_id)
@@ -354,7 +363,7 @@ async def _load_known(session: AsyncSession, items: Sequence[LeadInput]) -> _Lea
     elif ids:
         rows = await sql.fetch(_LEADS_BY_ID, [], sorted(ids))
     else:
-        return known
+        return known, {}
     found = [_found(sql, lead) for lead in rows if lead[6] is None]  # not erased
     if found:
         by_lead: dict[str, set[tuple[str, str]]] = {}
@@ -365,7 +374,7 @@ async def _load_known(session: AsyncSession, items: Sequence[LeadInput]) -> _Lea
         for lead in found:
             lead.external_ids = by_lead.get(lead.id, set())
             known.add(lead)
-    return known
+    return known, {}
 
 
 def _found(sql: DriverSql, row: Sequence[Any]) -> KnownLead:
@@ -405,14 +414,21 @@ _LEADS_BY_EMAIL_OR_ID = Query(
 )
 _LEADS_BY_EMAIL = Query(sqlite=f"{_LEAD} WHERE email IN ({{}}) ORDER BY id", postgres="")
 _LEADS_BY_ID = Query(sqlite=f"{_LEAD} WHERE id IN ({{}}) ORDER BY id", postgres="")
+# One index probe per domain (PostgreSQL: `${n}`, the domains).
+_ACCOUNTS_PG = (
+    "SELECT a.domain, a.id FROM (SELECT DISTINCT unnest(${n}::varchar[])) AS k(domain), "
+    "LATERAL (SELECT domain, id FROM accounts WHERE domain = k.domain LIMIT 1) AS a"
+)
 # PostgreSQL: the leads with these emails or external ids (pairs as two arrays), locked
 # (a concurrent capture or erasure of them waits for us; in id order, so two batches
 # cannot deadlock: the ids are sorted before each lead is fetched and locked), each with
-# its external ids. An empty array matches nothing.
-_LEADS_WITH_EXTERNAL_IDS = Query(
+# its external ids; then the accounts of these domains ($4), as rows whose first column is
+# false, their id and domain in the next two: one round trip for both. An empty array
+# matches nothing.
+_LEADS_WITH_EXTERNAL_IDS_AND_ACCOUNTS = Query(
     sqlite="",
-    postgres="SELECT l.id, l.email, l.source, l.account_id, l.profile, l.field_sources, "
-    "l.erased_at, "
+    postgres="(SELECT true, l.id, l.email, l.source, l.account_id, l.profile, "  # noqa: S608
+    "l.field_sources, l.erased_at, "
     "ARRAY(SELECT e.provider FROM lead_external_ids e WHERE e.lead_id = l.id "
     "ORDER BY e.provider, e.external_id), "
     "ARRAY(SELECT e.external_id FROM lead_external_ids e WHERE e.lead_id = l.id "
@@ -425,24 +441,32 @@ _LEADS_WITH_EXTERNAL_IDS = Query(
     "WHERE provider = k.provider AND external_id = k.external_id LIMIT 1) AS x "
     "ORDER BY 1) AS wanted(id), "
     "LATERAL (SELECT * FROM leads WHERE id = wanted.id FOR UPDATE) AS l "
-    "ORDER BY l.id",
+    "ORDER BY l.id) "
+    "UNION ALL (SELECT false, a.id, a.domain, NULL, NULL, NULL, NULL, NULL, NULL, NULL "
+    f"FROM ({_ACCOUNTS_PG.format(n=4)}) AS a)",
 )
 _ACCOUNTS_BY_DOMAIN = Query(
     sqlite="SELECT domain, id FROM accounts WHERE domain IN ({})",
-    postgres="SELECT a.domain, a.id FROM (SELECT DISTINCT unnest($1::varchar[])) AS k(domain), "
-    "LATERAL (SELECT domain, id FROM accounts WHERE domain = k.domain LIMIT 1) AS a",
+    postgres=_ACCOUNTS_PG.format(n=1),
 )
 
 
 async def _accounts(
-    session: AsyncSession, wanted: dict[str, str | None], now: datetime
+    session: AsyncSession,
+    wanted: dict[str, str | None],
+    now: datetime,
+    looked_up: dict[str, str | None],
 ) -> dict[str | None, str]:
-    """The account id of each domain in `wanted` (domain -> company name), made if new."""
+    """The account id of each domain in `wanted` (domain -> company name), made if new;
+    `looked_up` holds what is known already (domain -> id, None: no account)."""
     if not wanted:
         return {}
+    found: dict[str | None, str] = {
+        domain: account_id for domain in wanted if (account_id := looked_up.get(domain)) is not None
+    }
     sql = await DriverSql.of(session)
-    rows = await sql.fetch(_ACCOUNTS_BY_DOMAIN, [], sorted(wanted))
-    found: dict[str | None, str] = {domain: account_id for domain, account_id in rows}
+    if unknown := sorted(domain for domain in wanted if domain not in looked_up):
+        found.update(await sql.fetch(_ACCOUNTS_BY_DOMAIN, [], unknown))
     missing = [(time_ordered_id(), d, name, now) for d, name in wanted.items() if d not in found]
     await sql.stage(accounts, ("id", "domain", "name", "created_at"), missing)
     found.update({domain: account_id for account_id, domain, _, _ in missing})

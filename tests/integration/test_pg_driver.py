@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 import shared.db
-from shared.db import Database, insert_many, new_metadata, pg_driver
+from shared.db import Database, PgWrite, insert_many, new_metadata, pg_driver
 from shared.pg_lists import NULL, SEPARATOR
 from tests.conftest import database_with
 
@@ -212,3 +212,52 @@ async def test_rows_inserted_through_packed_lists_read_back_unchanged(
         stored = (await conn.execute(select(profiles).order_by(profiles.c.id))).all()
     assert [tuple(row) for row in stored] == rows
     assert sent[-1].count("string_to_array") == 2  # the emails and the profiles
+
+
+# Writes deferred to the commit (`PgDriver.write_at_commit`) go in one statement.
+NOTES = "INSERT INTO notes (id, text) SELECT * FROM unnest($1::int[], $2::varchar[])"
+# numbered as the outbox's flush is: the WITH part takes the later parameters
+COUNTED = PgWrite(
+    "INSERT INTO profiles (id, email, profile) "
+    "SELECT n.id, $2, jsonb_build_object('notes', c.total) FROM unnest($1::int[]) AS n(id), "
+    "profiles_counted c",
+    ([10], "ann@acme.com", ["x", "y", "z"]),
+    ctes=("profiles_counted AS (SELECT count(*) AS total FROM unnest($3::text[]))",),
+)
+
+
+async def test_writes_at_commit_go_in_one_statement_as_it_commits(
+    db: Database, sent: list[str]
+) -> None:
+    async with db.transaction() as session:
+        driver = await pg_driver(session)
+        driver.write_at_commit(session, PgWrite(NOTES, ([1, 2], ["one", "two"])))
+        driver.write_at_commit(session, COUNTED)
+        driver.write_at_commit(session, PgWrite(NOTES, ([3], ["three"])))
+        assert await driver.fetch("SELECT count(*) FROM notes") == [(0,)]  # not yet
+        before = len(sent)
+    assert len(sent) == before + 1  # all three, in one statement
+    async with db.engine.connect() as conn:
+        written = (await conn.execute(select(notes.c.id, notes.c.text).order_by("id"))).all()
+        profile = (await conn.execute(select(profiles.c.email, profiles.c.profile))).one()
+    assert [tuple(row) for row in written] == [(1, "one"), (2, "two"), (3, "three")]
+    assert tuple(profile) == ("ann@acme.com", {"notes": 3})
+
+
+async def test_writes_at_commit_are_undone_with_a_unit_of_work_that_fails(db: Database) -> None:
+    with pytest.raises(IntegrityError):
+        async with db.transaction() as session:
+            driver = await pg_driver(session)
+            driver.write_at_commit(session, PgWrite(NOTES, ([1], ["one"])))
+            driver.write_at_commit(session, PgWrite(NOTES, ([1], ["one again"])))
+    assert await count(db) == 0
+
+
+async def test_writes_that_do_not_fit_their_statements_are_refused(db: Database) -> None:
+    async with db.transaction() as session:
+        driver = await pg_driver(session)
+        with pytest.raises(ValueError, match="2 parameters, 1 values"):
+            await driver.write([PgWrite(NOTES, ([1],))])
+        with pytest.raises(ValueError, match="of one name"):
+            await driver.write([COUNTED, COUNTED])
+    assert await count(db) == 0

@@ -12,7 +12,7 @@ from sqlalchemy import create_mock_engine
 from shared.db import new_metadata
 from shared.events.catalog import CATALOG
 from shared.outbox import Outbox, define_outbox_tables
-from shared.pg_lists import NULL, SEPARATOR, pack_text, packed, packing
+from shared.pg_lists import NULL, SEPARATOR, pack_text, packed, packing, shifted
 
 SPLIT = "string_to_array(${}, E'\\x1F', E'\\x1E')::{}[]"
 
@@ -56,7 +56,8 @@ def test_literals_identifiers_and_comments_are_left_alone(sql: str) -> None:
 def test_the_outbox_flush_packs_its_texts_not_its_numbers_times_or_bytes() -> None:
     outbox = Outbox(service="s", tables=define_outbox_tables(new_metadata()), catalog=CATALOG)
     session = SimpleNamespace(bind=create_mock_engine("postgresql+asyncpg://", executor=None))
-    found = packing(outbox._postgres_statement(session))  # type: ignore[arg-type]
+    ctes, statement = outbox._postgres_statement(session)  # type: ignore[arg-type]
+    found = packing(f"WITH {', '.join(ctes)} {statement}")  # as sent alone
     # ids, topics, keys, headers, subjects; not values (bytea), times, counts, places
     assert found is not None and found.positions == (0, 1, 2, 3, 6)
     assert '\'["ce_sequence","' in found.sql  # its literals as they were
@@ -108,3 +109,12 @@ def test_a_statement_goes_as_written_when_one_of_its_lists_cannot_be_packed() ->
     fallback = (["a", "b"], ["c", f"d{SEPARATOR}"])
     assert packed(sql, fallback) == (sql, fallback)
     assert packed("SELECT 1", ()) == ("SELECT 1", ())
+
+
+def test_parameters_are_shifted_outside_literals_identifiers_and_comments() -> None:
+    sql = "SELECT $1::text[], '$2', \"$3\", $10 -- $4\n, $$ $5 $$, $2 /* $6 */"
+    assert shifted(sql, 5) == (
+        "SELECT $6::text[], '$2', \"$3\", $15 -- $4\n, $$ $5 $$, $7 /* $6 */",
+        10,
+    )
+    assert shifted("SELECT 1", 3) == ("SELECT 1", 0)

@@ -28,9 +28,9 @@ LOOKUPS: list[tuple[Query, list[str], list[list[str]]]] = [
     (leads._ACCOUNTS_BY_DOMAIN, [], [["x.com", "y.com"]]),
     (webhook_intake._SEEN, ["hs"], [["hubspot:1:1", "hubspot:1:2"]]),
     (
-        leads._LEADS_WITH_EXTERNAL_IDS,
+        leads._LEADS_WITH_EXTERNAL_IDS_AND_ACCOUNTS,
         [],
-        [["a@x.com", "b@x.com"], ["hubspot", "marketo"], ["1", "2"]],
+        [["a@x.com", "b@x.com"], ["hubspot", "marketo"], ["1", "2"], ["x.com", "y.com"]],
     ),
 ]
 
@@ -127,8 +127,8 @@ async def test_a_capture_lookup_plan_made_on_empty_tables_still_uses_an_index(
 async def test_the_leads_are_locked_in_id_order(postgres_url: str, as_sent: bool) -> None:
     """Two batches lock their leads in one order (no deadlock): the plan sorts the ids,
     then fetches and locks each lead in that order (a nested loop, locking inside)."""
-    lists: list[Any] = [["a@x.com", "b@x.com"], ["hubspot", "marketo"], ["1", "2"]]
-    sql, values = _statement(leads._LEADS_WITH_EXTERNAL_IDS, lists, as_sent)
+    lists: list[Any] = [["a@x.com", "b@x.com"], ["hubspot", "marketo"], ["1", "2"], ["x.com"]]
+    sql, values = _statement(leads._LEADS_WITH_EXTERNAL_IDS_AND_ACCOUNTS, lists, as_sent)
     engine = create_async_engine(postgres_url)
     args = ", ".join(_literal(v) for v in values)
     try:
