@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ class HandlerContext:
         """Insert a row with the batch's commit (bulk): the fast way to record an effect."""
         stage_insert(self.session, table, values)
 
-    async def emit(self, payload: BaseModel, *, subject: str | None = None) -> uuid.UUID:
+    async def emit(self, payload: BaseModel, *, subject: str | None = None) -> str:
         """Emit an event in the same transaction, continuing the incoming event's trace."""
         if self.outbox is None:
             raise RuntimeError("this consumer has no outbox to emit through")

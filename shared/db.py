@@ -404,7 +404,12 @@ class PgDriver:
             raise await self._failed(sql, rows, exc) from exc
 
     async def write(self, writes: Sequence[PgWrite]) -> None:
-        """Run `writes` now, in order, as one statement: one round trip for all."""
+        """Run `writes` now, as one statement: one round trip for all.
+
+        They run as one statement's parts do: on one snapshot, in no set order, none
+        seeing another's rows, so they must not touch the same rows (two upserts of one
+        key fail); inserts into different tables, or of different keys, are what fits.
+        """
         if not writes:
             return
         shape = tuple((w.ctes, w.statement) for w in writes)
@@ -416,9 +421,10 @@ class PgDriver:
 
     def write_at_commit(self, session: AsyncSession, write: PgWrite) -> None:
         """Run `write` just before the unit of work commits, in one statement with every
-        other write deferred so (the outbox's events, rows staged by a service): one round
-        trip where each took one, a twentieth of a webhook batch's time. Reads earlier in
-        the unit of work do not see it."""
+        other write deferred so (the outbox's events, rows staged by a service; see
+        `write` for what may go together): one round trip where each took one. Nothing
+        earlier in the unit of work sees it, nor do other before-commit hooks: it is sent
+        after them."""
         if not self._at_commit:
             before_commit(session, self._write_at_commit)
         self._at_commit.append(write)
@@ -454,7 +460,8 @@ class PgDriver:
 class PgWrite:
     """A data-modifying statement for `PgDriver.write`: `statement` (an `INSERT ...`)
     after the `WITH` parts it needs (`ctes`, each `name AS (...)`, their names unique among
-    the writes sent together), parameters numbered from $1 across both, filled by `args`."""
+    the writes sent together), parameters numbered from $1 across both, filled by `args`.
+    Sent with others, it is one part of their statement (see `PgDriver.write`)."""
 
     statement: str
     args: Sequence[Any]
@@ -466,8 +473,8 @@ _combined_statements: dict[_Shape, tuple[str, list[int]]] = {}
 
 
 def _combined(shape: _Shape) -> tuple[str, list[int]]:
-    """One statement running the writes of `shape` in order (all but the last as `WITH`
-    parts), their parameters renumbered one after another; and how many each takes."""
+    """One statement running the writes of `shape` (all but the last as `WITH` parts),
+    their parameters renumbered one after another; and how many each takes."""
     found = _combined_statements.get(shape)
     if found is not None:
         return found

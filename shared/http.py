@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -14,11 +14,12 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.datastructures import URL
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.auth import TokenStore, routes_without_roles
+from shared.auth import TokenStore, declared_roles, routes_without_roles
 from shared.bus.port import Bus
 from shared.events.asyncapi import asyncapi_document
 from shared.observability import metrics
@@ -82,23 +83,27 @@ def build_app(
     app.state.runtimes = {r.name: r for r in runtimes}
     app.state.token_store = token_store
     install_problem_handlers(app)
+    routes = []
     for runtime in runtimes:
         for router in runtime.definition.routers:
-            app.include_router(router)
-    if undeclared := routes_without_roles(app.routes):
+            app.include_router(router)  # (without a prefix: a route's path is its own)
+            routes += router.routes
+    if undeclared := routes_without_roles(routes):
         raise RuntimeError(f"routes without declared roles: {', '.join(undeclared)}")
+    direct = [route for route in routes if isinstance(route, DirectRoute)]
+    if unverified := [r.path for r in direct if declared_roles(r) != frozenset({"signature"})]:
+        raise RuntimeError(
+            "direct routes run no dependencies: they must verify their callers themselves "
+            f"(authenticated_by_signature): {', '.join(unverified)}"
+        )
     _add_operational_routes(app, runtimes)
     label = runtimes[0].name if len(runtimes) == 1 else "all"
     limits = {p: n for r in runtimes for p, n in r.definition.body_limits.items()}
     shell: dict[str, Any] = {"service": label, "max_bytes": max_body_bytes, "per_path": limits}
     app.add_middleware(RequestShell, **shell)
-    app.direct = tuple(
-        (route, _direct_endpoint(route))
-        for runtime in runtimes
-        for router in runtime.definition.routers  # (included without a prefix)
-        for route in router.routes
-        if isinstance(route, DirectRoute)
-    )
+    app.direct = tuple((route, _direct_endpoint(route)) for route in direct)
+    # the shell of direct routes: `serve` is handed each one's endpoint (its own `app`, the
+    # router, is what a request through `__call__` would go on to)
     app.direct_shell = RequestShell(app.router, **shell)
     return app
 
@@ -108,33 +113,22 @@ class DirectRoute(APIRoute):
 
     On intake's webhook route, the framework's share of a request (the middleware stack,
     routing over every route, the request handler resolving dependencies and parameters,
-    the response objects) cost more than verifying and applying the webhook: a direct route
-    served 17-28% more webhooks a second on PostgreSQL (bench/README.md).
+    the response objects) cost more than verifying and applying the webhook: served
+    directly, PostgreSQL webhooks went from 3,096-3,271 to 3,685-4,026 requests a second
+    (alternating runs; bench/README.md).
 
-    Its endpoint takes the bare `Request` and returns a JSON-able dict. The app `build_app`
-    makes matches these routes first and answers them through the same `RequestShell` as
-    every request (body limit, trace, metrics): the dict as JSON with the route's status
-    code, a `Problem`, validation or HTTP error as the problem document the app's handlers
-    would send. The route is still an `APIRoute`: it is documented (its declared
-    dependencies, which are not run, and `openapi_extra` say who may call it and how), and
-    any other app serves it the framework's way with the same answers.
+    Its endpoint takes the bare `Request` and returns a JSON-able dict. The app that
+    `build_app` makes matches these routes first and answers them through the same
+    `RequestShell` as every request (body limit, trace, metrics): the dict as JSON with the
+    route's status code; a `Problem`, validation or HTTP error as the problem document the
+    app's handlers would send. Nothing else of the framework runs: no dependencies (so
+    `build_app` takes only routes whose endpoint verifies its caller itself, marked
+    `authenticated_by_signature`), no other middleware, and the scope has none of the
+    keys the router adds but `route`, `endpoint` and `path_params`. The route is still an
+    `APIRoute`: it is documented (its declared dependency and `openapi_extra` say who may
+    call it and how), and any other app serves it the framework's way, with the same
+    answers.
     """
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        endpoint = self.endpoint
-        status = self.status_code or 200
-
-        async def handler(request: Request) -> Response:
-            return _Json(await endpoint(request), status_code=status)
-
-        return handler
-
-
-class _Json(JSONResponse):
-    """`JSONResponse` encoded by orjson: the same compact UTF-8 JSON, cheaper."""
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
 
 
 class _ServedApp(FastAPI):
@@ -316,7 +310,7 @@ class RequestShell:
 
 
 async def _send_problem(send: Send, problem: Problem, scope: Scope) -> None:
-    body = orjson.dumps(problem.body(scope.get("path", "")))
+    body = orjson.dumps(problem.body(URL(scope=scope).path))  # as `request.url.path`
     extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in problem.headers.items()]
     await _send_json(send, problem.status, body, PROBLEM_JSON.encode(), extra)
 

@@ -44,8 +44,13 @@ def time_ordered_uuid() -> uuid.UUID:
     land at the right end of those indexes instead of on a random page (about 40% less
     work per inbox row on PostgreSQL). The 74 other bits come from the seeded generator.
     """
-    n = (time.time_ns() // 1_000_000) << 80 | _rng.getrandbits(80)
-    return uuid.UUID(int=n & _UUID7_CLEAR | _UUID7_SET)
+    return uuid.UUID(int=_uuid7(_rng.getrandbits(80)))
+
+
+def time_ordered_event_id() -> str:
+    """`time_ordered_uuid()` as canonical text, made without the `UUID` (~0.8 against
+    ~1.5 µs): the outbox stores and sends an event's id as text."""
+    return _canonical(_uuid7(_rng.getrandbits(80)))
 
 
 def time_ordered_id() -> str:
@@ -57,6 +62,16 @@ def time_ordered_id() -> str:
     other 74 bits come from the operating system's random source, so these ids stay
     unguessable (they are handed out, unlike event ids).
     """
-    n = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
-    h = f"{n & _UUID7_CLEAR | _UUID7_SET:032x}"
+    return _canonical(_uuid7(int.from_bytes(os.urandom(10), "big")))
+
+
+def _uuid7(random_bits: int) -> int:
+    """A UUIDv7 as an integer: the Unix milliseconds, then 80 random bits less the six that
+    say version and variant."""
+    n = (time.time_ns() // 1_000_000) << 80 | random_bits
+    return n & _UUID7_CLEAR | _UUID7_SET
+
+
+def _canonical(n: int) -> str:
+    h = f"{n:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

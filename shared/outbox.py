@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import operator
-import uuid
 from collections import Counter
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
@@ -45,7 +44,8 @@ from shared.db import (
 )
 from shared.events.catalog import EventCatalog, EventType
 from shared.events.codec import SEQUENCE_DIGITS, header_pairs, sequence_text
-from shared.events.envelope import new_event_id, utcnow
+from shared.events.envelope import utcnow
+from shared.ids import time_ordered_event_id
 from shared.observability import metrics
 from shared.observability.tracing import current_traceparent
 
@@ -96,7 +96,7 @@ class PipeliningBus(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
-    event_id: uuid.UUID
+    event_id: str  # canonical UUID text
     payload: BaseModel | Encoded
     event_type: EventType
     subject: str
@@ -147,10 +147,11 @@ class Outbox:
         *,
         subject: str,
         traceparent: str | None = None,
-    ) -> uuid.UUID:
+    ) -> str:
         """Record `payload` as an event about `subject` in the session's transaction.
 
-        Returns the event id; the event is written when the transaction commits.
+        Returns the event id (canonical UUID text); the event is written when the
+        transaction commits.
         """
         # an unknown type fails here
         if isinstance(payload, Encoded):
@@ -163,7 +164,7 @@ class Outbox:
             before_commit(session, self._flush)
             after_commit(session, self.wake.set)
         event = _Pending(
-            new_event_id(),
+            time_ordered_event_id(),
             payload,
             event_type,
             subject,
@@ -182,7 +183,7 @@ class Outbox:
             await self._flush_postgres(session, pending, counts)
             return
         last = await self._reserve_sequences(session, counts)
-        ids = [str(event.event_id) for event in pending]
+        ids = [event.event_id for event in pending]
         written = utcnow()  # (one value: converted for SQLite once, not per row)
         rows = [
             (
@@ -207,7 +208,7 @@ class Outbox:
         numbered from it, each by its place among its subject's events here (the stored
         headers carry a placeholder sequence that the statement fills in)."""
         driver = await pg_driver(session)
-        ids = [str(e.event_id) for e in pending]
+        ids = [e.event_id for e in pending]
         written = utcnow()  # created_at: when the flush wrote them, as on SQLite
         source = self._source
         headers = [
@@ -271,15 +272,18 @@ class Outbox:
         # in a fixed order (concurrent writers cannot deadlock); the sort before the insert
         # makes every counter advance before any row takes its id, in the events' order.
         # Sent with the unit of work's other writes (`PgDriver.write_at_commit`): its
-        # `WITH` parts are named for the outbox.
+        # `WITH` parts are named for its table.
         if self._pg_sql is None:
             quote = session.bind.dialect.identifier_preparer
             seq, out = quote.format_table(self.sequences), quote.format_table(self.table)
+            name = self.table.name
+            counts, reserved = quote.quote(f"{name}_counts"), quote.quote(f"{name}_reserved")
             # Only our own quoted table names are interpolated; the data are parameters.
             ctes = (
-                "outbox_counts AS (SELECT * FROM unnest($7::varchar[], $8::bigint[]) AS c(key, n))",
-                f"outbox_reserved AS (INSERT INTO {seq} (subject, last) "  # noqa: S608
-                "SELECT key, n FROM outbox_counts ORDER BY key "
+                f"{counts} AS (SELECT * FROM unnest($7::varchar[], $8::bigint[]) "  # noqa: S608
+                "AS c(key, n))",
+                f"{reserved} AS (INSERT INTO {seq} (subject, last) "  # noqa: S608
+                f"SELECT key, n FROM {counts} ORDER BY key "
                 f"ON CONFLICT (subject) DO UPDATE SET last = {seq}.last + excluded.last "
                 "RETURNING subject, last)",
             )
@@ -294,8 +298,8 @@ class Outbox:
                 "FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::text[], "
                 "$5::bytea[], $6::timestamptz[], $9::bigint[]) WITH ORDINALITY "
                 "AS e(event_id, topic, key, headers, value, created_at, k, ord) "
-                "JOIN outbox_counts c ON c.key = e.key "
-                "JOIN outbox_reserved r ON r.subject = e.key "
+                f"JOIN {counts} c ON c.key = e.key "
+                f"JOIN {reserved} r ON r.subject = e.key "
                 "ORDER BY e.ord"
             )
             self._pg_sql = (ctes, statement)

@@ -14,7 +14,8 @@ written once per dialect:
   work's transaction) with one array parameter per list, one text whatever the length;
   each value of a lookup is its own index probe (`unnest` + `LATERAL (... LIMIT 1)`), so
   that a plan PostgreSQL caches while the tables are empty still looks values up instead
-  of scanning; inserts go through `shared.db.insert_many` (arrays, `unnest`).
+  of scanning; staged rows are written as the unit of work commits, in the statement that
+  writes its events (`PgDriver.write_at_commit`, an array per column).
 
 Errors surface as SQLAlchemy's (`IntegrityError`, ...), as from any other statement.
 """

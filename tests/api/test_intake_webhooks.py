@@ -8,14 +8,17 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks import Webhook
 
+import shared.db
 from services.intake.inbound_sources import SealClearSecrets
 from services.intake.models import inbound_sources
 from services.intake.providers import InboundItem, SourceConfig
@@ -588,3 +591,42 @@ def _counts(metrics: httpx.Response, series: str) -> dict[str, float]:
             ):
                 out[status] = float(line.rsplit(" ", 1)[1])
     return out
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("intake", ["postgres"], indirect=True)
+async def test_a_webhook_batch_takes_three_statements_on_postgres(
+    intake: Intake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each statement a batch waits on is a round trip (about a twentieth of the batch):
+    the deliveries seen; the leads, with the accounts of their domains; then, as it
+    commits, one statement for the leads, the deliveries, the new accounts and the events."""
+    source = SourceConfig(name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    deliveries = [
+        Delivery([InboundItem(f"hubspot:1:{n}", "lead", {"email": f"p{n}@rt{n}.com"})], source)
+        for n in range(3)
+    ]
+    sent: list[str] = []
+    pack = shared.db.packed
+
+    def recording(sql: str, args: Sequence[Any]) -> tuple[str, Sequence[Any]]:
+        if "DELETE FROM outbox" not in sql and "advisory" not in sql:  # (not the relay's)
+            sent.append(sql)
+        return pack(sql, args)
+
+    monkeypatch.setattr(shared.db, "packed", recording)
+
+    async def work(session: AsyncSession) -> list[DeliveryReport]:
+        return await apply_deliveries(
+            session, intake.runtime.outbox, deliveries, sales_owned=frozenset()
+        )
+
+    reports = await intake.runtime.db.run(work)
+
+    assert [r.accepted for r in reports] == [1, 1, 1]
+    seen, found, written = sent
+    assert "FROM webhook_deliveries" in seen
+    assert "FOR UPDATE" in found and "FROM accounts" in found
+    for table in ("leads", "webhook_deliveries", "accounts", "outbox"):
+        assert f"INSERT INTO {table} " in written
+    assert len(await intake.events("handoff.lead.captured", 3)) == 3

@@ -56,7 +56,7 @@ async def direct(request: Request) -> dict[str, Any]:
     """A direct route: its name says what to do (answer, or fail one way or another)."""
     name = request.scope["path_params"]["name"]
     body = await request.body()
-    if name == "refused":
+    if name.startswith("refused"):
         raise Problem(401, "Invalid signature", "no", headers={"WWW-Authenticate": "Signature"})
     if name == "invalid":
         raise RequestValidationError(
@@ -82,8 +82,8 @@ def tokens(tmp_path: Path) -> TokenStore:
     return TokenStore(tmp_path / "tokens.json")
 
 
-@pytest.fixture
-def client(tmp_path: Path, tokens: TokenStore) -> Iterator[TestClient]:
+def served(tmp_path: Path, tokens: TokenStore, routers: list[APIRouter]) -> FastAPI:
+    """`build_app` for one service with these routers."""
     settings = load_settings("intake", data_dir=tmp_path, env="dev")
     definition = ServiceDefinition(
         name="intake",
@@ -91,13 +91,18 @@ def client(tmp_path: Path, tokens: TokenStore) -> Iterator[TestClient]:
         outbox_tables=support.outbox_tables,
         inbox_table=support.inbox_table,
         migrations=tmp_path,
-        routers=[router],
+        routers=routers,
     )
     bus = LocalBus(tmp_path / "events.db")
     runtime = ServiceRuntime(definition=definition, settings=settings, bus=bus)
     app = build_app([runtime], title="t", token_store=tokens, max_body_bytes=2048)
     asyncio.run(support.create_schema(runtime.db, dispose=True))
-    with TestClient(app) as test_client:
+    return app
+
+
+@pytest.fixture
+def client(tmp_path: Path, tokens: TokenStore) -> Iterator[TestClient]:
+    with TestClient(served(tmp_path, tokens, [router])) as test_client:
         yield test_client
 
 
@@ -218,6 +223,31 @@ def test_a_route_without_declared_roles_is_caught() -> None:
     assert routes_without_roles(router.routes) == []
 
 
+def test_an_app_refuses_routes_without_declared_roles(tmp_path: Path, tokens: TokenStore) -> None:
+    loose = APIRouter()
+
+    @loose.get("/v1/secrets")
+    async def secrets() -> dict[str, str]:
+        return {}
+
+    with pytest.raises(RuntimeError, match="GET /v1/secrets"):
+        served(tmp_path, tokens, [router, loose])
+
+
+def test_a_direct_route_must_verify_its_callers_itself(tmp_path: Path, tokens: TokenStore) -> None:
+    """A direct route runs no dependencies: a role it declared would not be checked."""
+    guarded = APIRouter()
+    guarded.add_api_route(
+        "/v1/admin-only",
+        direct,
+        methods=["POST"],
+        dependencies=[Depends(require_roles("admin"))],
+        route_class_override=DirectRoute,
+    )
+    with pytest.raises(RuntimeError, match="/v1/admin-only"):
+        served(tmp_path, tokens, [guarded])
+
+
 def test_responses_continue_the_callers_trace(client: TestClient) -> None:
     caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     response = client.get("/healthz", headers={"traceparent": caller})
@@ -257,7 +287,7 @@ def test_a_direct_route_is_answered_without_the_frameworks_stack(client: TestCli
     assert served == ["/v1/direct/ok", "/healthz"]
 
 
-@pytest.mark.parametrize("name", ["ok", "refused", "invalid"])
+@pytest.mark.parametrize("name", ["ok", "refused", "refused%3Fin%23path", "invalid"])
 def test_a_direct_route_answers_as_the_framework_would(client: TestClient, name: str) -> None:
     plain = FastAPI()
     install_problem_handlers(plain)
@@ -266,7 +296,7 @@ def test_a_direct_route_answers_as_the_framework_would(client: TestClient, name:
         expected = framework.post(f"/v1/direct/{name}", content=b"abc")
     served = client.post(f"/v1/direct/{name}", content=b"abc")
 
-    assert expected.status_code == {"ok": 202, "refused": 401, "invalid": 422}[name]
+    assert expected.status_code == {"ok": 202, "invalid": 422}.get(name, 401)
     assert (served.status_code, served.content) == (expected.status_code, expected.content)
     for header in ("content-type", "content-length", "www-authenticate"):
         assert served.headers.get(header) == expected.headers.get(header)
