@@ -323,28 +323,21 @@ async def sqlite_rows_returning(
     return out
 
 
-_values_statements: dict[tuple[str, str, int, int, int], str] = {}
+_values_groups: dict[tuple[int, int], list[str]] = {}
 
 
 def _values_statement(head: str, tail: str, width: int, fixed: int, count: int) -> str:
     """`head VALUES (...), ... tail` for `count` rows of `width` values after `fixed` shared
-    ones (see `sqlite_rows_returning`); made once per shape (a batch of 1,000 rows took
-    ~0.6 ms to write out)."""
-    key = (head, tail, width, fixed, count)
-    sql = _values_statements.get(key)
-    if sql is None:
-        common = ", ".join(f"?{n}" for n in range(1, fixed + 1))
-        groups = []
-        number = fixed
-        for _ in range(count):
-            own = ", ".join(f"?{number + k}" for k in range(1, width + 1))
-            number += width
-            groups.append(f"({common}, {own})" if fixed else f"({own})")
-        sql = f"{head} VALUES {', '.join(groups)} {tail}"
-        if len(_values_statements) >= 256:  # bounded: one text per shape and row count
-            _values_statements.clear()
-        _values_statements[key] = sql
-    return sql
+    ones (see `sqlite_rows_returning`). Each row's `(...)` is written once per shape and
+    kept (writing a 1,000-row statement's out took ~0.6 ms; joining them, ~8 µs)."""
+    groups = _values_groups.setdefault((width, fixed), [])
+    if len(groups) < count:
+        common = "".join(f"?{n}, " for n in range(1, fixed + 1))
+        for row in range(len(groups), count):
+            first = fixed + row * width
+            own = ", ".join(f"?{first + k}" for k in range(1, width + 1))
+            groups.append(f"({common}{own})")
+    return f"{head} VALUES {', '.join(groups[:count])} {tail}"
 
 
 class SqliteDriver:

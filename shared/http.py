@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.auth import TokenStore, declared_roles, routes_without_roles
+from shared.auth import TokenStore, authenticated_by_signature, routes_without_roles
 from shared.bus.port import Bus
 from shared.events.asyncapi import asyncapi_document
 from shared.observability import metrics
@@ -88,13 +88,18 @@ def build_app(
         for router in runtime.definition.routers:
             app.include_router(router)  # (without a prefix: a route's path is its own)
             routes += router.routes
+    # The checks read the routers' own routes: FastAPI lists an included router as one
+    # object, whose routes `app.routes` does not show. A router inside a service's router
+    # would hide its routes from them too, so there must be none.
+    if nested := [type(route).__name__ for route in routes if not hasattr(route, "path")]:
+        raise RuntimeError(f"service routers must list their routes themselves: {nested}")
     if undeclared := routes_without_roles(routes):
         raise RuntimeError(f"routes without declared roles: {', '.join(undeclared)}")
     direct = [route for route in routes if isinstance(route, DirectRoute)]
-    if unverified := [r.path for r in direct if declared_roles(r) != frozenset({"signature"})]:
+    if unverified := [route.path for route in direct if not _verifies_itself(route)]:
         raise RuntimeError(
-            "direct routes run no dependencies: they must verify their callers themselves "
-            f"(authenticated_by_signature): {', '.join(unverified)}"
+            "direct routes run no dependencies: their one dependency must say that they "
+            f"verify their callers themselves (authenticated_by_signature): {unverified}"
         )
     _add_operational_routes(app, runtimes)
     label = runtimes[0].name if len(runtimes) == 1 else "all"
@@ -147,6 +152,17 @@ class _ServedApp(FastAPI):
                     await self.direct_shell.serve(scope, receive, send, endpoint)
                     return
         await super().__call__(scope, receive, send)
+
+
+def _verifies_itself(route: DirectRoute) -> bool:
+    """Whether the route's only dependency is `authenticated_by_signature` (a marker: a
+    role, a limiter or anything else declared would not run on a direct route)."""
+    dependencies = route.dependant.dependencies
+    return (
+        len(dependencies) == 1
+        and dependencies[0].call is authenticated_by_signature
+        and not dependencies[0].dependencies
+    )
 
 
 def _direct_endpoint(route: DirectRoute) -> ASGIApp:

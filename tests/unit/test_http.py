@@ -234,18 +234,48 @@ def test_an_app_refuses_routes_without_declared_roles(tmp_path: Path, tokens: To
         served(tmp_path, tokens, [router, loose])
 
 
-def test_a_direct_route_must_verify_its_callers_itself(tmp_path: Path, tokens: TokenStore) -> None:
-    """A direct route runs no dependencies: a role it declared would not be checked."""
+async def limiter() -> None:
+    """A dependency without a role (a rate limiter, say)."""
+
+
+@pytest.mark.parametrize(
+    "dependencies",
+    [
+        [Depends(require_roles("admin"))],
+        [Depends(require_roles("admin")), Depends(authenticated_by_signature)],
+        [Depends(authenticated_by_signature), Depends(limiter)],
+    ],
+    ids=["a role", "a role and the marker", "the marker and another"],
+)
+def test_a_direct_route_must_verify_its_callers_itself(
+    tmp_path: Path, tokens: TokenStore, dependencies: list[Any]
+) -> None:
+    """A direct route runs no dependencies: one it declared would not be checked."""
     guarded = APIRouter()
     guarded.add_api_route(
-        "/v1/admin-only",
+        "/v1/guarded",
         direct,
         methods=["POST"],
-        dependencies=[Depends(require_roles("admin"))],
+        dependencies=dependencies,
         route_class_override=DirectRoute,
     )
-    with pytest.raises(RuntimeError, match="/v1/admin-only"):
+    with pytest.raises(RuntimeError, match="/v1/guarded"):
         served(tmp_path, tokens, [guarded])
+
+
+def test_an_app_refuses_routers_inside_a_services_router(
+    tmp_path: Path, tokens: TokenStore
+) -> None:
+    """Their routes would escape the checks above."""
+    outer, inner = APIRouter(), APIRouter()
+
+    @inner.get("/v1/hidden")
+    async def hidden() -> dict[str, str]:
+        return {}
+
+    outer.include_router(inner)
+    with pytest.raises(RuntimeError, match="list their routes themselves"):
+        served(tmp_path, tokens, [router, outer])
 
 
 def test_responses_continue_the_callers_trace(client: TestClient) -> None:
