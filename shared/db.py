@@ -218,6 +218,10 @@ async def insert_many(
     sql, order, processors, arrays = _insert_many_statement(
         table, tuple(columns), connection.dialect, skip_conflicts
     )
+    if arrays:
+        write = pg_insert(connection.dialect, table, columns, rows, skip_conflicts=skip_conflicts)
+        await (await pg_driver(session)).fetch(write.statement, *write.args)
+        return
     params: list[tuple[Any, ...]]
     if order is None and not processors:
         params = [tuple(row) for row in rows]
@@ -234,14 +238,49 @@ async def insert_many(
                     last[n] = (value, converted)
                 values[index] = converted
             params.append(tuple(values))
-    if arrays:
-        columns_of_rows = zip(*params, strict=True)
-        driver = await pg_driver(session)
-        await driver.fetch(sql, *(list(column) for column in columns_of_rows))
-    elif (inline := await sqlite_driver(session)) is not None:
+    if (inline := await sqlite_driver(session)) is not None:
         inline.executemany(sql, params)
     else:
         await connection.exec_driver_sql(sql, params)
+
+
+def pg_insert(
+    dialect: Dialect,
+    table: Table,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    skip_conflicts: bool = False,
+) -> PgWrite:
+    """`insert_many`'s statement on PostgreSQL (asyncpg), as a `PgWrite` to send now or
+    with others (`PgDriver.write`, `write_at_commit`): an array per column, converted with
+    the dialect's processors (column by column: a column holding one value throughout, a
+    batch's timestamp, is converted once)."""
+    sql, order, processors, arrays = _insert_many_statement(
+        table, tuple(columns), dialect, skip_conflicts
+    )
+    if not arrays:
+        raise ValueError(
+            f"an INSERT of arrays is for PostgreSQL through asyncpg, not {dialect.name}"
+        )
+    given: list[Sequence[Any]] = list(zip(*rows, strict=True))
+    values = given if order is None else [given[i] for i in order]
+    convert_columns(values, processors)
+    return PgWrite(sql, [list(column) for column in values])
+
+
+def convert_columns(
+    columns: list[Sequence[Any]], processors: Sequence[tuple[int, Callable[[Any], Any]]]
+) -> None:
+    """Convert, in place, the columns that have a processor (position, processor), column by
+    column: a column holding one value throughout, a batch's timestamp, is converted once."""
+    for index, process in processors:
+        column = columns[index]
+        first = column[0]
+        if all(value is first for value in column):
+            columns[index] = [process(first)] * len(column)
+        else:
+            columns[index] = [process(value) for value in column]
 
 
 _NOTHING = object()

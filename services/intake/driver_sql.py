@@ -34,8 +34,10 @@ from shared.db import (
     PgWrite,
     SqliteDriver,
     before_commit,
+    convert_columns,
     insert_many,
     pg_driver,
+    pg_insert,
     sqlite_driver,
 )
 
@@ -121,17 +123,7 @@ class DriverSql:
 
     def _staged_writes(self) -> list[PgWrite]:
         staged, self._staged = self._staged, []
-        writes = []
-        for table, columns, rows in staged:
-            processors = [
-                (i, process)
-                for i, name in enumerate(columns)
-                if (process := self.bind(table, name)) is not None
-            ]
-            values = _processed(rows, processors)
-            arrays = [list(column) for column in zip(*values, strict=True)]
-            writes.append(PgWrite(_staged_insert(self.dialect, table, columns), arrays))
-        return writes
+        return [pg_insert(self.dialect, table, columns, rows) for table, columns, rows in staged]
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """SQLite only: `sql` (with `?` parameters) once per row, one call."""
@@ -207,31 +199,5 @@ def _processed(rows: Sequence[Sequence[Any]], processors: _Processors) -> Sequen
     if not processors:
         return rows
     columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
-    for index, process in processors:
-        column = columns[index]
-        first = column[0]
-        if all(value is first for value in column):
-            columns[index] = [process(first)] * len(column)
-        else:
-            columns[index] = [process(value) for value in column]
+    convert_columns(columns, processors)
     return list(zip(*columns, strict=True))
-
-
-_staged_inserts: dict[tuple[Table, tuple[str, ...]], str] = {}
-
-
-def _staged_insert(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> str:
-    """INSERT into `table` from an array per column ($1, $2, ... in `columns` order)."""
-    sql = _staged_inserts.get((table, columns))
-    if sql is None:
-        quote = dialect.identifier_preparer
-        arrays = ", ".join(
-            f"${n}::{table.c[name].type.compile(dialect=dialect)}[]"
-            for n, name in enumerate(columns, 1)
-        )
-        names = ", ".join(quote.quote(name) for name in columns)
-        sql = _staged_inserts[(table, columns)] = (
-            f"INSERT INTO {quote.format_table(table)} ({names}) "  # noqa: S608 (metadata names)
-            f"SELECT * FROM unnest({arrays})"
-        )
-    return sql
