@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
-import orjson
 import structlog
 from pydantic import BaseModel
 from sqlalchemy import (
@@ -43,7 +42,7 @@ from shared.db import (
     sqlite_rows_returning,
 )
 from shared.events.catalog import EventCatalog, EventType
-from shared.events.codec import SEQUENCE_DIGITS, header_pairs, sequence_text
+from shared.events.codec import SEQUENCE_DIGITS, headers_json, sequence_text
 from shared.events.envelope import utcnow
 from shared.ids import time_ordered_event_id
 from shared.observability import metrics
@@ -109,6 +108,19 @@ _ROW = ("event_id", "topic", "key", "headers", "value", "created_at")
 _SEQUENCE_PLACEHOLDER = f'["ce_sequence","{sequence_text(0)}"]'
 
 
+class _TimeTexts:
+    """ISO 8601 texts of event times; a transaction's events share one time, written once."""
+
+    def __init__(self) -> None:
+        self._time: datetime | None = None
+        self._text = ""
+
+    def of(self, time: datetime) -> str:
+        if time is not self._time:
+            self._time, self._text = time, time.isoformat()
+        return self._text
+
+
 def _value(payload: BaseModel | Encoded) -> bytes:
     return payload.data if isinstance(payload, Encoded) else payload.model_dump_json().encode()
 
@@ -169,7 +181,7 @@ class Outbox:
             event_type,
             subject,
             traceparent or current_traceparent.get(),
-            utcnow(),
+            pending[0].time if pending else utcnow(),  # a transaction's events: one time
         )
         pending.append(event)
         return event.event_id
@@ -211,18 +223,17 @@ class Outbox:
         ids = [e.event_id for e in pending]
         written = utcnow()  # created_at: when the flush wrote them, as on SQLite
         source = self._source
+        times = _TimeTexts()
         headers = [
-            orjson.dumps(
-                header_pairs(
-                    event_id=event_id,
-                    source=source,
-                    event_type=e.event_type.name,
-                    subject=e.subject,
-                    time=e.time,
-                    sequence=0,  # _SEQUENCE_PLACEHOLDER, replaced by the statement
-                    traceparent=e.traceparent,
-                )
-            ).decode()
+            headers_json(
+                event_id=event_id,
+                source=source,
+                event_type=e.event_type.name,
+                subject=e.subject,
+                time=times.of(e.time),
+                sequence=0,  # _SEQUENCE_PLACEHOLDER, replaced by the statement
+                traceparent=e.traceparent,
+            )
             for e, event_id in zip(pending, ids, strict=True)
         ]
         subjects = sorted(counts)
@@ -252,18 +263,19 @@ class Outbox:
         counters = {subject: last[subject] - n for subject, n in counts.items()}
         out = []
         source = self._source
+        times = _TimeTexts()
         for event, event_id in zip(pending, ids, strict=True):  # straight to the wire format
             counters[event.subject] += 1
-            headers = header_pairs(
+            headers = headers_json(
                 event_id=event_id,
                 source=source,
                 event_type=event.event_type.name,
                 subject=event.subject,
-                time=event.time,
+                time=times.of(event.time),
                 sequence=counters[event.subject],
                 traceparent=event.traceparent,
             )
-            out.append(orjson.dumps(headers).decode())
+            out.append(headers)
         return out
 
     def _postgres_statement(self, session: AsyncSession) -> tuple[tuple[str, ...], str]:

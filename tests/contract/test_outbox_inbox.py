@@ -264,3 +264,22 @@ async def test_large_batches_split_across_sqlite_statements_keep_their_answers(
     async with consumer_db.transaction() as session:
         other_group = await inbox.claim(session, group="h", event_ids=ids[:3])
     assert (first, second, other_group) == (set(ids[:5]), set(ids[5:]), set(ids[:3]))
+
+
+async def test_the_events_of_one_transaction_carry_one_time(
+    databases: tuple[Database, Database],
+) -> None:
+    producer_db, _ = databases
+    outbox = Outbox(service="producer", tables=outbox_tables, catalog=catalog_with_ping("t"))
+    for _ in range(2):  # two transactions
+        async with producer_db.transaction() as session:
+            for n in range(3):
+                await outbox.add(session, Ping(lead_id=uuid.uuid4(), n=n), subject=f"lead-{n}")
+                await asyncio.sleep(0.002)  # (so that two clock readings would differ)
+    async with producer_db.engine.connect() as conn:
+        rows = (await conn.execute(select(outbox_tables[0]).order_by(outbox_tables[0].c.id))).all()
+    times = [dict(orjson.loads(row.headers))["ce_time"] for row in rows]
+
+    assert len(times) == 6
+    assert len(set(times[:3])) == 1 and len(set(times[3:])) == 1
+    assert times[0] < times[3]
