@@ -126,12 +126,14 @@ async def capture_batch(
     *,
     sales_owned: frozenset[str],
     fallback: Callable[[int], Sequence[LeadInput]] | None = None,
+    new_accounts: set[str] | None = None,
 ) -> list[CaptureOutcome]:
     """Create or update one lead per item, in order; a failed item changes nothing.
 
     `fallback(i)`, when given, names what to capture instead of item `i` should it fail
     (the parts it was made of): they are captured in its place, before the items after it,
-    and its outcome lists theirs (`parts`).
+    and its outcome lists theirs (`parts`). `new_accounts`, when given, receives the
+    domains whose accounts this capture creates.
     """
     now = datetime.now(UTC)
     known, accounts_found = await _load_known(session, items)
@@ -227,7 +229,7 @@ async def capture_batch(
         for (lead, _, _), domain in zip(pending_events, account_domains, strict=True)
         if domain is not None and lead.id in touched
     }
-    account_ids = await _accounts(session, wanted, now, accounts_found)
+    account_ids = await _accounts(session, wanted, now, accounts_found, new_accounts)
     for (lead, item, outcome), domain in zip(pending_events, account_domains, strict=True):
         previous_account = lead.account_id
         lead.account_id = account_ids.get(domain) or lead.account_id
@@ -456,9 +458,11 @@ async def _accounts(
     wanted: dict[str, str | None],
     now: datetime,
     looked_up: dict[str, str | None],
+    made: set[str] | None = None,
 ) -> dict[str | None, str]:
     """The account id of each domain in `wanted` (domain -> company name), made if new;
-    `looked_up` holds what is known already (domain -> id, None: no account)."""
+    `looked_up` holds what is known already (domain -> id, None: no account). The domains
+    of the accounts made go into `made`."""
     if not wanted:
         return {}
     found: dict[str | None, str] = {
@@ -469,6 +473,8 @@ async def _accounts(
         found.update(await sql.fetch(_ACCOUNTS_BY_DOMAIN, [], unknown))
     missing = [(time_ordered_id(), d, name, now) for d, name in wanted.items() if d not in found]
     await sql.stage(accounts, ("id", "domain", "name", "created_at"), missing)
+    if made is not None:
+        made.update(domain for _, domain, _, _ in missing)
     found.update({domain: account_id for account_id, domain, _, _ in missing})
     return found
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import orjson
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.intake import import_job
 from services.intake.import_validation import STATE_KEY, ImportValidator
+from shared.db import after_commit, before_commit
 from tests.api.conftest import Intake
 
 NDJSON = b"""{"email": "li@hooli.com", "company_size": 40}
@@ -291,3 +295,84 @@ async def test_an_import_resolves_identities_within_and_across_its_batches(
     view = (await intake.client.get(f"/v1/leads/{bea}", headers=intake.auth())).json()
     assert view["email"] == "cy@initech.com"
     assert sorted(view["external_ids"]["hubspot"]) == ["h-1", "h-2"]
+
+
+def two_batches(second: str) -> bytes:
+    first = '{"email": "ann@one.com"}\n{"email": "bo@two.com"}\n'
+    return (first + second).encode()
+
+
+@pytest.mark.parametrize(
+    ("second", "overlaps", "accounts"),
+    [
+        ('{"email": "cy@three.com"}\n{"email": "di@four.com"}\n', True, 4),
+        ('{"email": "ANN@one.com", "job_title": "CTO"}\n{"email": "di@four.com"}\n', False, 3),
+        ('{"email": "cy@one.com"}\n{"email": "di@four.com"}\n', False, 3),  # one.com's account
+    ],
+    ids=["independent", "same-lead", "new-account"],
+)
+async def test_on_postgresql_a_batch_is_captured_while_the_one_before_is_written(
+    intake: Intake, monkeypatch: pytest.MonkeyPatch, second: str, overlaps: bool, accounts: int
+) -> None:
+    """The second batch starts while the first commits, unless it names a lead of the
+    first or needs an account the first creates; on SQLite batches take turns."""
+    runtime = intake.runtime
+    runtime.settings = runtime.settings.model_copy(update={"import_batch_size": 2})
+    steps: list[str] = []
+    real = import_job.capture_batch
+
+    async def recorded(session: AsyncSession, *args: Any, **kwargs: Any) -> Any:
+        batch = f"batch {len([s for s in steps if s.startswith('start')]) + 1}"
+        steps.append(f"start {batch}")
+
+        async def slow_commit(_session: AsyncSession) -> None:
+            await asyncio.sleep(0.1)  # a write that takes a while
+
+        before_commit(session, slow_commit)
+        after_commit(session, lambda: steps.append(f"commit {batch}"))
+        return await real(session, *args, **kwargs)
+
+    monkeypatch.setattr(import_job, "capture_batch", recorded)
+    response = await intake.client.post(
+        "/v1/leads/import",
+        content=two_batches(second),
+        headers={**intake.auth(), "content-type": "application/x-ndjson"},
+    )
+
+    assert response.status_code == 200 and response.json()["failed"] == 0
+    overlapped = ["start batch 1", "start batch 2", "commit batch 1", "commit batch 2"]
+    in_turn = ["start batch 1", "commit batch 1", "start batch 2", "commit batch 2"]
+    postgres = runtime.db.is_postgres
+    assert steps == (overlapped if postgres and overlaps else in_turn)
+    events = await intake.events("handoff.lead.captured", 4)  # a row each: captured or updated
+    made = [e["data"]["account_id"] for e in events if e["type"] == "handoff.lead.captured.v1"]
+    assert None not in made and len(set(made)) == accounts  # one account per domain
+
+
+async def test_an_import_stops_at_a_failed_batch_and_leaves_nothing_running(
+    intake: Intake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = intake.runtime
+    runtime.settings = runtime.settings.model_copy(update={"import_batch_size": 2})
+    real = import_job.capture_batch
+    calls = 0
+
+    async def failing(session: AsyncSession, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("the database went away")
+        before_commit(session, lambda _session: asyncio.sleep(0.05))
+        return await real(session, *args, **kwargs)
+
+    monkeypatch.setattr(import_job, "capture_batch", failing)
+    rows = two_batches('{"email": "cy@three.com"}\n{"email": "di@four.com"}\n')
+    response = await intake.client.post(
+        "/v1/leads/import",
+        content=rows + b'{"email": "ed@five.com"}\n',
+        headers={**intake.auth(), "content-type": "application/x-ndjson"},
+    )
+
+    assert response.status_code == 500
+    assert calls == 2  # the third batch never started
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == import_job.BATCH_TASK]
