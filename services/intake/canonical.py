@@ -248,11 +248,13 @@ class NewLeadInput(Protocol):
     def profile(self) -> dict[str, Any]: ...
 
 
-def captured_fields(lead: NewLeadInput) -> bytes:
+def captured_fields(lead: NewLeadInput, profile: dict[str, Any] | None = None) -> bytes:
     """`lead.captured` (`LeadCaptured`) for a lead made from `lead`, as a JSON object without
     its `lead_id` and `account_id`, which only the capture knows
-    (`services.intake.leads.captured_event`)."""
+    (`services.intake.leads.captured_event`). `profile`: `lead.profile()`, if made already."""
     assert lead.email is not None  # (a lead is only made from an input with an email)
+    if profile is None:
+        profile = lead.profile()
     domain = normalize.email_domain(lead.email)
     return orjson.dumps(
         {
@@ -261,7 +263,7 @@ def captured_fields(lead: NewLeadInput) -> bytes:
             "campaign": lead.campaign,
             "email_domain": domain,
             "email_kind": domains.email_kind(domain),
-            "profile": {k: v for k, v in lead.profile().items() if k not in PII_FIELDS},
+            "profile": {k: v for k, v in profile.items() if k not in PII_FIELDS},
             "external_ids": lead.external_ids,
         }
     )

@@ -71,6 +71,7 @@ class ImportedLead(NamedTuple):
 
     @classmethod
     def of(cls, lead: LeadCapture) -> ImportedLead:
+        fields = lead.profile()
         return cls(
             email=lead.email,
             source=lead.source,
@@ -78,9 +79,9 @@ class ImportedLead(NamedTuple):
             campaign=lead.campaign,
             visitor_id=lead.visitor_id,
             external_ids=lead.external_ids,
-            fields=lead.profile(),
+            fields=fields,
             account=lead.account_domain(),
-            captured=lead.captured_fields(),
+            captured=captured_fields(lead, fields),
             national_phone=lead.national_phone,
         )
 
