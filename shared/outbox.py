@@ -163,7 +163,9 @@ class Outbox:
         """Record `payload` as an event about `subject` in the session's transaction.
 
         Returns the event id (canonical UUID text); the event is written when the
-        transaction commits.
+        transaction commits. Its `time` is when the transaction added its first event: a
+        transaction's events happen together (and their headers are written with one
+        timestamp).
         """
         # an unknown type fails here
         if isinstance(payload, Encoded):

@@ -60,7 +60,9 @@ class ImportSummary:
             "updated": self.updated,
             "unchanged": self.unchanged,
             "failed": self.failed,
-            "errors": [e.as_json() for e in self.errors],
+            # in line order (a batch's failed captures are counted after the validation
+            # errors of the next rows, as batches overlap)
+            "errors": [e.as_json() for e in sorted(self.errors, key=lambda e: e.line)],
             "errors_truncated": self.failed > 0 and len(self.errors) >= self.max_errors,
         }
 
@@ -111,10 +113,15 @@ async def run_import(
         if batch:
             await captures.submit(batch)
         await captures.finish()
+    except asyncio.CancelledError:  # the client went away
+        await captures.cancel()
+        raise
+    except BaseException:  # a capture failed: the batches already committing may finish
+        await captures.settle()
+        raise
     finally:
-        for future in validating:  # the client went away, or a capture failed
+        for future in validating:
             future.cancel()
-        await captures.abandon()
     log.info(
         "import finished",
         rows=summary.rows,
@@ -132,12 +139,14 @@ class _Captures:
     worked out its changes, while that one is being written: one batch's reads and CPU
     work overlap the other's writes (~20 ms of a 1,000-row batch). It waits for the one
     before to end first when they name the same lead (an email or an external id) or it
-    needs an account the one before creates: its reads would not see those rows yet. (A
-    row made meanwhile by another request makes a batch run again, as any two writers
-    creating one row do: `Database.run`.) Two batches in flight may commit in either
-    order; they change different leads. Once one fails, the import stops: the other is
-    cancelled unless it has committed. SQLite writes one transaction at a time: there,
-    batches take turns.
+    needs an account the one before creates: its reads would not see those rows yet. A
+    row its reads missed all the same (an account of an updated lead's stored domain, or a
+    row another request made meanwhile) makes its commit fail and the batch run again
+    from its reads, as any two writers making one row do (`Database.run`). Two batches in
+    flight may commit in either order (a lead both reach, by different keys, is locked by
+    one, then the other). When a batch fails, no later batch starts; the import fails
+    once the one already committing beside it has ended (kept if it committed). SQLite
+    writes one transaction at a time: there, batches take turns.
     """
 
     def __init__(
@@ -154,6 +163,9 @@ class _Captures:
         batch before them is done and counted."""
         capture = _Capture(rows)
         before = self._in_flight[-1] if self._in_flight else None
+        if before is not None and before.running().done():
+            await self.finish()  # (raises if it failed: no later batch starts)
+            before = None
         if before is not None and (not self.overlap or before.conflicts_with(capture)):
             await self.finish()
         capture.task = asyncio.create_task(self._run(capture), name=BATCH_TASK)
@@ -167,14 +179,18 @@ class _Captures:
         while self._in_flight:
             await self._count(self._in_flight.popleft())
 
-    async def abandon(self) -> None:
-        """After a failure, or the client leaving: stop what is still in flight."""
+    async def settle(self) -> None:
+        """After a failure: let the batches in flight end (their errors are the failure's)."""
         captures, self._in_flight = list(self._in_flight), deque()
-        for capture in captures:
-            capture.running().cancel()
         for capture in captures:
             with contextlib.suppress(BaseException):
                 await capture.running()
+
+    async def cancel(self) -> None:
+        """The client went away: stop what is in flight."""
+        for capture in self._in_flight:
+            capture.running().cancel()
+        await self.settle()
 
     async def _run(self, capture: _Capture) -> list[CaptureOutcome]:
         async def work(session: AsyncSession) -> list[CaptureOutcome]:
@@ -190,7 +206,9 @@ class _Captures:
             return outcomes
 
         try:
-            return await self.runtime.db.run(work)
+            # Up to three runs again: a row this batch's reads missed, and rows that other
+            # requests made meanwhile.
+            return await self.runtime.db.run(work, conflict_retries=3)
         finally:
             capture.ready.set()
 

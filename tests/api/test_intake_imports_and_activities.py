@@ -7,10 +7,12 @@ from typing import Any
 
 import orjson
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake import import_job
 from services.intake.import_validation import STATE_KEY, ImportValidator
+from services.intake.models import leads
 from shared.db import after_commit, before_commit
 from tests.api.conftest import Intake
 
@@ -375,4 +377,45 @@ async def test_an_import_stops_at_a_failed_batch_and_leaves_nothing_running(
 
     assert response.status_code == 500
     assert calls == 2  # the third batch never started
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == import_job.BATCH_TASK]
+
+
+async def test_a_batch_failing_as_it_commits_keeps_the_batches_before_and_starts_no_more(
+    intake: Intake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = intake.runtime
+    runtime.settings = runtime.settings.model_copy(update={"import_batch_size": 2})
+    real = import_job.capture_batch
+    calls = 0
+
+    async def commit_fails(_session: AsyncSession) -> None:
+        await asyncio.sleep(0.05)  # (on PostgreSQL the next batch is under way meanwhile)
+        raise RuntimeError("the disk is full")
+
+    async def slow_commit(_session: AsyncSession) -> None:
+        await asyncio.sleep(0.2)  # still committing when the second fails
+
+    async def second_fails(session: AsyncSession, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls in (2, 3):
+            before_commit(session, commit_fails if calls == 2 else slow_commit)
+        return await real(session, *args, **kwargs)
+
+    monkeypatch.setattr(import_job, "capture_batch", second_fails)
+    rows = "".join(f'{{"email": "{n}@d{n}.com"}}\n' for n in range(1, 9))  # 4 batches
+    response = await intake.client.post(
+        "/v1/leads/import",
+        content=rows.encode(),
+        headers={**intake.auth(), "content-type": "application/x-ndjson"},
+    )
+
+    assert response.status_code == 500
+    assert calls == (3 if runtime.db.is_postgres else 2)  # the 4th batch never started
+    async with runtime.db.engine.connect() as conn:
+        stored = set((await conn.execute(select(leads.c.email))).scalars())
+    assert {"1@d1.com", "2@d2.com"} <= stored  # the first batch is kept
+    assert not stored & {"3@d3.com", "4@d4.com", "7@d7.com", "8@d8.com"}
+    # on PostgreSQL the third was worked out beside the second: it ends, and is kept
+    assert ({"5@d5.com", "6@d6.com"} <= stored) == runtime.db.is_postgres
     assert not [t for t in asyncio.all_tasks() if t.get_name() == import_job.BATCH_TASK]
