@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake import import_job
+from services.intake.canonical import LeadCapture
 from services.intake.import_validation import STATE_KEY, ImportValidator
 from services.intake.models import leads
 from shared.db import after_commit, before_commit
@@ -419,3 +420,43 @@ async def test_a_batch_failing_as_it_commits_keeps_the_batches_before_and_starts
     # on PostgreSQL the third was worked out beside the second: it ends, and is kept
     assert ({"5@d5.com", "6@d6.com"} <= stored) == runtime.db.is_postgres
     assert not [t for t in asyncio.all_tasks() if t.get_name() == import_job.BATCH_TASK]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("intake", ["postgres"], indirect=True)  # (SQLite: one writer)
+async def test_a_lead_made_elsewhere_while_a_batch_is_in_flight_makes_it_run_again(
+    intake: Intake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another request creates a lead of the second batch after that batch's reads: its
+    commit fails on the unique email, and it runs again, updating that lead."""
+    runtime = intake.runtime
+    runtime.settings = runtime.settings.model_copy(update={"import_batch_size": 2})
+    real = import_job.capture_batch
+    calls = 0
+
+    async def elsewhere(session: AsyncSession) -> Any:
+        lead = LeadCapture.model_validate({"email": "xi@three.com"})
+        return await real(session, runtime.outbox, [lead], sales_owned=frozenset())
+
+    async def raced(session: AsyncSession, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        outcomes = await real(session, *args, **kwargs)
+        if calls == 2:  # the second batch has read and worked out its changes
+            await runtime.db.run(elsewhere)
+        return outcomes
+
+    monkeypatch.setattr(import_job, "capture_batch", raced)
+    rows = two_batches('{"email": "xi@three.com", "job_title": "CTO"}\n{"email": "yu@four.com"}\n')
+    response = await intake.client.post(
+        "/v1/leads/import",
+        content=rows,
+        headers={**intake.auth(), "content-type": "application/x-ndjson"},
+    )
+
+    summary = response.json()
+    assert response.status_code == 200 and calls == 3  # the second batch ran twice
+    assert (summary["created"], summary["updated"], summary["failed"]) == (3, 1, 0)
+    async with runtime.db.engine.connect() as conn:
+        emails = list((await conn.execute(select(leads.c.email))).scalars())
+    assert sorted(emails) == ["ann@one.com", "bo@two.com", "xi@three.com", "yu@four.com"]
