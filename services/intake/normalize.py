@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
 
 import idna
@@ -15,6 +16,14 @@ _PLAIN_EMAIL = re.compile(
     r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
 )
+# The same with letters and digits of any script before the @-sign (`\w`: Unicode letters,
+# digits and `_`), as in "müller@acme.de". email-validator accepts every such address
+# whose mailbox name is NFC-normalized and whose UTF-8 form fits in 254 bytes, and gives it
+# back unchanged; its checks cost ~60 µs an address, mostly spent on the (ASCII) domain.
+_WORD_EMAIL = re.compile(
+    r"^[\w!#$%&'*+/=?^`{|}~-]+(\.[\w!#$%&'*+/=?^`{|}~-]+)*"
+    r"@([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+)
 _URL_PREFIX = re.compile(r"^[a-z][a-z0-9+.-]*://")
 
 
@@ -23,6 +32,17 @@ def normalize_email(raw: str) -> str:
     candidate = raw.strip().lower()
     if len(candidate) <= 254 and _PLAIN_EMAIL.match(candidate):
         return candidate
+    if (
+        _WORD_EMAIL.match(candidate)
+        and len(candidate.encode()) <= 254
+        and unicodedata.is_normalized("NFC", candidate)
+    ):
+        return candidate
+    return _validated(candidate)
+
+
+def _validated(candidate: str) -> str:
+    """`normalize_email` of an address in any form email-validator reads."""
     try:
         parsed = validate_email(candidate, check_deliverability=False)
     except EmailNotValidError as exc:

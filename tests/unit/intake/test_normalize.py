@@ -6,11 +6,14 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from services.intake.domains import account_domain, email_kind
 from services.intake.identity import KnownLead, MergeRefused, merge
 from services.intake.normalize import (
     NeedsCountry,
+    _validated,
     normalize_country,
     normalize_domain,
     normalize_email,
@@ -28,6 +31,52 @@ from tests.infra import ROOT
     ],
 )
 def test_emails_are_trimmed_lowercased_and_idna_encoded(raw: str, normalized: str) -> None:
+    assert normalize_email(raw) == normalized
+
+
+# Mailbox names from many scripts, and characters that email-validator refuses or changes:
+# a combining accent, a compatibility ideograph and Hangul letters (changed by NFC), a
+# dotted capital I (lower-cased into two), a no-break space, a zero-width space, a quote,
+# a space, an @.
+_MAILBOX = "abcXYZ019._+-!#$%&'*/=?^`{|}~üßéÄİжД中٣²ﬁ€¡\u0301\uf900\u1100\u1161\u00a0\u200b\" @"
+_DOMAINS = ["acme.com", "Mail.Acme-Corp.co.uk", "xn--strae-oqa.de", "münchen.de", "a.b", "x@y.io"]
+
+
+@settings(max_examples=400, deadline=None)
+@example(mailbox="中" * 81, domain="acme.com", padding="")  # 254 bytes in UTF-8
+@example(mailbox="中" * 82, domain="acme.com", padding="")  # 257
+@example(mailbox="\uf900", domain="acme.com", padding="")
+@given(
+    mailbox=st.text(alphabet=_MAILBOX, max_size=70),
+    domain=st.sampled_from(_DOMAINS),
+    padding=st.sampled_from(["", " ", "\t"]),
+)
+def test_every_address_normalizes_as_email_validator_has_it(
+    mailbox: str, domain: str, padding: str
+) -> None:
+    """The shortcuts for common shapes answer what email-validator answers."""
+    raw = f"{padding}{mailbox}@{domain}{padding}"
+    try:
+        expected: str | None = _validated(raw.strip().lower())
+    except ValueError:
+        expected = None
+    try:
+        got: str | None = normalize_email(raw)
+    except ValueError:
+        got = None
+
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalized"),
+    [
+        ("Müller@Acme.de", "müller@acme.de"),
+        ("jürgen.ß_1@mail.acme.co.uk", "jürgen.ß_1@mail.acme.co.uk"),
+        ("Ле́на@acme.com", "ле́на@acme.com"),  # (a combining accent: email-validator's way)
+    ],
+)
+def test_mailbox_names_in_other_scripts_are_kept(raw: str, normalized: str) -> None:
     assert normalize_email(raw) == normalized
 
 
