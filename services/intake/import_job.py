@@ -36,6 +36,7 @@ from shared.settings import IntakeSettings
 log = structlog.get_logger(__name__)
 
 _AHEAD = 2  # batches validated ahead of the one being written (bounds memory)
+IN_FLIGHT = 3  # PostgreSQL: batches captured at once (one reading, one working, one writing)
 BATCH_TASK = "intake-import-batch"  # the name of the task capturing a batch
 
 
@@ -135,18 +136,19 @@ async def run_import(
 class _Captures:
     """Captures batches in order, each in a transaction of its own, and counts the outcomes.
 
-    On PostgreSQL the next batch starts as soon as the one before has done its reads and
-    worked out its changes, while that one is being written: one batch's reads and CPU
-    work overlap the other's writes (~20 ms of a 1,000-row batch). It waits for the one
-    before to end first when they name the same lead (an email or an external id) or it
-    needs an account the one before creates: its reads would not see those rows yet. A
-    row its reads missed all the same (an account of an updated lead's stored domain, or a
-    row another request made meanwhile) makes its commit fail and the batch run again
-    from its reads, as any two writers making one row do (`Database.run`). Two batches in
-    flight may commit in either order (a lead both reach, by different keys, is locked by
-    one, then the other). When a batch fails, no later batch starts; the import fails
-    once the one already committing beside it has ended (kept if it committed). SQLite
-    writes one transaction at a time: there, batches take turns.
+    On PostgreSQL a batch starts as soon as the one before has done its reads: one
+    batch's reads wait on the database while the one before works out its changes, and
+    the one before that is written (~20 ms of a 1,000-row batch), so that this process
+    seldom waits. A batch waits for those in flight to end first when it names a lead of
+    theirs (an email or an external id) or an account domain that had no account when
+    they read: its reads would not see what they write. A row its reads missed all the
+    same (an account of an updated lead's stored domain, or a row another request made
+    meanwhile) makes its commit fail and the batch run again from its reads, as any two
+    writers making one row do (`Database.run`). Batches in flight may commit in any order
+    (a lead two of them reach, by different keys, is locked by one, then the other).
+    When a batch fails, no later batch starts; the import fails once the batches in
+    flight beside it have ended (kept if they committed). SQLite writes one transaction
+    at a time: there, batches take turns.
     """
 
     def __init__(
@@ -159,19 +161,19 @@ class _Captures:
         self._in_flight: deque[_Capture] = deque()  # in batch order
 
     async def submit(self, rows: list[ParsedRow]) -> None:
-        """Start capturing `rows`; return once their changes are worked out and every
-        batch before them is done and counted."""
+        """Start capturing `rows`; return once they are read, and every batch before the
+        last `IN_FLIGHT` is done and counted."""
         capture = _Capture(rows)
-        before = self._in_flight[-1] if self._in_flight else None
-        if before is not None and before.running().done():
-            await self.finish()  # (raises if it failed: no later batch starts)
-            before = None
-        if before is not None and (not self.overlap or before.conflicts_with(capture)):
+        while self._in_flight and self._in_flight[0].running().done():
+            await self._count(self._in_flight.popleft())  # (raises if it failed)
+        if self._in_flight and (
+            not self.overlap or any(c.conflicts_with(capture) for c in self._in_flight)
+        ):
             await self.finish()
         capture.task = asyncio.create_task(self._run(capture), name=BATCH_TASK)
         self._in_flight.append(capture)
-        await capture.worked_out()
-        while len(self._in_flight) > 1:
+        await capture.read()
+        while len(self._in_flight) > IN_FLIGHT:
             await self._count(self._in_flight.popleft())
 
     async def finish(self) -> None:
@@ -194,23 +196,20 @@ class _Captures:
 
     async def _run(self, capture: _Capture) -> list[CaptureOutcome]:
         async def work(session: AsyncSession) -> list[CaptureOutcome]:
-            capture.new_accounts = set()
-            outcomes = await capture_batch(
+            return await capture_batch(
                 session,
                 self.runtime.outbox,
                 capture.leads,
                 sales_owned=self.settings.sales_owned_fields,
-                new_accounts=capture.new_accounts,
+                read=capture.has_read,
             )
-            capture.ready.set()  # (what is left: its writes, as it commits)
-            return outcomes
 
         try:
             # Up to three runs again: a row this batch's reads missed, and rows that other
             # requests made meanwhile.
             return await self.runtime.db.run(work, conflict_retries=3)
         finally:
-            capture.ready.set()
+            capture.reads.set()
 
     async def _count(self, capture: _Capture) -> None:
         outcomes = await capture.running()
@@ -233,8 +232,8 @@ class _Capture:
     def __init__(self, rows: list[ParsedRow]) -> None:
         self.rows = rows
         self.task: asyncio.Task[list[CaptureOutcome]] | None = None
-        self.ready = asyncio.Event()  # its changes are worked out (or it ended)
-        self.new_accounts: set[str] = set()  # the domains of the accounts it creates
+        self.reads = asyncio.Event()  # its reads are done (or it ended)
+        self.new_domains: set[str] = set()  # its account domains without an account then
 
     @functools.cached_property
     def leads(self) -> list[ImportedLead]:
@@ -252,13 +251,17 @@ class _Capture:
     def domains(self) -> set[str]:
         return {d for lead in self.leads if (d := lead.account_domain()) is not None}
 
+    def has_read(self, new_domains: set[str]) -> None:
+        self.new_domains = new_domains
+        self.reads.set()
+
     def running(self) -> asyncio.Task[list[CaptureOutcome]]:
         assert self.task is not None
         return self.task
 
-    async def worked_out(self) -> None:
-        """Wait until its changes are worked out; raise if it failed before."""
-        await self.ready.wait()
+    async def read(self) -> None:
+        """Wait until its reads are done; raise if it failed before."""
+        await self.reads.wait()
         if self.running().done():
             self.running().result()  # (raises its error)
 
@@ -267,5 +270,5 @@ class _Capture:
         return (
             not self.emails.isdisjoint(later.emails)
             or not self.external_ids.isdisjoint(later.external_ids)
-            or not self.new_accounts.isdisjoint(later.domains)
+            or not self.new_domains.isdisjoint(later.domains)
         )

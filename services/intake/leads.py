@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -119,6 +120,9 @@ class _Conflict(Exception):
         self.error = CaptureError(field, reason)
 
 
+_YIELD_EVERY = 128  # items captured between two turns given to the event loop's other tasks
+
+
 async def capture_batch(
     session: AsyncSession,
     outbox: Outbox,
@@ -126,17 +130,21 @@ async def capture_batch(
     *,
     sales_owned: frozenset[str],
     fallback: Callable[[int], Sequence[LeadInput]] | None = None,
-    new_accounts: set[str] | None = None,
+    read: Callable[[set[str]], None] | None = None,
 ) -> list[CaptureOutcome]:
     """Create or update one lead per item, in order; a failed item changes nothing.
 
     `fallback(i)`, when given, names what to capture instead of item `i` should it fail
     (the parts it was made of): they are captured in its place, before the items after it,
-    and its outcome lists theirs (`parts`). `new_accounts`, when given, receives the
-    domains whose accounts this capture creates.
+    and its outcome lists theirs (`parts`). `read`, when given, is called once the leads
+    and accounts are read, with the items' account domains that had no account then (the
+    accounts this capture may create).
     """
     now = datetime.now(UTC)
     known, accounts_found = await _load_known(session, items)
+    if read is not None:
+        domains = {domain for item in items if (domain := item.account_domain())}
+        read({domain for domain in domains if accounts_found.get(domain) is None})
     outcomes: list[CaptureOutcome] = []
     created: list[KnownLead] = []
     dirty: dict[str, KnownLead] = {}
@@ -216,6 +224,8 @@ async def capture_batch(
         if outcome.error is not None and fallback is not None and (parts := fallback(index)):
             outcome.parts = [capture(part) for part in parts]
         outcomes.append(outcome)
+        if index % _YIELD_EVERY == _YIELD_EVERY - 1:
+            await asyncio.sleep(0)  # let other tasks in (a thousand items take ~25 ms)
     # Each item's account, as if the items came one per batch: a lead created here takes
     # its first item's account in lead.captured, and a later item that moves it says so in
     # lead.updated, whatever the batch boundaries.
@@ -229,7 +239,7 @@ async def capture_batch(
         for (lead, _, _), domain in zip(pending_events, account_domains, strict=True)
         if domain is not None and lead.id in touched
     }
-    account_ids = await _accounts(session, wanted, now, accounts_found, new_accounts)
+    account_ids = await _accounts(session, wanted, now, accounts_found)
     for (lead, item, outcome), domain in zip(pending_events, account_domains, strict=True):
         previous_account = lead.account_id
         lead.account_id = account_ids.get(domain) or lead.account_id
@@ -458,11 +468,9 @@ async def _accounts(
     wanted: dict[str, str | None],
     now: datetime,
     looked_up: dict[str, str | None],
-    made: set[str] | None = None,
 ) -> dict[str | None, str]:
     """The account id of each domain in `wanted` (domain -> company name), made if new;
-    `looked_up` holds what is known already (domain -> id, None: no account). The domains
-    of the accounts made go into `made`."""
+    `looked_up` holds what is known already (domain -> id, None: no account)."""
     if not wanted:
         return {}
     found: dict[str | None, str] = {
@@ -473,8 +481,6 @@ async def _accounts(
         found.update(await sql.fetch(_ACCOUNTS_BY_DOMAIN, [], unknown))
     missing = [(time_ordered_id(), d, name, now) for d, name in wanted.items() if d not in found]
     await sql.stage(accounts, ("id", "domain", "name", "created_at"), missing)
-    if made is not None:
-        made.update(domain for _, domain, _, _ in missing)
     found.update({domain: account_id for account_id, domain, _, _ in missing})
     return found
 
