@@ -245,7 +245,8 @@ async def capture_batch(
         lead.account_id = account_ids.get(domain) or lead.account_id
         outcome.account_id = lead.account_id
         if outcome.created:  # (the common case, without `_emit`'s extra step)
-            await outbox.add(session, captured_event(lead, item), subject=lead.id)
+            event = captured_event(lead, item)
+            await outbox.add(session, event, subject=lead.id, new_subject=True)
             continue
         if lead.account_id != previous_account:
             dirty[lead.id] = lead
@@ -276,7 +277,7 @@ async def _emit(
     previous_account: str | None,
 ) -> None:
     if outcome.created:
-        await outbox.add(session, captured_event(lead, item), subject=lead.id)
+        await outbox.add(session, captured_event(lead, item), subject=lead.id, new_subject=True)
         return
     account_moved = lead.account_id != previous_account
     if outcome.changes or account_moved:

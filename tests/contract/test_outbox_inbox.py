@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
 
 import shared.db
 from shared.bus.port import Bus
@@ -283,3 +284,43 @@ async def test_the_events_of_one_transaction_carry_one_time(
     assert len(times) == 6
     assert len(set(times[:3])) == 1 and len(set(times[3:])) == 1
     assert times[0] < times[3]
+
+
+async def test_a_new_subject_is_numbered_from_one_and_its_counter_goes_on(
+    databases: tuple[Database, Database],
+) -> None:
+    """Events of a subject the transaction creates are numbered without reading a counter;
+    every event of that subject in the transaction goes that way, and later transactions
+    number on from its counter."""
+    producer_db, _ = databases
+    outbox = Outbox(service="producer", tables=outbox_tables, catalog=catalog_with_ping("t"))
+    new, old = uuid.uuid4(), uuid.uuid4()
+    await numbered(producer_db, outbox, [(old,)])  # `old` has one event already
+    async with producer_db.transaction() as session:
+        for lead, flag in ((new, True), (old, False), (new, False), (old, False)):
+            await outbox.add(session, Ping(lead_id=lead, n=0), subject=str(lead), new_subject=flag)
+    sequences = await numbered(producer_db, outbox, [(new, old)])
+
+    one, two, three, four = (sequence_text(n) for n in (1, 2, 3, 4))
+    assert sorted(sequences[1:5]) == sorted(
+        [(str(new), one), (str(old), two), (str(new), two), (str(old), three)]
+    )
+    assert sequences[5:] == [(str(new), three), (str(old), four)]
+    by_subject = [s for s in sequences if s[0] == str(new)]
+    assert by_subject == [(str(new), one), (str(new), two), (str(new), three)]  # in id order
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("databases", ["postgres"], indirect=True)  # (SQLite reads counters)
+async def test_a_subject_said_new_that_has_events_fails_the_transaction(
+    databases: tuple[Database, Database],
+) -> None:
+    producer_db, _ = databases
+    outbox = Outbox(service="producer", tables=outbox_tables, catalog=catalog_with_ping("t"))
+    lead = uuid.uuid4()
+    await numbered(producer_db, outbox, [(lead,)])
+
+    with pytest.raises(IntegrityError):
+        async with producer_db.transaction() as session:
+            await outbox.add(session, Ping(lead_id=lead, n=1), subject=str(lead), new_subject=True)
+    assert await outbox_rows(producer_db) == 1  # nothing of it was written
