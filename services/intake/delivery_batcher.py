@@ -123,9 +123,20 @@ class DeliveryBatcher:
                 future.set_result(report)
 
     async def _apply(self, deliveries: list[Delivery]) -> list[DeliveryReport]:
+        # On PostgreSQL a batch first takes its deliveries to be new (platforms send one
+        # again only when an answer was lost): a round trip less, and one run more when
+        # one was seen (its key fails the write) or another writer made one of its rows.
+        attempts = 0
+
         async def work(session: AsyncSession) -> list[DeliveryReport]:
+            nonlocal attempts
+            attempts += 1
             return await apply_deliveries(
-                session, self.runtime.outbox, deliveries, sales_owned=self.sales_owned
+                session,
+                self.runtime.outbox,
+                deliveries,
+                sales_owned=self.sales_owned,
+                unseen=attempts == 1 and self.runtime.db.is_postgres,
             )
 
-        return await self.runtime.db.run(work)
+        return await self.runtime.db.run(work, conflict_retries=2)

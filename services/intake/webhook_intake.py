@@ -67,6 +67,7 @@ async def apply_deliveries(
     deliveries: Sequence[Delivery],
     *,
     sales_owned: frozenset[str],
+    unseen: bool = False,
 ) -> list[DeliveryReport]:
     """Apply every new, valid item once per source; the source decides the lead source.
 
@@ -75,9 +76,13 @@ async def apply_deliveries(
     one delivery that name the same contact are captured together (see `_Capture`).
     Erasures go last: a person deleted for privacy is forgotten with whatever the same
     batch said of them.
+
+    With `unseen`, the deliveries are taken to be new without looking them up (a round
+    trip less): one applied before makes the unit of work fail as it writes the
+    deliveries (`IntegrityError`, their key), and it is to run again without `unseen`.
     """
     reports = [DeliveryReport() for _ in deliveries]
-    seen = await _seen(session, deliveries)
+    seen = set() if unseen else await _seen(session, deliveries)
     contacts: dict[tuple[int, tuple[tuple[str, str], ...]], list[InboundItem]] = {}
     groups: list[tuple[int, list[InboundItem]]] = []  # lead items, by delivery and contact
     erasures: list[tuple[int, InboundItem]] = []

@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks import Webhook
 
+from services.intake import webhook_intake
 from services.intake.inbound_sources import SealClearSecrets
 from services.intake.models import inbound_sources
 from services.intake.providers import InboundItem, SourceConfig
@@ -595,10 +596,14 @@ def _counts(metrics: httpx.Response, series: str) -> dict[str, float]:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("intake", ["postgres"], indirect=True)
-async def test_a_webhook_batch_waits_on_five_round_trips_on_postgres(intake: Intake) -> None:
+@pytest.mark.parametrize("unseen", [False, True], ids=["looked-up", "taken-as-new"])
+async def test_a_webhook_batch_waits_on_four_or_five_round_trips_on_postgres(
+    intake: Intake, unseen: bool
+) -> None:
     """Each statement a batch waits on is a round trip (about a twentieth of the batch):
-    BEGIN; the deliveries seen; the leads, with the accounts of their domains; one
-    statement for the leads, the deliveries, the new accounts and the events; COMMIT."""
+    BEGIN; the deliveries seen (unless taken to be new); the leads, with the accounts of
+    their domains; one statement for the leads, the deliveries, the new accounts and the
+    events; COMMIT."""
     source = SourceConfig(name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
     deliveries = [
         Delivery([InboundItem(f"hubspot:1:{n}", "lead", {"email": f"p{n}@rt{n}.com"})], source)
@@ -616,7 +621,7 @@ async def test_a_webhook_batch_waits_on_five_round_trips_on_postgres(intake: Int
         connection.add_query_logger(log)
         after_commit(session, lambda: connection.remove_query_logger(log))
         return await apply_deliveries(
-            session, intake.runtime.outbox, deliveries, sales_owned=frozenset()
+            session, intake.runtime.outbox, deliveries, sales_owned=frozenset(), unseen=unseen
         )
 
     reports = await intake.runtime.db.run(work)
@@ -625,10 +630,40 @@ async def test_a_webhook_batch_waits_on_five_round_trips_on_postgres(intake: Int
     assert [r.accepted for r in reports] == [1, 1, 1]
     # (less asyncpg's own look-ups of types, once per connection)
     ours = [query for query in sent if "typeinfo_tree" not in query and "'jit'" not in query]
-    begin, seen, found, written, commit = ours
+    if unseen:
+        begin, found, written, commit = ours
+    else:
+        begin, seen, found, written, commit = ours
+        assert "FROM webhook_deliveries" in seen
     assert begin.startswith("BEGIN") and commit.startswith("COMMIT")
-    assert "FROM webhook_deliveries" in seen
     assert "FOR UPDATE" in found and "FROM accounts" in found
     for table in ("leads", "webhook_deliveries", "accounts", "outbox"):
         assert f"INSERT INTO {table} " in written
     assert len(await intake.events("handoff.lead.captured", 3)) == 3
+
+
+async def test_a_batch_takes_its_deliveries_as_new_on_postgres_and_looks_again_if_one_was_seen(
+    intake: Intake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the deliveries are first taken to be new; one seen before fails the
+    write, and the batch runs again looking them up: the same answers either way."""
+    await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    looked_up = 0
+    real = webhook_intake._seen
+
+    async def counted(*args: Any) -> Any:
+        nonlocal looked_up
+        looked_up += 1
+        return await real(*args)
+
+    monkeypatch.setattr(webhook_intake, "_seen", counted)
+    url, body = "http://intake.test/v1/webhooks/hubspot", hubspot_batch()
+    first = await intake.client.post(url, content=body, headers=hubspot_headers(url, body))
+    first_looked_up = looked_up
+    again = await intake.client.post(url, content=body, headers=hubspot_headers(url, body))
+
+    assert first.status_code == again.status_code == 200
+    assert first.json()["accepted"] > 0 and again.json()["accepted"] == 0
+    assert again.json()["duplicates"] == first.json()["accepted"]
+    postgres = intake.runtime.db.is_postgres
+    assert (first_looked_up, looked_up) == ((0, 1) if postgres else (1, 2))
