@@ -173,7 +173,9 @@ class IntakeSettings(ServiceSettings):
 
     # Fields a marketing sync may not overwrite once sales has entered them.
     sales_owned_fields: frozenset[str] = SALES_OWNED_DEFAULT
-    import_batch_size: int = Field(default=1000, ge=1, le=10_000)
+    # Rows per import transaction: 2,000 served ~7% more rows/s than 1,000 on both
+    # databases (fixed costs per batch: statements, commit, relay cycle); 4,000 no more.
+    import_batch_size: int = Field(default=2000, ge=1, le=10_000)
     import_max_errors: int = Field(default=1000, ge=0)
     # Processes that decode and validate import rows beside the one writing them (0: none).
     import_parse_processes: int = Field(default=1, ge=0, le=8)
