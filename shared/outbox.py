@@ -170,8 +170,8 @@ class Outbox:
         transaction's events happen together (and their headers are written with one
         timestamp). `new_subject` says that no event about `subject` was written before
         this transaction (a lead it creates): its events are numbered from 1 without
-        reading a counter (on PostgreSQL, its counter is inserted; a counter that exists
-        after all fails the transaction).
+        reading a counter (its counter is inserted; a counter that exists after all fails
+        the transaction).
         """
         # an unknown type fails here
         if isinstance(payload, Encoded):
@@ -203,7 +203,14 @@ class Outbox:
         if session.bind.dialect.name == "postgresql":
             await self._flush_postgres(session, pending, counts)
             return
-        last = await self._reserve_sequences(session, counts)
+        new = {e.subject for e in pending if e.new_subject}
+        last = await self._reserve_sequences(
+            session, Counter({s: n for s, n in counts.items() if s not in new})
+        )
+        if new:  # numbered from 1: their counters are inserted, not read
+            fresh = [(s, counts[s]) for s in new]
+            await insert_many(session, self.sequences, ("subject", "last"), fresh)
+            last.update(fresh)
         ids = [event.event_id for event in pending]
         written = utcnow()  # (one value: converted for SQLite once, not per row)
         rows = [
@@ -383,6 +390,8 @@ class Outbox:
                 "RETURNING subject, last",
             )
         head, tail = self._sqlite_reserve
+        if not counts:
+            return {}
         rows = sorted(counts.items())
         return {s: int(last) for s, last in await sqlite_rows_returning(session, head, tail, rows)}
 

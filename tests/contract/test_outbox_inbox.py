@@ -310,8 +310,6 @@ async def test_a_new_subject_is_numbered_from_one_and_its_counter_goes_on(
     assert by_subject == [(str(new), one), (str(new), two), (str(new), three)]  # in id order
 
 
-@pytest.mark.integration
-@pytest.mark.parametrize("databases", ["postgres"], indirect=True)  # (SQLite reads counters)
 async def test_a_subject_said_new_that_has_events_fails_the_transaction(
     databases: tuple[Database, Database],
 ) -> None:
