@@ -131,9 +131,11 @@ class Outbox:
 
     Events are buffered in the session and written just before it commits. On SQLite one
     statement numbers every subject's events and one more inserts them all. On PostgreSQL
-    one statement does both, its rows as arrays (`unnest`), and goes with the unit of
-    work's other deferred writes (`PgDriver.write_at_commit`): a transaction's events cost
-    no round trip of their own and no per-row work in SQLAlchemy.
+    the numbering and the inserts are parts of one statement, its rows as arrays
+    (`unnest`), sent with the unit of work's other deferred writes
+    (`PgDriver.write_at_commit`): a transaction's events cost no round trip of their own
+    and no per-row work in SQLAlchemy. A subject new in the transaction (`add`'s
+    `new_subject`) is numbered here, its counter inserted rather than advanced.
     """
 
     def __init__(
@@ -171,7 +173,8 @@ class Outbox:
         timestamp). `new_subject` says that no event about `subject` was written before
         this transaction (a lead it creates): its events are numbered from 1 without
         reading a counter (its counter is inserted; a counter that exists after all fails
-        the transaction).
+        the transaction on its key, an `IntegrityError`, which `Database.run` takes for a
+        race and runs again: say it only of subjects the transaction creates).
         """
         # an unknown type fails here
         if isinstance(payload, Encoded):
@@ -232,9 +235,10 @@ class Outbox:
         self, session: AsyncSession, pending: list[_Pending], counts: Counter[str]
     ) -> None:
         """One write whatever the number of events, their rows passed as arrays: it
-        advances each subject's counter by its count of events and inserts the events
-        numbered from it, each by its place among its subject's events here (the stored
-        headers carry a placeholder sequence that the statement fills in)."""
+        advances each existing subject's counter by its count of events and inserts the
+        events numbered from it, each by its place among its subject's events here (the
+        stored headers carry a placeholder sequence that the statement fills in); the
+        events of new subjects go in a part of their own (`_fresh_write`)."""
         driver = await pg_driver(session)
         written = utcnow()  # created_at: when the flush wrote them, as on SQLite
         if new := {e.subject for e in pending if e.new_subject}:
@@ -300,8 +304,10 @@ class Outbox:
                     "SELECT * FROM unnest($7::varchar[], $8::bigint[]))",
                 ),
                 f"INSERT INTO {out} (event_id, topic, key, headers, value, created_at) "  # noqa: S608
-                "SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], "
-                "$4::text[], $5::bytea[], $6::timestamptz[])",
+                "SELECT e.event_id, e.topic, e.key, e.headers, e.value, e.created_at "
+                "FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::text[], "
+                "$5::bytea[], $6::timestamptz[]) WITH ORDINALITY "
+                "AS e(event_id, topic, key, headers, value, created_at, ord) ORDER BY e.ord",
             )
         ctes, statement = self._pg_fresh_sql
         args = (

@@ -139,4 +139,5 @@ class DeliveryBatcher:
                 unseen=attempts == 1 and self.runtime.db.is_postgres,
             )
 
-        return await self.runtime.db.run(work, conflict_retries=2)
+        retries = 2 if self.runtime.db.is_postgres else 1
+        return await self.runtime.db.run(work, conflict_retries=retries)

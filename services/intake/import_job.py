@@ -36,7 +36,7 @@ from shared.settings import IntakeSettings
 log = structlog.get_logger(__name__)
 
 _AHEAD = 2  # batches validated ahead of the one being written (bounds memory)
-IN_FLIGHT = 3  # PostgreSQL: batches captured at once (one reading, one working, one writing)
+IN_FLIGHT = 4  # PostgreSQL: batches at once (one reading, one working out, two writing)
 BATCH_TASK = "intake-import-batch"  # the name of the task capturing a batch
 
 
@@ -136,19 +136,20 @@ async def run_import(
 class _Captures:
     """Captures batches in order, each in a transaction of its own, and counts the outcomes.
 
-    On PostgreSQL a batch starts as soon as the one before has done its reads: one
-    batch's reads wait on the database while the one before works out its changes, and
-    the one before that is written (~20 ms of a 1,000-row batch), so that this process
-    seldom waits. A batch waits for those in flight to end first when it names a lead of
-    theirs (an email or an external id) or an account domain that had no account when
-    they read: its reads would not see what they write. A row its reads missed all the
-    same (an account of an updated lead's stored domain, or a row another request made
-    meanwhile) makes its commit fail and the batch run again from its reads, as any two
-    writers making one row do (`Database.run`). Batches in flight may commit in any order
-    (a lead two of them reach, by different keys, is locked by one, then the other).
-    When a batch fails, no later batch starts; the import fails once the batches in
-    flight beside it have ended (kept if they committed). SQLite writes one transaction
-    at a time: there, batches take turns.
+    On PostgreSQL a batch starts as soon as the one before has done its reads (at most
+    `IN_FLIGHT` at once): one batch's reads wait on the database while the one before
+    works out its changes and those before it are written (~40 ms of a 2,000-row batch),
+    so that this process seldom waits. A batch waits for those in flight to end first
+    when it names a lead of theirs (an email or an external id), a visitor of theirs, or
+    an account domain that had no account when they read: its reads would not see what
+    they write, and two batches stitching one visitor could lock each other. A row its
+    reads missed all the same (an account of an updated lead's stored domain, or a row
+    another request made meanwhile) makes its commit fail and the batch run again from its
+    reads, as any two writers making one row do (`Database.run`). Batches in flight may
+    commit in any order (a lead two of them reach, by different keys, is locked by one,
+    then the other). Once a batch has failed, no batch starts; the import fails once the
+    batches in flight beside it have ended (kept if they committed). SQLite writes one
+    transaction at a time: there, batches take turns.
     """
 
     def __init__(
@@ -164,17 +165,19 @@ class _Captures:
         """Start capturing `rows`; return once they are read, and every batch before the
         last `IN_FLIGHT` is done and counted."""
         capture = _Capture(rows)
+        if any(c.failed() for c in self._in_flight):
+            await self.finish()  # (raises: no batch starts after a failed one)
         while self._in_flight and self._in_flight[0].running().done():
-            await self._count(self._in_flight.popleft())  # (raises if it failed)
+            await self._count(self._in_flight.popleft())
         if self._in_flight and (
             not self.overlap or any(c.conflicts_with(capture) for c in self._in_flight)
         ):
             await self.finish()
+        while len(self._in_flight) >= IN_FLIGHT:
+            await self._count(self._in_flight.popleft())
         capture.task = asyncio.create_task(self._run(capture), name=BATCH_TASK)
         self._in_flight.append(capture)
         await capture.read()
-        while len(self._in_flight) > IN_FLIGHT:
-            await self._count(self._in_flight.popleft())
 
     async def finish(self) -> None:
         """Wait for every batch in flight and count it."""
@@ -248,6 +251,10 @@ class _Capture:
         return {pair for lead in self.leads for pair in lead.external_ids.items()}
 
     @functools.cached_property
+    def visitor_ids(self) -> set[str]:
+        return {lead.visitor_id for lead in self.leads if lead.visitor_id}
+
+    @functools.cached_property
     def domains(self) -> set[str]:
         return {d for lead in self.leads if (d := lead.account_domain()) is not None}
 
@@ -258,6 +265,10 @@ class _Capture:
     def running(self) -> asyncio.Task[list[CaptureOutcome]]:
         assert self.task is not None
         return self.task
+
+    def failed(self) -> bool:
+        task = self.running()
+        return task.done() and (task.cancelled() or task.exception() is not None)
 
     async def read(self) -> None:
         """Wait until its reads are done; raise if it failed before."""
@@ -270,5 +281,6 @@ class _Capture:
         return (
             not self.emails.isdisjoint(later.emails)
             or not self.external_ids.isdisjoint(later.external_ids)
+            or not self.visitor_ids.isdisjoint(later.visitor_ids)
             or not self.new_domains.isdisjoint(later.domains)
         )

@@ -137,8 +137,9 @@ async def capture_batch(
     `fallback(i)`, when given, names what to capture instead of item `i` should it fail
     (the parts it was made of): they are captured in its place, before the items after it,
     and its outcome lists theirs (`parts`). `read`, when given, is called once the leads
-    and accounts are read, with the items' account domains that had no account then (the
-    accounts this capture may create).
+    are read, with the items' account domains that had no account then, as far as the
+    read found (PostgreSQL reads the accounts with the leads; SQLite later, so there it
+    is every domain): the accounts this capture may create.
     """
     now = datetime.now(UTC)
     known, accounts_found = await _load_known(session, items)
@@ -480,7 +481,9 @@ async def _accounts(
     sql = await DriverSql.of(session)
     if unknown := sorted(domain for domain in wanted if domain not in looked_up):
         found.update(await sql.fetch(_ACCOUNTS_BY_DOMAIN, [], unknown))
-    missing = [(time_ordered_id(), d, name, now) for d, name in wanted.items() if d not in found]
+    missing = [  # (in domain order: writers creating the same accounts lock them alike)
+        (time_ordered_id(), d, name, now) for d, name in sorted(wanted.items()) if d not in found
+    ]
     await sql.stage(accounts, ("id", "domain", "name", "created_at"), missing)
     found.update({domain: account_id for account_id, domain, _, _ in missing})
     return found

@@ -80,9 +80,12 @@ async def apply_deliveries(
     With `unseen`, the deliveries are taken to be new without looking them up (a round
     trip less): one applied before makes the unit of work fail as it writes the
     deliveries (`IntegrityError`, their key), and it is to run again without `unseen`.
+    A batch with an erasure looks them up all the same: erasing a lead deletes its
+    deliveries, which would let one applied before through.
     """
     reports = [DeliveryReport() for _ in deliveries]
-    seen = set() if unseen else await _seen(session, deliveries)
+    erasing = any(item.kind == "erasure" for d in deliveries for item in d.items)
+    seen = set() if unseen and not erasing else await _seen(session, deliveries)
     contacts: dict[tuple[int, tuple[tuple[str, str], ...]], list[InboundItem]] = {}
     groups: list[tuple[int, list[InboundItem]]] = []  # lead items, by delivery and contact
     erasures: list[tuple[int, InboundItem]] = []

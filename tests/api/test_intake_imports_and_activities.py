@@ -493,3 +493,38 @@ async def test_a_large_capture_lets_other_requests_in_as_it_goes(intake: Intake)
     await task
 
     assert during >= len(items) // 128
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("intake", ["postgres"], indirect=True)  # (SQLite: batches in turn)
+async def test_no_batch_starts_once_one_has_failed_behind_a_slow_one(
+    intake: Intake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = intake.runtime
+    runtime.settings = runtime.settings.model_copy(update={"import_batch_size": 2})
+    real = import_job.capture_batch
+    calls = 0
+
+    async def slow_commit(_session: AsyncSession) -> None:
+        await asyncio.sleep(0.3)
+
+    async def commit_fails(_session: AsyncSession) -> None:
+        raise RuntimeError("the disk is full")
+
+    async def first_slow_second_fails(session: AsyncSession, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls in (1, 2):
+            before_commit(session, slow_commit if calls == 1 else commit_fails)
+        return await real(session, *args, **kwargs)
+
+    monkeypatch.setattr(import_job, "capture_batch", first_slow_second_fails)
+    rows = "".join(f'{{"email": "{n}@e{n}.com"}}\n' for n in range(20))  # 10 batches
+    response = await intake.client.post(
+        "/v1/leads/import",
+        content=rows.encode(),
+        headers={**intake.auth(), "content-type": "application/x-ndjson"},
+    )
+
+    assert response.status_code == 500
+    assert calls <= 3  # the third may start before the second has failed; no more

@@ -667,3 +667,34 @@ async def test_a_batch_takes_its_deliveries_as_new_on_postgres_and_looks_again_i
     assert again.json()["duplicates"] == first.json()["accepted"]
     postgres = intake.runtime.db.is_postgres
     assert (first_looked_up, looked_up) == ((0, 1) if postgres else (1, 2))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("intake", ["postgres"], indirect=True)
+async def test_a_delivery_seen_before_is_a_duplicate_beside_an_erasure_of_its_lead(
+    intake: Intake,
+) -> None:
+    """Erasing a lead deletes its deliveries, so a batch with an erasure looks its
+    deliveries up even when it would take them to be new."""
+    source = SourceConfig(name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    lead = InboundItem(
+        "hubspot:1:1", "lead", {"email": "gone@erase.com", "external_ids": {"hubspot": "77"}}
+    )
+    erasure = InboundItem("hubspot:1:2", "erasure", {"external_ids": {"hubspot": "77"}})
+
+    async def apply(items: list[InboundItem]) -> list[DeliveryReport]:
+        async def work(session: AsyncSession) -> list[DeliveryReport]:
+            return await apply_deliveries(
+                session,
+                intake.runtime.outbox,
+                [Delivery(items, source)],
+                sales_owned=frozenset(),
+                unseen=True,
+            )
+
+        return await intake.runtime.db.run(work)
+
+    (first,) = await apply([lead])
+    (again,) = await apply([lead, erasure])  # the lead's delivery sent again
+
+    assert (first.accepted, again.duplicates, again.accepted) == (1, 1, 1)
