@@ -122,6 +122,20 @@ class _TimeTexts:
         return self._text
 
 
+def _columns(
+    pending: list[_Pending], ids: list[str], headers: list[str], written: datetime
+) -> tuple[list[Any], ...]:
+    """The outbox rows of `pending` as PostgreSQL takes them: a list per column of `_ROW`."""
+    return (
+        ids,
+        [e.event_type.topic for e in pending],
+        [e.subject for e in pending],
+        headers,
+        [_value(e.payload) for e in pending],
+        [written] * len(pending),
+    )
+
+
 def _value(payload: BaseModel | Encoded) -> bytes:
     return payload.data if isinstance(payload, Encoded) else payload.model_dump_json().encode()
 
@@ -271,12 +285,7 @@ class Outbox:
             ordinals.append(nth[e.subject])
         ctes, statement = self._postgres_statement(session)
         args = (
-            ids,
-            [e.event_type.topic for e in pending],
-            [e.subject for e in pending],
-            headers,
-            [_value(e.payload) for e in pending],
-            [written] * len(pending),
+            *_columns(pending, ids, headers, written),
             subjects,
             [counts[s] for s in subjects],
             ordinals,
@@ -310,16 +319,7 @@ class Outbox:
                 "AS e(event_id, topic, key, headers, value, created_at, ord) ORDER BY e.ord",
             )
         ctes, statement = self._pg_fresh_sql
-        args = (
-            ids,
-            [e.event_type.topic for e in pending],
-            [e.subject for e in pending],
-            headers,
-            [_value(e.payload) for e in pending],
-            [written] * len(pending),
-            subjects,
-            [counts[s] for s in subjects],
-        )
+        args = (*_columns(pending, ids, headers, written), subjects, [counts[s] for s in subjects])
         return PgWrite(statement, args, ctes)
 
     def _headers(
