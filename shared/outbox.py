@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import operator
 from collections import Counter
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
@@ -109,17 +109,16 @@ _ROW = ("event_id", "topic", "key", "headers", "value", "created_at")
 _SEQUENCE_PLACEHOLDER = f'["ce_sequence","{sequence_text(0)}"]'
 
 
-class _TimeTexts:
-    """ISO 8601 texts of event times; a transaction's events share one time, written once."""
-
-    def __init__(self) -> None:
-        self._time: datetime | None = None
-        self._text = ""
-
-    def of(self, time: datetime) -> str:
-        if time is not self._time:
-            self._time, self._text = time, time.isoformat()
-        return self._text
+def _numbered(pending: list[_Pending], last: Mapping[str, int]) -> list[int]:
+    """Each event's sequence: its subject's `last` less the subject's events here, plus its
+    place among them (`last` = their counts: each event's place)."""
+    counts = Counter(e.subject for e in pending)
+    counters = {subject: last[subject] - n for subject, n in counts.items()}
+    out = []
+    for event in pending:
+        counters[event.subject] += 1
+        out.append(counters[event.subject])
+    return out
 
 
 def _columns(
@@ -240,7 +239,7 @@ class Outbox:
                 written,
             )
             for event, event_id, headers in zip(
-                pending, ids, self._headers(pending, ids, counts, last), strict=True
+                pending, ids, self._headers(pending, ids, _numbered(pending, last)), strict=True
             )
         ]
         await insert_many(session, self.table, _ROW, rows)
@@ -263,26 +262,10 @@ class Outbox:
                 return
             counts = Counter(e.subject for e in pending)
         ids = [e.event_id for e in pending]
-        source = self._source
-        times = _TimeTexts()
-        headers = [
-            headers_json(
-                event_id=event_id,
-                source=source,
-                event_type=e.event_type.name,
-                subject=e.subject,
-                time=times.of(e.time),
-                sequence=0,  # _SEQUENCE_PLACEHOLDER, replaced by the statement
-                traceparent=e.traceparent,
-            )
-            for e, event_id in zip(pending, ids, strict=True)
-        ]
+        # placeholder sequences (_SEQUENCE_PLACEHOLDER), which the statement replaces
+        headers = self._headers(pending, ids, [0] * len(pending))
         subjects = sorted(counts)
-        nth: Counter[str] = Counter()
-        ordinals = []  # each event's place among its subject's events in this transaction
-        for e in pending:
-            nth[e.subject] += 1
-            ordinals.append(nth[e.subject])
+        ordinals = _numbered(pending, counts)  # each event's place among its subject's here
         ctes, statement = self._postgres_statement(session)
         args = (
             *_columns(pending, ids, headers, written),
@@ -300,7 +283,7 @@ class Outbox:
         work of the other statement, which a capture of new leads mostly is)."""
         ids = [e.event_id for e in pending]
         counts = Counter(e.subject for e in pending)
-        headers = self._headers(pending, ids, counts, last=counts)  # (numbered from 1)
+        headers = self._headers(pending, ids, _numbered(pending, counts))  # (from 1)
         subjects = list(counts)
         if self._pg_fresh_sql is None:
             quote = session.bind.dialect.identifier_preparer
@@ -322,27 +305,22 @@ class Outbox:
         args = (*_columns(pending, ids, headers, written), subjects, [counts[s] for s in subjects])
         return PgWrite(statement, args, ctes)
 
-    def _headers(
-        self, pending: list[_Pending], ids: list[str], counts: Counter[str], last: dict[str, int]
-    ) -> list[str]:
-        """Each event's `ce_*` headers as stored (JSON text), numbered per subject."""
-        counters = {subject: last[subject] - n for subject, n in counts.items()}
-        out = []
+    def _headers(self, pending: list[_Pending], ids: list[str], sequences: list[int]) -> list[str]:
+        """Each event's `ce_*` headers as stored (JSON text, straight to the wire format)."""
+        time = pending[0].time.isoformat()  # (a transaction's events share one time: `add`)
         source = self._source
-        times = _TimeTexts()
-        for event, event_id in zip(pending, ids, strict=True):  # straight to the wire format
-            counters[event.subject] += 1
-            headers = headers_json(
+        return [
+            headers_json(
                 event_id=event_id,
                 source=source,
                 event_type=event.event_type.name,
                 subject=event.subject,
-                time=times.of(event.time),
-                sequence=counters[event.subject],
+                time=time,
+                sequence=sequence,
                 traceparent=event.traceparent,
             )
-            out.append(headers)
-        return out
+            for event, event_id, sequence in zip(pending, ids, sequences, strict=True)
+        ]
 
     def _postgres_statement(self, session: AsyncSession) -> tuple[tuple[str, ...], str]:
         # Plain SQL for the driver (asyncpg's $n parameters): nothing for SQLAlchemy to
