@@ -26,7 +26,7 @@ from shared.db import Database, stage_insert
 from shared.events.catalog import EventCatalog, UnknownEventType, dead_letter_topic
 from shared.events.codec import MalformedEvent, decode_payload, from_binary
 from shared.events.envelope import Envelope
-from shared.inbox import Inbox
+from shared.inbox import Inbox, SeenBefore
 from shared.observability import metrics
 from shared.observability.logging import reset_event_context, set_event_context
 from shared.observability.tracing import continue_trace, current_traceparent
@@ -195,8 +195,7 @@ class EventConsumer:
         decoded = [self._decode(r) for r in records]
         good = [d for d in decoded if d.error is None]
         try:
-            async with self.db.transaction() as session:
-                outcomes = await self._apply(session, good)
+            outcomes = await self._apply_batch(good)
             self._count_all(good, outcomes)
         except Exception:
             log.warning(
@@ -220,15 +219,34 @@ class EventConsumer:
             return _Decoded(record, error=f"MalformedEvent: {type(exc).__name__}: {exc}")
         return _Decoded(record, envelope, payload)
 
-    async def _apply(self, session: AsyncSession, items: Sequence[_Decoded]) -> list[str]:
-        """Run the handlers of events the inbox has not seen; returns each one's outcome."""
+    async def _apply_batch(self, items: Sequence[_Decoded]) -> list[str]:
+        """`_apply` in a transaction of its own. On PostgreSQL the batch first takes its
+        events to be new (the inbox records them without its conflict check); a batch that
+        holds a redelivered event fails that first statement and runs again checked."""
+        if self.db.is_postgres:
+            try:
+                async with self.db.transaction() as session:
+                    return await self._apply(session, items, unseen=True)
+            except SeenBefore:
+                log.info("batch holds redelivered events; applying it with the inbox check")
+        async with self.db.transaction() as session:
+            return await self._apply(session, items)
+
+    async def _apply(
+        self, session: AsyncSession, items: Sequence[_Decoded], *, unseen: bool = False
+    ) -> list[str]:
+        """Run the handlers of events the inbox has not seen; returns each one's outcome.
+        `unseen`: see `Inbox.claim`."""
         handlers = self.handlers
         work = []  # (item, its handler or None, its event id)
         for item in items:
             assert item.envelope is not None and item.payload is not None
             work.append((item, handlers.get(type(item.payload)), str(item.envelope.id)))
         fresh = await self.inbox.claim(
-            session, group=self.group, event_ids=[event_id for _i, h, event_id in work if h]
+            session,
+            group=self.group,
+            event_ids=[event_id for _i, h, event_id in work if h],
+            unseen=unseen,
         )
         outcomes = []
         run: list[Delivery] = []  # consecutive fresh events of one batched type

@@ -14,13 +14,16 @@ import orjson
 import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 import shared.db
-from shared.bus.port import Bus
+from shared.bus.local import LocalBus
+from shared.bus.port import Bus, Record
 from shared.consumer import ConsumerHooks, EventConsumer
 from shared.db import Database
-from shared.events.codec import sequence_text
-from shared.inbox import Inbox
+from shared.events.codec import build_envelope, sequence_text, to_binary
+from shared.events.envelope import Envelope
+from shared.inbox import Inbox, SeenBefore
 from shared.outbox import Outbox, OutboxRelay
 from tests.conftest import new_pg_database, unique
 from tests.support import (
@@ -322,3 +325,67 @@ async def test_a_subject_said_new_that_has_events_fails_the_transaction(
         async with producer_db.transaction() as session:
             await outbox.add(session, Ping(lead_id=lead, n=1), subject=str(lead), new_subject=True)
     assert await outbox_rows(producer_db) == 1  # nothing of it was written
+
+
+class RecordingInbox(Inbox):
+    """An inbox that logs each claim: (unseen, the ids it found new, or what it raised)."""
+
+    def __init__(self) -> None:
+        super().__init__(inbox_table)
+        self.claims: list[tuple[bool, object]] = []
+
+    async def claim(
+        self, session: AsyncSession, *, group: str, event_ids: Sequence[str], unseen: bool = False
+    ) -> set[str]:
+        try:
+            fresh = await super().claim(session, group=group, event_ids=event_ids, unseen=unseen)
+        except SeenBefore:
+            self.claims.append((unseen, "seen before"))
+            raise
+        self.claims.append((unseen, len(fresh)))
+        return fresh
+
+
+async def test_a_batch_with_events_applied_before_applies_only_the_new_ones(
+    databases: tuple[Database, Database], tmp_path: Path
+) -> None:
+    """A redelivered batch (a crash before the offset commit) with new events behind it.
+
+    On PostgreSQL a batch is first applied as if all its events were new, and again with
+    the inbox's check when one of them was seen before; SQLite always checks."""
+    _, consumer_db = databases
+    catalog = catalog_with_ping("t.redelivered")
+    lead = uuid.uuid4()
+    records = []
+    for n in range(6):
+        envelope = build_envelope(
+            catalog, Ping(lead_id=lead, n=n), source_service="p", subject=str(lead), sequence=n + 1
+        )
+        key, headers, value = to_binary(envelope)
+        records.append(Record("t.redelivered", 0, n, key, value, tuple(headers)))
+    duplicates: list[str] = []
+
+    async def on_duplicate(envelope: Envelope) -> None:
+        duplicates.append(str(envelope.id))
+
+    inbox = RecordingInbox()
+    consumer = EventConsumer(
+        service="consumer",
+        group=unique("g"),
+        bus=LocalBus(tmp_path / "unused.db"),  # nothing to dead-letter
+        db=consumer_db,
+        inbox=inbox,
+        catalog=catalog,
+        handlers={Ping: [record_effect]},
+        hooks=ConsumerHooks(on_duplicate=on_duplicate),
+    )
+
+    await consumer.process(records[:4])
+    await consumer.process(records[2:])  # 2 and 3 again, then 4 and 5
+
+    assert sorted(await effect_ns(consumer_db)) == [0, 1, 2, 3, 4, 5]
+    assert len(duplicates) == 2
+    if consumer_db.is_postgres:
+        assert inbox.claims == [(True, 4), (True, "seen before"), (False, 2)]
+    else:
+        assert inbox.claims == [(False, 4), (False, 2)]
