@@ -24,6 +24,9 @@ def define_inbox_table(metadata: MetaData) -> Table:
     )
 
 
+_UNIQUE_VIOLATION = "23505"  # PostgreSQL's SQLSTATE
+
+
 class SeenBefore(Exception):
     """A claim that took its events to be new met one this group recorded before: the
     transaction is spoilt, and the batch is to run again with a checked claim."""
@@ -52,8 +55,9 @@ class Inbox:
         With `unseen` (PostgreSQL), the ids are taken to be new and recorded without the
         conflict check, which costs PostgreSQL about twice the work of a plain insert; one
         recorded before raises `SeenBefore`, and the caller runs its transaction again
-        without `unseen`. Only redeliveries (a crash or a rebalance between a commit and
-        its offset commit) bring such ids.
+        without `unseen`. Such ids come again only after a failure: a consumer that
+        stopped between its commit and its offset commit (a crash, a rebalance), or a
+        relay whose publish was stored but whose own commit failed.
         """
         unique_ids = list(dict.fromkeys(event_ids))
         if not unique_ids:
@@ -73,6 +77,8 @@ class Inbox:
                 try:
                     await driver.fetch(self._pg_record, group, unique_ids, now)
                 except IntegrityError as exc:
+                    if getattr(exc.orig, "sqlstate", None) != _UNIQUE_VIOLATION:
+                        raise
                     raise SeenBefore(f"group {group} has seen an event of this batch") from exc
                 return set(unique_ids)
             return {row[0] for row in await driver.fetch(self._pg_claim, group, unique_ids, now)}

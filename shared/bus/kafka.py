@@ -336,12 +336,16 @@ class KafkaSubscription(Subscription):
         ]
 
     async def commit(self, records: Sequence[Record]) -> None:
-        offsets: dict[TopicPartition, int] = {}
+        # Each partition's next offset, keyed by plain tuples (a TopicPartition per record
+        # cost more than the rest of the loop).
+        ends: dict[tuple[str, int], int] = {}
         for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
-        if not offsets:
+            tp = (r.topic, r.partition)
+            if r.offset >= ends.get(tp, 0):
+                ends[tp] = r.offset + 1
+        if not ends:
             return
+        offsets = {TopicPartition(topic, part): end for (topic, part), end in ends.items()}
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:

@@ -328,3 +328,45 @@ async def test_a_member_joining_mid_stream_changes_nothing_about_exactly_once_ef
     assert sorted(await effect_ns(db)) == list(range(published))  # each applied exactly once
     assert applied_by["first"] > 0
     assert applied_by["second"] > 0
+
+
+async def test_a_commit_marks_exactly_its_records_consumed(bus: Bus) -> None:
+    """The next member of the group starts right after the last committed record of each
+    partition: nothing committed comes again, nothing after it is skipped."""
+    topic = unique("t.commit")
+    catalog = catalog_with_ping(topic)
+    await bus.ensure_topics([topic])
+    leads = [uuid.uuid4() for _ in range(2)]
+    await bus.publish([ping(catalog, topic, lead, n) for n in range(4) for lead in leads])
+    group = unique("g")
+
+    first = bus.subscribe(group=group, topics=[topic])
+    await first.start()
+    records: list[Record] = []
+    async with asyncio.timeout(60):
+        while len(records) < 8:
+            records += await first.poll(max_records=100, timeout=0.5)
+    by_partition: dict[int, list[Record]] = defaultdict(list)
+    for r in records:
+        by_partition[r.partition].append(r)
+    committed: list[Record] = []  # the first three of one partition, the first of any other
+    expected: list[Record] = []
+    for i, partition in enumerate(sorted(by_partition)):
+        ordered = sorted(by_partition[partition], key=lambda r: r.offset)
+        head = 3 if i == 0 else 1
+        committed += ordered[:head]
+        expected += ordered[head:]
+    await first.commit(committed[::-1])  # (the order of the records does not matter)
+    await first.close()
+
+    second = bus.subscribe(group=group, topics=[topic])
+    await second.start()
+    again: list[Record] = []
+    async with asyncio.timeout(60):
+        while len(again) < len(expected):
+            again += await second.poll(max_records=100, timeout=0.5)
+    again += await second.poll(max_records=100, timeout=1.0)  # and nothing more
+    await second.close()
+    assert sorted((r.partition, r.offset) for r in again) == sorted(
+        (r.partition, r.offset) for r in expected
+    )

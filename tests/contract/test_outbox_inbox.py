@@ -389,3 +389,26 @@ async def test_a_batch_with_events_applied_before_applies_only_the_new_ones(
         assert inbox.claims == [(True, 4), (True, "seen before"), (False, 2)]
     else:
         assert inbox.claims == [(False, 4), (False, 2)]
+
+
+async def test_an_unchecked_claim_takes_only_a_repeated_id_for_seen_before(
+    postgres_url: str,
+) -> None:
+    db = Database(postgres_url)
+    await create_schema(db)
+    inbox = Inbox(inbox_table)
+    try:
+        async with db.transaction() as session:
+            fresh = await inbox.claim(session, group="g", event_ids=["a", "b", "a"], unseen=True)
+        assert fresh == {"a", "b"}
+        with pytest.raises(SeenBefore):
+            async with db.transaction() as session:
+                await inbox.claim(session, group="g", event_ids=["c", "b"], unseen=True)
+        with pytest.raises(IntegrityError):  # another violation stays what it is
+            async with db.transaction() as session:
+                await inbox.claim(session, group=None, event_ids=["d"], unseen=True)  # type: ignore[arg-type]
+        async with db.transaction() as session:  # nothing of the failed claims was kept
+            fresh = await inbox.claim(session, group="g", event_ids=["b", "c", "d"])
+        assert fresh == {"c", "d"}
+    finally:
+        await db.dispose()
