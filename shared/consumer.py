@@ -222,7 +222,7 @@ class EventConsumer:
     async def _apply_batch(self, items: Sequence[_Decoded]) -> list[str]:
         """`_apply` in a transaction of its own. On PostgreSQL the batch first takes its
         events to be new (the inbox records them without its conflict check); a batch that
-        holds a redelivered event fails that first statement and runs again checked."""
+        holds an event seen before fails that first statement and runs again checked."""
         if self.db.is_postgres:
             try:
                 async with self.db.transaction() as session:

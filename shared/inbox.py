@@ -57,7 +57,8 @@ class Inbox:
         recorded before raises `SeenBefore`, and the caller runs its transaction again
         without `unseen`. Such ids come again only after a failure: a consumer that
         stopped between its commit and its offset commit (a crash, a rebalance), or a
-        relay whose publish was stored but whose own commit failed.
+        relay whose publish was stored but whose own commit failed. SQLite ignores
+        `unseen`: its conflict check costs little.
         """
         unique_ids = list(dict.fromkeys(event_ids))
         if not unique_ids:

@@ -54,6 +54,14 @@ def ping(catalog: EventCatalog, topic: str, lead_id: uuid.UUID, n: int) -> Outgo
     return OutgoingMessage(topic=topic, key=key, value=value, headers=headers)
 
 
+def ping_records(catalog: EventCatalog, topic: str, lead_id: uuid.UUID, count: int) -> list[Record]:
+    """Lead `lead_id`'s first `count` pings as read from partition 0 (offset n = ping n)."""
+    return [
+        Record(m.topic, 0, n, m.key, m.value, tuple(m.headers))
+        for n, m in enumerate(ping(catalog, topic, lead_id, n) for n in range(count))
+    ]
+
+
 async def record_effect(ctx: HandlerContext, payload: Ping) -> None:
     await ctx.session.execute(
         insert(effects).values(

@@ -18,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import shared.db
 from shared.bus.local import LocalBus
-from shared.bus.port import Bus, Record
+from shared.bus.port import Bus
 from shared.consumer import ConsumerHooks, EventConsumer
 from shared.db import Database
-from shared.events.codec import build_envelope, sequence_text, to_binary
+from shared.events.codec import sequence_text
 from shared.events.envelope import Envelope
 from shared.inbox import Inbox, SeenBefore
 from shared.outbox import Outbox, OutboxRelay
@@ -36,6 +36,7 @@ from tests.support import (
     eventually,
     inbox_table,
     outbox_tables,
+    ping_records,
     record_effect,
 )
 
@@ -355,14 +356,7 @@ async def test_a_batch_with_events_applied_before_applies_only_the_new_ones(
     the inbox's check when one of them was seen before; SQLite always checks."""
     _, consumer_db = databases
     catalog = catalog_with_ping("t.redelivered")
-    lead = uuid.uuid4()
-    records = []
-    for n in range(6):
-        envelope = build_envelope(
-            catalog, Ping(lead_id=lead, n=n), source_service="p", subject=str(lead), sequence=n + 1
-        )
-        key, headers, value = to_binary(envelope)
-        records.append(Record("t.redelivered", 0, n, key, value, tuple(headers)))
+    records = ping_records(catalog, "t.redelivered", uuid.uuid4(), 6)
     duplicates: list[str] = []
 
     async def on_duplicate(envelope: Envelope) -> None:

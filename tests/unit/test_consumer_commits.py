@@ -11,9 +11,15 @@ from pathlib import Path
 from shared.bus.port import Bus, OutgoingMessage, Record, RevokeHook, Subscription
 from shared.consumer import ConsumerHooks, EventConsumer
 from shared.db import Database
-from shared.events.codec import build_envelope, to_binary
 from shared.inbox import Inbox
-from tests.support import Ping, catalog_with_ping, create_schema, inbox_table, record_effect
+from tests.support import (
+    Ping,
+    catalog_with_ping,
+    create_schema,
+    inbox_table,
+    ping_records,
+    record_effect,
+)
 
 
 class SlowCommits(Subscription):
@@ -84,14 +90,7 @@ async def test_offsets_commit_after_their_transaction_in_order_and_before_return
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'c.db'}")
     await create_schema(db)
     catalog = catalog_with_ping("t")
-    lead = uuid.uuid4()
-    records = []
-    for n in range(12):
-        envelope = build_envelope(
-            catalog, Ping(lead_id=lead, n=n), source_service="p", subject=str(lead), sequence=n + 1
-        )
-        key, headers, value = to_binary(envelope)
-        records.append(Record("t", 0, n, key, value, tuple(headers)))
+    records = ping_records(catalog, "t", uuid.uuid4(), 12)
     log: list[str] = []
     consumer: EventConsumer
 
