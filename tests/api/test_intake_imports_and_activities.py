@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -352,6 +353,26 @@ async def test_on_postgresql_a_batch_is_captured_while_the_one_before_is_written
     assert None not in made and len(set(made)) == accounts  # one account per domain
 
 
+class CommitHooks:
+    """Counts an import's batch captures (`calls`); `hooks[n]` runs as the n-th commits."""
+
+    def __init__(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        hooks: dict[int, Callable[[AsyncSession], Awaitable[None]]],
+    ) -> None:
+        self.calls = 0
+        real = import_job.capture_batch
+
+        async def capture(session: AsyncSession, *args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            if hook := hooks.get(self.calls):
+                before_commit(session, hook)
+            return await real(session, *args, **kwargs)
+
+        monkeypatch.setattr(import_job, "capture_batch", capture)
+
+
 async def test_an_import_stops_at_a_failed_batch_and_leaves_nothing_running(
     intake: Intake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -388,8 +409,6 @@ async def test_a_batch_failing_as_it_commits_keeps_the_batches_before_and_starts
     commit, whole); no batch starts after the failure is known."""
     runtime = intake.runtime
     runtime.settings = runtime.settings.model_copy(update={"import_batch_size": 2})
-    real = import_job.capture_batch
-    calls = 0
 
     async def commit_fails(_session: AsyncSession) -> None:
         await asyncio.sleep(0.05)  # (on PostgreSQL the next batches are under way meanwhile)
@@ -398,14 +417,7 @@ async def test_a_batch_failing_as_it_commits_keeps_the_batches_before_and_starts
     async def slow_commit(_session: AsyncSession) -> None:
         await asyncio.sleep(0.2)  # still committing when the second fails
 
-    async def second_fails(session: AsyncSession, *args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls in (2, 3):
-            before_commit(session, commit_fails if calls == 2 else slow_commit)
-        return await real(session, *args, **kwargs)
-
-    monkeypatch.setattr(import_job, "capture_batch", second_fails)
+    captures = CommitHooks(monkeypatch, {2: commit_fails, 3: slow_commit})
     batches = [[f"{2 * b + 1}@d{b}.com", f"{2 * b + 2}@d{b}.com"] for b in range(10)]
     rows = "".join(f'{{"email": "{email}"}}\n' for batch in batches for email in batch)
     response = await intake.client.post(
@@ -420,10 +432,10 @@ async def test_a_batch_failing_as_it_commits_keeps_the_batches_before_and_starts
     kept = [b for b, batch in enumerate(batches, 1) if set(batch) <= stored]
     assert all(set(batch) <= stored or not set(batch) & stored for batch in batches)  # whole
     if runtime.db.is_postgres:  # the third was under way: it ends, and is kept
-        assert 3 <= calls <= 2 + import_job.IN_FLIGHT  # then nothing started
-        assert kept == [1, *range(3, calls + 1)]
+        assert 3 <= captures.calls <= 2 + import_job.IN_FLIGHT  # then nothing started
+        assert kept == [1, *range(3, captures.calls + 1)]
     else:
-        assert calls == 2 and kept == [1]
+        assert captures.calls == 2 and kept == [1]
     assert not [t for t in asyncio.all_tasks() if t.get_name() == import_job.BATCH_TASK]
 
 
@@ -502,8 +514,6 @@ async def test_no_batch_starts_once_one_has_failed_behind_a_slow_one(
 ) -> None:
     runtime = intake.runtime
     runtime.settings = runtime.settings.model_copy(update={"import_batch_size": 2})
-    real = import_job.capture_batch
-    calls = 0
 
     async def slow_commit(_session: AsyncSession) -> None:
         await asyncio.sleep(0.3)
@@ -511,14 +521,7 @@ async def test_no_batch_starts_once_one_has_failed_behind_a_slow_one(
     async def commit_fails(_session: AsyncSession) -> None:
         raise RuntimeError("the disk is full")
 
-    async def first_slow_second_fails(session: AsyncSession, *args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls in (1, 2):
-            before_commit(session, slow_commit if calls == 1 else commit_fails)
-        return await real(session, *args, **kwargs)
-
-    monkeypatch.setattr(import_job, "capture_batch", first_slow_second_fails)
+    captures = CommitHooks(monkeypatch, {1: slow_commit, 2: commit_fails})
     rows = "".join(f'{{"email": "{n}@e{n}.com"}}\n' for n in range(20))  # 10 batches
     response = await intake.client.post(
         "/v1/leads/import",
@@ -527,4 +530,4 @@ async def test_no_batch_starts_once_one_has_failed_behind_a_slow_one(
     )
 
     assert response.status_code == 500
-    assert calls <= 3  # the third may start before the second has failed; no more
+    assert captures.calls <= 3  # the third may start before the second has failed; no more
