@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 
 import structlog
@@ -18,6 +19,7 @@ from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
     KafkaError,
+    KafkaTimeoutError,
     RebalanceInProgressError,
     TopicAlreadyExistsError,
 )
@@ -57,6 +59,8 @@ class KafkaBus(Bus):
         partitions: partitions of topics this bus creates.
         replication_factor: replicas of topics this bus creates.
         session_timeout_ms: how long a silent (crashed) member keeps its partitions.
+        request_timeout_ms: how long a publish may wait for the broker, to store its
+            records or to take them at all, before it fails.
     """
 
     def __init__(
@@ -67,12 +71,14 @@ class KafkaBus(Bus):
         partitions: int = 6,
         replication_factor: int = 1,
         session_timeout_ms: int = 10_000,
+        request_timeout_ms: int = 30_000,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.client_id = client_id
         self.partitions = partitions
         self.replication_factor = replication_factor
         self.session_timeout_ms = session_timeout_ms
+        self.request_timeout_ms = request_timeout_ms
         self._producer: AIOKafkaProducer | None = None
         self._known_topics: set[str] = set()
         self._key_hashes: dict[bytes, int] = {}
@@ -85,7 +91,7 @@ class KafkaBus(Bus):
             acks="all",
             linger_ms=2,
             max_batch_size=256 * 1024,
-            request_timeout_ms=30_000,
+            request_timeout_ms=self.request_timeout_ms,
         )
         try:
             await self._producer.start()
@@ -217,9 +223,7 @@ class KafkaBus(Bus):
                     if _append(batch, key, m):
                         continue
                     if batch.record_count():  # full: ship it, go on in a new one
-                        deliveries.append(
-                            await producer.send_batch(batch, topic, partition=partition)
-                        )
+                        deliveries.append(await self._send_batch(batch, topic, partition))
                         batch = producer.create_batch()
                     if not _append(batch, key, m):  # larger than a batch: let send() say so
                         deliveries.append(
@@ -232,10 +236,36 @@ class KafkaBus(Bus):
                             )
                         )
                 if batch.record_count():
-                    deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+                    deliveries.append(await self._send_batch(batch, topic, partition))
         except KafkaError as exc:
             raise BusError(f"publish to Kafka failed: {exc}") from exc
         return _stored(deliveries)
+
+    async def _send_batch(
+        self, batch: BatchBuilder, topic: str, partition: int
+    ) -> asyncio.Future[object]:
+        """Queue `batch` for its partition; what completes once the broker stored it.
+
+        The producer holds one batch per partition until it is sent, so a batch waits
+        while the ones queued before it go out, for at most the request timeout. aiokafka's
+        `send_batch` counts that wait wrongly: on every turn it deducts all the time waited
+        so far, so behind a queue of batches (many publishers, or a broker slow to answer
+        just after it started) it gives up after a fraction of the timeout. It raises
+        before taking the batch, so the batch is offered again, until the timeout has
+        really passed; its place is kept behind the batches queued before it.
+        """
+        producer = self.producer
+        deadline = time.monotonic() + self.request_timeout_ms / 1000
+        while True:
+            try:
+                delivery: asyncio.Future[object] = await producer.send_batch(
+                    batch, topic, partition=partition
+                )
+            except KafkaTimeoutError:
+                if time.monotonic() >= deadline:
+                    raise
+                continue
+            return delivery
 
     def _key_hash(self, key: bytes) -> int:
         hashed = self._key_hashes.get(key)
