@@ -1,8 +1,8 @@
 """KafkaBus: the distributed bus on Apache Kafka via aiokafka.
 
-Idempotent producer with acks=all; consumer groups with manual commits made only after the
-database transaction commits; a rebalance waits for the in-flight batch to finish and
-commit before partitions move.
+Idempotent producer with acks=all, replaced by a new one after a failed publish; consumer
+groups with manual commits made only after the database transaction commits; a rebalance
+waits for the in-flight batch to finish and commit before partitions move.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from shared.bus.port import (
     StoredHeaders,
     Subscription,
 )
+from shared.observability import metrics
 
 log = structlog.get_logger(__name__)
 
@@ -80,11 +81,16 @@ class KafkaBus(Bus):
         self.session_timeout_ms = session_timeout_ms
         self.request_timeout_ms = request_timeout_ms
         self._producer: AIOKafkaProducer | None = None
+        self._failed: AIOKafkaProducer | None = None  # the producer, if a publish of it failed
+        self._replacing = asyncio.Lock()
         self._known_topics: set[str] = set()
         self._key_hashes: dict[bytes, int] = {}
 
     async def start(self) -> None:
-        self._producer = AIOKafkaProducer(
+        self._producer = await self._new_producer()
+
+    async def _new_producer(self) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap_servers,
             client_id=self.client_id,
             enable_idempotence=True,
@@ -94,15 +100,53 @@ class KafkaBus(Bus):
             request_timeout_ms=self.request_timeout_ms,
         )
         try:
-            await self._producer.start()
+            await producer.start()
         except KafkaError as exc:
-            self._producer = None
+            with contextlib.suppress(Exception):
+                await producer.stop()
             raise BusError(f"Kafka at {self.bootstrap_servers} is not reachable: {exc}") from exc
+        return producer
 
     async def close(self) -> None:
         if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+            producer, self._producer = self._producer, None
+            await self._retire(producer)
+
+    async def _retire(self, producer: AIOKafkaProducer) -> None:
+        """Stop `producer`, giving what it still holds the request timeout to go out."""
+        try:
+            await asyncio.wait_for(producer.stop(), timeout=self.request_timeout_ms / 1000)
+        except Exception as exc:  # it is done with either way: its batches are sent again
+            log.warning("Kafka producer did not stop cleanly", error=repr(exc))
+
+    def _failed_with(self, producer: AIOKafkaProducer) -> None:
+        if producer is self._producer:
+            self._failed = producer
+
+    async def _sending_producer(self) -> AIOKafkaProducer:
+        """The producer to publish with: a new one in place of one whose publish failed.
+
+        An idempotent producer numbers its batches per partition, and the broker stores a
+        batch only after the one numbered before it. A batch that failed (the broker away
+        for longer than the request timeout) keeps its number, and aiokafka does not
+        reset the numbers after it: every later batch of that producer is refused as out
+        of order (`OutOfOrderSequenceNumber`) for as long as the process lives. The relay
+        sends the failed events again anyway, so the producer is replaced: the new one has
+        a producer id of its own and numbers from zero. What the old one stored stays
+        stored, in order; a batch it stores after all comes again from the new one, and
+        the consumers' inboxes drop the repeat.
+        """
+        producer = self.producer
+        if self._failed is not producer:
+            return producer
+        async with self._replacing:
+            if self._failed is self._producer and self._producer is not None:
+                await self._retire(self._producer)
+                self._producer = await self._new_producer()
+                self._failed = None
+                metrics.KAFKA_PRODUCERS_REPLACED.labels(client_id=self.client_id).inc()
+                log.warning("Kafka producer replaced after a failed publish")
+        return self.producer
 
     @property
     def producer(self) -> AIOKafkaProducer:
@@ -205,7 +249,8 @@ class KafkaBus(Bus):
         """
         if not messages:
             return _done()
-        producer = self.producer
+        producer = await self._sending_producer()
+        timeout = self.request_timeout_ms / 1000
         try:
             partitions: dict[str, list[int]] = {}
             for topic in dict.fromkeys(m.topic for m in messages):
@@ -223,7 +268,9 @@ class KafkaBus(Bus):
                     if _append(batch, key, m):
                         continue
                     if batch.record_count():  # full: ship it, go on in a new one
-                        deliveries.append(await self._send_batch(batch, topic, partition))
+                        deliveries.append(
+                            await _send_batch(producer, batch, topic, partition, timeout)
+                        )
                         batch = producer.create_batch()
                     if not _append(batch, key, m):  # larger than a batch: let send() say so
                         deliveries.append(
@@ -236,36 +283,20 @@ class KafkaBus(Bus):
                             )
                         )
                 if batch.record_count():
-                    deliveries.append(await self._send_batch(batch, topic, partition))
+                    deliveries.append(await _send_batch(producer, batch, topic, partition, timeout))
         except KafkaError as exc:
+            self._failed_with(producer)
             raise BusError(f"publish to Kafka failed: {exc}") from exc
-        return _stored(deliveries)
+        return self._stored(producer, deliveries)
 
-    async def _send_batch(
-        self, batch: BatchBuilder, topic: str, partition: int
-    ) -> asyncio.Future[object]:
-        """Queue `batch` for its partition; what completes once the broker stored it.
-
-        The producer holds one batch per partition until it is sent, so a batch waits
-        while the ones queued before it go out, for at most the request timeout. aiokafka's
-        `send_batch` counts that wait wrongly: on every turn it deducts all the time waited
-        so far, so behind a queue of batches (many publishers, or a broker slow to answer
-        just after it started) it gives up after a fraction of the timeout. It raises
-        before taking the batch, so the batch is offered again, until the timeout has
-        really passed; its place is kept behind the batches queued before it.
-        """
-        producer = self.producer
-        deadline = time.monotonic() + self.request_timeout_ms / 1000
-        while True:
-            try:
-                delivery: asyncio.Future[object] = await producer.send_batch(
-                    batch, topic, partition=partition
-                )
-            except KafkaTimeoutError:
-                if time.monotonic() >= deadline:
-                    raise
-                continue
-            return delivery
+    async def _stored(
+        self, producer: AIOKafkaProducer, deliveries: list[asyncio.Future[object]]
+    ) -> None:
+        try:
+            await asyncio.gather(*deliveries)
+        except KafkaError as exc:
+            self._failed_with(producer)
+            raise BusError(f"publish to Kafka failed: {exc}") from exc
 
     def _key_hash(self, key: bytes) -> int:
         hashed = self._key_hashes.get(key)
@@ -281,11 +312,30 @@ class KafkaBus(Bus):
         return KafkaSubscription(self, group=group, topics=tuple(topics), on_revoke=on_revoke)
 
 
-async def _stored(deliveries: list[asyncio.Future[object]]) -> None:
-    try:
-        await asyncio.gather(*deliveries)
-    except KafkaError as exc:
-        raise BusError(f"publish to Kafka failed: {exc}") from exc
+async def _send_batch(
+    producer: AIOKafkaProducer, batch: BatchBuilder, topic: str, partition: int, timeout: float
+) -> asyncio.Future[object]:
+    """Queue `batch` for its partition; what completes once the broker stored it.
+
+    The producer holds one batch per partition until it is sent, so a batch waits
+    while the ones queued before it go out, for at most `timeout` (s). aiokafka's
+    `send_batch` counts that wait wrongly: on every turn it deducts all the time waited
+    so far, so behind a queue of batches (many publishers, or a broker slow to answer
+    just after it started) it gives up after a fraction of the timeout. It raises
+    before taking the batch, so the batch is offered again until `timeout` has really
+    passed; its place is kept behind the batches queued before it.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            delivery: asyncio.Future[object] = await producer.send_batch(
+                batch, topic, partition=partition
+            )
+        except KafkaTimeoutError:
+            if time.monotonic() >= deadline:
+                raise
+            continue
+        return delivery
 
 
 async def _done() -> None:

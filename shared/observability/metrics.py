@@ -45,3 +45,8 @@ OUTBOX_AGE = Gauge(
     "Age of the oldest event waiting in the outbox.",
     ["service"],
 )
+KAFKA_PRODUCERS_REPLACED = Counter(
+    "handoff_kafka_producers_replaced_total",
+    "Kafka producers replaced after a failed publish (a new one sends the events again).",
+    ["client_id"],
+)
