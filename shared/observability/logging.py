@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 from contextvars import ContextVar, Token
 from typing import Any
 
@@ -46,7 +48,11 @@ def configure_logging(*, level: str = "info", json: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[*shared_processors, structlog.stdlib.add_logger_name],
+            foreign_pre_chain=[
+                *shared_processors,
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.ExtraAdder(allow=["repeated"]),
+            ],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 *([structlog.processors.format_exc_info] if json else []),
@@ -54,11 +60,53 @@ def configure_logging(*, level: str = "info", json: bool = True) -> None:
             ],
         )
     )
+    handler.addFilter(LibraryRepeats(("aiokafka", "kafka")))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[level])
     for noisy in ("aiokafka", "kafka", "alembic"):
         logging.getLogger(noisy).setLevel(max(_LEVELS[level], logging.WARNING))
+
+
+class LibraryRepeats(logging.Filter):
+    """Lets the records of some libraries' loggers through once per `window` seconds per
+    logger, level and message (before its arguments); the first one let through after a
+    window says how many like it the window held back (`repeated`).
+
+    aiokafka retries an unreachable broker without pausing: while a broker is down, each
+    producer and consumer logs "Unable connect to node" and "Unable to update metadata"
+    a few thousand times a second, which would bury everything else in the log.
+    """
+
+    def __init__(
+        self,
+        loggers: tuple[str, ...],
+        *,
+        window: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.loggers = loggers
+        self.prefixes = tuple(f"{name}." for name in loggers)
+        self.window = window
+        self.clock = clock
+        self._seen: dict[tuple[str, int, str], list[float]] = {}  # key -> [since, held]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name not in self.loggers and not record.name.startswith(self.prefixes):
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        now = self.clock()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.window:
+            seen[1] += 1
+            return False
+        if seen is not None and seen[1]:
+            record.repeated = int(seen[1])
+        if len(self._seen) >= 1000:  # messages quiet for a window need no memory
+            self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self.window}
+        self._seen[key] = [now, 0]
+        return True
 
 
 # The three context variables structlog keeps `event_id`, `lead_id` and `trace_id` in.

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 
 import pytest
 import structlog
 
-from shared.observability.logging import configure_logging
+from shared.observability.logging import LibraryRepeats, configure_logging
 
 
 @pytest.fixture
@@ -42,3 +43,54 @@ def test_library_logs_and_their_tracebacks_are_json_lines(
     ]
     assert lines[0]["logger"] == "uvicorn.error"
     assert "ValueError: boom" in lines[1]["exception"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def record(name: str, msg: str, *args: object, level: int = logging.ERROR) -> logging.LogRecord:
+    return logging.LogRecord(name, level, __file__, 1, msg, args, None)
+
+
+def test_a_library_message_repeated_within_the_window_is_let_through_once() -> None:
+    clock = Clock()
+    repeats = LibraryRepeats(("aiokafka",), window=10.0, clock=clock)
+    unable = "Unable connect to node with id %s: %s"
+
+    passed = [repeats.filter(record("aiokafka.client", unable, 1, f"try {n}")) for n in range(5)]
+    other = repeats.filter(record("aiokafka.client", "Unable to update metadata from %s", [1]))
+    own = [repeats.filter(record("shared.outbox", "outbox relay failed")) for _ in range(3)]
+    clock.now = 10.5
+    later = record("aiokafka.client", unable, 1, "try 6")
+
+    assert passed == [True, False, False, False, False]
+    assert other is True  # another message: its own window
+    assert own == [True, True, True]  # not a library named: everything goes through
+    assert repeats.filter(later) is True
+    assert later.__dict__["repeated"] == 4
+    assert repeats.filter(record("aiokafka.client", unable, 1, "try 7")) is False
+
+
+def test_held_back_library_messages_are_counted_on_the_json_line(
+    restored: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging(level="info", json=True)
+    client = logging.getLogger("aiokafka.client")
+    for n in range(100):
+        client.error("Unable connect to node with id %s: %s", 1, f"refused {n}")
+    handler = logging.getLogger().handlers[0]
+    (repeats,) = [f for f in handler.filters if isinstance(f, LibraryRepeats)]
+    repeats.clock = lambda: time.monotonic() + repeats.window  # the window has passed
+    client.error("Unable connect to node with id %s: %s", 1, "refused 100")
+
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+
+    assert [(line["event"], line.get("repeated")) for line in lines] == [
+        ("Unable connect to node with id 1: refused 0", None),
+        ("Unable connect to node with id 1: refused 100", 99),
+    ]
