@@ -90,7 +90,12 @@ class Encoded:
 class PipeliningBus(Protocol):
     """A bus that takes messages in order now and confirms their storage later."""
 
-    async def enqueue(self, messages: Sequence[OutgoingMessage]) -> Awaitable[None]: ...
+    async def enqueue(
+        self, messages: Sequence[OutgoingMessage], *, after: Awaitable[None] | None = None
+    ) -> Awaitable[None]:
+        """`after`: what this caller's previous `enqueue` returned, when these messages
+        must follow those; if the bus cannot keep them in that order any more, it raises
+        `BusError` and the caller publishes all of them again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,7 +494,8 @@ class OutboxRelay:
                     if enqueue is None:
                         await self.bus.publish(messages)
                     else:  # claim the next batch while the broker stores this one
-                        stored.append(await enqueue(messages))
+                        after = stored[-1] if stored else None
+                        stored.append(await enqueue(messages, after=after))
                     total += len(rows)
                     if len(rows) < self.batch_size:
                         break

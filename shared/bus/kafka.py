@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Generator, Sequence
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -101,47 +102,69 @@ class KafkaBus(Bus):
         )
         try:
             await producer.start()
-        except KafkaError as exc:
+        except BaseException as exc:
             with contextlib.suppress(Exception):
                 await producer.stop()
-            raise BusError(f"Kafka at {self.bootstrap_servers} is not reachable: {exc}") from exc
+            if isinstance(exc, KafkaError):
+                raise BusError(
+                    f"Kafka at {self.bootstrap_servers} is not reachable: {exc}"
+                ) from exc
+            raise
         return producer
 
     async def close(self) -> None:
-        if self._producer is not None:
-            producer, self._producer = self._producer, None
-            await self._retire(producer)
+        async with self._replacing:
+            if self._producer is not None:
+                producer, self._producer = self._producer, None
+                await self._stop(producer)
 
-    async def _retire(self, producer: AIOKafkaProducer) -> None:
-        """Stop `producer`, giving what it still holds the request timeout to go out."""
+    async def _stop(self, producer: AIOKafkaProducer) -> None:
         try:
             await asyncio.wait_for(producer.stop(), timeout=self.request_timeout_ms / 1000)
-        except Exception as exc:  # it is done with either way: its batches are sent again
+        except Exception as exc:  # what it still held is sent again by whoever sent it
             log.warning("Kafka producer did not stop cleanly", error=repr(exc))
 
     def _failed_with(self, producer: AIOKafkaProducer) -> None:
         if producer is self._producer:
             self._failed = producer
 
-    async def _sending_producer(self) -> AIOKafkaProducer:
+    async def _sending_producer(self, after: Awaitable[None] | None) -> AIOKafkaProducer:
         """The producer to publish with: a new one in place of one whose publish failed.
 
         An idempotent producer numbers its batches per partition, and the broker stores a
         batch only after the one numbered before it. A batch that failed (the broker away
         for longer than the request timeout) keeps its number, and aiokafka does not
         reset the numbers after it: every later batch of that producer is refused as out
-        of order (`OutOfOrderSequenceNumber`) for as long as the process lives. The relay
-        sends the failed events again anyway, so the producer is replaced: the new one has
-        a producer id of its own and numbers from zero. What the old one stored stays
-        stored, in order; a batch it stores after all comes again from the new one, and
-        the consumers' inboxes drop the repeat.
+        of order (`OutOfOrderSequenceNumber`) for as long as the process lives. Its
+        senders send the failed messages again anyway (the relay does), so the producer
+        is replaced: the new one has a producer id of its own and numbers from zero.
+
+        Order across the two is kept by two rules. The old producer's batches are all
+        settled (stored or failed) before the new one sends anything, so nothing the old
+        one stores comes after the new one's. And messages that must follow earlier ones
+        (`after`) are sent on the producer those went out on or not at all: a sequence
+        that began on the old producer fails, and its sender starts it over on the new one
+        (a batch stored by the old one then comes again, and the consumers' inboxes drop
+        the repeat).
         """
         producer = self.producer
+        if isinstance(after, _Stored) and after.producer is not producer:
+            raise BusError("publish to Kafka failed: the producer was replaced; send it all again")
         if self._failed is not producer:
             return producer
+        if after is not None:
+            raise BusError("publish to Kafka failed: an earlier publish failed; send it all again")
         async with self._replacing:
-            if self._failed is self._producer and self._producer is not None:
-                await self._retire(self._producer)
+            old = self._producer
+            if old is not None and self._failed is old:
+                try:  # everything the old one holds is settled before the new one sends
+                    await asyncio.wait_for(old.flush(), timeout=self.request_timeout_ms / 1000)
+                except TimeoutError:
+                    raise BusError(
+                        "publish to Kafka failed: the previous producer still holds batches "
+                        "the broker has not answered"
+                    ) from None
+                await self._stop(old)
                 self._producer = await self._new_producer()
                 self._failed = None
                 metrics.KAFKA_PRODUCERS_REPLACED.labels(client_id=self.client_id).inc()
@@ -236,7 +259,9 @@ class KafkaBus(Bus):
         """Send `messages` as one record batch per partition and wait until all are stored."""
         await (await self.enqueue(messages))
 
-    async def enqueue(self, messages: Sequence[OutgoingMessage]) -> Awaitable[None]:
+    async def enqueue(
+        self, messages: Sequence[OutgoingMessage], *, after: Awaitable[None] | None = None
+    ) -> Awaitable[None]:
         """Hand `messages` to the producer, in order, and return what completes once the
         broker has stored all of them (raising `BusError` if it could not). Messages
         enqueued later go out after these on every partition, so a caller may enqueue its
@@ -249,7 +274,7 @@ class KafkaBus(Bus):
         """
         if not messages:
             return _done()
-        producer = await self._sending_producer()
+        producer = await self._sending_producer(after)
         timeout = self.request_timeout_ms / 1000
         try:
             partitions: dict[str, list[int]] = {}
@@ -284,19 +309,12 @@ class KafkaBus(Bus):
                         )
                 if batch.record_count():
                     deliveries.append(await _send_batch(producer, batch, topic, partition, timeout))
+        except KafkaTimeoutError as exc:  # not taken: the producer's numbering has no gap
+            raise BusError(f"publish to Kafka failed: {exc}") from exc
         except KafkaError as exc:
             self._failed_with(producer)
             raise BusError(f"publish to Kafka failed: {exc}") from exc
-        return self._stored(producer, deliveries)
-
-    async def _stored(
-        self, producer: AIOKafkaProducer, deliveries: list[asyncio.Future[object]]
-    ) -> None:
-        try:
-            await asyncio.gather(*deliveries)
-        except KafkaError as exc:
-            self._failed_with(producer)
-            raise BusError(f"publish to Kafka failed: {exc}") from exc
+        return _Stored(self, producer, deliveries)
 
     def _key_hash(self, key: bytes) -> int:
         hashed = self._key_hashes.get(key)
@@ -336,6 +354,25 @@ async def _send_batch(
                 raise
             continue
         return delivery
+
+
+class _Stored:
+    """What `KafkaBus.enqueue` returns: completes once the broker stored every batch."""
+
+    def __init__(
+        self, bus: KafkaBus, producer: AIOKafkaProducer, deliveries: list[asyncio.Future[object]]
+    ) -> None:
+        self.bus, self.producer, self.deliveries = bus, producer, deliveries
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> None:
+        try:
+            await asyncio.gather(*self.deliveries)
+        except KafkaError as exc:
+            self.bus._failed_with(self.producer)
+            raise BusError(f"publish to Kafka failed: {exc}") from exc
 
 
 async def _done() -> None:

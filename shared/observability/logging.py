@@ -69,9 +69,10 @@ def configure_logging(*, level: str = "info", json: bool = True) -> None:
 
 
 class LibraryRepeats(logging.Filter):
-    """Lets the records of some libraries' loggers through once per `window` seconds per
-    logger, level and message (before its arguments); the first one let through after a
-    window says how many like it the window held back (`repeated`).
+    """Lets a record of some libraries' loggers through once per `window` seconds per
+    logger, level and message; the first one let through after a window says how many
+    like it the window held back (`repeated`). A record with a traceback always goes
+    through.
 
     aiokafka retries an unreachable broker without pausing: while a broker is down, each
     producer and consumer logs "Unable connect to node" and "Unable to update metadata"
@@ -84,18 +85,22 @@ class LibraryRepeats(logging.Filter):
         *,
         window: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        remember: int = 1000,
     ) -> None:
         super().__init__()
         self.loggers = loggers
         self.prefixes = tuple(f"{name}." for name in loggers)
         self.window = window
         self.clock = clock
+        self.remember = remember
         self._seen: dict[tuple[str, int, str], list[float]] = {}  # key -> [since, held]
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name not in self.loggers and not record.name.startswith(self.prefixes):
             return True
-        key = (record.name, record.levelno, str(record.msg))
+        if record.exc_info:
+            return True
+        key = (record.name, record.levelno, record.getMessage())
         now = self.clock()
         seen = self._seen.get(key)
         if seen is not None and now - seen[0] < self.window:
@@ -103,8 +108,10 @@ class LibraryRepeats(logging.Filter):
             return False
         if seen is not None and seen[1]:
             record.repeated = int(seen[1])
-        if len(self._seen) >= 1000:  # messages quiet for a window need no memory
+        if len(self._seen) >= self.remember:  # forget messages quiet for a window
             self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self.window}
+            if len(self._seen) >= self.remember:  # all of them live: forget them all
+                self._seen.clear()
         self._seen[key] = [now, 0]
         return True
 

@@ -62,18 +62,30 @@ def test_a_library_message_repeated_within_the_window_is_let_through_once() -> N
     repeats = LibraryRepeats(("aiokafka",), window=10.0, clock=clock)
     unable = "Unable connect to node with id %s: %s"
 
-    passed = [repeats.filter(record("aiokafka.client", unable, 1, f"try {n}")) for n in range(5)]
-    other = repeats.filter(record("aiokafka.client", "Unable to update metadata from %s", [1]))
+    refused = "Connect call failed"
+    passed = [repeats.filter(record("aiokafka.client", unable, 1, refused)) for _ in range(5)]
+    other = repeats.filter(record("aiokafka.client", unable, 1, "Connection reset"))
     own = [repeats.filter(record("shared.outbox", "outbox relay failed")) for _ in range(3)]
+    with_traceback = record("aiokafka.client", unable, 1, refused)
+    with_traceback.exc_info = (ValueError, ValueError("boom"), None)
     clock.now = 10.5
-    later = record("aiokafka.client", unable, 1, "try 6")
+    later = record("aiokafka.client", unable, 1, refused)
 
     assert passed == [True, False, False, False, False]
-    assert other is True  # another message: its own window
+    assert other is True  # another message (its arguments differ): its own window
     assert own == [True, True, True]  # not a library named: everything goes through
+    assert repeats.filter(with_traceback) is True
     assert repeats.filter(later) is True
     assert later.__dict__["repeated"] == 4
-    assert repeats.filter(record("aiokafka.client", unable, 1, "try 7")) is False
+    assert repeats.filter(record("aiokafka.client", unable, 1, refused)) is False
+
+
+def test_the_filter_remembers_a_bounded_number_of_messages() -> None:
+    clock = Clock()
+    repeats = LibraryRepeats(("aiokafka",), window=10.0, clock=clock, remember=100)
+    for n in range(1000):
+        assert repeats.filter(record("aiokafka.conn", "node %s closed", n)) is True
+    assert len(repeats._seen) <= 100
 
 
 def test_held_back_library_messages_are_counted_on_the_json_line(
@@ -81,16 +93,16 @@ def test_held_back_library_messages_are_counted_on_the_json_line(
 ) -> None:
     configure_logging(level="info", json=True)
     client = logging.getLogger("aiokafka.client")
-    for n in range(100):
-        client.error("Unable connect to node with id %s: %s", 1, f"refused {n}")
+    for _ in range(100):
+        client.error("Unable connect to node with id %s: %s", 1, "refused")
     handler = logging.getLogger().handlers[0]
     (repeats,) = [f for f in handler.filters if isinstance(f, LibraryRepeats)]
     repeats.clock = lambda: time.monotonic() + repeats.window  # the window has passed
-    client.error("Unable connect to node with id %s: %s", 1, "refused 100")
+    client.error("Unable connect to node with id %s: %s", 1, "refused")
 
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
 
     assert [(line["event"], line.get("repeated")) for line in lines] == [
-        ("Unable connect to node with id 1: refused 0", None),
-        ("Unable connect to node with id 1: refused 100", 99),
+        ("Unable connect to node with id 1: refused", None),
+        ("Unable connect to node with id 1: refused", 99),
     ]

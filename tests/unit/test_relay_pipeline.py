@@ -44,7 +44,9 @@ class EnqueueingBus(Bus):
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         await (await self.enqueue(messages))
 
-    async def enqueue(self, messages: Sequence[OutgoingMessage]) -> Awaitable[None]:
+    async def enqueue(
+        self, messages: Sequence[OutgoingMessage], *, after: Awaitable[None] | None = None
+    ) -> Awaitable[None]:
         self.batches.append([orjson.loads(m.value)["n"] for m in messages])
         failing = len(self.batches) == self.fail_at
         self.unconfirmed += 1
