@@ -153,7 +153,8 @@ async def test_events_written_while_the_broker_restarts_are_applied_once_each_in
             await create_schema(db)
         # Two processes' worth of clients, as deployed: the writing service's, the reading one's.
         # Publishes give up after 3 s, so the relay's publishes fail during the outage
-        # (the broker is down for ten seconds or so) and the relay retries them.
+        # (the broker is down for 4 s and its start, several seconds more) and the relay
+        # retries them.
         producing = KafkaBus(
             broker.servers, client_id=unique("writer"), partitions=2, request_timeout_ms=3000
         )
@@ -183,7 +184,7 @@ async def test_events_written_while_the_broker_restarts_are_applied_once_each_in
             await eventually(some_applied, timeout=60)
             await broker.stop()  # writes go on: they wait in the outbox
             before_restart = writer.written
-            await asyncio.sleep(1)
+            await asyncio.sleep(4)
             await broker.start()
             await asyncio.sleep(1)
             writer.stop()
