@@ -27,6 +27,17 @@ from shared.settings import ServiceSettings
 log = structlog.get_logger(__name__)
 
 
+def restart_delay(
+    previous: float | None, *, ran_for: float, first: float = 0.5, most: float = 30.0
+) -> float:
+    """How long to wait before restarting what failed after running `ran_for` seconds:
+    doubling from `first` while it keeps failing, up to `most`; from `first` again once it
+    had run for `most` (it had recovered: a new outage is not the old one going on)."""
+    if previous is None or ran_for >= most:
+        return first
+    return min(previous * 2, most)
+
+
 class Worker(Protocol):
     """Background work a service runs for its whole life; `stop()` makes `run()` return."""
 
@@ -145,15 +156,17 @@ class ServiceRuntime:
 
     async def _supervise(self, consumer: EventConsumer) -> None:
         """Restart a failed consumer (e.g. database outage); it resumes from committed offsets."""
-        delay = 0.5
+        loop = asyncio.get_running_loop()
+        delay: float | None = None
         while True:
+            began = loop.time()
             try:
                 await consumer.run()
                 return
             except Exception:
+                delay = restart_delay(delay, ran_for=loop.time() - began)
                 log.exception("consumer failed; restarting", service=self.name, delay=delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30)
 
     async def stop(self) -> None:
         """Finish in-flight work, commit, and close everything (SIGTERM path)."""
