@@ -73,30 +73,35 @@ async def postgres_url(postgres_admin_url: str) -> AsyncIterator[str]:
         yield url
 
 
+async def admin_execute(admin_url: str, *statements: str) -> None:
+    """Run `statements` in turn on the server's admin database (one connection)."""
+    admin = make_url(admin_url)
+    conn = await asyncpg.connect(
+        user=admin.username,
+        password=admin.password,
+        host=admin.host,
+        port=admin.port,
+        database=admin.database,
+    )
+    try:
+        for sql in statements:
+            await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
 class _pg_database:  # noqa: N801 - used like a function
     def __init__(self, admin_url: str) -> None:
-        self.admin = make_url(admin_url)
+        self.admin_url = admin_url
         self.name = "t_" + uuid.uuid4().hex[:16]
 
-    async def _exec(self, sql: str) -> None:
-        conn = await asyncpg.connect(
-            user=self.admin.username,
-            password=self.admin.password,
-            host=self.admin.host,
-            port=self.admin.port,
-            database=self.admin.database,
-        )
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
     async def __aenter__(self) -> str:
-        await self._exec(f'CREATE DATABASE "{self.name}"')
-        return self.admin.set(database=self.name).render_as_string(hide_password=False)
+        await admin_execute(self.admin_url, f'CREATE DATABASE "{self.name}"')
+        url = make_url(self.admin_url).set(database=self.name)
+        return url.render_as_string(hide_password=False)
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._exec(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        await admin_execute(self.admin_url, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
 def new_pg_database(admin_url: str) -> _pg_database:

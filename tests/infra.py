@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -44,17 +45,29 @@ def _docker_answers() -> bool:
         return False
 
 
-def _run_local(script: str) -> dict[str, str]:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_local(
+    script: str, command: str = "start", env: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Run `deploy/local/<script> <command>` (with `env`, else ours); the variables it
+    printed (`export NAME=value` lines)."""
     result = subprocess.run(
-        ["bash", str(DEPLOY_LOCAL / script), "start"],
+        ["bash", str(DEPLOY_LOCAL / script), command],
         capture_output=True,
         text=True,
         timeout=900,
         cwd=ROOT,
+        env=env,
     )
     if result.returncode != 0:
         raise InfrastructureMissing(
-            f"deploy/local/{script} start failed "
+            f"deploy/local/{script} {command} failed "
             f"(exit {result.returncode}):\n{result.stdout}\n{result.stderr}"
         )
     env = {}
@@ -74,7 +87,7 @@ def kafka_bootstrap_servers() -> str:
         container = KafkaContainer().with_kraft()
         container.start()
         return str(container.get_bootstrap_server())
-    env = _run_local("kafka.sh")
+    env = run_local("kafka.sh")
     if "KAFKA_BOOTSTRAP_SERVERS" not in env:
         raise InfrastructureMissing(f"kafka.sh printed no KAFKA_BOOTSTRAP_SERVERS: {env}")
     return env["KAFKA_BOOTSTRAP_SERVERS"]
@@ -89,7 +102,7 @@ def postgres_url() -> str:
         container = PostgresContainer("postgres:16", driver="asyncpg")
         container.start()
         return str(container.get_connection_url())
-    env = _run_local("postgres.sh")
+    env = run_local("postgres.sh")
     if "DATABASE_URL" not in env:
         raise InfrastructureMissing(f"postgres.sh printed no DATABASE_URL: {env}")
     return env["DATABASE_URL"]

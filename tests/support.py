@@ -9,13 +9,13 @@ from typing import Any
 
 from sqlalchemy import Column, Integer, String, Table, func, insert, select
 
-from shared.bus.port import OutgoingMessage, Record, Subscription
-from shared.consumer import HandlerContext
+from shared.bus.port import Bus, OutgoingMessage, Record, Subscription
+from shared.consumer import EventConsumer, Handler, HandlerContext
 from shared.db import Database, new_metadata
 from shared.events.catalog import CATALOG, EventCatalog, EventType
 from shared.events.codec import build_envelope, to_binary
 from shared.events.payloads import Payload
-from shared.inbox import define_inbox_table
+from shared.inbox import Inbox, define_inbox_table
 from shared.outbox import define_outbox_tables
 
 metadata = new_metadata()
@@ -67,6 +67,30 @@ async def record_effect(ctx: HandlerContext, payload: Ping) -> None:
         insert(effects).values(
             event_id=str(ctx.envelope.id), lead_id=str(payload.lead_id), n=payload.n
         )
+    )
+
+
+def ping_consumer(
+    bus: Bus,
+    db: Database,
+    catalog: EventCatalog,
+    *,
+    group: str,
+    handlers: Sequence[Handler] = (),
+    service: str = "consumer",
+    **options: Any,
+) -> EventConsumer:
+    """A consumer group member applying pings into `effects` (after `handlers`, if any),
+    with the test schema's inbox; `options` go to `EventConsumer` as they are."""
+    return EventConsumer(
+        service=service,
+        group=group,
+        bus=bus,
+        db=db,
+        inbox=Inbox(inbox_table),
+        catalog=catalog,
+        handlers={Ping: [*handlers, record_effect]},
+        **options,
     )
 
 

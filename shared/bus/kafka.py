@@ -341,7 +341,8 @@ async def _send_batch(
     so far, so behind a queue of batches (many publishers, or a broker slow to answer
     just after it started) it gives up after a fraction of the timeout. It raises
     before taking the batch, so the batch is offered again until `timeout` has really
-    passed; its place is kept behind the batches queued before it.
+    passed. A caller's own batches keep their order (its next one is offered only once
+    this one is taken); another caller's may go first, as with any concurrent sends.
     """
     deadline = time.monotonic() + timeout
     while True:

@@ -14,7 +14,6 @@ from shared.bus.port import Bus, OutgoingMessage, Record
 from shared.consumer import ConsumerHooks, EventConsumer
 from shared.db import Database
 from shared.events.catalog import EventCatalog, dead_letter_topic
-from shared.inbox import Inbox
 from tests.conftest import unique
 from tests.support import (
     Ping,
@@ -24,9 +23,8 @@ from tests.support import (
     create_schema,
     effect_ns,
     eventually,
-    inbox_table,
     ping,
-    record_effect,
+    ping_consumer,
 )
 
 
@@ -40,17 +38,8 @@ async def db(tmp_path: Path) -> Database:
 def consumer(
     bus: Bus, db: Database, catalog: EventCatalog, group: str, hooks: ConsumerHooks | None = None
 ) -> EventConsumer:
-    return EventConsumer(
-        service="test",
-        group=group,
-        bus=bus,
-        db=db,
-        inbox=Inbox(inbox_table),
-        catalog=catalog,
-        handlers={Ping: [record_effect]},
-        hooks=hooks,
-        batch_size=50,
-        max_attempts=2,
+    return ping_consumer(
+        bus, db, catalog, group=group, service="test", hooks=hooks, batch_size=50, max_attempts=2
     )
 
 
@@ -245,15 +234,8 @@ async def test_a_handler_that_keeps_failing_dead_letters_only_its_event(
         if payload.n == 7:
             raise ValueError("seven is not a valid ping")
 
-    worker = EventConsumer(
-        service="test",
-        group=group,
-        bus=bus,
-        db=db,
-        inbox=Inbox(inbox_table),
-        catalog=catalog,
-        handlers={Ping: [refuse_seven, record_effect]},
-        max_attempts=2,
+    worker = ping_consumer(
+        bus, db, catalog, group=group, service="test", handlers=[refuse_seven], max_attempts=2
     )
     await bus.publish([ping(catalog, topic, lead, n) for n in range(5, 10)])
     task = asyncio.create_task(worker.run())
@@ -288,14 +270,13 @@ async def test_a_member_joining_mid_stream_changes_nothing_about_exactly_once_ef
         async def slowly(ctx: object, payload: Ping) -> None:
             await asyncio.sleep(0.01)  # keep the stream going while the group rebalances
 
-        return EventConsumer(
-            service="test",
+        return ping_consumer(
+            bus,
+            db,
+            catalog,
             group=group,
-            bus=bus,
-            db=db,
-            inbox=Inbox(inbox_table),
-            catalog=catalog,
-            handlers={Ping: [slowly, record_effect]},
+            service="test",
+            handlers=[slowly],
             batch_size=20,
             hooks=ConsumerHooks(after_db_commit=count),
         )

@@ -36,6 +36,7 @@ from tests.support import (
     eventually,
     inbox_table,
     outbox_tables,
+    ping_consumer,
     ping_records,
     record_effect,
 )
@@ -101,15 +102,7 @@ async def test_a_state_change_and_its_events_commit_together_and_apply_once_down
             lead = leads[n % 5]
             await session.execute(insert(effects).values(event_id="local", lead_id=str(lead), n=n))
             await outbox.add(session, Ping(lead_id=lead, n=n), subject=str(lead))
-    consumer = EventConsumer(
-        service="consumer",
-        group=unique("g"),
-        bus=bus,
-        db=consumer_db,
-        inbox=Inbox(inbox_table),
-        catalog=catalog,
-        handlers={Ping: [record_effect]},
-    )
+    consumer = ping_consumer(bus, consumer_db, catalog, group=unique("g"))
     tasks = [asyncio.create_task(relay.run()), asyncio.create_task(consumer.run())]
 
     async def all_applied() -> bool:
@@ -219,14 +212,11 @@ async def test_a_redelivered_event_is_dropped_by_the_inbox(
     async def on_duplicate(envelope: object) -> None:
         duplicates.append(str(getattr(envelope, "id", "")))
 
-    consumer = EventConsumer(
-        service="consumer",
+    consumer = ping_consumer(
+        bus,
+        consumer_db,
+        catalog,
         group=unique("g"),
-        bus=bus,
-        db=consumer_db,
-        inbox=Inbox(inbox_table),
-        catalog=catalog,
-        handlers={Ping: [record_effect]},
         hooks=ConsumerHooks(on_duplicate=on_duplicate),
     )
     task = asyncio.create_task(consumer.run())

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,9 +18,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
 from shared.bus.kafka import KafkaBus
-from shared.consumer import EventConsumer
 from shared.db import Database
-from shared.inbox import Inbox
 from shared.outbox import Outbox, OutboxRelay
 from tests import infra
 from tests.conftest import new_pg_database, unique
@@ -31,20 +28,13 @@ from tests.support import (
     create_schema,
     effects,
     eventually,
-    inbox_table,
     outbox_tables,
-    record_effect,
+    ping_consumer,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 LEADS = 4
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -66,19 +56,10 @@ class PrivateBroker:
             "KAFKA_PORT": str(self.port),
             "KAFKA_CONTROLLER_PORT": str(self.controller_port),
         }
-        proc = await asyncio.create_subprocess_exec(
-            "bash",
-            str(infra.DEPLOY_LOCAL / "kafka.sh"),
-            command,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        output, _ = await proc.communicate()
-        if proc.returncode != 0:
-            infra.unavailable(
-                "Kafka broker", f"kafka.sh {command} exited {proc.returncode}: {output.decode()}"
-            )
+        try:  # in a thread: the loop goes on relaying and consuming meanwhile
+            await asyncio.to_thread(infra.run_local, "kafka.sh", command, env)
+        except infra.InfrastructureMissing as exc:
+            infra.unavailable("Kafka broker", str(exc))
 
     async def start(self) -> None:
         await self._script("start")
@@ -89,7 +70,7 @@ class PrivateBroker:
 
 @contextlib.asynccontextmanager
 async def private_broker(tmp_path: Path) -> AsyncIterator[PrivateBroker]:
-    broker = PrivateBroker(tmp_path / "broker", free_port(), free_port())
+    broker = PrivateBroker(tmp_path / "broker", infra.free_port(), infra.free_port())
     await broker.start()
     try:
         yield broker
@@ -165,14 +146,8 @@ async def test_events_written_while_the_broker_restarts_are_applied_once_each_in
         await consuming.start()
         outbox = Outbox(service="writer", tables=outbox_tables, catalog=catalog)
         relay = OutboxRelay(db=producer_db, outbox=outbox, bus=producing, batch_size=50)
-        consumer = EventConsumer(
-            service="reader",
-            group=unique("g"),
-            bus=consuming,
-            db=consumer_db,
-            inbox=Inbox(inbox_table),
-            catalog=catalog,
-            handlers={Ping: [record_effect]},
+        consumer = ping_consumer(
+            consuming, consumer_db, catalog, group=unique("g"), service="reader"
         )
         writer = Writer(producer_db, outbox)
         tasks = [asyncio.create_task(t.run()) for t in (relay, consumer, writer)]

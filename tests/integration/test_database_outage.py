@@ -6,24 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy.engine import make_url
 
-from services.qualification.app import create_app, definition
+from services.qualification.app import definition
 from shared.bus.kafka import KafkaBus
-from shared.bus.port import OutgoingMessage
-from shared.events.catalog import CATALOG, Topics, dead_letter_topic
-from shared.events.codec import build_envelope, to_binary
-from shared.events.payloads import LeadActivity, LeadCaptured
-from shared.migrations import upgrade
-from shared.settings import load_settings
-from tests.conftest import new_pg_database
+from shared.events.catalog import Topics, dead_letter_topic
+from tests.conftest import admin_execute, new_pg_database
+from tests.integration.served_qualification import (
+    becoming_an_mql,
+    publish,
+    served_qualification,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -31,29 +29,9 @@ LEADS = 8
 
 
 async def publish_mql_leads(bus: KafkaBus, leads: list[uuid.UUID]) -> None:
-    """Each lead captured with a good fit, then a demo request: an MQL (40 + 50)."""
     for lead in leads:
-        for payload in (
-            LeadCaptured(
-                lead_id=lead,
-                source="marketing",
-                email_kind="business",
-                email_domain="acme.com",
-                profile={"company_size": 400, "seniority": "vp"},
-            ),
-            LeadActivity(
-                lead_id=lead,
-                activity_id=uuid.uuid4(),
-                activity_type="demo_request",
-                occurred_at=datetime.now(UTC),
-            ),
-        ):
-            envelope = build_envelope(
-                CATALOG, payload, source_service="intake", subject=str(lead), sequence=1
-            )
-            key, headers, value = to_binary(envelope)
-            topic = CATALOG.for_payload(payload).topic
-            await bus.publish([OutgoingMessage(topic, key, value, headers)])
+        for payload in becoming_an_mql(lead):
+            await publish(bus, payload)
 
 
 async def records_of(
@@ -110,23 +88,13 @@ async def dead_letters_of(servers: str, topic: str, leads: set[str]) -> list[str
 
 async def block(admin_url: str, database: str, *, allow: bool) -> None:
     """Refuse (or allow again) connections to `database`, dropping the ones it has."""
-    admin = make_url(admin_url)
-    conn = await asyncpg.connect(
-        user=admin.username,
-        password=admin.password,
-        host=admin.host,
-        port=admin.port,
-        database=admin.database,
-    )
-    try:
-        await conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {str(allow).lower()}')
-        if not allow:
-            await conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
-                database,
-            )
-    finally:
-        await conn.close()
+    statements = [f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {str(allow).lower()}']
+    if not allow:
+        statements.append(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{database}'"  # our own generated name (t_<hex>)
+        )
+    await admin_execute(admin_url, *statements)
 
 
 async def test_events_arriving_while_the_database_is_away_are_applied_once_when_it_is_back(
@@ -137,32 +105,16 @@ async def test_events_arriving_while_the_database_is_away_are_applied_once_when_
     async with new_pg_database(postgres_admin_url) as url:
         database = make_url(url).database
         assert database is not None
-        settings = load_settings(
-            "qualification",
-            database_url=url,
-            data_dir=tmp_path,
-            kafka_bootstrap_servers=kafka_servers,
-            env="dev",
-        )
-        await upgrade(definition().migrations, url)
-        app = create_app(settings)
-        publisher = KafkaBus(kafka_servers, client_id="test-intake")
-        await publisher.start()
-        try:
-            async with app.router.lifespan_context(app):
-                await publish_mql_leads(publisher, before)
-                await records_of(
-                    kafka_servers, Topics.LEAD_STAGE, leads, until=2 * LEADS, settle_s=0
-                )
-                await block(postgres_admin_url, database, allow=False)
-                try:
-                    await publish_mql_leads(publisher, during)
-                    await asyncio.sleep(4)
-                finally:
-                    await block(postgres_admin_url, database, allow=True)
-                stages = await records_of(kafka_servers, Topics.LEAD_STAGE, leads, until=4 * LEADS)
-        finally:
-            await publisher.close()
+        async with served_qualification(kafka_servers, url, tmp_path) as publisher:
+            await publish_mql_leads(publisher, before)
+            await records_of(kafka_servers, Topics.LEAD_STAGE, leads, until=2 * LEADS, settle_s=0)
+            await block(postgres_admin_url, database, allow=False)
+            try:
+                await publish_mql_leads(publisher, during)
+                await asyncio.sleep(4)
+            finally:
+                await block(postgres_admin_url, database, allow=True)
+            stages = await records_of(kafka_servers, Topics.LEAD_STAGE, leads, until=4 * LEADS)
     dead = await dead_letters_of(
         kafka_servers, dead_letter_topic(definition().consumer_group), leads
     )

@@ -5,19 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 
 import httpx
 
 from tests.conftest import new_pg_database
-from tests.infra import ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.infra import ROOT, free_port
 
 
 async def test_a_served_service_is_ready_on_real_kafka_and_postgres_and_stops_on_sigterm(

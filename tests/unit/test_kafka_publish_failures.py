@@ -1,11 +1,15 @@
-"""KafkaBus replaces a producer whose publish failed, without letting messages overtake
-one another: the new producer sends nothing before the old one's batches are settled, and
-a sequence begun on the old producer fails rather than going on on the new one. (On a real
-broker: tests/integration/test_broker_restart.py.)"""
+"""KafkaBus.publish when the producer fails it.
+
+A batch the producer will not take yet is offered again until the request timeout has
+passed. A producer whose publish failed is replaced, without letting messages overtake one
+another: the new producer sends nothing before the old one's batches are settled, and a
+sequence begun on the old producer fails rather than going on on the new one. (On a real
+broker: tests/integration/test_kafka_publish.py, tests/integration/test_broker_restart.py.)"""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -20,14 +24,16 @@ from tests.conftest import unique
 
 
 class StubProducer:
-    """Takes every batch; each delivery stays undecided until the test settles it, unless
-    `auto` (then it is stored at once)."""
+    """Takes every batch but the next `refusals` ones (refused after 10 ms, as aiokafka
+    does when its wait for the batches queued before runs out: `KafkaTimeoutError`); each
+    delivery stays undecided until the test settles it, unless `auto` (stored at once)."""
 
     def __init__(self, name: str, timeline: list[str], *, auto: bool = False) -> None:
         self.name, self.timeline, self.auto = name, timeline, auto
         self.deliveries: list[asyncio.Future[Any]] = []
+        self.offers: list[tuple[str, int, int]] = []  # topic, partition, records
         self.stopped = False
-        self.refuse = False  # raise KafkaTimeoutError: the batch is not taken
+        self.refusals = 0
 
     async def partitions_for(self, topic: str) -> set[int]:
         return {0}
@@ -38,7 +44,9 @@ class StubProducer:
     async def send_batch(
         self, batch: BatchBuilder, topic: str, *, partition: int
     ) -> asyncio.Future[Any]:
-        if self.refuse:
+        self.offers.append((topic, partition, batch.record_count()))
+        if self.refusals:
+            self.refusals -= 1
             await asyncio.sleep(0.01)
             raise KafkaTimeoutError()
         self.timeline.append(f"{self.name} sends")
@@ -80,6 +88,7 @@ class StubbedBus(KafkaBus):
 
 
 MESSAGES = [OutgoingMessage(topic="t", key="lead-1", value=b"v")]
+THREE = [OutgoingMessage(topic="t", key=f"k{i}", value=b"v") for i in range(3)]
 
 
 async def failed(stored: Awaitable[None]) -> None:
@@ -92,6 +101,25 @@ def replaced(bus: KafkaBus) -> float:
         "handoff_kafka_producers_replaced_total", {"client_id": bus.client_id}
     )
     return value or 0.0
+
+
+async def test_a_batch_refused_within_the_timeout_is_offered_again_and_published() -> None:
+    bus = StubbedBus()
+    await bus.start()
+    bus.made[0].auto, bus.made[0].refusals = True, 5
+    await bus.publish(THREE)
+    assert bus.made[0].offers == [("t", 0, 3)] * 6
+
+
+async def test_a_batch_refused_until_the_timeout_fails_the_publish() -> None:
+    bus = StubbedBus(request_timeout_ms=200)
+    await bus.start()
+    bus.made[0].refusals = 10_000
+    started = time.monotonic()
+    with pytest.raises(BusError, match="publish to Kafka failed"):
+        await bus.publish(THREE)
+    assert 0.2 <= time.monotonic() - started < 2.0
+    assert 10 <= len(bus.made[0].offers) < 10_000
 
 
 async def test_after_a_failed_delivery_the_next_publish_goes_out_on_a_new_producer() -> None:
@@ -170,11 +198,11 @@ async def test_an_old_producer_that_never_settles_fails_the_publish_and_is_kept(
 async def test_a_batch_the_producer_would_not_take_leaves_the_producer_in_place() -> None:
     bus = StubbedBus(request_timeout_ms=100)
     await bus.start()
-    bus.made[0].refuse = True
+    bus.made[0].refusals = 10_000
     with pytest.raises(BusError, match="KafkaTimeoutError"):
         await bus.publish(MESSAGES)  # nothing taken: no gap in its numbering
 
-    bus.made[0].refuse = False
+    bus.made[0].refusals = 0
     stored = await bus.enqueue(MESSAGES)
     bus.made[0].settle(0)
     await stored
