@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from pydantic import BaseModel
 from sqlalchemy import Table
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.bus.port import Bus, OutgoingMessage, Record, Subscription
@@ -26,7 +27,7 @@ from shared.db import Database, stage_insert
 from shared.events.catalog import EventCatalog, UnknownEventType, dead_letter_topic
 from shared.events.codec import MalformedEvent, decode_payload, from_binary
 from shared.events.envelope import Envelope
-from shared.inbox import Inbox, SeenBefore
+from shared.inbox import Inbox
 from shared.observability import metrics
 from shared.observability.logging import reset_event_context, set_event_context
 from shared.observability.tracing import continue_trace, current_traceparent
@@ -221,13 +222,16 @@ class EventConsumer:
 
     async def _apply_batch(self, items: Sequence[_Decoded]) -> list[str]:
         """`_apply` in a transaction of its own. On PostgreSQL the batch first takes its
-        events to be new (the inbox records them without its conflict check); a batch that
-        holds an event seen before fails that first statement and runs again checked."""
+        events to be new (the inbox records them without its conflict check, in the unit
+        of work's last statement); a batch that holds an event seen before fails as it
+        commits, its effects undone, and runs again checked."""
         if self.db.is_postgres:
             try:
                 async with self.db.transaction() as session:
                     return await self._apply(session, items, unseen=True)
-            except SeenBefore:
+            except IntegrityError as exc:
+                if not self.inbox.seen_before(exc):
+                    raise
                 log.info("batch holds redelivered events; applying it with the inbox check")
         async with self.db.transaction() as session:
             return await self._apply(session, items)

@@ -93,6 +93,9 @@ class Database:
                         while flushes := session.info.pop(BEFORE_COMMIT, None):
                             for flush in flushes:
                                 await flush(session)
+                        # PostgreSQL's deferred writes go last, after every hook, together
+                        if (driver := session.info.get(_PG_DRIVER)) is not None:
+                            await driver.write_deferred()
                 finally:
                     # the drivers belong to this transaction's connection, not the session
                     session.info.pop(_PG_DRIVER, None)
@@ -165,8 +168,8 @@ def stage_insert(session: AsyncSession, table: Table, row: dict[str, Any]) -> No
     """Insert `row` just before the unit of work commits, batched with the table's others.
 
     Row-at-a-time handlers get bulk-insert speed (one `insert_many` when the rows have one
-    shape: on PostgreSQL a single statement); the rows are not visible to reads earlier in
-    the same transaction.
+    shape; on PostgreSQL a part of the unit of work's last statement, `write_at_commit`);
+    the rows are not visible to reads earlier in the same transaction.
     """
     key = f"handoff.staged.{table.name}"
     rows: list[dict[str, Any]] | None = session.info.get(key)
@@ -177,10 +180,15 @@ def stage_insert(session: AsyncSession, table: Table, row: dict[str, Any]) -> No
             # one statement per run of rows naming the same columns, in the order staged
             for columns, shaped in itertools.groupby(flushing.info.pop(key, []), key=tuple):
                 run = list(shaped)
-                if _no_python_defaults(table, columns):
-                    await insert_many(flushing, table, columns, [tuple(r.values()) for r in run])
-                else:  # a left-out column has a default only SQLAlchemy's INSERT applies
+                if not _no_python_defaults(table, columns):
+                    # a left-out column has a default only SQLAlchemy's INSERT applies
                     await flushing.execute(insert(table), run)
+                elif flushing.bind.dialect.name == "postgresql":
+                    values = [tuple(r.values()) for r in run]
+                    write = pg_insert(flushing.bind.dialect, table, columns, values)
+                    (await pg_driver(flushing)).write_at_commit(flushing, write)
+                else:
+                    await insert_many(flushing, table, columns, [tuple(r.values()) for r in run])
 
         before_commit(session, flush)
     rows.append(row)
@@ -438,9 +446,13 @@ class PgDriver:
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         """The rows of `sql`; its text lists travel packed when they can (`pg_lists`)."""
+        return await self._fetch(sql, args)
+
+    async def _fetch(self, sql: str, args: Sequence[Any], *, begin: bool = True) -> list[Any]:
         statement, values = packed(sql, args)
         try:
-            await self._begin()
+            if begin:
+                await self._begin()
             return list(await self._connection.fetch(statement, *values))
         except Exception as exc:
             raise await self._failed(sql, args, exc) from exc
@@ -459,6 +471,9 @@ class PgDriver:
         seeing another's rows, so they must not touch the same rows (two upserts of one
         key fail); inserts into different tables, or of different keys, are what fits.
         """
+        await self._write(writes, begin=True)
+
+    async def _write(self, writes: Sequence[PgWrite], *, begin: bool) -> None:
         if not writes:
             return
         shape = tuple((w.ctes, w.statement) for w in writes)
@@ -466,21 +481,25 @@ class PgDriver:
         for write, count in zip(writes, counts, strict=True):
             if len(write.args) != count:
                 raise ValueError(f"{count} parameters, {len(write.args)} values: {write.statement}")
-        await self.fetch(sql, *(arg for write in writes for arg in write.args))
+        await self._fetch(sql, [arg for write in writes for arg in write.args], begin=begin)
 
-    def write_at_commit(self, session: AsyncSession, write: PgWrite) -> None:
-        """Run `write` just before the unit of work commits, in one statement with every
-        other write deferred so (the outbox's events, rows staged by a service; see
-        `write` for what may go together): one round trip where each took one. Nothing
-        earlier in the unit of work sees it, nor do other before-commit hooks: it is sent
-        after them."""
-        if not self._at_commit:
-            before_commit(session, self._write_at_commit)
+    def write_at_commit(self, _session: AsyncSession, write: PgWrite) -> None:
+        """Run `write` as the unit of work's last statement, together with every other
+        write deferred so (the outbox's events, staged rows, the inbox's record of a
+        batch; see `write` for what may go together): one round trip where each took one.
+        Nothing earlier in the unit of work sees it, nor does any before-commit hook: it is
+        sent after all of them (`write_deferred`)."""
         self._at_commit.append(write)
 
-    async def _write_at_commit(self, _session: AsyncSession) -> None:
+    async def write_deferred(self) -> None:
+        """Send the writes deferred to the commit (`write_at_commit`), as the unit of work
+        ends. When it has sent nothing else, that one statement is all of it: sent alone,
+        without BEGIN and COMMIT (PostgreSQL runs a lone statement atomically, and
+        SQLAlchemy's commit then has no transaction to end), one round trip instead of
+        three. A producer's transaction of events, or a consumer's batch whose handlers
+        only stage rows, comes to that."""
         writes, self._at_commit = self._at_commit, []
-        await self.write(writes)
+        await self._write(writes, begin=False)  # (a begun transaction goes on)
 
     async def _begin(self) -> None:
         adapted = self._adapted

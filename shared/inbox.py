@@ -10,7 +10,7 @@ from sqlalchemy import Column, DateTime, MetaData, String, Table
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import pg_driver, sqlite_rows_returning
+from shared.db import PgWrite, pg_driver, sqlite_rows_returning
 
 
 def define_inbox_table(metadata: MetaData) -> Table:
@@ -25,11 +25,6 @@ def define_inbox_table(metadata: MetaData) -> Table:
 
 
 _UNIQUE_VIOLATION = "23505"  # PostgreSQL's SQLSTATE
-
-
-class SeenBefore(Exception):
-    """A claim that took its events to be new met one this group recorded before: the
-    transaction is spoilt, and the batch is to run again with a checked claim."""
 
 
 class Inbox:
@@ -53,12 +48,15 @@ class Inbox:
         """The ids among `event_ids` this group has not seen before (now recorded as seen).
 
         With `unseen` (PostgreSQL), the ids are taken to be new and recorded without the
-        conflict check, which costs PostgreSQL about twice the work of a plain insert; one
-        recorded before raises `SeenBefore`, and the caller runs its transaction again
-        without `unseen`. Such ids come again only after a failure: a consumer that
-        stopped between its commit and its offset commit (a crash, a rebalance), or a
-        relay whose publish was stored but whose own commit failed. SQLite ignores
-        `unseen`: its conflict check costs little.
+        conflict check, which costs PostgreSQL about twice the work of a plain insert, and
+        not now but in the unit of work's last statement (`PgDriver.write_at_commit`):
+        a batch whose handlers only stage rows is then one statement in all. One recorded
+        before fails that statement, and so the unit of work, with an `IntegrityError`
+        that `seen_before` recognises; the caller runs its transaction again without
+        `unseen`. Such ids come again only after a failure: a consumer that stopped
+        between its commit and its offset commit (a crash, a rebalance), or a relay whose
+        publish was stored but whose own commit failed. SQLite ignores `unseen`: its
+        conflict check costs little.
         """
         unique_ids = list(dict.fromkeys(event_ids))
         if not unique_ids:
@@ -75,12 +73,7 @@ class Inbox:
                 self._pg_claim = f"{self._pg_record} ON CONFLICT DO NOTHING RETURNING event_id"
             driver = await pg_driver(session)
             if unseen:
-                try:
-                    await driver.fetch(self._pg_record, group, unique_ids, now)
-                except IntegrityError as exc:
-                    if getattr(exc.orig, "sqlstate", None) != _UNIQUE_VIOLATION:
-                        raise
-                    raise SeenBefore(f"group {group} has seen an event of this batch") from exc
+                driver.write_at_commit(session, PgWrite(self._pg_record, (group, unique_ids, now)))
                 return set(unique_ids)
             return {row[0] for row in await driver.fetch(self._pg_claim, group, unique_ids, now)}
         if self._sqlite_claim is None:
@@ -97,3 +90,15 @@ class Inbox:
         rows = [(event_id,) for event_id in unique_ids]
         claimed = await sqlite_rows_returning(session, head, tail, rows, shared=(group, at))
         return {event_id for (event_id,) in claimed}
+
+    def seen_before(self, error: BaseException) -> bool:
+        """True when `error` is a unit of work failing on this inbox's key: an unchecked
+        claim (`claim(unseen=True)`) met an event its group recorded before."""
+        if not isinstance(error, IntegrityError):
+            return False
+        cause = error.orig
+        if cause is None or getattr(cause, "sqlstate", None) != _UNIQUE_VIOLATION:
+            return False
+        constraint = getattr(cause.__cause__, "constraint_name", None)  # asyncpg's own
+        key = self.table.primary_key.name
+        return constraint is None or key is None or constraint == key

@@ -19,11 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 import shared.db
 from shared.bus.local import LocalBus
 from shared.bus.port import Bus
-from shared.consumer import ConsumerHooks, EventConsumer
+from shared.consumer import ConsumerHooks, EventConsumer, Handler, HandlerContext
 from shared.db import Database
 from shared.events.codec import sequence_text
 from shared.events.envelope import Envelope
-from shared.inbox import Inbox, SeenBefore
+from shared.inbox import Inbox
 from shared.outbox import Outbox, OutboxRelay
 from tests.conftest import new_pg_database, unique
 from tests.support import (
@@ -319,7 +319,8 @@ async def test_a_subject_said_new_that_has_events_fails_the_transaction(
 
 
 class RecordingInbox(Inbox):
-    """An inbox that logs each claim: (unseen, the ids it found new, or what it raised)."""
+    """An inbox that logs each claim, (unseen, how many ids it took for new), and each
+    failed unit of work it recognised as a claim that met an id seen before."""
 
     def __init__(self) -> None:
         super().__init__(inbox_table)
@@ -328,22 +329,30 @@ class RecordingInbox(Inbox):
     async def claim(
         self, session: AsyncSession, *, group: str, event_ids: Sequence[str], unseen: bool = False
     ) -> set[str]:
-        try:
-            fresh = await super().claim(session, group=group, event_ids=event_ids, unseen=unseen)
-        except SeenBefore:
-            self.claims.append((unseen, "seen before"))
-            raise
+        fresh = await super().claim(session, group=group, event_ids=event_ids, unseen=unseen)
         self.claims.append((unseen, len(fresh)))
         return fresh
 
+    def seen_before(self, error: BaseException) -> bool:
+        seen = super().seen_before(error)
+        if seen:
+            self.claims.append((True, "seen before"))
+        return seen
 
+
+async def stage_effect(ctx: HandlerContext, payload: Ping) -> None:
+    ctx.stage(effects, event_id=str(ctx.envelope.id), lead_id=str(payload.lead_id), n=payload.n)
+
+
+@pytest.mark.parametrize("handler", [record_effect, stage_effect], ids=["execute", "stage"])
 async def test_a_batch_with_events_applied_before_applies_only_the_new_ones(
-    databases: tuple[Database, Database], tmp_path: Path
+    databases: tuple[Database, Database], tmp_path: Path, handler: Handler
 ) -> None:
     """A redelivered batch (a crash before the offset commit) with new events behind it.
 
     On PostgreSQL a batch is first applied as if all its events were new, and again with
-    the inbox's check when one of them was seen before; SQLite always checks."""
+    the inbox's check when one of them was seen before; SQLite always checks. (A handler
+    that only stages rows makes the batch one statement, sent without BEGIN and COMMIT.)"""
     _, consumer_db = databases
     catalog = catalog_with_ping("t.redelivered")
     records = ping_records(catalog, "t.redelivered", uuid.uuid4(), 6)
@@ -360,7 +369,7 @@ async def test_a_batch_with_events_applied_before_applies_only_the_new_ones(
         db=consumer_db,
         inbox=inbox,
         catalog=catalog,
-        handlers={Ping: [record_effect]},
+        handlers={Ping: [handler]},
         hooks=ConsumerHooks(on_duplicate=on_duplicate),
     )
 
@@ -369,8 +378,8 @@ async def test_a_batch_with_events_applied_before_applies_only_the_new_ones(
 
     assert sorted(await effect_ns(consumer_db)) == [0, 1, 2, 3, 4, 5]
     assert len(duplicates) == 2
-    if consumer_db.is_postgres:
-        assert inbox.claims == [(True, 4), (True, "seen before"), (False, 2)]
+    if consumer_db.is_postgres:  # (the unchecked claim fails as its batch commits)
+        assert inbox.claims == [(True, 4), (True, 4), (True, "seen before"), (False, 2)]
     else:
         assert inbox.claims == [(False, 4), (False, 2)]
 
@@ -385,12 +394,22 @@ async def test_an_unchecked_claim_takes_only_a_repeated_id_for_seen_before(
         async with db.transaction() as session:
             fresh = await inbox.claim(session, group="g", event_ids=["a", "b", "a"], unseen=True)
         assert fresh == {"a", "b"}
-        with pytest.raises(SeenBefore):
+        with pytest.raises(IntegrityError) as seen:  # as the unit of work commits
             async with db.transaction() as session:
                 await inbox.claim(session, group="g", event_ids=["c", "b"], unseen=True)
-        with pytest.raises(IntegrityError):  # another violation stays what it is
+        assert inbox.seen_before(seen.value)
+        with pytest.raises(IntegrityError) as other:  # another violation stays what it is
             async with db.transaction() as session:
                 await inbox.claim(session, group=None, event_ids=["d"], unseen=True)  # type: ignore[arg-type]
+        assert not inbox.seen_before(other.value)
+        with pytest.raises(IntegrityError) as elsewhere:  # a key of another table
+            async with db.transaction() as session:
+                await inbox.claim(session, group="g", event_ids=["e"], unseen=True)
+                row = {"id": 1, "event_id": "e", "lead_id": "x", "n": 1}
+                shared.db.stage_insert(session, effects, row)
+                shared.db.stage_insert(session, effects, dict(row))
+        assert not inbox.seen_before(elsewhere.value)
+        assert not inbox.seen_before(ValueError("not a database error"))
         async with db.transaction() as session:  # nothing of the failed claims was kept
             fresh = await inbox.claim(session, group="g", event_ids=["b", "c", "d"])
         assert fresh == {"c", "d"}

@@ -6,15 +6,16 @@ notice if the adapter changed.)"""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import JSON, Column, Integer, String, Table, func, select
+from sqlalchemy import JSON, Column, Integer, String, Table, event, func, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 import shared.db
 from shared.db import Database, PgWrite, insert_many, new_metadata, pg_driver
@@ -242,6 +243,73 @@ async def test_writes_at_commit_go_in_one_statement_as_it_commits(
         profile = (await conn.execute(select(profiles.c.email, profiles.c.profile))).one()
     assert [tuple(row) for row in written] == [(1, "one"), (2, "two"), (3, "three")]
     assert tuple(profile) == ("ann@acme.com", {"notes": 3})
+
+
+@pytest.fixture
+def logged(db: Database) -> Iterator[list[str]]:
+    """Every query the database's connections send, BEGIN and COMMIT included."""
+    queries: list[str] = []
+
+    def log(query: Any) -> None:
+        queries.append(query.query)
+
+    def on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        dbapi_connection.driver_connection.add_query_logger(log)  # (a set: added once)
+
+    event.listen(db.engine.sync_engine, "checkout", on_checkout)
+    yield queries
+    event.remove(db.engine.sync_engine, "checkout", on_checkout)
+
+
+def ours(queries: list[str]) -> list[str]:
+    """What the unit of work sent (not asyncpg's look-ups of types), each as its first
+    word, or `notes` for a statement writing that table."""
+    kinds = []
+    for query in queries:
+        if "INSERT INTO notes" in query:
+            kinds.append("notes")
+        elif (word := query.split(maxsplit=1)[0].upper().rstrip(";")) in ("BEGIN", "COMMIT"):
+            kinds.append(word)
+    return kinds
+
+
+async def test_a_unit_of_work_of_deferred_writes_alone_is_one_statement(
+    db: Database, logged: list[str]
+) -> None:
+    """Nothing sent before them: the writes are the whole unit of work, one statement
+    without BEGIN and COMMIT (a lone statement is atomic)."""
+    async with db.transaction() as session:
+        driver = await pg_driver(session)
+        driver.write_at_commit(session, PgWrite(NOTES, ([1, 2], ["one", "two"])))
+        driver.write_at_commit(session, COUNTED)
+    assert ours(logged) == ["notes"]
+    assert await count(db) == 2
+    logged.clear()  # (the count's own BEGIN)
+    with pytest.raises(IntegrityError):  # its second part fails: nothing of it is kept
+        async with db.transaction() as session:
+            driver = await pg_driver(session)
+            driver.write_at_commit(session, PgWrite(NOTES, ([3], ["three"])))
+            driver.write_at_commit(session, PgWrite(NOTES, ([1], ["one again"])))
+    assert ours(logged) == ["notes"]
+    assert await count(db) == 2
+
+
+async def test_deferred_writes_follow_every_before_commit_hook(
+    db: Database, logged: list[str]
+) -> None:
+    """A hook that stages more (as the outbox's flush does) joins the one last statement,
+    and a statement sent earlier keeps the unit of work a transaction."""
+
+    async def stage_more(session: AsyncSession) -> None:
+        (await pg_driver(session)).write_at_commit(session, PgWrite(NOTES, ([2], ["two"])))
+
+    async with db.transaction() as session:
+        driver = await pg_driver(session)
+        assert await driver.fetch("SELECT count(*) FROM notes") == [(0,)]
+        driver.write_at_commit(session, PgWrite(NOTES, ([1], ["one"])))
+        shared.db.before_commit(session, stage_more)
+    assert ours(logged) == ["BEGIN", "notes", "COMMIT"]
+    assert await count(db) == 2
 
 
 async def test_writes_at_commit_are_undone_with_a_unit_of_work_that_fails(db: Database) -> None:
