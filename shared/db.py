@@ -181,7 +181,10 @@ def stage_insert(session: AsyncSession, table: Table, row: dict[str, Any]) -> No
             for columns, shaped in itertools.groupby(flushing.info.pop(key, []), key=tuple):
                 run = list(shaped)
                 if not _no_python_defaults(table, columns):
-                    # a left-out column has a default only SQLAlchemy's INSERT applies
+                    # a left-out column has a default only SQLAlchemy's INSERT applies; it
+                    # goes now, so what was staged before it goes first (foreign keys)
+                    if (driver := flushing.info.get(_PG_DRIVER)) is not None:
+                        await driver.write_deferred_now()
                     await flushing.execute(insert(table), run)
                 elif flushing.bind.dialect.name == "postgresql":
                     values = [tuple(r.values()) for r in run]
@@ -490,6 +493,12 @@ class PgDriver:
         Nothing earlier in the unit of work sees it, nor does any before-commit hook: it is
         sent after all of them (`write_deferred`)."""
         self._at_commit.append(write)
+
+    async def write_deferred_now(self) -> None:
+        """Send the writes deferred so far now, in the unit of work's transaction (begun
+        here if need be), for a statement that must come after them."""
+        writes, self._at_commit = self._at_commit, []
+        await self._write(writes, begin=True)
 
     async def write_deferred(self) -> None:
         """Send the writes deferred to the commit (`write_at_commit`), as the unit of work
