@@ -114,11 +114,13 @@ async def test_a_constraint_violation_is_sqlalchemys_integrity_error(db: Databas
     assert attempts == 2 and await count(db) == 2
 
 
+@pytest.mark.parametrize("lone", [False, True], ids=["statement", "lone-deferred-write"])
 async def test_after_the_server_drops_the_connections_the_next_unit_of_work_succeeds(
-    db: Database, postgres_admin_url: str
+    db: Database, postgres_admin_url: str, lone: bool
 ) -> None:
     """Only the work in flight fails: the pool must not hand out a dead connection again,
-    not the one that failed nor the others the server ended with it (a restart)."""
+    not the one that failed nor the others the server ended with it (a restart); also when
+    the work in flight is a lone deferred write (sent without BEGIN)."""
     backends = []
     entered = asyncio.Event()
 
@@ -139,7 +141,11 @@ async def test_after_the_server_drops_the_connections_the_next_unit_of_work_succ
         await admin.close()
     with pytest.raises(DBAPIError):
         async with db.transaction() as session:
-            await (await pg_driver(session)).fetch(INSERT, 1, "on a dead connection")
+            driver = await pg_driver(session)
+            if lone:
+                driver.write_at_commit(session, PgWrite(NOTES, ([1], ["on a dead connection"])))
+            else:
+                await driver.fetch(INSERT, 1, "on a dead connection")
     for n in (2, 3):  # sequential units of work: each takes a connection from the pool
         async with db.transaction() as session:
             await (await pg_driver(session)).fetch(INSERT, n, "on a fresh one")
@@ -302,6 +308,12 @@ async def test_a_unit_of_work_of_deferred_writes_alone_is_one_statement(
             driver.write_at_commit(session, PgWrite(NOTES, ([1], ["one again"])))
     assert await ours(logged) == ["notes"]
     assert await count(db) == 2
+    logged.clear()
+    async with db.transaction() as session:  # the pooled connection is in no transaction
+        driver = await pg_driver(session)
+        assert await driver.fetch("SELECT count(*) FROM notes") == [(2,)]
+        driver.write_at_commit(session, PgWrite(NOTES, ([4], ["four"])))
+    assert await ours(logged) == ["BEGIN", "notes", "COMMIT"]
 
 
 async def test_deferred_writes_follow_every_before_commit_hook(
