@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import Column, Integer, String, Table
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from shared.db import Database, new_metadata
 from shared.events.catalog import CATALOG, EventCatalog, EventType
@@ -115,6 +115,18 @@ def postgres_admin_url() -> str:
     return os.environ.get("DATABASE_URL") or _start_local("postgres.sh", "DATABASE_URL")
 
 
+async def pg_connect(url: URL | str) -> asyncpg.Connection:
+    """A plain asyncpg connection to the database a SQLAlchemy URL names."""
+    url = make_url(url)
+    return await asyncpg.connect(
+        user=url.username,
+        password=url.password,
+        host=url.host,
+        port=url.port,
+        database=url.database,
+    )
+
+
 class FreshPgDatabase:
     """A brand-new PostgreSQL database with a random name, dropped on exit."""
 
@@ -124,13 +136,7 @@ class FreshPgDatabase:
         self.name = f"bench_{prefix}_{uuid.uuid4().hex[:10]}"
 
     async def _exec(self, sql: str) -> None:
-        conn = await asyncpg.connect(
-            user=self.admin.username,
-            password=self.admin.password,
-            host=self.admin.host,
-            port=self.admin.port,
-            database=self.admin.database,
-        )
+        conn = await pg_connect(self.admin)
         try:
             await conn.execute(sql)
         finally:

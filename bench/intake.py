@@ -33,7 +33,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `handoff bench` runs us by path
 
-import asyncpg
 import httpx
 import orjson
 from fastapi import FastAPI
@@ -47,6 +46,7 @@ from bench.common import (
     FreshPgDatabase,
     machine,
     percentile,
+    pg_connect,
     postgres_admin_url,
     postgres_cpu_s,
     proc_cpu_s,
@@ -503,13 +503,7 @@ def served_env(workdir: Path, database_url: str, args: argparse.Namespace) -> di
 async def postmaster_pid(database_url: str) -> int | None:
     """The PostgreSQL server's postmaster (the parent of our backend), if it runs here."""
     url = make_url(database_url)
-    conn = await asyncpg.connect(
-        user=url.username,
-        password=url.password,
-        host=url.host,
-        port=url.port,
-        database=url.database,
-    )
+    conn = await pg_connect(url)
     try:  # while the backend lives: its parent is the postmaster
         return _parent_pid(int(await conn.fetchval("SELECT pg_backend_pid()")))
     finally:
@@ -728,13 +722,7 @@ class Runner:
                 return int(conn.execute(sql).fetchone()[0])
             finally:
                 conn.close()
-        pg = await asyncpg.connect(
-            user=url.username,
-            password=url.password,
-            host=url.host,
-            port=url.port,
-            database=url.database,
-        )
+        pg = await pg_connect(url)
         try:
             return int(await pg.fetchval(sql))
         finally:
@@ -786,13 +774,7 @@ class Runner:
                 return [(str(a), str(b)) for a, b in conn.execute(sql)]
             finally:
                 conn.close()
-        pg = await asyncpg.connect(
-            user=url.username,
-            password=url.password,
-            host=url.host,
-            port=url.port,
-            database=url.database,
-        )
+        pg = await pg_connect(url)
         try:
             return [(str(r[0]), str(r[1])) for r in await pg.fetch(sql)]
         finally:

@@ -186,12 +186,14 @@ def stage_insert(session: AsyncSession, table: Table, row: dict[str, Any]) -> No
                     if (driver := flushing.info.get(_PG_DRIVER)) is not None:
                         await driver.write_deferred_now()
                     await flushing.execute(insert(table), run)
-                elif flushing.bind.dialect.name == "postgresql":
-                    values = [tuple(r.values()) for r in run]
-                    write = pg_insert(flushing.bind.dialect, table, columns, values)
-                    (await pg_driver(flushing)).write_at_commit(flushing, write)
+                    continue
+                values = [tuple(r.values()) for r in run]
+                dialect = flushing.bind.dialect
+                if dialect.name == "postgresql":
+                    write = pg_insert(dialect, table, columns, values)
+                    (await pg_driver(flushing)).write_at_commit(write)
                 else:
-                    await insert_many(flushing, table, columns, [tuple(r.values()) for r in run])
+                    await insert_many(flushing, table, columns, values)
 
         before_commit(session, flush)
     rows.append(row)
@@ -486,19 +488,20 @@ class PgDriver:
                 raise ValueError(f"{count} parameters, {len(write.args)} values: {write.statement}")
         await self._fetch(sql, [arg for write in writes for arg in write.args], begin=begin)
 
-    def write_at_commit(self, _session: AsyncSession, write: PgWrite) -> None:
+    def write_at_commit(self, write: PgWrite) -> None:
         """Run `write` as the unit of work's last statement, together with every other
         write deferred so (the outbox's events, staged rows, the inbox's record of a
         batch; see `write` for what may go together): one round trip where each took one.
         Nothing earlier in the unit of work sees it, nor does any before-commit hook: it is
-        sent after all of them (`write_deferred`)."""
+        sent after all of them (`write_deferred`). A hook's statement that must come after
+        them sends them first (`write_deferred_now`)."""
         self._at_commit.append(write)
 
     async def write_deferred_now(self) -> None:
         """Send the writes deferred so far now, in the unit of work's transaction (begun
         here if need be), for a statement that must come after them."""
         writes, self._at_commit = self._at_commit, []
-        await self._write(writes, begin=True)
+        await self.write(writes)
 
     async def write_deferred(self) -> None:
         """Send the writes deferred to the commit (`write_at_commit`), as the unit of work

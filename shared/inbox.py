@@ -73,7 +73,7 @@ class Inbox:
                 self._pg_claim = f"{self._pg_record} ON CONFLICT DO NOTHING RETURNING event_id"
             driver = await pg_driver(session)
             if unseen:
-                driver.write_at_commit(session, PgWrite(self._pg_record, (group, unique_ids, now)))
+                driver.write_at_commit(PgWrite(self._pg_record, (group, unique_ids, now)))
                 return set(unique_ids)
             return {row[0] for row in await driver.fetch(self._pg_claim, group, unique_ids, now)}
         if self._sqlite_claim is None:

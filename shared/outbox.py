@@ -261,7 +261,7 @@ class Outbox:
         written = utcnow()  # created_at: when the flush wrote them, as on SQLite
         if new := {e.subject for e in pending if e.new_subject}:
             fresh = [e for e in pending if e.subject in new]
-            driver.write_at_commit(session, self._fresh_write(session, fresh, written))
+            driver.write_at_commit(self._fresh_write(session, fresh, written))
             pending = [e for e in pending if e.subject not in new]
             if not pending:
                 return
@@ -278,7 +278,7 @@ class Outbox:
             [counts[s] for s in subjects],
             ordinals,
         )
-        driver.write_at_commit(session, PgWrite(statement, args, ctes))
+        driver.write_at_commit(PgWrite(statement, args, ctes))
 
     def _fresh_write(
         self, session: AsyncSession, pending: list[_Pending], written: datetime

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
 from sqlalchemy import Column, Integer, String, Table, func, insert, select
 
 from shared.bus.port import Bus, OutgoingMessage, Record, Subscription
@@ -142,3 +144,21 @@ async def eventually(predicate: Any, *, timeout: float = 30.0, interval: float =
 
 def new_lead_ids(n: int) -> Sequence[uuid.UUID]:
     return [uuid.uuid4() for _ in range(n)]
+
+
+@contextlib.asynccontextmanager
+async def reading_from_start(servers: str, topic: str) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer of `topic` from its first record, in a group of its own (it commits
+    nothing): what a test reads back what was published with."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=servers,
+        group_id=f"check-{uuid.uuid4().hex}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        yield consumer
+    finally:
+        await consumer.stop()

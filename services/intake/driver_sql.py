@@ -119,7 +119,7 @@ class DriverSql:
     async def _write_staged(self, _session: AsyncSession) -> None:
         assert self._pg is not None  # (staged only on PostgreSQL)
         for write in self._staged_writes():
-            self._pg.write_at_commit(self.session, write)
+            self._pg.write_at_commit(write)
 
     def _staged_writes(self) -> list[PgWrite]:
         staged, self._staged = self._staged, []

@@ -22,6 +22,7 @@ from tests.integration.served_qualification import (
     publish,
     served_qualification,
 )
+from tests.support import reading_from_start
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -39,18 +40,10 @@ async def records_of(
 ) -> list[tuple[str, dict[str, object]]]:
     """(lead, value) of the records about `leads` on `topic`, read from the start until
     `until` of them arrived and then `settle_s` more (a repeat would show)."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=servers,
-        group_id=f"check-{uuid.uuid4().hex}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
     found: list[tuple[str, dict[str, object]]] = []
     loop = asyncio.get_running_loop()
     deadline, settled = loop.time() + 120, None
-    try:
+    async with reading_from_start(servers, topic) as consumer:
         while loop.time() < deadline and (settled is None or loop.time() < settled):
             batches = await consumer.getmany(timeout_ms=200)
             for records in batches.values():
@@ -60,8 +53,6 @@ async def records_of(
                         found.append((lead, orjson.loads(record.value)))
             if settled is None and len(found) >= until:
                 settled = loop.time() + settle_s
-    finally:
-        await consumer.stop()
     return found
 
 

@@ -8,31 +8,20 @@ from pathlib import Path
 
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer
 
 from services.intake.app import create_app, definition
 from shared.auth import TokenStore
 from shared.migrations import upgrade
 from shared.settings import IntakeSettings, load_settings
 from tests.conftest import new_pg_database
+from tests.support import reading_from_start
 
 
 async def first_record_for(servers: str, topic: str, key: str) -> object:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=servers,
-        auto_offset_reset="earliest",
-        group_id=f"check-{uuid.uuid4().hex}",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        async with asyncio.timeout(60):
-            async for record in consumer:
-                if record.key == key.encode():
-                    return record
-    finally:
-        await consumer.stop()
+    async with reading_from_start(servers, topic) as consumer, asyncio.timeout(60):
+        async for record in consumer:
+            if record.key == key.encode():
+                return record
     raise AssertionError("unreachable")
 
 

@@ -143,7 +143,7 @@ async def test_after_the_server_drops_the_connections_the_next_unit_of_work_succ
         async with db.transaction() as session:
             driver = await pg_driver(session)
             if lone:
-                driver.write_at_commit(session, PgWrite(NOTES, ([1], ["on a dead connection"])))
+                driver.write_at_commit(PgWrite(NOTES, ([1], ["on a dead connection"])))
             else:
                 await driver.fetch(INSERT, 1, "on a dead connection")
     for n in (2, 3):  # sequential units of work: each takes a connection from the pool
@@ -246,9 +246,9 @@ async def test_writes_at_commit_go_in_one_statement_as_it_commits(
 ) -> None:
     async with db.transaction() as session:
         driver = await pg_driver(session)
-        driver.write_at_commit(session, PgWrite(NOTES, ([1, 2], ["one", "two"])))
-        driver.write_at_commit(session, COUNTED)
-        driver.write_at_commit(session, PgWrite(NOTES, ([3], ["three"])))
+        driver.write_at_commit(PgWrite(NOTES, ([1, 2], ["one", "two"])))
+        driver.write_at_commit(COUNTED)
+        driver.write_at_commit(PgWrite(NOTES, ([3], ["three"])))
         assert await driver.fetch("SELECT count(*) FROM notes") == [(0,)]  # not yet
         before = len(sent)
     assert len(sent) == before + 1  # all three, in one statement
@@ -296,23 +296,23 @@ async def test_a_unit_of_work_of_deferred_writes_alone_is_one_statement(
     without BEGIN and COMMIT (a lone statement is atomic)."""
     async with db.transaction() as session:
         driver = await pg_driver(session)
-        driver.write_at_commit(session, PgWrite(NOTES, ([1, 2], ["one", "two"])))
-        driver.write_at_commit(session, COUNTED)
+        driver.write_at_commit(PgWrite(NOTES, ([1, 2], ["one", "two"])))
+        driver.write_at_commit(COUNTED)
     assert await ours(logged) == ["notes"]
     assert await count(db) == 2
     logged.clear()  # (the count's own BEGIN)
     with pytest.raises(IntegrityError):  # its second part fails: nothing of it is kept
         async with db.transaction() as session:
             driver = await pg_driver(session)
-            driver.write_at_commit(session, PgWrite(NOTES, ([3], ["three"])))
-            driver.write_at_commit(session, PgWrite(NOTES, ([1], ["one again"])))
+            driver.write_at_commit(PgWrite(NOTES, ([3], ["three"])))
+            driver.write_at_commit(PgWrite(NOTES, ([1], ["one again"])))
     assert await ours(logged) == ["notes"]
     assert await count(db) == 2
     logged.clear()
     async with db.transaction() as session:  # the pooled connection is in no transaction
         driver = await pg_driver(session)
         assert await driver.fetch("SELECT count(*) FROM notes") == [(2,)]
-        driver.write_at_commit(session, PgWrite(NOTES, ([4], ["four"])))
+        driver.write_at_commit(PgWrite(NOTES, ([4], ["four"])))
     assert await ours(logged) == ["BEGIN", "notes", "COMMIT"]
 
 
@@ -323,12 +323,12 @@ async def test_deferred_writes_follow_every_before_commit_hook(
     and a statement sent earlier keeps the unit of work a transaction."""
 
     async def stage_more(session: AsyncSession) -> None:
-        (await pg_driver(session)).write_at_commit(session, PgWrite(NOTES, ([2], ["two"])))
+        (await pg_driver(session)).write_at_commit(PgWrite(NOTES, ([2], ["two"])))
 
     async with db.transaction() as session:
         driver = await pg_driver(session)
         assert await driver.fetch("SELECT count(*) FROM notes") == [(0,)]
-        driver.write_at_commit(session, PgWrite(NOTES, ([1], ["one"])))
+        driver.write_at_commit(PgWrite(NOTES, ([1], ["one"])))
         shared.db.before_commit(session, stage_more)
     assert await ours(logged) == ["BEGIN", "notes", "COMMIT"]
     assert await count(db) == 2
@@ -350,8 +350,8 @@ async def test_writes_at_commit_are_undone_with_a_unit_of_work_that_fails(db: Da
     with pytest.raises(IntegrityError):
         async with db.transaction() as session:
             driver = await pg_driver(session)
-            driver.write_at_commit(session, PgWrite(NOTES, ([1], ["one"])))
-            driver.write_at_commit(session, PgWrite(NOTES, ([1], ["one again"])))
+            driver.write_at_commit(PgWrite(NOTES, ([1], ["one"])))
+            driver.write_at_commit(PgWrite(NOTES, ([1], ["one again"])))
     assert await count(db) == 0
 
 

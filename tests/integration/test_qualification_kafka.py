@@ -7,7 +7,6 @@ import uuid
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 
 from tests.conftest import new_pg_database
 from tests.integration.served_qualification import (
@@ -15,30 +14,20 @@ from tests.integration.served_qualification import (
     publish,
     served_qualification,
 )
+from tests.support import reading_from_start
 
 
 async def events_of(
     servers: str, topic: str, lead: str, *, field: str, until: object
 ) -> list[object]:
     """Values of `field` in a lead's events on a topic, up to the first equal to `until`."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=servers,
-        group_id=f"check-{uuid.uuid4().hex}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
     values: list[object] = []
-    try:
-        async with asyncio.timeout(60):
-            async for record in consumer:
-                if record.key == lead.encode():
-                    values.append(orjson.loads(record.value)[field])
-                    if values[-1] == until:
-                        return values
-    finally:
-        await consumer.stop()
+    async with reading_from_start(servers, topic) as consumer, asyncio.timeout(60):
+        async for record in consumer:
+            if record.key == lead.encode():
+                values.append(orjson.loads(record.value)[field])
+                if values[-1] == until:
+                    return values
     return values
 
 
