@@ -26,10 +26,43 @@ from collections.abc import Sequence
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.intake.leads import KnownAccounts
 from services.intake.webhook_intake import Delivery, DeliveryReport, apply_deliveries
 from shared.runtime import ServiceRuntime
 
 log = structlog.get_logger(__name__)
+
+
+class Presumption:
+    """Whether the next batch may take its deliveries and contacts to be new (PostgreSQL).
+
+    Platforms mostly send what is new (a contact made, a property set on it); a batch that
+    holds something applied or known before costs a write that fails and a second run.
+    After such a batch the next `backoff` batches look things up first, the backoff
+    doubling (up to `max_backoff`) while taking them to be new keeps failing, and back to
+    `min_backoff` once it holds again: a source that mostly updates known contacts pays one
+    failed write every `max_backoff` batches."""
+
+    def __init__(self, *, min_backoff: int = 8, max_backoff: int = 1024) -> None:
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        self.backoff = min_backoff
+        self._checked_left = 0  # batches to look things up in before presuming again
+
+    def now(self) -> bool:
+        """Take the next batch to be new? (Counts a batch that does not.)"""
+        if self._checked_left > 0:
+            self._checked_left -= 1
+            return False
+        return True
+
+    def held(self, held: bool) -> None:
+        """How a batch taken to be new went: it was (`held`), or it ran again."""
+        if held:
+            self.backoff = self.min_backoff
+        else:
+            self._checked_left = self.backoff
+            self.backoff = min(self.backoff * 2, self.max_backoff)
 
 
 class DeliveryBatcher:
@@ -62,6 +95,8 @@ class DeliveryBatcher:
         # statements per request.
         # With several workers there is no gathering (the overlap takes its place).
         self.max_workers = max(1, max_workers)
+        self.presumption = Presumption()
+        self.accounts_known = KnownAccounts()
         if self.max_workers > 1:
             self.gather_s = 0.0
         self._workers: set[asyncio.Task[None]] = set()
@@ -123,9 +158,13 @@ class DeliveryBatcher:
                 future.set_result(report)
 
     async def _apply(self, deliveries: list[Delivery]) -> list[DeliveryReport]:
-        # On PostgreSQL a batch first takes its deliveries to be new (platforms send one
-        # again only when an answer was lost): a round trip less, and one run more when
-        # one was seen (its key fails the write) or another writer made one of its rows.
+        # On PostgreSQL a batch first takes its deliveries and their contacts to be new
+        # (platforms send a delivery again only when an answer was lost, and mostly send
+        # new contacts): no look-ups, so a batch of new contacts is one statement; one run
+        # more when one was seen or known (a key fails the write) or another writer made
+        # one of its rows. See `Presumption` for a source that mostly updates.
+        postgres = self.runtime.db.is_postgres
+        presumed = postgres and self.presumption.now()
         attempts = 0
 
         async def work(session: AsyncSession) -> list[DeliveryReport]:
@@ -136,8 +175,16 @@ class DeliveryBatcher:
                 self.runtime.outbox,
                 deliveries,
                 sales_owned=self.sales_owned,
-                unseen=attempts == 1 and self.runtime.db.is_postgres,
+                unseen=presumed and attempts == 1,
+                accounts_known=self.accounts_known,
             )
 
-        retries = 2 if self.runtime.db.is_postgres else 1
-        return await self.runtime.db.run(work, conflict_retries=retries)
+        try:
+            reports = await self.runtime.db.run(work, conflict_retries=2 if postgres else 1)
+        except Exception:
+            if presumed and attempts > 1:
+                self.presumption.held(False)
+            raise
+        if presumed:
+            self.presumption.held(attempts == 1)
+        return reports

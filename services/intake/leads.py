@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol
 
 import orjson
@@ -19,6 +20,7 @@ from services.intake.driver_sql import DriverSql, Query
 from services.intake.identity import KnownLead, MergeRefused, apply, merge
 from services.intake.models import accounts, lead_external_ids, leads
 from services.intake.normalize import NATIONAL_NUMBER_HINT, email_domain, normalize_phone
+from shared.db import after_commit
 from shared.events.payloads import LeadCaptured, LeadUpdated
 from shared.ids import time_ordered_id
 from shared.outbox import Encoded, Outbox
@@ -120,6 +122,38 @@ class _Conflict(Exception):
         self.error = CaptureError(field, reason)
 
 
+class KnownAccounts:
+    """Account ids by domain, as committed: what a capture that takes its leads to be new
+    needs without reading them. An account is never changed or removed once made, so an
+    entry stays true; one made by another process is simply not here (and is read). Holds
+    up to `limit` domains, forgetting the oldest first."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._ids: dict[str, str] = {}
+
+    def of(self, items: Sequence[LeadInput]) -> dict[str, str | None]:
+        """The known accounts of the items' domains (domain -> id)."""
+        ids = self._ids
+        return {
+            domain: ids[domain]
+            for item in items
+            if (domain := item.account_domain()) is not None and domain in ids
+        }
+
+    def learn(self, account_ids: dict[str | None, str]) -> None:
+        """Remember these accounts (call once their transaction has committed)."""
+        ids = self._ids
+        for domain, account_id in account_ids.items():
+            if domain is not None and domain not in ids:
+                if len(ids) >= self.limit:
+                    del ids[next(iter(ids))]
+                ids[domain] = account_id
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
 _YIELD_EVERY = 128  # items captured between two turns given to the event loop's other tasks
 
 
@@ -131,6 +165,8 @@ async def capture_batch(
     sales_owned: frozenset[str],
     fallback: Callable[[int], Sequence[LeadInput]] | None = None,
     read: Callable[[set[str]], None] | None = None,
+    presume_new: bool = False,
+    accounts_known: KnownAccounts | None = None,
 ) -> list[CaptureOutcome]:
     """Create or update one lead per item, in order; a failed item changes nothing.
 
@@ -140,12 +176,69 @@ async def capture_batch(
     are read, with the items' account domains that had no account then, as far as the
     read found (PostgreSQL reads the accounts with the leads; SQLite later, so there it
     is every domain): the accounts this capture may create.
+
+    `presume_new` takes every item's lead to be new, without looking the leads up (on
+    PostgreSQL, with every account in `accounts_known`, the capture then sends nothing
+    before the unit of work's last statement). A lead that exists after all fails that
+    write on its key (its email's or an external id's: an `IntegrityError`), and the unit
+    of work is to run again without `presume_new`. An item that would fail taken as new (no
+    email, a national phone number, a conflict) may be one a look-up would find: at the
+    first, the items are captured again with the look-up, before anything is written.
+    `accounts_known` learns the accounts a committed capture used.
     """
-    now = datetime.now(UTC)
+    if presume_new:
+        known_domains = accounts_known.of(items) if accounts_known is not None else {}
+        try:
+            return await _capture(
+                session,
+                outbox,
+                items,
+                _Leads(),
+                known_domains,
+                sales_owned=sales_owned,
+                fallback=None,
+                presumed=True,
+                accounts_known=accounts_known,
+            )
+        except _LookupNeeded:
+            pass
     known, accounts_found = await _load_known(session, items)
     if read is not None:
         domains = {domain for item in items if (domain := item.account_domain())}
         read({domain for domain in domains if accounts_found.get(domain) is None})
+    return await _capture(
+        session,
+        outbox,
+        items,
+        known,
+        accounts_found,
+        sales_owned=sales_owned,
+        fallback=fallback,
+        presumed=False,
+        accounts_known=accounts_known,
+    )
+
+
+class _LookupNeeded(Exception):
+    """An item taken to be new failed: a look-up of the leads may find what it needs."""
+
+
+async def _capture(
+    session: AsyncSession,
+    outbox: Outbox,
+    items: Sequence[LeadInput],
+    known: _Leads,
+    accounts_found: dict[str, str | None],
+    *,
+    sales_owned: frozenset[str],
+    fallback: Callable[[int], Sequence[LeadInput]] | None,
+    presumed: bool,
+    accounts_known: KnownAccounts | None,
+) -> list[CaptureOutcome]:
+    """`capture_batch` once the leads are known (`known`: those the items name, or none
+    when `presumed`) with the accounts of their domains (`accounts_found`: domain -> id,
+    None: none yet; a domain missing is looked up if needed)."""
+    now = datetime.now(UTC)
     outcomes: list[CaptureOutcome] = []
     created: list[KnownLead] = []
     dirty: dict[str, KnownLead] = {}
@@ -222,6 +315,8 @@ async def capture_batch(
 
     for index, item in enumerate(items):
         outcome = capture(item)
+        if outcome.error is not None and presumed:
+            raise _LookupNeeded  # (nothing is written yet, and `fallback` was not called)
         if outcome.error is not None and fallback is not None and (parts := fallback(index)):
             outcome.parts = [capture(part) for part in parts]
         outcomes.append(outcome)
@@ -241,6 +336,8 @@ async def capture_batch(
         if domain is not None and lead.id in touched
     }
     account_ids = await _accounts(session, wanted, now, accounts_found)
+    if accounts_known is not None and account_ids:
+        after_commit(session, partial(accounts_known.learn, account_ids))
     for (lead, item, outcome), domain in zip(pending_events, account_domains, strict=True):
         previous_account = lead.account_id
         lead.account_id = account_ids.get(domain) or lead.account_id

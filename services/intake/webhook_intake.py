@@ -19,7 +19,7 @@ from services.intake.activities import UnknownLead, record_activity
 from services.intake.canonical import ActivityIn, LeadIn
 from services.intake.driver_sql import DriverSql, Query
 from services.intake.erasure import erase_lead
-from services.intake.leads import IDS_BY_EXTERNAL_ID, capture_batch
+from services.intake.leads import IDS_BY_EXTERNAL_ID, KnownAccounts, capture_batch
 from services.intake.models import webhook_deliveries
 from services.intake.providers import InboundItem, SourceConfig
 from shared.outbox import Outbox
@@ -68,6 +68,7 @@ async def apply_deliveries(
     *,
     sales_owned: frozenset[str],
     unseen: bool = False,
+    accounts_known: KnownAccounts | None = None,
 ) -> list[DeliveryReport]:
     """Apply every new, valid item once per source; the source decides the lead source.
 
@@ -77,15 +78,18 @@ async def apply_deliveries(
     Erasures go last: a person deleted for privacy is forgotten with whatever the same
     batch said of them.
 
-    With `unseen`, the deliveries are taken to be new without looking them up (a round
-    trip less): one applied before makes the unit of work fail as it writes the
-    deliveries (`IntegrityError`, their key), and it is to run again without `unseen`.
-    A batch with an erasure looks them up all the same: erasing a lead deletes its
-    deliveries, which would let one applied before through.
+    With `unseen`, the deliveries are taken to be new without looking them up, and so
+    are their contacts' leads (`capture_batch`'s `presume_new`, with `accounts_known`):
+    on PostgreSQL a batch of new contacts then costs one statement, with no `BEGIN` and
+    no `COMMIT`. A delivery applied before, or a lead that exists, makes the unit of work
+    fail as it writes (`IntegrityError`, their key), and it is to run again without
+    `unseen`. A batch with an erasure looks them up all the same: erasing a lead deletes
+    its deliveries, which would let one applied before through.
     """
     reports = [DeliveryReport() for _ in deliveries]
     erasing = any(item.kind == "erasure" for d in deliveries for item in d.items)
-    seen = set() if unseen and not erasing else await _seen(session, deliveries)
+    presumed = unseen and not erasing
+    seen = set() if presumed else await _seen(session, deliveries)
     contacts: dict[tuple[int, tuple[tuple[str, str], ...]], list[InboundItem]] = {}
     groups: list[tuple[int, list[InboundItem]]] = []  # lead items, by delivery and contact
     erasures: list[tuple[int, InboundItem]] = []
@@ -120,7 +124,17 @@ async def apply_deliveries(
         except UnknownLead as exc:
             report.fail(item.delivery_id, exc.reason)
     captures = [c for n, items in groups for c in _validated(n, items, deliveries, reports)]
-    await _capture(session, outbox, captures, deliveries, reports, done, sales_owned)
+    await _capture(
+        session,
+        outbox,
+        captures,
+        deliveries,
+        reports,
+        done,
+        sales_owned,
+        presume_new=presumed,
+        accounts_known=accounts_known,
+    )
     if erasures:
         # What this batch captured must be in the tables before it is erased (PostgreSQL
         # writes staged rows only as the unit of work commits).
@@ -255,6 +269,9 @@ async def _capture(
     reports: list[DeliveryReport],
     done: list[tuple[int, str, str | None]],
     sales_owned: frozenset[str],
+    *,
+    presume_new: bool,
+    accounts_known: KnownAccounts | None,
 ) -> None:
     """Capture the leads (a failed capture of several items: its items one by one, in its
     place) and note what each item did."""
@@ -272,7 +289,13 @@ async def _capture(
         return [c.lead for c in parts[index]]
 
     outcomes = await capture_batch(
-        session, outbox, [c.lead for c in captures], sales_owned=sales_owned, fallback=one_by_one
+        session,
+        outbox,
+        [c.lead for c in captures],
+        sales_owned=sales_owned,
+        fallback=one_by_one,
+        presume_new=presume_new,
+        accounts_known=accounts_known,
     )
     for index, (capture, outcome) in enumerate(zip(captures, outcomes, strict=True)):
         if index in parts:  # failed: its items went one by one (invalid ones reported already)

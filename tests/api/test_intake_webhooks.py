@@ -18,9 +18,11 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks import Webhook
 
+from services.intake import leads as leads_module
 from services.intake import webhook_intake
 from services.intake.inbound_sources import SealClearSecrets
-from services.intake.models import inbound_sources
+from services.intake.leads import KnownAccounts
+from services.intake.models import accounts, inbound_sources, leads
 from services.intake.providers import InboundItem, SourceConfig
 from services.intake.webhook_intake import Delivery, DeliveryReport, apply_deliveries
 from shared.db import after_commit
@@ -596,50 +598,83 @@ def _counts(metrics: httpx.Response, series: str) -> dict[str, float]:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("intake", ["postgres"], indirect=True)
-@pytest.mark.parametrize("unseen", [False, True], ids=["looked-up", "taken-as-new"])
-async def test_a_webhook_batch_waits_on_four_or_five_round_trips_on_postgres(
-    intake: Intake, unseen: bool
+@pytest.mark.parametrize(
+    "way", ["looked-up", "taken-as-new", "taken-as-new-accounts-known"], ids=str
+)
+async def test_a_webhook_batch_waits_on_five_four_or_one_round_trips_on_postgres(
+    intake: Intake, way: str
 ) -> None:
-    """Each statement a batch waits on is a round trip (about a twentieth of the batch):
-    BEGIN; the deliveries seen (unless taken to be new); the leads, with the accounts of
-    their domains; one statement for the leads, the deliveries, the new accounts and the
-    events; COMMIT."""
+    """Each statement a batch waits on is a round trip (about a twentieth of the batch).
+    Looked up: BEGIN; the deliveries seen; the leads, with the accounts of their domains;
+    one statement for the leads, the deliveries, the new accounts and the events; COMMIT.
+    Taken to be new (deliveries and leads): BEGIN; the accounts; the write; COMMIT. And
+    with their accounts known: the write alone, which needs no transaction."""
     source = SourceConfig(name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
-    deliveries = [
-        Delivery([InboundItem(f"hubspot:1:{n}", "lead", {"email": f"p{n}@rt{n}.com"})], source)
-        for n in range(3)
-    ]
+    known = KnownAccounts()
+
+    def deliveries(batch: int) -> list[Delivery]:
+        return [
+            Delivery(
+                [InboundItem(f"hubspot:{batch}:{n}", "lead", {"email": f"p{batch}{n}@rt{n}.com"})],
+                source,
+            )
+            for n in range(3)
+        ]
+
+    async def apply(batch: int, sent: list[str] | None = None) -> list[DeliveryReport]:
+        def log(query: LoggedQuery) -> None:
+            assert sent is not None
+            sent.append(query.query)
+
+        async def work(session: AsyncSession) -> list[DeliveryReport]:
+            if sent is not None:
+                # every statement on the unit of work's connection, as asyncpg sends it,
+                # until it has committed (the relay may take the connection next)
+                raw = await (await session.connection()).get_raw_connection()
+                connection = raw.driver_connection
+                connection.add_query_logger(log)
+                after_commit(session, lambda: connection.remove_query_logger(log))
+            return await apply_deliveries(
+                session,
+                intake.runtime.outbox,
+                deliveries(batch),
+                sales_owned=frozenset(),
+                unseen=way != "looked-up",
+                accounts_known=known if way.endswith("known") else None,
+            )
+
+        return await intake.runtime.db.run(work)
+
+    await apply(1)  # the accounts made (and, if kept, known)
     sent: list[str] = []
-
-    def log(query: LoggedQuery) -> None:
-        sent.append(query.query)
-
-    async def work(session: AsyncSession) -> list[DeliveryReport]:
-        # every statement on the unit of work's connection, as asyncpg sends it, until it
-        # has committed (the relay may take the connection next)
-        connection = (await (await session.connection()).get_raw_connection()).driver_connection
-        connection.add_query_logger(log)
-        after_commit(session, lambda: connection.remove_query_logger(log))
-        return await apply_deliveries(
-            session, intake.runtime.outbox, deliveries, sales_owned=frozenset(), unseen=unseen
-        )
-
-    reports = await intake.runtime.db.run(work)
+    reports = await apply(2, sent)
     await asyncio.sleep(0.01)  # (the logger is called soon after each statement)
 
     assert [r.accepted for r in reports] == [1, 1, 1]
     # (less asyncpg's own look-ups of types, once per connection)
     ours = [query for query in sent if "typeinfo_tree" not in query and "'jit'" not in query]
-    if unseen:
-        begin, found, written, commit = ours
-    else:
+    if way == "looked-up":
         begin, seen, found, written, commit = ours
         assert "FROM webhook_deliveries" in seen
-    assert begin.startswith("BEGIN") and commit.startswith("COMMIT")
-    assert "FOR UPDATE" in found and "FROM accounts" in found
-    for table in ("leads", "webhook_deliveries", "accounts", "outbox"):
+        assert "FOR UPDATE" in found and "FROM accounts" in found
+    elif way == "taken-as-new":
+        begin, found, written, commit = ours
+        assert "FROM leads" not in found and "FROM accounts" in found
+    else:
+        (written,) = ours
+        begin = commit = "(none)"
+    if way == "taken-as-new-accounts-known":
+        assert "BEGIN" not in written and "COMMIT" not in written
+        assert len(known) == 3
+    else:
+        assert begin.startswith("BEGIN") and commit.startswith("COMMIT")
+    for table in ("leads", "webhook_deliveries", "outbox"):
         assert f"INSERT INTO {table} " in written
-    assert len(await intake.events("handoff.lead.captured", 3)) == 3
+    captured = await intake.events("handoff.lead.captured", 6)
+    by_domain: dict[str, set[str]] = {}
+    for event in captured:
+        by_domain.setdefault(event["data"]["email_domain"], set()).add(event["data"]["account_id"])
+    assert all(len(ids) == 1 for ids in by_domain.values()) and len(by_domain) == 3
 
 
 async def test_a_batch_takes_its_deliveries_as_new_on_postgres_and_looks_again_if_one_was_seen(
@@ -698,3 +733,129 @@ async def test_a_delivery_seen_before_is_a_duplicate_beside_an_erasure_of_its_le
     (again,) = await apply([lead, erasure])  # the lead's delivery sent again
 
     assert (first.accepted, again.duplicates, again.accepted) == (1, 1, 1)
+
+
+def contact_change(event_id: int, object_id: int, name: str, value: str) -> dict[str, Any]:
+    return {
+        "portalId": 62515,
+        "appId": 7,
+        "occurredAt": 1763800000000,
+        "eventId": event_id,
+        "objectId": object_id,
+        "attemptNumber": 0,
+        "subscriptionId": 3,
+        "subscriptionType": "contact.propertyChange",
+        "propertyName": name,
+        "propertyValue": value,
+    }
+
+
+async def test_contacts_are_taken_as_new_on_postgres_and_looked_up_when_they_are_not(
+    intake: Intake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a batch first takes its contacts to be new. A contact named without
+    an email is looked up before anything is written; a known email fails the write and
+    the batch runs again looking its leads up, as do the batches right after it. The
+    leads and events come out as when every batch looks its leads up (SQLite)."""
+    await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    looked_up = 0
+    real = leads_module._load_known
+
+    async def counted(*args: Any) -> Any:
+        nonlocal looked_up
+        looked_up += 1
+        return await real(*args)
+
+    monkeypatch.setattr(leads_module, "_load_known", counted)
+    url = "http://intake.test/v1/webhooks/hubspot"
+    after: list[int] = []
+
+    async def post(*events: dict[str, Any]) -> None:
+        body = json.dumps(events).encode()
+        response = await intake.client.post(url, content=body, headers=hubspot_headers(url, body))
+        assert response.status_code == 200, response.text
+        assert response.json()["accepted"] == len(events), response.text
+        after.append(looked_up)
+
+    await post(contact_change(1, 9001, "email", "kim@wayne.com"))  # new
+    await post(contact_change(2, 9001, "jobtitle", "VP Sales"))  # no email: looked up
+    await post(  # a known email: the write fails, the batch runs again
+        contact_change(3, 9001, "email", "kim@wayne.com"),
+        contact_change(4, 9001, "firstname", "Kim"),
+    )
+    await post(contact_change(5, 9002, "email", "lee@wayne.com"))  # right after: looked up
+
+    assert after == ([0, 1, 2, 3] if intake.runtime.db.is_postgres else [1, 2, 3, 4])
+    async with intake.runtime.db.transaction() as session:
+        rows = (await session.execute(select(leads.c.email, leads.c.profile))).all()
+    profiles = {email: profile for email, profile in rows}
+    assert profiles.keys() == {"kim@wayne.com", "lee@wayne.com"}
+    assert profiles["kim@wayne.com"]["job_title"] == "VP Sales"
+    assert profiles["kim@wayne.com"]["first_name"] == "Kim"
+    events = await intake.events("handoff.lead.captured", 4)  # (lead.updated's topic too)
+    by_lead: dict[str, list[tuple[str, list[str]]]] = {}  # (in order per lead, its key)
+    for e in events:
+        changed = [*e["data"].get("changes", ()), *e["data"].get("changed_pii", ())]
+        by_lead.setdefault(e["key"], []).append((e["type"].split(".")[2], changed))
+    assert sorted(by_lead.values(), key=len) == [
+        [("captured", [])],
+        [
+            ("captured", []),
+            ("updated", ["job_title"]),
+            ("updated", ["first_name"]),  # (a personal field: named, its value not on the bus)
+        ],
+    ]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("intake", ["postgres"], indirect=True)
+async def test_accounts_are_known_only_once_their_batch_has_committed(intake: Intake) -> None:
+    """A batch taken to be new that makes an account and then runs again (a known
+    contact in it) makes the account anew; only the committed one is remembered, and the
+    next batch's leads of that domain take it."""
+    source = SourceConfig(name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    known = KnownAccounts()
+
+    def lead(delivery: str, email: str) -> InboundItem:
+        return InboundItem(f"hubspot:{delivery}", "lead", {"email": email})
+
+    async def apply(items: list[InboundItem], *, unseen: bool) -> int:
+        runs = 0
+
+        async def work(session: AsyncSession) -> list[DeliveryReport]:
+            nonlocal runs
+            runs += 1
+            return await apply_deliveries(
+                session,
+                intake.runtime.outbox,
+                [Delivery([item], source) for item in items],
+                sales_owned=frozenset(),
+                unseen=unseen and runs == 1,
+                accounts_known=known,
+            )
+
+        reports = await intake.runtime.db.run(work, conflict_retries=2)
+        assert [r.accepted for r in reports] == [1] * len(items)
+        return runs
+
+    assert await apply([lead("1", "kim@wayne.com")], unseen=False) == 1
+    # a new domain, and a known contact: the first run's account is rolled back
+    assert await apply([lead("2", "ann@fresh.io"), lead("3", "kim@wayne.com")], unseen=True) == 2
+    assert await apply([lead("4", "bob@fresh.io")], unseen=True) == 1  # fresh.io known
+
+    async with intake.runtime.db.transaction() as session:
+        account_ids = {
+            domain: account_id
+            for domain, account_id in await session.execute(
+                select(accounts.c.domain, accounts.c.id)
+            )
+        }
+        lead_accounts = {
+            email: account_id
+            for email, account_id in await session.execute(
+                select(leads.c.email, leads.c.account_id)
+            )
+        }
+    assert account_ids.keys() == {"wayne.com", "fresh.io"}
+    assert lead_accounts["ann@fresh.io"] == lead_accounts["bob@fresh.io"] == account_ids["fresh.io"]
+    assert lead_accounts["kim@wayne.com"] == account_ids["wayne.com"]

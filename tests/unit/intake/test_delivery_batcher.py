@@ -7,7 +7,8 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-from services.intake.delivery_batcher import DeliveryBatcher
+from services.intake.delivery_batcher import DeliveryBatcher, Presumption
+from services.intake.leads import KnownAccounts
 from services.intake.providers import SourceConfig
 from services.intake.webhook_intake import Delivery, DeliveryReport
 
@@ -65,3 +66,41 @@ async def test_when_the_load_falls_the_gather_times_out_and_expects_less() -> No
     batcher.gather_s = FOREVER
     await arriving_one_by_one(batcher, 2)
     assert batcher.batches == [2, 2]  # two is what a batch now expects
+
+
+def test_after_a_batch_that_was_not_new_the_next_ones_look_up_for_longer_each_time() -> None:
+    presumption = Presumption(min_backoff=2, max_backoff=8)
+
+    def run(outcomes: list[bool | None]) -> list[bool]:
+        """Each batch: whether it was taken to be new; `outcomes` say how those went."""
+        taken = []
+        for outcome in outcomes:
+            now = presumption.now()
+            taken.append(now)
+            if now:
+                assert outcome is not None
+                presumption.held(outcome)
+        return taken
+
+    assert run([True, True]) == [True, True]
+    assert run([False, None, None, False, None, None, None, None]) == [
+        True, False, False, True, False, False, False, False,  # 2, then 4 looked up
+    ]  # fmt: skip
+    longest = [False] + [None] * 8
+    assert run(longest + longest) == ([True] + [False] * 8) * 2  # 8: the most it waits
+    assert run([True, True]) == [True, True]  # held: the next failure waits 2 again
+    assert run([False, None, None, True]) == [True, False, False, True]
+
+
+def test_known_accounts_keep_the_latest_domains_up_to_their_limit() -> None:
+    def items(*domains: str | None) -> Any:
+        return [SimpleNamespace(account_domain=lambda d=d: d) for d in domains]
+
+    known = KnownAccounts(limit=2)
+    known.learn({"a.com": "1", None: "x"})
+    known.learn({"a.com": "other"})  # an account's id never changes: the first is kept
+    assert known.of(items("a.com", None)) == {"a.com": "1"}
+
+    known.learn({"b.com": "2", "c.com": "3"})  # a.com, the oldest, makes room
+    assert len(known) == 2
+    assert known.of(items("a.com", "b.com", "c.com")) == {"b.com": "2", "c.com": "3"}
