@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import JSON, Column, ForeignKey, Integer, String, Table, event, func, select
+from sqlalchemy import JSON, Column, ForeignKey, Integer, String, Table, event, func, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -363,3 +363,15 @@ async def test_writes_that_do_not_fit_their_statements_are_refused(db: Database)
         with pytest.raises(ValueError, match="of one name"):
             await driver.write([COUNTED, COUNTED])
     assert await count(db) == 0
+
+
+async def test_statements_are_never_jit_compiled(db: Database) -> None:
+    """PostgreSQL would compile a statement estimated past `jit_above_cost` (a look-up of
+    thousands of leads, misestimated, took ~150 ms compiling for ~10 ms of work)."""
+    costly = "EXPLAIN SELECT sum(x) FROM generate_series(1, 10000000) AS x"  # ~125,000
+    async with db.transaction() as session:
+        plan = [row[0] for row in await (await pg_driver(session)).fetch(costly)]
+        setting = (await session.execute(text("SHOW jit"))).scalar_one()
+
+    assert setting == "off"
+    assert plan[0].startswith("Aggregate") and not any("JIT" in line for line in plan)
