@@ -47,12 +47,12 @@ class Presumption:
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.backoff = min_backoff
-        self._checked_left = 0  # batches to look things up in before presuming again
+        self.checked_left = 0  # batches to look things up in before presuming again
 
     def now(self) -> bool:
         """Take the next batch to be new? (Counts a batch that does not.)"""
-        if self._checked_left > 0:
-            self._checked_left -= 1
+        if self.checked_left > 0:
+            self.checked_left -= 1
             return False
         return True
 
@@ -61,7 +61,7 @@ class Presumption:
         if held:
             self.backoff = self.min_backoff
         else:
-            self._checked_left = self.backoff
+            self.checked_left = self.backoff
             self.backoff = min(self.backoff * 2, self.max_backoff)
 
 
@@ -187,4 +187,11 @@ class DeliveryBatcher:
             raise
         if presumed:
             self.presumption.held(attempts == 1)
+            if attempts > 1:
+                log.info(
+                    "webhook batch held a delivery or contact known before; it ran again "
+                    "looking them up, as will the next batches",
+                    size=len(deliveries),
+                    looking_up_next=self.presumption.checked_left,
+                )
         return reports
