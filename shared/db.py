@@ -614,14 +614,26 @@ def _create_engine(url: str, *, echo: bool) -> AsyncEngine:
     # fails its statement instead; SQLAlchemy then discards every pooled connection made
     # before, so only the work in flight fails (callers retry: relay, consumer, client).
     kwargs.update(pool_size=10, max_overflow=10, pool_recycle=1800)
-    # No JIT compilation: PostgreSQL compiles a statement whose estimated cost passes
-    # `jit_above_cost`, with inlining and optimization past 500,000. Our statements are
-    # short, and an estimate is not: after an autoanalyze, an import batch's look-up of
-    # 2,000 leads was estimated at ~536,000 (the external ids per lead overestimated 35
-    # times) and spent ~150 ms compiling on every run, for ~10 ms of work (the import fell
-    # from ~23,000 to ~9,000 rows/s, now and then).
-    kwargs["connect_args"] = {"server_settings": {"jit": "off"}}
-    return create_async_engine(url, **kwargs)
+    return without_jit(create_async_engine(url, **kwargs))
+
+
+def without_jit(engine: AsyncEngine) -> AsyncEngine:
+    """Each new connection of `engine`, if it is PostgreSQL's, turns JIT compilation off.
+
+    PostgreSQL compiles a statement whose estimated cost passes `jit_above_cost`, with
+    inlining and optimization past 500,000. Our statements are short, and an estimate is
+    not: after an autoanalyze, an import batch's look-up of 2,000 leads was estimated at
+    ~536,000 (the external ids per lead overestimated 35 times) and spent ~150 ms compiling
+    on every run, for ~10 ms of work (the import fell from ~23,000 to ~9,000 rows/s, now
+    and then). A `SET` when the connection is made, not a startup parameter: a pooler such
+    as PgBouncer refuses startup parameters it does not know."""
+    if engine.dialect.name == "postgresql":
+        event.listen(engine.sync_engine, "connect", _no_jit)
+    return engine
+
+
+def _no_jit(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.run_async(lambda conn: conn.execute("SET jit = off"))
 
 
 def _json_dumps(value: Any) -> str:

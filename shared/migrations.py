@@ -12,7 +12,7 @@ from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from shared.db import Database
+from shared.db import Database, without_jit
 
 
 def alembic_config(migrations: Path, url: str) -> Config:
@@ -47,7 +47,7 @@ def run_env(metadata: MetaData) -> None:
 
 
 async def _run_online(url: str, metadata: MetaData) -> None:
-    engine = create_async_engine(url)
+    engine = without_jit(create_async_engine(url))
     try:
         async with engine.connect() as conn:
             await conn.run_sync(_migrate, metadata)

@@ -167,6 +167,7 @@ async def capture_batch(
     read: Callable[[set[str]], None] | None = None,
     presume_new: bool = False,
     accounts_known: KnownAccounts | None = None,
+    looked_up: Callable[[], None] | None = None,
 ) -> list[CaptureOutcome]:
     """Create or update one lead per item, in order; a failed item changes nothing.
 
@@ -182,8 +183,10 @@ async def capture_batch(
     before the unit of work's last statement). A lead that exists after all fails that
     write on its key (its email's or an external id's: an `IntegrityError`), and the unit
     of work is to run again without `presume_new`. An item that would fail taken as new (no
-    email, a national phone number, a conflict) may be one a look-up would find: at the
-    first, the items are captured again with the look-up, before anything is written.
+    email, a national phone number, a conflict) may be one a look-up would find, and one
+    that changes the email of a lead made here leaves no key to say the first email was
+    known: at the first such item, the items are captured again with the look-up, before
+    anything is written (`looked_up`, when given, is then called).
     `accounts_known` learns the accounts a committed capture used.
     """
     if presume_new:
@@ -201,7 +204,8 @@ async def capture_batch(
                 accounts_known=accounts_known,
             )
         except _LookupNeeded:
-            pass
+            if looked_up is not None:
+                looked_up()
     known, accounts_found = await _load_known(session, items)
     if read is not None:
         domains = {domain for item in items if (domain := item.account_domain())}
@@ -297,6 +301,10 @@ async def _capture(
                 return CaptureOutcome(
                     error=CaptureError(refused.field, refused.reason, conflict=False)
                 )
+            if presumed and "email" in merged.changes:
+                # A lead made here whose email changes: its first email is never written,
+                # so no key would say that it was known (a look-up may find a lead by it).
+                raise _LookupNeeded
             if "email" in merged.changes and merged.changes["email"] in known.by_email:
                 return CaptureOutcome(
                     error=CaptureError("email", "this email belongs to another lead")

@@ -7,7 +7,7 @@ are captured in one `capture_batch`, which is what makes intake fast under load.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -69,6 +69,7 @@ async def apply_deliveries(
     sales_owned: frozenset[str],
     unseen: bool = False,
     accounts_known: KnownAccounts | None = None,
+    looked_up: Callable[[], None] | None = None,
 ) -> list[DeliveryReport]:
     """Apply every new, valid item once per source; the source decides the lead source.
 
@@ -84,11 +85,15 @@ async def apply_deliveries(
     no `COMMIT`. A delivery applied before, or a lead that exists, makes the unit of work
     fail as it writes (`IntegrityError`, their key), and it is to run again without
     `unseen`. A batch with an erasure looks them up all the same: erasing a lead deletes
-    its deliveries, which would let one applied before through.
+    its deliveries, which would let one applied before through. `looked_up`, when given,
+    is called if an `unseen` batch looked things up after all (an erasure, or an item the
+    capture could not take as new).
     """
     reports = [DeliveryReport() for _ in deliveries]
     erasing = any(item.kind == "erasure" for d in deliveries for item in d.items)
     presumed = unseen and not erasing
+    if unseen and erasing and looked_up is not None:
+        looked_up()
     seen = set() if presumed else await _seen(session, deliveries)
     contacts: dict[tuple[int, tuple[tuple[str, str], ...]], list[InboundItem]] = {}
     groups: list[tuple[int, list[InboundItem]]] = []  # lead items, by delivery and contact
@@ -134,6 +139,7 @@ async def apply_deliveries(
         sales_owned,
         presume_new=presumed,
         accounts_known=accounts_known,
+        looked_up=looked_up,
     )
     if erasures:
         # What this batch captured must be in the tables before it is erased (PostgreSQL
@@ -272,6 +278,7 @@ async def _capture(
     *,
     presume_new: bool,
     accounts_known: KnownAccounts | None,
+    looked_up: Callable[[], None] | None,
 ) -> None:
     """Capture the leads (a failed capture of several items: its items one by one, in its
     place) and note what each item did."""
@@ -296,6 +303,7 @@ async def _capture(
         fallback=one_by_one,
         presume_new=presume_new,
         accounts_known=accounts_known,
+        looked_up=looked_up,
     )
     for index, (capture, outcome) in enumerate(zip(captures, outcomes, strict=True)):
         if index in parts:  # failed: its items went one by one (invalid ones reported already)

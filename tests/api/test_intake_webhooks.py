@@ -866,3 +866,71 @@ async def test_accounts_are_known_only_once_their_batch_has_committed(intake: In
     assert account_ids.keys() == {"wayne.com", "fresh.io"}
     assert lead_accounts["ann@fresh.io"] == lead_accounts["bob@fresh.io"] == account_ids["fresh.io"]
     assert lead_accounts["kim@wayne.com"] == account_ids["wayne.com"]
+
+
+async def test_an_email_changed_within_a_batch_finds_the_lead_of_the_first_email(
+    intake: Intake,
+) -> None:
+    """A batch taken to be new that makes a lead and then changes its email would write
+    only the second email, so nothing would say the first was known: such a batch looks
+    its leads up, and the lead of the first email takes the change."""
+    source = SourceConfig(name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+
+    async def apply(*items: InboundItem) -> list[DeliveryReport]:
+        runs = 0
+
+        async def work(session: AsyncSession) -> list[DeliveryReport]:
+            nonlocal runs
+            runs += 1
+            return await apply_deliveries(
+                session,
+                intake.runtime.outbox,
+                [Delivery([item], source) for item in items],
+                sales_owned=frozenset(),
+                unseen=runs == 1,
+            )
+
+        return await intake.runtime.db.run(work, conflict_retries=2)
+
+    def lead(delivery: str, email: str, contact: str | None = None) -> InboundItem:
+        data: dict[str, Any] = {"email": email}
+        if contact:
+            data["external_ids"] = {"hubspot": contact}
+        return InboundItem(f"hubspot:{delivery}", "lead", data)
+
+    await apply(lead("1", "ann@acme.com"))  # (from a form: no HubSpot id)
+    reports = await apply(lead("2", "ann@acme.com", "9001"), lead("3", "ann@newco.com", "9001"))
+
+    assert [r.accepted for r in reports] == [1, 1]
+    async with intake.runtime.db.transaction() as session:
+        emails = (await session.execute(select(leads.c.email))).scalars().all()
+    assert emails == ["ann@newco.com"]  # one lead: the first one, its email changed
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("intake", ["postgres"], indirect=True)
+async def test_a_batch_that_looked_up_after_all_leaves_the_backoff_as_it_was(
+    intake: Intake,
+) -> None:
+    """After a batch that ran again, the next ones look up; one that was taken to be new
+    but looked up all the same (a property change without the email) neither resets the
+    backoff nor adds to it, so the next failure waits twice as long as the first."""
+    await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    url = "http://intake.test/v1/webhooks/hubspot"
+    event_ids = iter(range(1, 100))
+
+    async def post(*changes: tuple[int, str, str]) -> None:
+        body = json.dumps([contact_change(next(event_ids), *c) for c in changes]).encode()
+        response = await intake.client.post(url, content=body, headers=hubspot_headers(url, body))
+        assert response.json()["accepted"] == len(changes), response.text
+
+    with capture_logs() as logs:
+        await post((9001, "email", "kim@wayne.com"))  # new, held
+        await post((9001, "email", "kim@wayne.com"), (9001, "firstname", "Kim"))  # ran again
+        for n in range(8):  # looked up, as the backoff says
+            await post((9100 + n, "email", f"p{n}@wayne.com"))
+        await post((9001, "jobtitle", "CTO"))  # taken to be new, looked up after all
+        await post((9001, "email", "kim@wayne.com"), (9001, "lastname", "Ray"))  # ran again
+
+    ran_again = [e for e in logs if e["event"].startswith("webhook batch held")]
+    assert [e["looking_up_next"] for e in ran_again] == [8, 16]
