@@ -41,9 +41,9 @@ class Presumption:
     After such a batch the next `backoff` batches look things up first, the backoff
     doubling (up to `max_backoff`) while taking them to be new keeps failing, and back to
     `min_backoff` once it holds again: a source that mostly updates known contacts pays one
-    failed write every `max_backoff` batches. A batch that looked things up after all (an
-    erasure in it, or an item that could not be taken as new, such as a property change
-    without the contact's email) says nothing either way."""
+    failed write every `max_backoff` batches. A batch that took no contact to be new after
+    all (an erasure in it, an item that could not be taken as new, such as a property
+    change without the contact's email, or no contact at all) says nothing either way."""
 
     def __init__(self, *, min_backoff: int = 8, max_backoff: int = 1024) -> None:
         self.min_backoff = min_backoff
@@ -168,11 +168,11 @@ class DeliveryBatcher:
         postgres = self.runtime.db.is_postgres
         presumed = postgres and self.presumption.now()
         attempts = 0
-        looked_up = False  # (taken to be new, the first run looked things up after all)
+        untested = False  # (the first run took no contact to be new after all)
 
-        def looking_up() -> None:
-            nonlocal looked_up
-            looked_up = True
+        def not_taken_as_new() -> None:
+            nonlocal untested
+            untested = True
 
         async def work(session: AsyncSession) -> list[DeliveryReport]:
             nonlocal attempts
@@ -184,16 +184,16 @@ class DeliveryBatcher:
                 sales_owned=self.sales_owned,
                 unseen=presumed and attempts == 1,
                 accounts_known=self.accounts_known,
-                looked_up=looking_up,
+                not_taken_as_new=not_taken_as_new,
             )
 
         try:
             reports = await self.runtime.db.run(work, conflict_retries=2 if postgres else 1)
         except Exception:
-            if presumed and attempts > 1:
+            if presumed and attempts > 1 and not untested:
                 self.presumption.held(False)
             raise
-        if presumed and not (attempts == 1 and looked_up):  # (one that looked up: neither)
+        if presumed and not untested:  # (a batch that took no contact to be new: neither)
             self.presumption.held(attempts == 1)
             if attempts > 1:
                 log.info(

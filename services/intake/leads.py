@@ -167,7 +167,7 @@ async def capture_batch(
     read: Callable[[set[str]], None] | None = None,
     presume_new: bool = False,
     accounts_known: KnownAccounts | None = None,
-    looked_up: Callable[[], None] | None = None,
+    not_taken_as_new: Callable[[], None] | None = None,
 ) -> list[CaptureOutcome]:
     """Create or update one lead per item, in order; a failed item changes nothing.
 
@@ -184,9 +184,9 @@ async def capture_batch(
     write on its key (its email's or an external id's: an `IntegrityError`), and the unit
     of work is to run again without `presume_new`. An item that would fail taken as new (no
     email, a national phone number, a conflict) may be one a look-up would find, and one
-    that changes the email of a lead made here leaves no key to say the first email was
+    that gives a lead made here another email leaves no key to say whether that email was
     known: at the first such item, the items are captured again with the look-up, before
-    anything is written (`looked_up`, when given, is then called).
+    anything is written (`not_taken_as_new`, when given, is then called).
     `accounts_known` learns the accounts a committed capture used.
     """
     if presume_new:
@@ -204,8 +204,8 @@ async def capture_batch(
                 accounts_known=accounts_known,
             )
         except _LookupNeeded:
-            if looked_up is not None:
-                looked_up()
+            if not_taken_as_new is not None:
+                not_taken_as_new()
     known, accounts_found = await _load_known(session, items)
     if read is not None:
         domains = {domain for item in items if (domain := item.account_domain())}
@@ -281,6 +281,11 @@ async def _capture(
                 new_ids += [(p, i, lead.id) for p, i in sorted(external.items())]
             outcome = CaptureOutcome(lead_id=lead.id, created=True, changes=dict(lead.profile))
         else:
+            if presumed and item.email is not None and item.email != lead.email:
+                # Another email for a lead made here: only one of them would be written
+                # (or none, if sales own the field), so no key would say whether the other
+                # was known (a look-up may find a lead by it).
+                raise _LookupNeeded
             incoming = item.profile()
             if item.national_phone is not None:
                 try:
@@ -301,10 +306,6 @@ async def _capture(
                 return CaptureOutcome(
                     error=CaptureError(refused.field, refused.reason, conflict=False)
                 )
-            if presumed and "email" in merged.changes:
-                # A lead made here whose email changes: its first email is never written,
-                # so no key would say that it was known (a look-up may find a lead by it).
-                raise _LookupNeeded
             if "email" in merged.changes and merged.changes["email"] in known.by_email:
                 return CaptureOutcome(
                     error=CaptureError("email", "this email belongs to another lead")

@@ -69,7 +69,7 @@ async def apply_deliveries(
     sales_owned: frozenset[str],
     unseen: bool = False,
     accounts_known: KnownAccounts | None = None,
-    looked_up: Callable[[], None] | None = None,
+    not_taken_as_new: Callable[[], None] | None = None,
 ) -> list[DeliveryReport]:
     """Apply every new, valid item once per source; the source decides the lead source.
 
@@ -85,15 +85,15 @@ async def apply_deliveries(
     no `COMMIT`. A delivery applied before, or a lead that exists, makes the unit of work
     fail as it writes (`IntegrityError`, their key), and it is to run again without
     `unseen`. A batch with an erasure looks them up all the same: erasing a lead deletes
-    its deliveries, which would let one applied before through. `looked_up`, when given,
-    is called if an `unseen` batch looked things up after all (an erasure, or an item the
-    capture could not take as new).
+    its deliveries, which would let one applied before through. `not_taken_as_new`, when
+    given, is called if an `unseen` batch took no contact to be new after all: it had an
+    erasure, an item the capture could not take as new, or no contact at all.
     """
     reports = [DeliveryReport() for _ in deliveries]
     erasing = any(item.kind == "erasure" for d in deliveries for item in d.items)
     presumed = unseen and not erasing
-    if unseen and erasing and looked_up is not None:
-        looked_up()
+    if unseen and erasing and not_taken_as_new is not None:
+        not_taken_as_new()
     seen = set() if presumed else await _seen(session, deliveries)
     contacts: dict[tuple[int, tuple[tuple[str, str], ...]], list[InboundItem]] = {}
     groups: list[tuple[int, list[InboundItem]]] = []  # lead items, by delivery and contact
@@ -129,6 +129,8 @@ async def apply_deliveries(
         except UnknownLead as exc:
             report.fail(item.delivery_id, exc.reason)
     captures = [c for n, items in groups for c in _validated(n, items, deliveries, reports)]
+    if presumed and not captures and not_taken_as_new is not None:
+        not_taken_as_new()
     await _capture(
         session,
         outbox,
@@ -139,7 +141,7 @@ async def apply_deliveries(
         sales_owned,
         presume_new=presumed,
         accounts_known=accounts_known,
-        looked_up=looked_up,
+        not_taken_as_new=not_taken_as_new,
     )
     if erasures:
         # What this batch captured must be in the tables before it is erased (PostgreSQL
@@ -278,7 +280,7 @@ async def _capture(
     *,
     presume_new: bool,
     accounts_known: KnownAccounts | None,
-    looked_up: Callable[[], None] | None,
+    not_taken_as_new: Callable[[], None] | None,
 ) -> None:
     """Capture the leads (a failed capture of several items: its items one by one, in its
     place) and note what each item did."""
@@ -303,7 +305,7 @@ async def _capture(
         fallback=one_by_one,
         presume_new=presume_new,
         accounts_known=accounts_known,
-        looked_up=looked_up,
+        not_taken_as_new=not_taken_as_new,
     )
     for index, (capture, outcome) in enumerate(zip(captures, outcomes, strict=True)):
         if index in parts:  # failed: its items went one by one (invalid ones reported already)

@@ -912,15 +912,19 @@ async def test_an_email_changed_within_a_batch_finds_the_lead_of_the_first_email
 async def test_a_batch_that_looked_up_after_all_leaves_the_backoff_as_it_was(
     intake: Intake,
 ) -> None:
-    """After a batch that ran again, the next ones look up; one that was taken to be new
-    but looked up all the same (a property change without the email) neither resets the
-    backoff nor adds to it, so the next failure waits twice as long as the first."""
+    """After a batch that ran again, the next ones look up; one that took no contact to be
+    new after all (a property change without the email; no contact in it) neither resets
+    the backoff nor adds to it, so the next failure waits twice as long as the first."""
     await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
     url = "http://intake.test/v1/webhooks/hubspot"
     event_ids = iter(range(1, 100))
 
     async def post(*changes: tuple[int, str, str]) -> None:
-        body = json.dumps([contact_change(next(event_ids), *c) for c in changes]).encode()
+        events = [contact_change(next(event_ids), *c) for c in changes]
+        if not changes:  # an event that is no contact's (reported as failed)
+            deal = contact_change(next(event_ids), 1, "", "")
+            events = [{**deal, "subscriptionType": "deal.creation"}]
+        body = json.dumps(events).encode()
         response = await intake.client.post(url, content=body, headers=hubspot_headers(url, body))
         assert response.json()["accepted"] == len(changes), response.text
 
@@ -930,6 +934,7 @@ async def test_a_batch_that_looked_up_after_all_leaves_the_backoff_as_it_was(
         for n in range(8):  # looked up, as the backoff says
             await post((9100 + n, "email", f"p{n}@wayne.com"))
         await post((9001, "jobtitle", "CTO"))  # taken to be new, looked up after all
+        await post()  # no contact in it at all
         await post((9001, "email", "kim@wayne.com"), (9001, "lastname", "Ray"))  # ran again
 
     ran_again = [e for e in logs if e["event"].startswith("webhook batch held")]
