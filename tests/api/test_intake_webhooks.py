@@ -939,3 +939,47 @@ async def test_a_batch_that_looked_up_after_all_leaves_the_backoff_as_it_was(
 
     ran_again = [e for e in logs if e["event"].startswith("webhook batch held")]
     assert [e["looking_up_next"] for e in ran_again] == [8, 16]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("intake", ["postgres"], indirect=True)
+async def test_two_writers_taking_the_same_new_contact_to_be_new_make_one_lead(
+    intake: Intake,
+) -> None:
+    """Two replicas may both take one new contact (and its new company) to be new: the
+    second write waits on the first's keys, fails on them once it commits, and runs again
+    looking up, so there is one lead and one account, and both deliveries are applied."""
+    source = SourceConfig(name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    runs: list[int] = []
+
+    async def apply(delivery: str, name: str) -> DeliveryReport:
+        attempt = 0
+
+        async def work(session: AsyncSession) -> list[DeliveryReport]:
+            nonlocal attempt
+            attempt += 1
+            item = InboundItem(
+                f"hubspot:{delivery}", "lead", {"email": "kim@brandnew.io", "first_name": name}
+            )
+            return await apply_deliveries(
+                session,
+                intake.runtime.outbox,
+                [Delivery([item], source)],
+                sales_owned=frozenset(),
+                unseen=attempt == 1,
+                accounts_known=KnownAccounts(),  # (each replica its own)
+            )
+
+        (report,) = await intake.runtime.db.run(work, conflict_retries=2)
+        runs.append(attempt)
+        return report
+
+    reports = await asyncio.gather(apply("1", "Kim"), apply("2", "Kimberly"))
+
+    assert [r.accepted for r in reports] == [1, 1]
+    assert sorted(runs) == [1, 2]  # the second ran again, looking up
+    async with intake.runtime.db.transaction() as session:
+        lead_rows = (await session.execute(select(leads.c.email, leads.c.account_id))).all()
+        account_ids = (await session.execute(select(accounts.c.id))).scalars().all()
+    assert [email for email, _ in lead_rows] == ["kim@brandnew.io"]
+    assert [account for _, account in lead_rows] == account_ids  # one account, the lead's
