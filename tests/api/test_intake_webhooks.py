@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +33,7 @@ from tests.api.conftest import Intake
 
 HUBSPOT_SECRET = "hubspot-app-secret-0123456789"
 STANDARD_SECRET = "whsec_" + base64.b64encode(b"standard-webhooks-secret-32bytes").decode()
+SOURCE = SourceConfig(name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
 
 
 async def add_source(intake: Intake, **source: object) -> None:
@@ -610,15 +612,11 @@ async def test_a_webhook_batch_waits_on_five_four_or_one_round_trips_on_postgres
     one statement for the leads, the deliveries, the new accounts and the events; COMMIT.
     Taken to be new (deliveries and leads): BEGIN; the accounts; the write; COMMIT. And
     with their accounts known: the write alone, which needs no transaction."""
-    source = SourceConfig(name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
     known = KnownAccounts()
 
     def deliveries(batch: int) -> list[Delivery]:
         return [
-            Delivery(
-                [InboundItem(f"hubspot:{batch}:{n}", "lead", {"email": f"p{batch}{n}@rt{n}.com"})],
-                source,
-            )
+            Delivery([lead_item(f"{batch}:{n}", email=f"p{batch}{n}@rt{n}.com")], SOURCE)
             for n in range(3)
         ]
 
@@ -678,31 +676,67 @@ async def test_a_webhook_batch_waits_on_five_four_or_one_round_trips_on_postgres
     assert all(len(ids) == 1 for ids in by_domain.values()) and len(by_domain) == 3
 
 
+def counted_calls(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> Callable[[], int]:
+    """Count the calls of the coroutine function `module.name`; returns the count so far."""
+    real = getattr(module, name)
+    calls = 0
+
+    async def counted(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return await real(*args)
+
+    monkeypatch.setattr(module, name, counted)
+    return lambda: calls
+
+
+def lead_item(delivery: str, **data: Any) -> InboundItem:
+    return InboundItem(f"hubspot:{delivery}", "lead", data)
+
+
+async def apply_as_the_batcher(
+    intake: Intake,
+    *items: InboundItem,
+    unseen: bool = True,
+    accounts_known: KnownAccounts | None = None,
+) -> tuple[list[DeliveryReport], int]:
+    """Each item a delivery of its own, in one unit of work run as `DeliveryBatcher` runs
+    it: taken to be new (`unseen`) at first, looked up when it runs again. Returns the
+    reports and how many times it ran."""
+    runs = 0
+
+    async def work(session: AsyncSession) -> list[DeliveryReport]:
+        nonlocal runs
+        runs += 1
+        return await apply_deliveries(
+            session,
+            intake.runtime.outbox,
+            [Delivery([item], SOURCE) for item in items],
+            sales_owned=frozenset(),
+            unseen=unseen and runs == 1,
+            accounts_known=accounts_known,
+        )
+
+    return await intake.runtime.db.run(work, conflict_retries=2), runs
+
+
 async def test_a_batch_takes_its_deliveries_as_new_on_postgres_and_looks_again_if_one_was_seen(
     intake: Intake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On PostgreSQL the deliveries are first taken to be new; one seen before fails the
     write, and the batch runs again looking them up: the same answers either way."""
     await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
-    looked_up = 0
-    real = webhook_intake._seen
-
-    async def counted(*args: Any) -> Any:
-        nonlocal looked_up
-        looked_up += 1
-        return await real(*args)
-
-    monkeypatch.setattr(webhook_intake, "_seen", counted)
+    looked_up = counted_calls(monkeypatch, webhook_intake, "_seen")
     url, body = "http://intake.test/v1/webhooks/hubspot", hubspot_batch()
     first = await intake.client.post(url, content=body, headers=hubspot_headers(url, body))
-    first_looked_up = looked_up
+    first_looked_up = looked_up()
     again = await intake.client.post(url, content=body, headers=hubspot_headers(url, body))
 
     assert first.status_code == again.status_code == 200
     assert first.json()["accepted"] > 0 and again.json()["accepted"] == 0
     assert again.json()["duplicates"] == first.json()["accepted"]
     postgres = intake.runtime.db.is_postgres
-    assert (first_looked_up, looked_up) == ((0, 1) if postgres else (1, 2))
+    assert (first_looked_up, looked_up()) == ((0, 1) if postgres else (1, 2))
 
 
 @pytest.mark.integration
@@ -759,15 +793,7 @@ async def test_contacts_are_taken_as_new_on_postgres_and_looked_up_when_they_are
     the batch runs again looking its leads up, as do the batches right after it. The
     leads and events come out as when every batch looks its leads up (SQLite)."""
     await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
-    looked_up = 0
-    real = leads_module._load_known
-
-    async def counted(*args: Any) -> Any:
-        nonlocal looked_up
-        looked_up += 1
-        return await real(*args)
-
-    monkeypatch.setattr(leads_module, "_load_known", counted)
+    looked_up = counted_calls(monkeypatch, leads_module, "_load_known")
     url = "http://intake.test/v1/webhooks/hubspot"
     after: list[int] = []
 
@@ -776,7 +802,7 @@ async def test_contacts_are_taken_as_new_on_postgres_and_looked_up_when_they_are
         response = await intake.client.post(url, content=body, headers=hubspot_headers(url, body))
         assert response.status_code == 200, response.text
         assert response.json()["accepted"] == len(events), response.text
-        after.append(looked_up)
+        after.append(looked_up())
 
     await post(contact_change(1, 9001, "email", "kim@wayne.com"))  # new
     await post(contact_change(2, 9001, "jobtitle", "VP Sales"))  # no email: looked up
@@ -820,35 +846,20 @@ async def test_accounts_are_known_only_once_their_batch_has_committed(intake: In
     """A batch taken to be new that makes an account and then runs again (a known
     contact in it) makes the account anew; only the committed one is remembered, and the
     next batch's leads of that domain take it."""
-    source = SourceConfig(name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
     known = KnownAccounts()
 
-    def lead(delivery: str, email: str) -> InboundItem:
-        return InboundItem(f"hubspot:{delivery}", "lead", {"email": email})
-
-    async def apply(items: list[InboundItem], *, unseen: bool) -> int:
-        runs = 0
-
-        async def work(session: AsyncSession) -> list[DeliveryReport]:
-            nonlocal runs
-            runs += 1
-            return await apply_deliveries(
-                session,
-                intake.runtime.outbox,
-                [Delivery([item], source) for item in items],
-                sales_owned=frozenset(),
-                unseen=unseen and runs == 1,
-                accounts_known=known,
-            )
-
-        reports = await intake.runtime.db.run(work, conflict_retries=2)
+    async def apply(*emails: tuple[str, str], unseen: bool) -> int:
+        items = [lead_item(delivery, email=email) for delivery, email in emails]
+        reports, runs = await apply_as_the_batcher(
+            intake, *items, unseen=unseen, accounts_known=known
+        )
         assert [r.accepted for r in reports] == [1] * len(items)
         return runs
 
-    assert await apply([lead("1", "kim@wayne.com")], unseen=False) == 1
+    assert await apply(("1", "kim@wayne.com"), unseen=False) == 1
     # a new domain, and a known contact: the first run's account is rolled back
-    assert await apply([lead("2", "ann@fresh.io"), lead("3", "kim@wayne.com")], unseen=True) == 2
-    assert await apply([lead("4", "bob@fresh.io")], unseen=True) == 1  # fresh.io known
+    assert await apply(("2", "ann@fresh.io"), ("3", "kim@wayne.com"), unseen=True) == 2
+    assert await apply(("4", "bob@fresh.io"), unseen=True) == 1  # fresh.io known
 
     async with intake.runtime.db.transaction() as session:
         account_ids = {
@@ -874,32 +885,13 @@ async def test_an_email_changed_within_a_batch_finds_the_lead_of_the_first_email
     """A batch taken to be new that makes a lead and then changes its email would write
     only the second email, so nothing would say the first was known: such a batch looks
     its leads up, and the lead of the first email takes the change."""
-    source = SourceConfig(name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
-
-    async def apply(*items: InboundItem) -> list[DeliveryReport]:
-        runs = 0
-
-        async def work(session: AsyncSession) -> list[DeliveryReport]:
-            nonlocal runs
-            runs += 1
-            return await apply_deliveries(
-                session,
-                intake.runtime.outbox,
-                [Delivery([item], source) for item in items],
-                sales_owned=frozenset(),
-                unseen=runs == 1,
-            )
-
-        return await intake.runtime.db.run(work, conflict_retries=2)
-
-    def lead(delivery: str, email: str, contact: str | None = None) -> InboundItem:
-        data: dict[str, Any] = {"email": email}
-        if contact:
-            data["external_ids"] = {"hubspot": contact}
-        return InboundItem(f"hubspot:{delivery}", "lead", data)
-
-    await apply(lead("1", "ann@acme.com"))  # (from a form: no HubSpot id)
-    reports = await apply(lead("2", "ann@acme.com", "9001"), lead("3", "ann@newco.com", "9001"))
+    hubspot = {"hubspot": "9001"}
+    await apply_as_the_batcher(intake, lead_item("1", email="ann@acme.com"))  # (a form's)
+    reports, _ = await apply_as_the_batcher(
+        intake,
+        lead_item("2", email="ann@acme.com", external_ids=hubspot),
+        lead_item("3", email="ann@newco.com", external_ids=hubspot),
+    )
 
     assert [r.accepted for r in reports] == [1, 1]
     async with intake.runtime.db.transaction() as session:
@@ -949,32 +941,15 @@ async def test_two_writers_taking_the_same_new_contact_to_be_new_make_one_lead(
     """Two replicas may both take one new contact (and its new company) to be new: the
     second write waits on the first's keys, fails on them once it commits, and runs again
     looking up, so there is one lead and one account, and both deliveries are applied."""
-    source = SourceConfig(name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
-    runs: list[int] = []
 
-    async def apply(delivery: str, name: str) -> DeliveryReport:
-        attempt = 0
+    async def apply(delivery: str, name: str) -> tuple[DeliveryReport, int]:
+        item = lead_item(delivery, email="kim@brandnew.io", first_name=name)
+        # (each replica its own accounts known)
+        (report,), runs = await apply_as_the_batcher(intake, item, accounts_known=KnownAccounts())
+        return report, runs
 
-        async def work(session: AsyncSession) -> list[DeliveryReport]:
-            nonlocal attempt
-            attempt += 1
-            item = InboundItem(
-                f"hubspot:{delivery}", "lead", {"email": "kim@brandnew.io", "first_name": name}
-            )
-            return await apply_deliveries(
-                session,
-                intake.runtime.outbox,
-                [Delivery([item], source)],
-                sales_owned=frozenset(),
-                unseen=attempt == 1,
-                accounts_known=KnownAccounts(),  # (each replica its own)
-            )
-
-        (report,) = await intake.runtime.db.run(work, conflict_retries=2)
-        runs.append(attempt)
-        return report
-
-    reports = await asyncio.gather(apply("1", "Kim"), apply("2", "Kimberly"))
+    outcomes = await asyncio.gather(apply("1", "Kim"), apply("2", "Kimberly"))
+    reports, runs = zip(*outcomes, strict=True)
 
     assert [r.accepted for r in reports] == [1, 1]
     assert sorted(runs) == [1, 2]  # the second ran again, looking up
