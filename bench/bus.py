@@ -38,6 +38,8 @@ from bench.common import (
     BenchPing,
     FreshPgDatabase,
     Samples,
+    above_zero,
+    at_least,
     burst,
     catalog_with_bench_ping,
     create_schema,
@@ -700,6 +702,8 @@ class Runner:
     async def warm(self, name: str, path: Measured) -> None:
         """Whole-pipeline warm-up (connections, group join, statement caches); not reported."""
         args = self.args
+        if args.warmup == 0:
+            return
         await self.phase(
             f"{name}: warm-up", path, count=args.warmup, rate=None, batch=args.txn_size, timeout=120
         )
@@ -1083,51 +1087,55 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument(
         "--events",
-        type=int,
+        type=at_least(1),
         default=20000,
         help="events in each burst (default 20000)",
     )
-    p.add_argument("--warmup", type=int, default=1000, help="warm-up events per path")
+    p.add_argument(
+        "--warmup", type=at_least(0), default=1000, help="warm-up events per path (0: none)"
+    )
     p.add_argument(
         "--rounds",
-        type=int,
+        type=at_least(1),
         default=3,
         help="bursts per path, the paths taking turns; a path's figure is its median round",
     )
     p.add_argument(
         "--rate",
-        type=float,
+        type=above_zero,
         default=TARGET_LOCAL_RATE,
         help="offered load of the paced phase, events/s (default 5000)",
     )
     p.add_argument(
         "--paced-seconds",
-        type=float,
+        type=above_zero,
         default=5.0,
         help="length of the paced phase at its rate (default 5)",
     )
     p.add_argument(
         "--txn-size",
-        type=int,
+        type=at_least(1),
         default=100,
         help="events per producer transaction (paced: at most this many)",
     )
     p.add_argument(
         "--writers",
-        type=int,
+        type=at_least(1),
         default=4,
         help="Kafka rows, burst: producer transactions in flight at once (a service's\n"
         "concurrent requests; default 4). LocalBus and paced phases use one writer",
     )
-    p.add_argument("--relay-batch", type=int, default=500, help="OutboxRelay batch_size")
+    p.add_argument("--relay-batch", type=at_least(1), default=500, help="OutboxRelay batch_size")
     p.add_argument(
         "--relay-linger-ms",
-        type=int,
+        type=at_least(0),
         default=ServiceSettings.model_fields["outbox_linger_ms"].default,
         help="OutboxRelay linger (default: the services' HANDOFF_OUTBOX_LINGER_MS default)",
     )
-    p.add_argument("--consumer-batch", type=int, default=500, help="EventConsumer batch_size")
-    p.add_argument("--partitions", type=int, default=6)
+    p.add_argument(
+        "--consumer-batch", type=at_least(1), default=500, help="EventConsumer batch_size"
+    )
+    p.add_argument("--partitions", type=at_least(1), default=6)
     p.add_argument(
         "--processes",
         type=int,
@@ -1144,7 +1152,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "commit (HandlerContext.stage, the default, as services write effects), one INSERT\n"
         "statement per event, or a prebuilt INSERT with parameters",
     )
-    p.add_argument("--phase-timeout", type=float, default=90.0, help="seconds per phase")
+    p.add_argument("--phase-timeout", type=above_zero, default=90.0, help="seconds per phase")
     p.add_argument(
         "--only",
         action="append",
@@ -1160,7 +1168,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--gc-threshold",
-        type=int,
+        type=at_least(0),
         default=ServiceSettings.model_fields["gc_threshold"].default,
         help="young-generation GC threshold of every process of every path, raw aiokafka's\n"
         "included (default: the services' HANDOFF_GC_THRESHOLD default; 0: Python's 700)",

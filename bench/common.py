@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -74,6 +75,48 @@ def catalog_with_bench_ping(topic: str) -> EventCatalog:
 async def create_schema(db: Database) -> None:
     async with db.engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
+
+
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse `type`: a whole number no smaller than `low`, or a usage error saying so
+    (`--events 0` would otherwise wait for events that never come)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def above_zero(text: str) -> float:
+    """An argparse `type`: a number of seconds (or a rate) greater than zero."""
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def zero_or_more(text: str) -> float:
+    """An argparse `type`: a number of seconds, 0 included."""
+    value = _number(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def unique(prefix: str) -> str:

@@ -44,6 +44,8 @@ from sqlalchemy.engine import make_url
 
 from bench.common import (
     FreshPgDatabase,
+    above_zero,
+    at_least,
     machine,
     percentile,
     pg_connect,
@@ -52,6 +54,7 @@ from bench.common import (
     proc_cpu_s,
     system_busy,
     write_results,
+    zero_or_more,
 )
 from shared.process import serve_http, settle_for_serving
 from shared.settings import load_settings
@@ -1291,9 +1294,11 @@ async def main(args: argparse.Namespace) -> int:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--seconds", type=float, default=10.0, help="measured load per server (10)")
-    p.add_argument("--warmup-seconds", type=float, default=2.0, help="warm-up per server (2)")
-    p.add_argument("--concurrency", type=int, default=32, help="requests in flight (32)")
+    p.add_argument("--seconds", type=above_zero, default=10.0, help="measured load per server (10)")
+    p.add_argument(
+        "--warmup-seconds", type=zero_or_more, default=2.0, help="warm-up per server (2)"
+    )
+    p.add_argument("--concurrency", type=at_least(1), default=32, help="requests in flight (32)")
     p.add_argument(
         "--events-per-request",
         type=int,
@@ -1301,15 +1306,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=2,
         help="HubSpot events per request, one contact: email (+ firstname) (2)",
     )
-    p.add_argument("--import-rows", type=int, default=50_000, help="NDJSON rows (50000)")
+    p.add_argument("--import-rows", type=at_least(1), default=50_000, help="NDJSON rows (50000)")
     p.add_argument(
         "--max-body-bytes",
-        type=int,
+        type=at_least(0),
         default=0,
         help="HANDOFF_MAX_BODY_BYTES of the served intake (default 0: the service's own;\n"
         "imports have their own, larger limit)",
     )
-    p.add_argument("--drain-timeout", type=float, default=120.0, help="wait for the relay (s)")
+    p.add_argument("--drain-timeout", type=above_zero, default=120.0, help="wait for the relay (s)")
     p.add_argument(
         "--only",
         action="append",
