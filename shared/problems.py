@@ -12,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.validation_errors import error_reason
+
 PROBLEM_JSON = "application/problem+json"
 log = structlog.get_logger(__name__)
 
@@ -89,7 +91,7 @@ def problem_of(exc: Exception) -> Problem | None:
                 "field": "body"
                 if err.get("type") == "json_invalid"
                 else _field_path(err.get("loc", ())),
-                "reason": err.get("msg", "invalid"),
+                "reason": error_reason(err),
             }
             for err in exc.errors()
         ]

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal, Protocol, Self
 
 import orjson
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -57,6 +58,23 @@ ActivityType = Literal[
 ]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Scalar = str | int | float | bool | None
+
+
+def _bounded(value: Scalar) -> Scalar:
+    if isinstance(value, str) and len(value) > 1000:
+        raise ValueError("at most 1000 characters")
+    return value
+
+
+# provider -> the person's id there. Never empty: an empty id would be one person's key
+# for everyone whose platform sent it empty.
+ExternalIds = dict[
+    Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)],
+    Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)],
+]
+
+# (checked after the type: an error names the attribute, `custom.<key>`)
+CustomValue = Annotated[Scalar, AfterValidator(_bounded)]
 
 MAX_CUSTOM = 50
 # Never on the bus: direct identifiers, and free-form custom attributes (they may hold any).
@@ -114,11 +132,10 @@ class LeadIn(BaseModel):
     utm_campaign: Text | None = None
     utm_term: Text | None = None
     utm_content: Text | None = None
-    external_ids: dict[
-        Annotated[str, StringConstraints(max_length=40)],
-        Annotated[str, StringConstraints(max_length=200)],
-    ] = Field(default_factory=dict, max_length=10, examples=[{"hubspot": "1234"}])
-    custom: dict[Annotated[str, StringConstraints(max_length=64)], Scalar] = Field(
+    external_ids: ExternalIds = Field(
+        default_factory=dict, max_length=10, examples=[{"hubspot": "1234"}]
+    )
+    custom: dict[Annotated[str, StringConstraints(max_length=64)], CustomValue] = Field(
         default_factory=dict, max_length=MAX_CUSTOM
     )
     visitor_id: str | None = Field(default=None, max_length=100)
@@ -137,14 +154,6 @@ class LeadIn(BaseModel):
     @classmethod
     def _country(cls, value: str | None) -> str | None:
         return None if value is None else normalize.normalize_country(value)
-
-    @field_validator("custom")
-    @classmethod
-    def _custom(cls, value: dict[str, Scalar]) -> dict[str, Scalar]:
-        for key, item in value.items():
-            if isinstance(item, str) and len(item) > 1000:
-                raise ValueError(f"custom.{key}: at most 1000 characters")
-        return value
 
     @field_validator("phone")
     @classmethod
@@ -197,7 +206,7 @@ class ActivityIn(BaseModel):
     occurred_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     lead_id: str | None = None
     email: str | None = Field(default=None, max_length=254)
-    external_ids: dict[str, str] = Field(default_factory=dict, max_length=10)
+    external_ids: ExternalIds = Field(default_factory=dict, max_length=10)
     visitor_id: str | None = Field(default=None, max_length=100)
     properties: dict[Annotated[str, StringConstraints(max_length=64)], Scalar] = Field(
         default_factory=dict, max_length=50

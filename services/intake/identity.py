@@ -37,6 +37,8 @@ class Merge:
     changes: dict[str, Any]
     protected: list[str]
     new_external_ids: set[tuple[str, str]]
+    # fields sales sent with the value they already had: sales' now (no change to announce)
+    confirmed: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -54,11 +56,14 @@ def merge(
     """Apply a capture's fields: a marketing sync never overwrites what sales entered.
 
     A field is protected when sales set it last, it is in `sales_owned`, and the capture
-    comes from marketing. Equal values are no change. Custom attributes merge key by key,
-    at most `MAX_CUSTOM` per lead: a capture adding keys past it is refused (`MergeRefused`).
+    comes from marketing. Equal values are no change, but sales sending the value a field
+    already has makes it sales' (`confirmed`): what a salesperson entered is protected even
+    when marketing had the same value first. Custom attributes merge key by key, at most
+    `MAX_CUSTOM` per lead: a capture adding keys past it is refused (`MergeRefused`).
     """
     changes: dict[str, Any] = {}
     protected: list[str] = []
+    confirmed: list[str] = []
     for name, value in incoming.items():
         if name == "custom":  # custom attributes merge key by key
             had = known.profile.get("custom", {})
@@ -71,6 +76,8 @@ def merge(
                     f"with these it would have {len(value)}",
                 )
         if known.profile.get(name) == value:
+            if source == "sales" and known.field_sources.get(name) != "sales":
+                confirmed.append(name)
             continue
         if (
             source == "marketing"
@@ -82,13 +89,18 @@ def merge(
             continue
         changes[name] = value
     new_ids = set(external_ids.items()) - known.external_ids
-    return Merge(changes=changes, protected=sorted(protected), new_external_ids=new_ids)
+    return Merge(
+        changes=changes,
+        protected=sorted(protected),
+        new_external_ids=new_ids,
+        confirmed=sorted(confirmed),
+    )
 
 
 def apply(known: KnownLead, merged: Merge, *, source: LeadSource) -> None:
     """Record a merge on the in-memory lead (later captures in the same batch see it)."""
     known.profile.update(merged.changes)
-    for name in merged.changes:
+    for name in (*merged.changes, *merged.confirmed):
         known.field_sources[name] = source
     if "email" in merged.changes:
         known.email = merged.changes["email"]

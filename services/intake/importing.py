@@ -25,6 +25,7 @@ from services.intake.canonical import (
     account_domain_of,
     captured_fields,
 )
+from shared.validation_errors import error_reason
 
 NDJSON_TYPES = (
     "application/x-ndjson",
@@ -179,7 +180,7 @@ def _validate(
             line,
             None,
             tuple(
-                RowError(line, ".".join(str(p) for p in e["loc"]) or "row", e["msg"])
+                RowError(line, ".".join(str(p) for p in e["loc"]) or "row", error_reason(e))
                 for e in exc.errors()
             ),
         )

@@ -313,7 +313,7 @@ async def _capture(
             previous_email = lead.email
             apply(lead, merged, source=item.source)
             known.email_changed(lead, previous_email)
-            if merged.changes:
+            if merged.changes or merged.confirmed:  # (confirmed: who owns a field)
                 dirty[lead.id] = lead
             new_ids += [(p, i, lead.id) for p, i in sorted(merged.new_external_ids)]
             outcome = CaptureOutcome(

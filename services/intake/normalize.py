@@ -6,6 +6,7 @@ import re
 import unicodedata
 from functools import lru_cache
 
+import email_validator
 import idna
 import phonenumbers
 import pycountry
@@ -30,6 +31,8 @@ _URL_PREFIX = re.compile(r"^[a-z][a-z0-9+.-]*://")
 def normalize_email(raw: str) -> str:
     """Trimmed, lower-cased, domain in IDNA (ASCII) form; raises ValueError if invalid."""
     candidate = raw.strip().lower()
+    if candidate.rpartition(".")[2] in email_validator.SPECIAL_USE_DOMAIN_NAMES:
+        return _validated(candidate)  # (.local, .test, ...: refused, saying why)
     if len(candidate) <= 254 and _PLAIN_EMAIL.match(candidate):
         return candidate
     if (

@@ -23,6 +23,7 @@ from services.intake.leads import IDS_BY_EXTERNAL_ID, KnownAccounts, capture_bat
 from services.intake.models import webhook_deliveries
 from services.intake.providers import InboundItem, SourceConfig
 from shared.outbox import Outbox
+from shared.validation_errors import error_reason
 
 
 @dataclass
@@ -362,5 +363,5 @@ _SEEN = Query(
 
 def _reason(exc: ValidationError) -> str:
     return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'data'}: {e['msg']}" for e in exc.errors()
+        f"{'.'.join(str(p) for p in e['loc']) or 'data'}: {error_reason(e)}" for e in exc.errors()
     )

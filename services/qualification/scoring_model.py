@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from shared.validation_errors import error_reason
+
 Operator = Literal["equals", "in", "range", "exists", "pattern", "freemail"]
 Scalar = bool | int | float | str
 RuleId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
@@ -251,8 +253,7 @@ def _problem(error: Mapping[str, Any], data: Any) -> Problem:
         else:
             data = data.get(part) if isinstance(data, dict) else None
             path += f".{part}" if path else str(part)
-    message = str(error["msg"]).removeprefix("Value error, ")
-    return Problem(path, message)
+    return Problem(path, error_reason(error))
 
 
 def _rule_id(items: Any, index: int) -> str | None:

@@ -95,6 +95,65 @@ async def test_what_a_salesperson_enters_is_sales_owned_without_saying_so(intake
     assert sync.json()["protected_fields"] == ["job_title"]
 
 
+async def test_sales_entering_the_value_marketing_had_makes_it_sales_owned(
+    intake: Intake,
+) -> None:
+    lead = {"email": "ivy@umbrella.com", "job_title": "CFO"}
+    await intake.client.post("/v1/leads", json=lead, headers=intake.auth("marketing"))
+    confirmed = await intake.client.post("/v1/leads", json=lead, headers=intake.auth("sales"))
+    sync = await intake.client.post(
+        "/v1/leads",
+        headers=intake.auth("marketing"),
+        json={"email": "ivy@umbrella.com", "job_title": "Finance", "industry": "Retail"},
+    )
+
+    assert confirmed.status_code == 200 and confirmed.json()["changed_fields"] == []
+    assert sync.json()["protected_fields"] == ["job_title"]
+    assert sync.json()["changed_fields"] == ["industry"]
+    stored = (
+        await intake.client.get(f"/v1/leads/{sync.json()['lead_id']}", headers=intake.auth())
+    ).json()
+    assert stored["profile"]["job_title"] == "CFO"
+    # the confirmation changed nothing anyone reads on the bus: the next event is the sync's
+    _captured, updated = await intake.events("handoff.lead.captured", 2)
+    assert updated["data"]["changes"] == {"industry": "Retail"}
+
+
+async def test_an_empty_external_id_is_refused_and_merges_no_one(intake: Intake) -> None:
+    ana = await intake.client.post(
+        "/v1/leads",
+        headers=intake.auth(),
+        json={"email": "ana@acme.com", "external_ids": {"crm": "7"}},
+    )
+    blank = await intake.client.post(
+        "/v1/leads",
+        headers=intake.auth(),
+        json={"email": "bob@globex.io", "external_ids": {"hubspot": " "}},
+    )
+
+    assert blank.status_code == 422
+    assert blank.json()["errors"] == [
+        {"field": "external_ids.hubspot", "reason": "String should have at least 1 character"}
+    ]
+    stored = (
+        await intake.client.get(f"/v1/leads/{ana.json()['lead_id']}", headers=intake.auth())
+    ).json()
+    assert stored["email"] == "ana@acme.com"
+
+
+async def test_a_too_long_custom_attribute_is_named_in_the_error(intake: Intake) -> None:
+    response = await intake.client.post(
+        "/v1/leads",
+        headers=intake.auth(),
+        json={"email": "ana@acme.com", "custom": {"notes": "x" * 1001, "tier": "gold"}},
+    )
+
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {"field": "custom.notes", "reason": "at most 1000 characters"}
+    ]
+
+
 async def test_a_marketing_import_cannot_claim_or_overwrite_sales_leads(intake: Intake) -> None:
     await intake.client.post(
         "/v1/leads",

@@ -126,6 +126,13 @@ def check_freshness(signed_at: float, now: datetime) -> None:
         raise SignatureError("request timestamp is more than 5 minutes in the future")
 
 
+def given(value: Any) -> bool:
+    """False for null and for an empty or blank text: how a marketing platform sends a value
+    it does not have (a Marketo template's missing token) or no longer has (a HubSpot
+    property cleared). Such a value is not given, and leaves the lead's as it is."""
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
 def assign(data: dict[str, Any], target: str, value: Any) -> None:
     """Set a canonical field; ``external_ids.x`` and ``custom.x`` address nested keys."""
     parent, dot, key = target.partition(".")

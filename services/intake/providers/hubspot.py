@@ -25,6 +25,7 @@ from services.intake.providers.base import (
     check_freshness,
     content_digest,
     failed,
+    given,
     load_json,
     required_header,
     signed_epoch,
@@ -116,7 +117,8 @@ def _map_event(event: Any, source: SourceConfig, field_map: dict[str, str]) -> I
         prop = event.get("propertyName")
         if not isinstance(prop, str) or not prop:
             return failed(delivery_id, "propertyChange event has no propertyName")
-        assign(data, field_map.get(prop, f"custom.hubspot_{prop}"), event.get("propertyValue"))
+        if given(value := event.get("propertyValue")):  # (cleared: nothing to change)
+            assign(data, field_map.get(prop, f"custom.hubspot_{prop}"), value)
     return InboundItem(delivery_id=delivery_id, kind="lead", data=data)
 
 

@@ -20,6 +20,7 @@ from services.intake.providers.base import (
     assign,
     content_digest,
     failed,
+    given,
     load_json,
     required_header,
 )
@@ -64,7 +65,8 @@ class MarketoAdapter:
 def _map_lead(obj: dict[str, Any], source: SourceConfig, field_map: dict[str, str]) -> InboundItem:
     data: dict[str, Any] = {"source": source.lead_source, "channel": source.channel}
     for key, value in obj.items():
-        assign(data, field_map.get(key, f"custom.marketo_{key}"), value)
+        if given(value):  # a template renders a missing token as ""
+            assign(data, field_map.get(key, f"custom.marketo_{key}"), value)
     lead_id = _lead_id(data)
     # A retried identical delivery has the same content, hence the same id.
     delivery_id = f"marketo:{lead_id or 'none'}:{content_digest(obj)}"
@@ -74,10 +76,10 @@ def _map_lead(obj: dict[str, Any], source: SourceConfig, field_map: dict[str, st
 
 
 def _lead_id(data: dict[str, Any]) -> str | None:
-    """The Marketo lead id as text; a template renders a missing one as "", which is dropped."""
+    """The Marketo lead id as text (None: the object has none, or an empty one)."""
     external_ids = data.get("external_ids", {})
     raw = external_ids.pop("marketo", None)
-    if raw is None or str(raw) == "":
+    if raw is None:
         if not external_ids:
             data.pop("external_ids", None)
         return None

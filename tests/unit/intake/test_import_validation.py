@@ -149,3 +149,17 @@ async def test_no_processes_means_validation_in_process() -> None:
     validator = ImportValidator(0)
     assert await validator.validate(RECORDS) == validate_records(RECORDS)
     assert not await validator.started()
+
+
+def test_a_row_with_an_empty_external_id_or_an_overlong_custom_value_says_which() -> None:
+    rows = validate_records(
+        [
+            (2, '{"email": "bob@globex.io", "external_ids": {"hubspot": " "}}', None),
+            (3, {"email": "ana@acme.com", "custom": {"notes": "x" * 1001}}, None),
+        ]
+    )
+
+    assert [(r.lead, [(e.line, e.field, e.reason) for e in r.errors]) for r in rows] == [
+        (None, [(2, "external_ids.hubspot", "String should have at least 1 character")]),
+        (None, [(3, "custom.notes", "at most 1000 characters")]),
+    ]

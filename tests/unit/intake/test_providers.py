@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 
+from services.intake.canonical import LeadIn
 from services.intake.providers import (
     ADAPTERS,
     InboundRequest,
@@ -174,6 +175,25 @@ def test_hubspot_unmapped_property_goes_to_custom_unless_the_field_map_names_it(
     assert utm.data["utm_source"] == "ads"
 
 
+@pytest.mark.parametrize("cleared", ["", "  ", None])
+def test_hubspot_property_cleared_in_hubspot_changes_nothing_here(cleared: str | None) -> None:
+    event = hubspot_event(
+        9, "contact.propertyChange", propertyName="jobtitle", propertyValue=cleared
+    )
+
+    (item,) = ADAPTERS["hubspot"].parse(
+        signed_hubspot_request(json.dumps([event]).encode()), HUBSPOT
+    )
+
+    assert item.error is None
+    assert item.data == {
+        "external_ids": {"hubspot": "123"},
+        "source": "marketing",
+        "channel": None,
+    }
+    assert LeadIn.model_validate(item.data).job_title is None
+
+
 def test_hubspot_event_without_an_object_id_is_an_item_error() -> None:
     event = hubspot_event(7, "contact.creation")
     del event["objectId"]
@@ -300,6 +320,35 @@ def test_marketo_array_maps_known_fields_and_keeps_unknown_ones_as_custom() -> N
     }
     assert first.delivery_id.startswith("marketo:42:")
     assert (second.data["job_title"], second.error) == ("CTO", None)
+
+
+def test_marketo_empty_and_null_values_are_not_given() -> None:
+    # A template renders a token the lead has no value for as "": one blank field must not
+    # fail the lead, nor an empty id become an identity everyone shares.
+    source = SourceConfig("mk", "marketo", "t", field_map={"sfdcId": "external_ids.salesforce"})
+    lead = {
+        "leadId": "77",
+        "email": "kim@wayne.com",
+        "firstName": "Kim",
+        "lastName": "",
+        "phone": "",
+        "title": "  ",
+        "numberOfEmployees": "",
+        "sfdcId": "",
+        "score": None,
+    }
+
+    (item,) = ADAPTERS["marketo"].parse(marketo_request(lead), source)
+
+    assert item.error is None
+    assert item.data == {
+        "source": "marketing",
+        "channel": None,
+        "external_ids": {"marketo": "77"},
+        "email": "kim@wayne.com",
+        "first_name": "Kim",
+    }
+    assert LeadIn.model_validate(item.data).first_name == "Kim"
 
 
 def test_marketo_object_without_email_or_lead_id_is_an_item_error() -> None:
