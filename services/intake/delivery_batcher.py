@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections import deque
 from collections.abc import Sequence
 
@@ -110,7 +111,12 @@ class DeliveryBatcher:
         if self._gathered is not None and len(self._queue) >= self._wanted:
             self._gathered.set()
         if len(self._workers) < self.max_workers:
-            self._workers.add(asyncio.create_task(self._drain(), name="intake-deliveries"))
+            # In a context of its own: the request that starts it is one of many it serves
+            # (each delivery carries its own trace), and must not lend it its log context.
+            worker = asyncio.create_task(
+                self._drain(), name="intake-deliveries", context=contextvars.Context()
+            )
+            self._workers.add(worker)
         return await future
 
     async def _drain(self) -> None:

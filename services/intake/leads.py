@@ -23,6 +23,7 @@ from services.intake.normalize import NATIONAL_NUMBER_HINT, email_domain, normal
 from shared.db import after_commit
 from shared.events.payloads import LeadCaptured, LeadUpdated
 from shared.ids import time_ordered_id
+from shared.observability.tracing import traced
 from shared.outbox import Encoded, Outbox
 
 _LEAD_COLUMNS = (
@@ -163,6 +164,7 @@ async def capture_batch(
     items: Sequence[LeadInput],
     *,
     sales_owned: frozenset[str],
+    traces: Sequence[str | None] | None = None,
     fallback: Callable[[int], Sequence[LeadInput]] | None = None,
     read: Callable[[set[str]], None] | None = None,
     presume_new: bool = False,
@@ -187,7 +189,9 @@ async def capture_batch(
     that gives a lead made here another email leaves no key to say whether that email was
     known: at the first such item, the items are captured again with the look-up, before
     anything is written (`not_taken_as_new`, when given, is then called).
-    `accounts_known` learns the accounts a committed capture used.
+    `accounts_known` learns the accounts a committed capture used. `traces`, when given,
+    is each item's trace context (a `traceparent`, or None: the current one), which its
+    events carry: the items of a webhook batch came in different requests.
     """
     if presume_new:
         known_domains = accounts_known.of(items) if accounts_known is not None else {}
@@ -202,6 +206,7 @@ async def capture_batch(
                 fallback=None,
                 presumed=True,
                 accounts_known=accounts_known,
+                traces=traces,
             )
         except _LookupNeeded:
             if not_taken_as_new is not None:
@@ -220,6 +225,7 @@ async def capture_batch(
         fallback=fallback,
         presumed=False,
         accounts_known=accounts_known,
+        traces=traces,
     )
 
 
@@ -238,6 +244,7 @@ async def _capture(
     fallback: Callable[[int], Sequence[LeadInput]] | None,
     presumed: bool,
     accounts_known: KnownAccounts | None,
+    traces: Sequence[str | None] | None,
 ) -> list[CaptureOutcome]:
     """`capture_batch` once the leads are known (`known`: those the items name, or none
     when `presumed`) with the accounts of their domains (`accounts_found`: domain -> id,
@@ -248,6 +255,8 @@ async def _capture(
     dirty: dict[str, KnownLead] = {}
     new_ids: list[tuple[str, str, str]] = []  # (provider, external id, lead id)
     pending_events: list[tuple[KnownLead, LeadInput, CaptureOutcome]] = []
+    pending_traces: list[str | None] = []  # (each pending event's)
+    trace: str | None = None  # (the item being captured's)
 
     def capture(item: LeadInput) -> CaptureOutcome:
         nonlocal new_ids
@@ -320,9 +329,11 @@ async def _capture(
                 lead_id=lead.id, changes=merged.changes, protected=merged.protected
             )
         pending_events.append((lead, item, outcome))
+        pending_traces.append(trace)
         return outcome
 
     for index, item in enumerate(items):
+        trace = traces[index] if traces is not None else None
         outcome = capture(item)
         if outcome.error is not None and presumed:
             raise _LookupNeeded  # (nothing is written yet, and `fallback` was not called)
@@ -347,22 +358,26 @@ async def _capture(
     account_ids = await _accounts(session, wanted, now, accounts_found)
     if accounts_known is not None and account_ids:
         after_commit(session, partial(accounts_known.learn, account_ids))
-    for (lead, item, outcome), domain in zip(pending_events, account_domains, strict=True):
+    for (lead, item, outcome), domain, trace in zip(
+        pending_events, account_domains, pending_traces, strict=True
+    ):
         previous_account = lead.account_id
         lead.account_id = account_ids.get(domain) or lead.account_id
         outcome.account_id = lead.account_id
         if outcome.created:  # (the common case, without `_emit`'s extra step)
             event = captured_event(lead, item)
-            await outbox.add(session, event, subject=lead.id, new_subject=True)
+            await outbox.add(session, event, subject=lead.id, new_subject=True, traceparent=trace)
             continue
         if lead.account_id != previous_account:
             dirty[lead.id] = lead
-        await _emit(outbox, session, lead, item, outcome, previous_account)
+        with traced(trace):
+            await _emit(outbox, session, lead, item, outcome, previous_account)
     new = {lead.id for lead in created}  # (not `in created`: that compares every field)
     await _write(session, created, [d for d in dirty.values() if d.id not in new], new_ids, now)
-    for lead, item, _ in pending_events:
+    for (lead, item, _), trace in zip(pending_events, pending_traces, strict=True):
         if item.visitor_id:
-            await stitch_visitor(session, outbox, visitor_id=item.visitor_id, lead_id=lead.id)
+            with traced(trace):
+                await stitch_visitor(session, outbox, visitor_id=item.visitor_id, lead_id=lead.id)
     return outcomes
 
 

@@ -22,6 +22,7 @@ from services.intake.erasure import erase_lead
 from services.intake.leads import IDS_BY_EXTERNAL_ID, KnownAccounts, capture_batch
 from services.intake.models import webhook_deliveries
 from services.intake.providers import InboundItem, SourceConfig
+from shared.observability.tracing import current_traceparent, traced
 from shared.outbox import Outbox
 from shared.validation_errors import error_reason
 
@@ -41,10 +42,13 @@ class DeliveryReport:
 
 @dataclass(frozen=True)
 class Delivery:
-    """One verified webhook request: its items and the source that sent them."""
+    """One verified webhook request: its items, the source that sent them, and the trace
+    it came in (by default the current one, where the request made it): its events carry
+    that trace, whichever batch applies it."""
 
     items: Sequence[InboundItem]
     source: SourceConfig
+    traceparent: str | None = field(default_factory=current_traceparent.get)
 
 
 async def apply_items(
@@ -123,7 +127,9 @@ async def apply_deliveries(
                     contacts[(n, contact)] = groups[-1][1]
             continue
         try:
-            recorded = await record_activity(session, outbox, ActivityIn.model_validate(item.data))
+            with traced(deliveries[n].traceparent):
+                activity = ActivityIn.model_validate(item.data)
+                recorded = await record_activity(session, outbox, activity)
             done.append((n, item.delivery_id, recorded.lead_id))
         except ValidationError as exc:
             report.fail(item.delivery_id, _reason(exc))
@@ -149,7 +155,8 @@ async def apply_deliveries(
         # writes staged rows only as the unit of work commits).
         await (await DriverSql.of(session)).write_staged()
         for n, item in erasures:
-            lead_id = await _erase(session, outbox, item, deliveries[n].source)
+            with traced(deliveries[n].traceparent):
+                lead_id = await _erase(session, outbox, item, deliveries[n].source)
             done.append((n, item.delivery_id, lead_id))
     if done:
         now = datetime.now(UTC)
@@ -302,6 +309,7 @@ async def _capture(
         session,
         outbox,
         [c.lead for c in captures],
+        traces=[deliveries[c.delivery].traceparent for c in captures],
         sales_owned=sales_owned,
         fallback=one_by_one,
         presume_new=presume_new,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 from shared.ids import random_hex
@@ -29,3 +31,17 @@ def trace_id_of(traceparent: str | None) -> str | None:
     """The trace id of a valid `traceparent`."""
     match = _TRACEPARENT.match(traceparent or "")
     return match.group(1) if match else None
+
+
+@contextmanager
+def traced(traceparent: str | None) -> Iterator[None]:
+    """Within: events are made in the trace of `traceparent` (None: the current one), as
+    when a batch applies what several requests sent, each in its own trace."""
+    if traceparent is None:
+        yield
+        return
+    token = current_traceparent.set(traceparent)
+    try:
+        yield
+    finally:
+        current_traceparent.reset(token)

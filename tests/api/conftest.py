@@ -83,6 +83,7 @@ def event(record: Record) -> dict[str, Any]:
         "subject": envelope.subject,
         "data": envelope.data,
         "sequence": envelope.sequence,
+        "traceparent": envelope.traceparent,
     }
 
 

@@ -28,6 +28,7 @@ from services.intake.models import accounts, inbound_sources, leads
 from services.intake.providers import InboundItem, SourceConfig
 from services.intake.webhook_intake import Delivery, DeliveryReport, apply_deliveries
 from shared.db import after_commit
+from shared.observability.tracing import trace_id_of
 from shared.sealing import Sealer
 from tests.api.conftest import Intake
 
@@ -523,6 +524,32 @@ async def test_concurrent_deliveries_are_applied_together_and_each_gets_its_own_
     assert [r["accepted"] for r in reports] == [1] * 8
     assert [len(r["failed"]) for r in reports] == [0, 0, 0, 1, 0, 0, 0, 0]
     assert len(await intake.events("handoff.lead.captured", 8)) == 8
+
+
+async def test_each_delivery_of_a_batch_keeps_the_trace_it_came_in(intake: Intake) -> None:
+    await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    url = "http://intake.test/v1/webhooks/hubspot"
+    base = {"portalId": 1, "appId": 7, "occurredAt": 1, "attemptNumber": 0, "subscriptionId": 3}
+    traces = {f"trace{n}.com": f"{n + 1:032x}" for n in range(8)}  # email domain -> trace id
+    requests = []
+    for n, (domain, trace) in enumerate(traces.items()):
+        event = {
+            **base,
+            "eventId": 300 + n,
+            "objectId": 700 + n,
+            "subscriptionType": "contact.propertyChange",
+            "propertyName": "email",
+            "propertyValue": f"person{n}@{domain}",
+        }
+        body = json.dumps([event]).encode()
+        headers = {**hubspot_headers(url, body), "traceparent": f"00-{trace}-{n + 1:016x}-01"}
+        requests.append(intake.client.post(url, content=body, headers=headers))
+
+    responses = await asyncio.gather(*requests)
+
+    assert [r.json()["accepted"] for r in responses] == [1] * 8
+    events = await intake.events("handoff.lead.captured", 8)
+    assert {e["data"]["email_domain"]: trace_id_of(e["traceparent"]) for e in events} == traces
 
 
 async def test_the_signed_url_is_the_public_one_a_proxy_forwards(intake: Intake) -> None:
