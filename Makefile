@@ -8,6 +8,13 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 .PHONY: help setup dev test lint unit infra up down bench clean
 
+# The local broker's and database's addresses, unless KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL
+# already name others (one shell line: the recipe's next commands must see them).
+LOCAL_INFRA_ENV := if [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then \
+	  lines="$$(deploy/local/kafka.sh env)"; eval "$$lines"; fi; \
+	if [ -z "$${DATABASE_URL:-}" ]; then \
+	  lines="$$(deploy/local/postgres.sh env)"; eval "$$lines"; fi
+
 help:
 	@echo "make dev    set up and run every service in one process (http://127.0.0.1:8000/docs)"
 	@echo "make test   set up and run the whole suite, real Kafka and PostgreSQL included"
@@ -16,8 +23,7 @@ help:
 	@echo "make bench  benchmarks (bench/), side by side with their baselines"
 
 $(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "handoff needs Python 3.11+"'
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@deploy/local/venv.sh $(PYTHON) $(VENV)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
@@ -39,8 +45,7 @@ infra:
 	@if [ -z "$${DATABASE_URL:-}" ]; then deploy/local/postgres.sh start >/dev/null; fi
 
 test: setup lint infra
-	export $$( [ -n "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || deploy/local/kafka.sh env | sed 's/^export //'); \
-	export $$( [ -n "$${DATABASE_URL:-}" ] || deploy/local/postgres.sh env | sed 's/^export //'); \
+	$(LOCAL_INFRA_ENV); \
 	$(BIN)/pytest -p no:cacheprovider --durations=10
 
 unit: setup
@@ -53,10 +58,9 @@ down:
 	deploy/local/down.sh
 
 bench: setup infra
-	export $$( [ -n "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || deploy/local/kafka.sh env | sed 's/^export //'); \
-	export $$( [ -n "$${DATABASE_URL:-}" ] || deploy/local/postgres.sh env | sed 's/^export //'); \
-	PYTHONPATH=. $(BIN)/python bench/bus.py
-	PYTHONPATH=. $(BIN)/python bench/intake.py
+	$(LOCAL_INFRA_ENV); \
+	PYTHONPATH=. $(BIN)/python bench/bus.py; \
+	PYTHONPATH=. $(BIN)/python bench/intake.py; \
 	PYTHONPATH=. $(BIN)/python bench/qualification.py
 
 clean:
