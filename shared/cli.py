@@ -9,7 +9,7 @@ import runpy
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
@@ -51,7 +51,7 @@ Port = Annotated[int, typer.Option(help="TCP port.")]
 DataDir = Annotated[Path, typer.Option(envvar="HANDOFF_DATA_DIR", help="Embedded-mode data.")]
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(2)
 
@@ -169,6 +169,14 @@ def migrate(
         console.print(f"migrated {name} to {revision}")
 
 
+def _token_store() -> TokenStore:
+    """The token file every service reads (named by the settings: `HANDOFF_TOKENS_FILE`)."""
+    try:
+        return TokenStore(load_settings("intake").resolved_tokens_file())
+    except SettingsError as exc:
+        _fail(str(exc))
+
+
 @tokens.command("create")
 def tokens_create(
     role: Annotated[str, typer.Option(help=f"One of: {', '.join(ROLES)}.")],
@@ -176,7 +184,7 @@ def tokens_create(
     team: Annotated[str | None, typer.Option(help="marketing or sales (for managers).")] = None,
 ) -> None:
     """Create a token; it is printed once and stored only as a hash."""
-    store = TokenStore(load_settings("intake").resolved_tokens_file())
+    store = _token_store()
     try:
         token = store.create(name=name, role=role, team=team)
     except ValueError as exc:
@@ -188,7 +196,7 @@ def tokens_create(
 @tokens.command("list")
 def tokens_list() -> None:
     """List tokens (names, roles, teams; never the tokens themselves)."""
-    store = TokenStore(load_settings("intake").resolved_tokens_file())
+    store = _token_store()
     for record in store.records():
         print(f"{record.name}\t{record.role}\t{record.team or '-'}\t{record.created_at}")
 
@@ -196,7 +204,7 @@ def tokens_list() -> None:
 @tokens.command("revoke")
 def tokens_revoke(name: Annotated[str, typer.Argument(help="The token's name.")]) -> None:
     """Revoke a token by name."""
-    store = TokenStore(load_settings("intake").resolved_tokens_file())
+    store = _token_store()
     if not store.revoke(name):
         _fail(f"no token named {name!r}")
     console.print(f"revoked {name!r}")

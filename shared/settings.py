@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
-from typing import ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     AliasChoices,
@@ -13,11 +15,14 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as UnreadableSetting
 
 from shared.sealing import Sealer
+from shared.validation_errors import error_reason
 
 DEV_SECRET = "dev-only-insecure-secret"  # noqa: S105 - the sentinel we refuse outside dev
+MIN_SECRET_KEY = 32  # characters, outside dev
 DEFAULT_DB_PASSWORDS = frozenset({"handoff", "postgres", "password", "changeme"})
 SERVICES = ("intake", "qualification", "routing", "metrics", "webhooks")
 
@@ -99,6 +104,11 @@ class ServiceSettings(BaseSettings):
             return self
         if self.secret_key.get_secret_value() == DEV_SECRET:
             raise ValueError("HANDOFF_SECRET_KEY: the development default is refused outside dev")
+        if len(self.secret_key.get_secret_value()) < MIN_SECRET_KEY:
+            raise ValueError(
+                f"HANDOFF_SECRET_KEY: at least {MIN_SECRET_KEY} characters outside dev (it "
+                "seals the webhook sources' secrets; `openssl rand -hex 32` makes one)"
+            )
         if self.database_url is None:
             raise ValueError("DATABASE_URL: required outside dev (embedded SQLite is dev only)")
         if self.env == "prod" and _db_password(self.database_url) in DEFAULT_DB_PASSWORDS:
@@ -151,6 +161,51 @@ def _db_password(url: str) -> str | None:
     return make_url(url).password
 
 
+def _names(value: Any) -> Any:
+    """A list setting from the environment: comma-separated (`phone, job_title`) or a JSON
+    array (`["phone", "job_title"]`); empty: none."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON array: {exc}") from None
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+# What a list setting takes from the environment (see `_names`).
+Names = NoDecode
+
+
+# The lead's fields a capture may change (the intake's profile fields, and its custom ones).
+LEAD_FIELDS = frozenset(
+    {
+        "email",
+        "first_name",
+        "last_name",
+        "phone",
+        "company",
+        "company_domain",
+        "job_title",
+        "department",
+        "seniority",
+        "company_size",
+        "industry",
+        "country",
+        "marketing_consent",
+        "channel",
+        "campaign",
+        "utm_source",
+        "utm_medium",
+        "utm_campaign",
+        "utm_term",
+        "utm_content",
+        "custom",
+    }
+)
+
 SALES_OWNED_DEFAULT = frozenset(
     {
         "first_name",
@@ -172,13 +227,26 @@ class IntakeSettings(ServiceSettings):
     service: ClassVar[str] = "intake"
 
     # Fields a marketing sync may not overwrite once sales has entered them.
-    sales_owned_fields: frozenset[str] = SALES_OWNED_DEFAULT
+    sales_owned_fields: Annotated[frozenset[str], Names] = SALES_OWNED_DEFAULT
     # Rows per import transaction: 2,000 served ~7% more rows/s than 1,000 on both
     # databases (fixed costs per batch: statements, commit, relay cycle); 4,000 no more.
     import_batch_size: int = Field(default=2000, ge=1, le=10_000)
     import_max_errors: int = Field(default=1000, ge=0)
     # Processes that decode and validate import rows beside the one writing them (0: none).
     import_parse_processes: int = Field(default=1, ge=0, le=8)
+
+    @field_validator("sales_owned_fields", mode="before")
+    @classmethod
+    def _sales_owned_names(cls, value: Any) -> Any:
+        return _names(value)
+
+    @field_validator("sales_owned_fields")
+    @classmethod
+    def _known_fields(cls, value: frozenset[str]) -> frozenset[str]:
+        if unknown := sorted(value - LEAD_FIELDS):
+            known = ", ".join(sorted(LEAD_FIELDS))
+            raise ValueError(f"no such lead field: {', '.join(unknown)} (known: {known})")
+        return value
 
 
 class QualificationSettings(ServiceSettings):
@@ -187,8 +255,15 @@ class QualificationSettings(ServiceSettings):
     # A recycled lead must show new engagement this long after recycling to be an MQL again.
     recycle_cooldown_days: float = Field(default=30.0, ge=0)
     # BANT: criteria that must be met, and how many of the four in all.
-    bant_required: tuple[Literal["budget", "authority", "need", "timeframe"], ...] = ("need",)
+    bant_required: Annotated[
+        tuple[Literal["budget", "authority", "need", "timeframe"], ...], Names
+    ] = ("need",)
     bant_min_met: int = Field(default=3, ge=0, le=4)
+
+    @field_validator("bant_required", mode="before")
+    @classmethod
+    def _bant_names(cls, value: Any) -> Any:
+        return _names(value)
 
 
 class RoutingSettings(ServiceSettings):
@@ -234,10 +309,14 @@ def load_settings(service: str, **overrides: object) -> ServiceSettings:
     except ValidationError as exc:
         problems = "; ".join(_describe(err) for err in exc.errors())
         raise SettingsError(f"invalid {service} settings: {problems}") from None
+    except UnreadableSetting as exc:  # a value pydantic-settings could not even decode
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = f"HANDOFF_{found.group(1).upper()}" if found else "a setting"
+        raise SettingsError(f"invalid {service} settings: {name}: {exc}") from None
 
 
 def _describe(err: object) -> str:
     detail = dict(err)  # type: ignore[call-overload]
     loc = ".".join(str(p) for p in detail.get("loc", ()))
     field = f"HANDOFF_{loc.upper()}" if loc else "settings"
-    return f"{field}: {detail.get('msg', 'invalid')}"
+    return f"{field}: {error_reason(detail)}"

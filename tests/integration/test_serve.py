@@ -23,7 +23,7 @@ async def test_a_served_service_is_ready_on_real_kafka_and_postgres_and_stops_on
             "DATABASE_URL": url,
             "KAFKA_BOOTSTRAP_SERVERS": kafka_servers,
             "HANDOFF_ENV": "test",
-            "HANDOFF_SECRET_KEY": "test-secret-not-default",
+            "HANDOFF_SECRET_KEY": "test-secret-not-default-" + "0" * 16,
             "HANDOFF_DATA_DIR": str(tmp_path),
         }
         proc = await asyncio.create_subprocess_exec(

@@ -28,7 +28,7 @@ def test_the_default_secret_is_refused_outside_dev(monkeypatch: pytest.MonkeyPat
 
 def test_a_default_database_password_is_refused_in_prod(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HANDOFF_ENV", "prod")
-    monkeypatch.setenv("HANDOFF_SECRET_KEY", "a-real-secret-from-the-vault")
+    monkeypatch.setenv("HANDOFF_SECRET_KEY", "a-real-secret-from-the-vault-0123456789")
     monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://handoff:handoff@db/intake")
     with pytest.raises(SettingsError, match="DATABASE_URL"):
         load_settings("intake")
@@ -60,7 +60,7 @@ def test_explicit_overrides_win_over_the_environment(monkeypatch: pytest.MonkeyP
 
 def _prod(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HANDOFF_ENV", "prod")
-    monkeypatch.setenv("HANDOFF_SECRET_KEY", "a-real-secret-from-the-vault")
+    monkeypatch.setenv("HANDOFF_SECRET_KEY", "a-real-secret-from-the-vault-0123456789")
     monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://u:s3cret-pw@db/intake")
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka-1:9092,kafka-2:9092")
 
@@ -105,3 +105,62 @@ def test_a_database_url_handoff_cannot_use_is_refused_by_name(
     monkeypatch.setenv("DATABASE_URL", given)
     with pytest.raises(SettingsError, match="DATABASE_URL"):
         load_settings("intake")
+
+
+@pytest.mark.parametrize("key", ["", "short", "x" * 31])
+def test_a_weak_secret_key_is_refused_outside_dev(
+    monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    _prod(monkeypatch)
+    monkeypatch.setenv("HANDOFF_KAFKA_REPLICATION_FACTOR", "3")
+    monkeypatch.setenv("HANDOFF_SECRET_KEY", key)
+    with pytest.raises(SettingsError, match="HANDOFF_SECRET_KEY: at least 32 characters"):
+        load_settings("intake")
+
+
+@pytest.mark.parametrize(
+    ("value", "fields"),
+    [
+        ("phone", {"phone"}),
+        (" phone , job_title,", {"phone", "job_title"}),
+        ('["phone", "job_title"]', {"phone", "job_title"}),
+        ("", set()),
+    ],
+)
+def test_sales_owned_fields_are_a_list_comma_separated_or_json(
+    monkeypatch: pytest.MonkeyPatch, value: str, fields: set[str]
+) -> None:
+    monkeypatch.setenv("HANDOFF_SALES_OWNED_FIELDS", value)
+    assert load_settings("intake").sales_owned_fields == fields  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ('["phne"]', "HANDOFF_SALES_OWNED_FIELDS: no such lead field: phne"),
+        ("[phone", "HANDOFF_SALES_OWNED_FIELDS: not a JSON array"),
+    ],
+)
+def test_a_wrong_sales_owned_field_is_named(
+    monkeypatch: pytest.MonkeyPatch, value: str, says: str
+) -> None:
+    monkeypatch.setenv("HANDOFF_SALES_OWNED_FIELDS", value)
+    with pytest.raises(SettingsError, match=says):
+        load_settings("intake")
+
+
+def test_bant_criteria_read_as_a_list_and_unknown_ones_are_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HANDOFF_BANT_REQUIRED", "need, budget")
+    assert load_settings("qualification").bant_required == ("need", "budget")  # type: ignore[attr-defined]
+    monkeypatch.setenv("HANDOFF_BANT_REQUIRED", "need, money")
+    with pytest.raises(SettingsError, match="HANDOFF_BANT_REQUIRED"):
+        load_settings("qualification")
+
+
+def test_the_lead_fields_settings_know_are_the_intakes() -> None:
+    from services.intake.canonical import PROFILE_FIELDS
+    from shared.settings import LEAD_FIELDS
+
+    assert {*PROFILE_FIELDS, "custom"} == LEAD_FIELDS
