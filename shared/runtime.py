@@ -26,6 +26,8 @@ from shared.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
 
+STOP_TIMEOUT_S = 15.0  # what the relay, consumers and workers have together to finish
+
 
 def restart_delay(
     previous: float | None, *, ran_for: float, first: float = 0.5, most: float = 30.0
@@ -99,6 +101,7 @@ class ServiceRuntime:
     # Service-specific companions that live as long as the runtime (e.g. batchers).
     state: dict[str, Any] = field(init=False, default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
+    _stopping: asyncio.Event = field(init=False, default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.db = Database(self.settings.resolved_database_url())
@@ -164,24 +167,34 @@ class ServiceRuntime:
                 await consumer.run()
                 return
             except Exception:
+                if self._stopping.is_set():
+                    log.exception("consumer failed while stopping", service=self.name)
+                    return
                 delay = restart_delay(delay, ran_for=loop.time() - began)
                 log.exception("consumer failed; restarting", service=self.name, delay=delay)
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):  # a stop ends the wait
+                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                    return
 
     async def stop(self) -> None:
-        """Finish in-flight work, commit, and close everything (SIGTERM path)."""
+        """Finish in-flight work, commit, and close everything (SIGTERM path): the relay,
+        consumers and workers have 15 s together, then what is still running is cancelled
+        (a consumer's uncommitted batch is read again after the restart)."""
+        self._stopping.set()
         for consumer in self.consumers:
             consumer.stop()
         for worker in self.workers:
             worker.stop()
         self.relay.stop()
-        for task in self._tasks:
-            try:
-                await asyncio.wait_for(task, timeout=15)
-            except (TimeoutError, asyncio.CancelledError):
+        if self._tasks:
+            _, running = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_S)
+            for task in running:
+                log.warning("task still running at stop; cancelled", task=task.get_name())
                 task.cancel()
-            except Exception:
-                log.exception("task ended with an error", task=task.get_name())
+            await asyncio.gather(*running, return_exceptions=True)
+            for task in self._tasks:
+                if not task.cancelled() and (error := task.exception()) is not None:
+                    log.error("task ended with an error", task=task.get_name(), error=repr(error))
         self._tasks.clear()
         if self.owns_bus:
             await self.bus.close()
