@@ -392,8 +392,9 @@ class OutboxRelay:
     PostgreSQL) and returns them; the transaction commits only after the bus has stored
     every message, so a failed publish rolls the delete back and the rows go out again.
     Several relays may run against one PostgreSQL database: a transaction-scoped advisory
-    lock lets one publish at a time (keeping per-lead order). It sleeps until a commit wakes
-    it, with a slow safety poll.
+    lock lets one publish at a time (keeping per-lead order); one that finds another
+    publishing tries again `LOCK_RETRY_S` later. It sleeps until a commit wakes it, with a
+    slow safety poll.
 
     Under load it lingers, as a Kafka producer does: after a cycle that published, the
     next starts no sooner than `linger` seconds after it began, so the events of every
@@ -427,6 +428,7 @@ class OutboxRelay:
         self.linger = max(0.0, linger)
         self._stopping = asyncio.Event()
         self._lock_id = _advisory_lock_id(outbox.service)
+        self._lock_busy = False  # the last claim found another relay publishing
         table = outbox.table
         oldest = select(table.c.id).order_by(table.c.id).limit(batch_size)
         # Built once: SQLAlchemy compiles it once (an IN list of ids would be re-rendered for
@@ -450,6 +452,10 @@ class OutboxRelay:
                 return  # stopped while retrying
             if published >= self.batch_size or self._stopping.is_set():
                 continue  # a backlog: on at once
+            if self._lock_busy:  # another relay is publishing: ours may be behind it
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=LOCK_RETRY_S)
+                continue
             if published and self.linger:  # let the next commits' events gather
                 with contextlib.suppress(TimeoutError):
                     lingering = began + self.linger - loop.time()
@@ -478,9 +484,11 @@ class OutboxRelay:
         total = 0
         stored: list[Awaitable[None]] = []
         async with self.db.transaction() as session:
+            self._lock_busy = False
             if self.db.is_postgres:
                 (locked,) = await (await pg_driver(session)).fetch(_TRY_LOCK, self._lock_id)
                 if not locked[0]:
+                    self._lock_busy = True
                     return 0
             try:
                 for _ in range(self.pipeline if enqueue else 1):
@@ -554,6 +562,10 @@ class OutboxRelay:
         self._stopping.set()
         self.outbox.wake.set()
 
+
+# How soon a relay that found another one publishing tries again: its own process's
+# commits may be waiting, and no commit of theirs will wake it (one did already).
+LOCK_RETRY_S = 0.05
 
 # The lock, and fresh plans for this transaction's claims. The outbox is a queue, mostly
 # empty: a plan cached while it was (PostgreSQL keeps a generic plan after five executions)
