@@ -151,10 +151,14 @@ def from_binary(headers: Headers, value: bytes) -> Envelope:
             attrs[attr] = raw.decode("utf-8", "replace")
         elif name == CONTENT_TYPE:
             content_type = raw.decode("utf-8", "replace")
-    missing = [a for a in ("id", "source", "type", "subject") if a not in attrs]
+    missing = [a for a in ("specversion", "id", "source", "type", "subject") if a not in attrs]
     if missing:
         raise MalformedEvent(
             f"missing CloudEvents header(s): {', '.join('ce_' + m for m in missing)}"
+        )
+    if attrs["specversion"] != SPEC_VERSION:
+        raise MalformedEvent(
+            f"unsupported CloudEvents specversion {attrs['specversion']!r}: expected {SPEC_VERSION}"
         )
     if content_type != JSON and content_type.split(";", 1)[0].strip().lower() != JSON:
         raise MalformedEvent(f"unsupported content-type {content_type!r}: expected {JSON}")

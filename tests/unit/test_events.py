@@ -81,14 +81,36 @@ def test_a_record_without_the_required_headers_is_malformed() -> None:
 
 
 def test_a_record_whose_value_is_not_a_json_object_is_malformed() -> None:
-    headers = [
-        ("ce_id", str(uuid.uuid4()).encode()),
-        ("ce_source", b"/handoff/x"),
-        ("ce_type", b"t"),
-        ("ce_subject", b"s"),
-    ]
     with pytest.raises(MalformedEvent, match="JSON object"):
-        from_binary(headers, b"[1, 2]")
+        from_binary(MINIMAL_HEADERS, b"[1, 2]")
+
+
+MINIMAL_HEADERS = [
+    ("ce_specversion", b"1.0"),
+    ("ce_id", str(uuid.uuid4()).encode()),
+    ("ce_source", b"/handoff/x"),
+    ("ce_type", b"t"),
+    ("ce_subject", b"s"),
+]
+
+
+@pytest.mark.parametrize(
+    ("headers", "says"),
+    [
+        (MINIMAL_HEADERS[1:], "missing CloudEvents header.s.: ce_specversion"),
+        ([("ce_specversion", b"0.3"), *MINIMAL_HEADERS[1:]], "unsupported CloudEvents specversion"),
+    ],
+)
+def test_a_record_of_another_cloudevents_version_is_malformed(
+    headers: list[tuple[str, bytes]], says: str
+) -> None:
+    with pytest.raises(MalformedEvent, match=says):
+        from_binary(headers, b"{}")
+
+
+def test_the_required_attributes_are_enough() -> None:
+    envelope = from_binary(MINIMAL_HEADERS, b"{}")
+    assert (envelope.specversion, envelope.partitionkey, envelope.sequence) == ("1.0", "s", 1)
 
 
 def test_data_that_breaks_the_payload_schema_is_malformed() -> None:
