@@ -223,7 +223,7 @@ class _Captures:
                 summary.error(RowError(row.line, outcome.error.field, outcome.error.reason))
             elif outcome.created:
                 summary.created += 1
-            elif outcome.changes:
+            elif outcome.changes or outcome.linked:  # (linked: to an id on another platform)
                 summary.updated += 1
             else:
                 summary.unchanged += 1

@@ -65,6 +65,7 @@ class CaptureOutcome:
     created: bool = False
     changes: dict[str, Any] = field(default_factory=dict)
     protected: list[str] = field(default_factory=list)
+    linked: dict[str, str] = field(default_factory=dict)  # external ids new to the lead
     error: CaptureError | None = None
     # what was captured instead, when the item failed and was made of parts (`fallback`)
     parts: list[CaptureOutcome] | None = None
@@ -326,7 +327,10 @@ async def _capture(
                 dirty[lead.id] = lead
             new_ids += [(p, i, lead.id) for p, i in sorted(merged.new_external_ids)]
             outcome = CaptureOutcome(
-                lead_id=lead.id, changes=merged.changes, protected=merged.protected
+                lead_id=lead.id,
+                changes=merged.changes,
+                protected=merged.protected,
+                linked=dict(sorted(merged.new_external_ids)),
             )
         pending_events.append((lead, item, outcome))
         pending_traces.append(trace)
@@ -402,9 +406,13 @@ async def _emit(
         await outbox.add(session, captured_event(lead, item), subject=lead.id, new_subject=True)
         return
     account_moved = lead.account_id != previous_account
-    if outcome.changes or account_moved:
+    if outcome.changes or account_moved or outcome.linked:
         event = updated_event(
-            lead, item, outcome.changes, lead.account_id if account_moved else None
+            lead,
+            item,
+            outcome.changes,
+            lead.account_id if account_moved else None,
+            linked=outcome.linked,
         )
         await outbox.add(session, event, subject=lead.id)
 
@@ -423,9 +431,15 @@ def captured_event(lead: KnownLead, item: LeadInput) -> Encoded:
 
 
 def updated_event(
-    lead: KnownLead, item: LeadInput, changes: dict[str, Any], moved_to: str | None
+    lead: KnownLead,
+    item: LeadInput,
+    changes: dict[str, Any],
+    moved_to: str | None,
+    *,
+    linked: dict[str, str] | None = None,
 ) -> Encoded:
-    """`lead.updated` with `changes` (and the new account, if it moved) (`LeadUpdated`)."""
+    """`lead.updated` with `changes` (and the new account, if it moved; the external ids
+    newly `linked`) (`LeadUpdated`)."""
     return Encoded(
         LeadUpdated,
         orjson.dumps(
@@ -435,6 +449,7 @@ def updated_event(
                 "changed_pii": sorted(k for k in changes if k in PII_FIELDS),
                 "account_id": moved_to or None,
                 "source": item.source,
+                "external_ids": linked or {},
             }
         ),
     )

@@ -56,12 +56,15 @@ class LeadCaptured(Payload):
 
 
 class LeadUpdated(Payload):
-    """A known lead's profile changed; only the changed fields are carried."""
+    """A known lead's profile changed, or it was linked to its record on another platform;
+    only the changed fields are carried, and only the ids newly linked (`external_ids`:
+    provider -> id, from this capture)."""
 
     changes: dict[str, Any] = Field(default_factory=dict)
     changed_pii: list[str] = Field(default_factory=list)
     account_id: uuid.UUID | None = None
     source: LeadSource | None = None
+    external_ids: dict[str, str] = Field(default_factory=dict)
 
 
 class LeadActivity(Payload):

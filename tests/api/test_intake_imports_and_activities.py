@@ -274,17 +274,18 @@ async def test_an_import_resolves_identities_within_and_across_its_batches(
         await runner
 
     summary = response.json()
-    assert (summary["rows"], summary["created"], summary["updated"]) == (8, 2, 3)
-    assert (summary["unchanged"], summary["failed"]) == (2, 1)
+    # updated: ann's job title, old's, bea linked to h-2, bea found by h-1 with cy's email
+    assert (summary["rows"], summary["created"], summary["updated"]) == (8, 2, 4)
+    assert (summary["unchanged"], summary["failed"]) == (1, 1)
     assert [(e["line"], e["field"]) for e in summary["errors"]] == [(3, "email")]
-    events = await intake.events("handoff.lead.captured", 6)  # the topic of lead events
+    events = await intake.events("handoff.lead.captured", 7)  # the topic of lead events
     by_lead: dict[str, list[tuple[str, dict[str, object]]]] = {}
     for event in events:
         by_lead.setdefault(event["key"], []).append((event["type"], event["data"]))
     old_id = old.json()["lead_id"]
-    assert len(events) == 6 and len(by_lead) == 3
-    ann, bea = (k for k, v in by_lead.items() if k != old_id and len(v) == 2)
-    ann, bea = (ann, bea) if by_lead[ann][1][1]["changes"] == {"job_title": "CTO"} else (bea, ann)
+    assert len(events) == 7 and len(by_lead) == 3
+    (ann,) = (k for k, v in by_lead.items() if k != old_id and len(v) == 2)
+    (bea,) = (k for k, v in by_lead.items() if k != old_id and len(v) == 3)
     assert [t for t, _ in by_lead[old_id]] == [
         "handoff.lead.captured.v1",
         "handoff.lead.updated.v1",
@@ -295,7 +296,9 @@ async def test_an_import_resolves_identities_within_and_across_its_batches(
     # lead.captured says what it was captured with, lead.updated the change
     assert "job_title" not in by_lead[ann][0][1]["profile"]
     assert by_lead[bea][0][1]["external_ids"] == {"hubspot": "h-1"}
-    assert by_lead[bea][1][1]["changed_pii"] == ["email"]  # found by h-1, email changed
+    assert by_lead[bea][1][1]["external_ids"] == {"hubspot": "h-2"}  # linked, nothing changed
+    assert by_lead[bea][1][1]["changes"] == {}
+    assert by_lead[bea][2][1]["changed_pii"] == ["email"]  # found by h-1, email changed
     view = (await intake.client.get(f"/v1/leads/{bea}", headers=intake.auth())).json()
     assert view["email"] == "cy@initech.com"
     assert sorted(view["external_ids"]["hubspot"]) == ["h-1", "h-2"]

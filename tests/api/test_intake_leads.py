@@ -119,6 +119,25 @@ async def test_sales_entering_the_value_marketing_had_makes_it_sales_owned(
     assert updated["data"]["changes"] == {"industry": "Retail"}
 
 
+async def test_linking_a_lead_to_another_platform_is_announced(intake: Intake) -> None:
+    first = await intake.client.post(
+        "/v1/leads", headers=intake.auth(), json={"email": "lin@acme.com", "first_name": "Lin"}
+    )
+    linked = await intake.client.post(
+        "/v1/leads",
+        headers=intake.auth(),
+        json={"email": "lin@acme.com", "first_name": "Lin", "external_ids": {"hubspot": "88"}},
+    )
+
+    assert linked.status_code == 200 and linked.json()["changed_fields"] == []
+    captured, updated = await intake.events("handoff.lead.captured", 2)
+    assert updated["type"] == "handoff.lead.updated.v1"
+    assert updated["subject"] == first.json()["lead_id"]
+    assert updated["data"]["external_ids"] == {"hubspot": "88"}
+    assert updated["data"]["changes"] == {}
+    assert captured["data"]["external_ids"] == {}
+
+
 async def test_an_empty_external_id_is_refused_and_merges_no_one(intake: Intake) -> None:
     ana = await intake.client.post(
         "/v1/leads",
