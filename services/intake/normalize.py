@@ -168,6 +168,18 @@ def normalize_phone(raw: str, country: str | None) -> str:
             raise NeedsCountry(f"{raw!r} is a national number: {NATIONAL_NUMBER_HINT}") from None
         hint = "" if country or not national else f" ({NATIONAL_NUMBER_HINT})"
         raise ValueError(f"{raw!r} is not a phone number{hint}") from None
-    if not phonenumbers.is_possible_number(number):
-        raise ValueError(f"{raw!r} is not a possible phone number")
+    # Possible (its length fits its country's plan, dialable from abroad), not "valid" by
+    # phonenumbers' metadata of assigned ranges: that lags the numbering plans, and a lead
+    # is not refused for a number a new range made real.
+    reason = phonenumbers.is_possible_number_with_reason(number)
+    if reason != phonenumbers.ValidationResult.IS_POSSIBLE:
+        why = _IMPOSSIBLE.get(reason, "")
+        raise ValueError(f"{raw!r} is not a possible phone number{why}")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+_IMPOSSIBLE = {
+    phonenumbers.ValidationResult.TOO_SHORT: " (too short)",
+    phonenumbers.ValidationResult.TOO_LONG: " (too long)",
+    phonenumbers.ValidationResult.IS_POSSIBLE_LOCAL_ONLY: " (a local number: give its area code)",
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -149,6 +150,26 @@ def test_phones_become_e164_and_national_numbers_need_a_country() -> None:
     with pytest.raises(ValueError, match="not a phone number") as unknown_code:
         normalize_phone("+999 1234567", None)  # international, but no such country code
     assert not isinstance(unknown_code.value, NeedsCountry)
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        ("+4912", "a local number: give its area code"),
+        ("+33 1 23", "too short"),
+        ("+1 415 555 01001", "too long"),
+    ],
+)
+def test_a_number_that_cannot_be_dialled_from_abroad_is_refused_saying_why(
+    raw: str, why: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"not a possible phone number ({why})")):
+        normalize_phone(raw, "DE")
+
+
+def test_a_possible_number_in_a_range_not_assigned_yet_is_kept() -> None:
+    # (phonenumbers says "not valid": its metadata of assigned ranges lags the plans)
+    assert normalize_phone("+1 555 555 5555", None) == "+15555555555"
 
 
 def test_free_and_disposable_mail_never_make_an_account() -> None:
