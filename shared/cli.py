@@ -27,6 +27,7 @@ from rich.table import Table
 
 from shared.auth import ROLES, TokenStore
 from shared.bus.local import LocalBus
+from shared.bus.port import BusError
 from shared.events.asyncapi import asyncapi_document
 from shared.events.catalog import CATALOG
 from shared.http import VERSION, build_app
@@ -76,9 +77,13 @@ def dev(host: Host = "127.0.0.1", port: Port = 8000, data_dir: DataDir = Path(".
         _fail(str(exc))
     first = settings[SERVICES[0]]
     configure_logging(level=first.log_level, json=first.log_json)
+    bus = LocalBus(first.local_bus_path(), partitions=first.topic_partitions)
+    try:
+        bus.check_free()
+    except BusError as exc:
+        _fail(f"{exc}: is `handoff dev` already running with --data-dir {data_dir}?")
     for name, s in settings.items():
         asyncio.run(upgrade(service_definition(name).migrations, s.resolved_database_url()))
-    bus = LocalBus(first.local_bus_path(), partitions=first.topic_partitions)
     runtimes = [
         ServiceRuntime(definition=service_definition(name), settings=s, bus=bus, owns_bus=False)
         for name, s in settings.items()

@@ -71,6 +71,17 @@ class LocalBus(Bus):
         self._groups: dict[str, list[LocalSubscription]] = defaultdict(list)
         self._group_lock: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
+    def check_free(self) -> None:
+        """Raise `BusError` now if another process has this log open (as `start` would,
+        later): a second `handoff dev` on one data directory says so before anything else."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.with_suffix(".lock").open("w") as probe:
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise BusError(f"{self.path} is in use by another handoff process") from None
+            fcntl.flock(probe, fcntl.LOCK_UN)
+
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_file = self.path.with_suffix(".lock").open("w")

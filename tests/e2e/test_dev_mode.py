@@ -70,6 +70,32 @@ async def test_dev_serves_all_five_services_with_docs_and_prints_an_admin_token(
     assert (tmp_path / "events.db").exists()
 
 
+async def test_a_second_dev_on_the_same_data_directory_says_so_before_anything_else(
+    tmp_path: Path,
+) -> None:
+    async with handoff_dev(tmp_path):
+        second = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "shared.cli",
+            "dev",
+            "--port",
+            str(free_port()),
+            "--data-dir",
+            str(tmp_path),
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        output = (await asyncio.wait_for(second.communicate(), timeout=60))[0].decode()
+
+    assert second.returncode == 2, output
+    assert "is in use by another handoff process" in output
+    assert "already running with --data-dir" in output
+    assert "admin token" not in output and "/docs" not in output
+
+
 async def test_handoff_import_streams_a_file_with_progress_and_prints_the_summary(
     tmp_path: Path,
 ) -> None:
