@@ -393,7 +393,7 @@ class OutboxRelay:
     every message, so a failed publish rolls the delete back and the rows go out again.
     Several relays may run against one PostgreSQL database: a transaction-scoped advisory
     lock lets one publish at a time (keeping per-lead order); one that finds another
-    publishing tries again `LOCK_RETRY_S` later. It sleeps until a commit wakes it, with a
+    publishing tries again `LOCK_RETRY_S` later, then less and less often. It sleeps until a commit wakes it, with a
     slow safety poll.
 
     Under load it lingers, as a Kafka producer does: after a cycle that published, the
@@ -443,6 +443,7 @@ class OutboxRelay:
     async def run(self) -> None:
         """Relay until `stop()`; failures are logged and retried with backoff."""
         loop = asyncio.get_running_loop()
+        busy_for = 0.0  # how long it last waited for another relay (doubling, at most idle_poll)
         while not self._stopping.is_set():
             began = loop.time()
             self.outbox.wake.clear()  # before reading: a commit from now on wakes us again
@@ -450,12 +451,15 @@ class OutboxRelay:
                 published = await self._relay_with_retry()
             except RetryError:
                 return  # stopped while retrying
+            if self._lock_busy and not self._stopping.is_set():
+                # another relay is publishing: ours may be behind it
+                busy_for = min(busy_for * 2, self.idle_poll) if busy_for else LOCK_RETRY_S
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=busy_for)
+                continue
+            busy_for = 0.0
             if published >= self.batch_size or self._stopping.is_set():
                 continue  # a backlog: on at once
-            if self._lock_busy:  # another relay is publishing: ours may be behind it
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), timeout=LOCK_RETRY_S)
-                continue
             if published and self.linger:  # let the next commits' events gather
                 with contextlib.suppress(TimeoutError):
                     lingering = began + self.linger - loop.time()
@@ -563,8 +567,10 @@ class OutboxRelay:
         self.outbox.wake.set()
 
 
-# How soon a relay that found another one publishing tries again: its own process's
-# commits may be waiting, and no commit of theirs will wake it (one did already).
+# How soon a relay that found another one publishing tries again (then twice as long each
+# time, up to its idle poll: a relay stuck publishing to a broker that is away is not polled
+# twenty times a second): its own process's commits may be waiting, and no commit of
+# theirs will wake it (one did already).
 LOCK_RETRY_S = 0.05
 
 # The lock, and fresh plans for this transaction's claims. The outbox is a queue, mostly

@@ -76,7 +76,8 @@ def merge(
                     f"with these it would have {len(value)}",
                 )
         if known.profile.get(name) == value:
-            if source == "sales" and known.field_sources.get(name) != "sales":
+            # (not the email: every capture names it, to find the lead)
+            if source == "sales" and name != "email" and known.field_sources.get(name) != "sales":
                 confirmed.append(name)
             continue
         if (

@@ -19,7 +19,12 @@ from services.intake.canonical import PII_FIELDS, NewLeadInput, account_domain_o
 from services.intake.driver_sql import DriverSql, Query
 from services.intake.identity import KnownLead, MergeRefused, apply, merge
 from services.intake.models import accounts, lead_external_ids, leads
-from services.intake.normalize import NATIONAL_NUMBER_HINT, email_domain, normalize_phone
+from services.intake.normalize import (
+    NATIONAL_NUMBER_HINT,
+    ImpossibleNumber,
+    email_domain,
+    normalize_phone,
+)
 from shared.db import after_commit
 from shared.events.payloads import LeadCaptured, LeadUpdated
 from shared.ids import time_ordered_id
@@ -302,8 +307,11 @@ async def _capture(
                     incoming["phone"] = normalize_phone(
                         item.national_phone, lead.profile.get("country")
                     )
-                except ValueError:
-                    return CaptureOutcome(error=_national_phone_refused(item.national_phone, lead))
+                except ValueError as refused:
+                    why = refused.why if isinstance(refused, ImpossibleNumber) else ""
+                    return CaptureOutcome(
+                        error=_national_phone_refused(item.national_phone, lead, why)
+                    )
             try:
                 merged = merge(
                     lead,
@@ -385,12 +393,16 @@ async def _capture(
     return outcomes
 
 
-def _national_phone_refused(number: str, lead: KnownLead | None = None) -> CaptureError:
+def _national_phone_refused(
+    number: str, lead: KnownLead | None = None, why: str = ""
+) -> CaptureError:
+    """A national number refused: no country to read it in, or not a number in the lead's
+    country (`why`: how, as `ImpossibleNumber` says it)."""
     country = lead.profile.get("country") if lead is not None else None
     if country is None:
         reason = f"{number!r} is a national number: {NATIONAL_NUMBER_HINT}"
     else:
-        reason = f"{number!r} is not a possible phone number in {country}"
+        reason = f"{number!r} is not a possible phone number in {country}{why}"
     return CaptureError("phone", reason, conflict=False)
 
 

@@ -150,6 +150,14 @@ def _country_names() -> dict[str, str]:
     return names
 
 
+class ImpossibleNumber(ValueError):
+    """A number its country's plan cannot hold; `why` says how (" (too short)"...)."""
+
+    def __init__(self, raw: str, why: str) -> None:
+        super().__init__(f"{raw!r} is not a possible phone number{why}")
+        self.why = why
+
+
 class NeedsCountry(ValueError):
     """A national number (no +country code) and no country to read it in."""
 
@@ -173,8 +181,7 @@ def normalize_phone(raw: str, country: str | None) -> str:
     # is not refused for a number a new range made real.
     reason = phonenumbers.is_possible_number_with_reason(number)
     if reason != phonenumbers.ValidationResult.IS_POSSIBLE:
-        why = _IMPOSSIBLE.get(reason, "")
-        raise ValueError(f"{raw!r} is not a possible phone number{why}")
+        raise ImpossibleNumber(raw, _IMPOSSIBLE.get(reason, ""))
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 

@@ -138,6 +138,25 @@ async def test_linking_a_lead_to_another_platform_is_announced(intake: Intake) -
     assert captured["data"]["external_ids"] == {}
 
 
+async def test_a_national_number_impossible_in_the_leads_country_says_why(
+    intake: Intake,
+) -> None:
+    lead = {"email": "ute@acme.de", "country": "DE"}
+    await intake.client.post("/v1/leads", headers=intake.auth(), json=lead)
+    refused = await intake.client.post(
+        "/v1/leads", headers=intake.auth(), json={"email": "ute@acme.de", "phone": "12"}
+    )
+
+    assert refused.status_code == 422
+    assert refused.json()["errors"] == [
+        {
+            "field": "phone",
+            "reason": "'12' is not a possible phone number in DE "
+            "(a local number: give its area code)",
+        }
+    ]
+
+
 async def test_an_empty_external_id_is_refused_and_merges_no_one(intake: Intake) -> None:
     ana = await intake.client.post(
         "/v1/leads",

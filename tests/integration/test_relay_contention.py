@@ -20,7 +20,7 @@ from tests.support import Ping, catalog_with_ping, create_schema, eventually, ou
 pytestmark = pytest.mark.integration
 
 
-async def test_a_relay_that_found_another_publishing_tries_again_soon(
+async def test_a_relay_that_found_another_publishing_tries_again_soon_then_less_often(
     postgres_admin_url: str, tmp_path: Path
 ) -> None:
     async with new_pg_database(postgres_admin_url) as url:
@@ -30,6 +30,15 @@ async def test_a_relay_that_found_another_publishing_tries_again_soon(
         outbox = Outbox(service="busy", tables=outbox_tables, catalog=catalog_with_ping("t"))
         # No safety poll to save it: only a retry can publish its event in time.
         relay = OutboxRelay(db=db, outbox=outbox, bus=bus, idle_poll=60.0)
+        tries = 0
+        claim = relay.relay_once
+
+        async def counted() -> int:
+            nonlocal tries
+            tries += 1
+            return await claim()
+
+        relay.relay_once = counted  # type: ignore[method-assign]
         other = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
         running = None
         try:
@@ -39,8 +48,10 @@ async def test_a_relay_that_found_another_publishing_tries_again_soon(
             running = asyncio.create_task(relay.run())
             async with db.transaction() as session:  # wakes our relay, which finds it busy
                 await outbox.add(session, Ping(lead_id=uuid.uuid4(), n=1), subject="lead-1")
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(1.0)
             assert await waiting(db) == 1
+            # 50 ms, then twice as long each time: 0, 0.05, 0.15, 0.35, 0.75 s (not 20 tries)
+            assert 3 <= tries <= 6, tries
 
             await other.execute("SELECT pg_advisory_unlock($1)", _advisory_lock_id("busy"))
 

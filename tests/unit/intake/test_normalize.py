@@ -236,6 +236,19 @@ def test_sales_may_overwrite_anything_and_equal_values_are_no_change() -> None:
     assert result.new_external_ids == {("hubspot", "1")}
 
 
+def test_sales_confirming_a_value_owns_it_but_naming_the_email_does_not() -> None:
+    lead = known(email="a@acme.com", job_title="CFO")
+    lead.field_sources = {"email": "marketing", "job_title": "marketing"}
+    result = merge(
+        lead,
+        {"email": "a@acme.com", "job_title": "CFO"},  # (every capture names the email)
+        source="sales",
+        external_ids={},
+        sales_owned=frozenset({"email", "job_title"}),
+    )
+    assert (result.changes, result.confirmed) == ({}, ["job_title"])
+
+
 def test_custom_attributes_may_change_but_not_grow_past_the_bound() -> None:
     crowded = known(custom={f"k{i}": i for i in range(60)})  # stored before the bound
     changed = merge(
