@@ -393,8 +393,8 @@ class OutboxRelay:
     every message, so a failed publish rolls the delete back and the rows go out again.
     Several relays may run against one PostgreSQL database: a transaction-scoped advisory
     lock lets one publish at a time (keeping per-lead order); one that finds another
-    publishing tries again `LOCK_RETRY_S` later, then less and less often. It sleeps until a commit wakes it, with a
-    slow safety poll.
+    publishing tries again `LOCK_RETRY_S` later, then less and less often. It sleeps until
+    a commit wakes it, with a slow safety poll.
 
     Under load it lingers, as a Kafka producer does: after a cycle that published, the
     next starts no sooner than `linger` seconds after it began, so the events of every
