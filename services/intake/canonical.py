@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from services.intake import domains, normalize
+from shared.lead_fields import PROFILE_FIELDS
 
 LeadSource = Literal["marketing", "sales"]
 Channel = Literal[
@@ -79,28 +80,6 @@ CustomValue = Annotated[Scalar, AfterValidator(_bounded)]
 MAX_CUSTOM = 50
 # Never on the bus: direct identifiers, and free-form custom attributes (they may hold any).
 PII_FIELDS = frozenset({"email", "first_name", "last_name", "phone", "visitor_id", "custom"})
-PROFILE_FIELDS = (
-    "email",
-    "first_name",
-    "last_name",
-    "phone",
-    "company",
-    "company_domain",
-    "job_title",
-    "department",
-    "seniority",
-    "company_size",
-    "industry",
-    "country",
-    "marketing_consent",
-    "channel",
-    "campaign",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "utm_term",
-    "utm_content",
-)
 
 
 class LeadIn(BaseModel):

@@ -260,11 +260,10 @@ async def _capture(
     created: list[KnownLead] = []
     dirty: dict[str, KnownLead] = {}
     new_ids: list[tuple[str, str, str]] = []  # (provider, external id, lead id)
-    pending_events: list[tuple[KnownLead, LeadInput, CaptureOutcome]] = []
-    pending_traces: list[str | None] = []  # (each pending event's)
-    trace: str | None = None  # (the item being captured's)
+    # each capture's lead, item, outcome and trace (`traces`), for its events
+    pending_events: list[tuple[KnownLead, LeadInput, CaptureOutcome, str | None]] = []
 
-    def capture(item: LeadInput) -> CaptureOutcome:
+    def capture(item: LeadInput, trace: str | None) -> CaptureOutcome:
         nonlocal new_ids
         try:
             lead = known.resolve(item)
@@ -340,17 +339,16 @@ async def _capture(
                 protected=merged.protected,
                 linked=dict(sorted(merged.new_external_ids)),
             )
-        pending_events.append((lead, item, outcome))
-        pending_traces.append(trace)
+        pending_events.append((lead, item, outcome, trace))
         return outcome
 
     for index, item in enumerate(items):
         trace = traces[index] if traces is not None else None
-        outcome = capture(item)
+        outcome = capture(item, trace)
         if outcome.error is not None and presumed:
             raise _LookupNeeded  # (nothing is written yet, and `fallback` was not called)
         if outcome.error is not None and fallback is not None and (parts := fallback(index)):
-            outcome.parts = [capture(part) for part in parts]
+            outcome.parts = [capture(part, trace) for part in parts]
         outcomes.append(outcome)
         if index % _YIELD_EVERY == _YIELD_EVERY - 1:
             await asyncio.sleep(0)  # let other tasks in (a thousand items take ~25 ms)
@@ -359,20 +357,18 @@ async def _capture(
     # lead.updated, whatever the batch boundaries.
     account_domains = [
         item.account_domain() if outcome.created else _account_domain(lead)
-        for lead, item, outcome in pending_events
+        for lead, item, outcome, _ in pending_events
     ]
     touched = {lead.id for lead in created} | dirty.keys()
     wanted = {
         domain: lead.profile.get("company")
-        for (lead, _, _), domain in zip(pending_events, account_domains, strict=True)
+        for (lead, _, _, _), domain in zip(pending_events, account_domains, strict=True)
         if domain is not None and lead.id in touched
     }
     account_ids = await _accounts(session, wanted, now, accounts_found)
     if accounts_known is not None and account_ids:
         after_commit(session, partial(accounts_known.learn, account_ids))
-    for (lead, item, outcome), domain, trace in zip(
-        pending_events, account_domains, pending_traces, strict=True
-    ):
+    for (lead, item, outcome, trace), domain in zip(pending_events, account_domains, strict=True):
         previous_account = lead.account_id
         lead.account_id = account_ids.get(domain) or lead.account_id
         outcome.account_id = lead.account_id
@@ -382,11 +378,10 @@ async def _capture(
             continue
         if lead.account_id != previous_account:
             dirty[lead.id] = lead
-        with traced(trace):
-            await _emit(outbox, session, lead, item, outcome, previous_account)
+        await _emit_update(outbox, session, lead, item, outcome, previous_account, trace)
     new = {lead.id for lead in created}  # (not `in created`: that compares every field)
     await _write(session, created, [d for d in dirty.values() if d.id not in new], new_ids, now)
-    for (lead, item, _), trace in zip(pending_events, pending_traces, strict=True):
+    for lead, item, _, trace in pending_events:
         if item.visitor_id:
             with traced(trace):
                 await stitch_visitor(session, outbox, visitor_id=item.visitor_id, lead_id=lead.id)
@@ -406,17 +401,17 @@ def _national_phone_refused(
     return CaptureError("phone", reason, conflict=False)
 
 
-async def _emit(
+async def _emit_update(
     outbox: Outbox,
     session: AsyncSession,
     lead: KnownLead,
     item: LeadInput,
     outcome: CaptureOutcome,
     previous_account: str | None,
+    traceparent: str | None,
 ) -> None:
-    if outcome.created:
-        await outbox.add(session, captured_event(lead, item), subject=lead.id, new_subject=True)
-        return
+    """`lead.updated` for a known lead, if the capture changed it, moved its account or
+    linked it to a new external id."""
     account_moved = lead.account_id != previous_account
     if outcome.changes or account_moved or outcome.linked:
         event = updated_event(
@@ -426,7 +421,7 @@ async def _emit(
             lead.account_id if account_moved else None,
             linked=outcome.linked,
         )
-        await outbox.add(session, event, subject=lead.id)
+        await outbox.add(session, event, subject=lead.id, traceparent=traceparent)
 
 
 # lead.captured and lead.updated are encoded here, straight to JSON: one per captured row,

@@ -74,21 +74,22 @@ class LocalBus(Bus):
     def check_free(self) -> None:
         """Raise `BusError` now if another process has this log open (as `start` would,
         later): a second `handoff dev` on one data directory says so before anything else."""
+        self._locked().close()  # (closing the file lets the lock go)
+
+    def _locked(self) -> IO[str]:
+        """The log's lock file, locked for this process alone (`BusError` if another
+        holds it): one process writes the log."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.with_suffix(".lock").open("w") as probe:
-            try:
-                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise BusError(f"{self.path} is in use by another handoff process") from None
-            fcntl.flock(probe, fcntl.LOCK_UN)
+        lock_file = self.path.with_suffix(".lock").open("w")
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock_file.close()
+            raise BusError(f"{self.path} is in use by another handoff process") from None
+        return lock_file
 
     async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_file = self.path.with_suffix(".lock").open("w")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BusError(f"{self.path} is in use by another handoff process") from None
+        self._lock_file = self._locked()
         # Inline sqlite3 (no worker thread): each call takes microseconds, and this process
         # is the log's only writer.
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

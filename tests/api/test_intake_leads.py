@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 from services.intake.idempotency import StoredAnswer, raw_hash, remember_answer
 from tests.api.conftest import Intake
@@ -23,6 +24,14 @@ ANA = {
 }
 
 
+async def lead_view(intake: Intake, lead_id: str) -> dict[str, Any]:
+    """`GET /v1/leads/{id}`, as an admin sees it."""
+    response = await intake.client.get(f"/v1/leads/{lead_id}", headers=intake.auth())
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
 async def test_a_new_lead_is_stored_normalized_and_announced_without_personal_data(
     intake: Intake,
 ) -> None:
@@ -30,7 +39,7 @@ async def test_a_new_lead_is_stored_normalized_and_announced_without_personal_da
     assert response.status_code == 201
     lead_id = response.json()["lead_id"]
 
-    stored = (await intake.client.get(f"/v1/leads/{lead_id}", headers=intake.auth())).json()
+    stored = await lead_view(intake, lead_id)
     (event,) = await intake.events("handoff.lead.captured", 1)
 
     assert stored["email"] == "ana.souza@acme.com"
@@ -71,9 +80,7 @@ async def test_a_marketing_sync_does_not_overwrite_what_sales_entered(intake: In
 
     assert sync.json()["protected_fields"] == ["job_title"]
     assert sync.json()["changed_fields"] == ["industry"]
-    stored = (
-        await intake.client.get(f"/v1/leads/{sync.json()['lead_id']}", headers=intake.auth())
-    ).json()
+    stored = await lead_view(intake, sync.json()["lead_id"])
     assert stored["profile"]["job_title"] == "CFO"
 
 
@@ -110,9 +117,7 @@ async def test_sales_entering_the_value_marketing_had_makes_it_sales_owned(
     assert confirmed.status_code == 200 and confirmed.json()["changed_fields"] == []
     assert sync.json()["protected_fields"] == ["job_title"]
     assert sync.json()["changed_fields"] == ["industry"]
-    stored = (
-        await intake.client.get(f"/v1/leads/{sync.json()['lead_id']}", headers=intake.auth())
-    ).json()
+    stored = await lead_view(intake, sync.json()["lead_id"])
     assert stored["profile"]["job_title"] == "CFO"
     # the confirmation changed nothing anyone reads on the bus: the next event is the sync's
     _captured, updated = await intake.events("handoff.lead.captured", 2)
@@ -173,9 +178,7 @@ async def test_an_empty_external_id_is_refused_and_merges_no_one(intake: Intake)
     assert blank.json()["errors"] == [
         {"field": "external_ids.hubspot", "reason": "String should have at least 1 character"}
     ]
-    stored = (
-        await intake.client.get(f"/v1/leads/{ana.json()['lead_id']}", headers=intake.auth())
-    ).json()
+    stored = await lead_view(intake, ana.json()["lead_id"])
     assert stored["email"] == "ana@acme.com"
 
 
@@ -212,7 +215,7 @@ async def test_a_marketing_import_cannot_claim_or_overwrite_sales_leads(intake: 
     assert (summary["failed"], summary["unchanged"]) == (1, 1)
     assert [(e["line"], e["field"]) for e in summary["errors"]] == [(1, "source")]
     lead_id = (await intake.events("handoff.lead.captured", 1))[0]["key"]
-    stored = (await intake.client.get(f"/v1/leads/{lead_id}", headers=intake.auth())).json()
+    stored = await lead_view(intake, lead_id)
     assert stored["profile"]["job_title"] == "CFO"
 
 
@@ -348,7 +351,7 @@ async def test_erasure_removes_personal_data_and_tells_every_service(intake: Int
         "lead_id"
     ]
     erased = await intake.client.delete(f"/v1/leads/{lead_id}", headers=intake.auth("manager"))
-    stored = (await intake.client.get(f"/v1/leads/{lead_id}", headers=intake.auth())).json()
+    stored = await lead_view(intake, lead_id)
     events = await intake.events("handoff.lead.captured", 2)
 
     assert erased.status_code == 204

@@ -35,6 +35,14 @@ from tests.api.conftest import Intake
 HUBSPOT_SECRET = "hubspot-app-secret-0123456789"
 STANDARD_SECRET = "whsec_" + base64.b64encode(b"standard-webhooks-secret-32bytes").decode()
 SOURCE = SourceConfig(name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+# What every HubSpot event carries besides its own ids and type.
+HUBSPOT_BASE = {
+    "portalId": 1,
+    "appId": 7,
+    "occurredAt": 1,
+    "attemptNumber": 0,
+    "subscriptionId": 3,
+}
 
 
 async def add_source(intake: Intake, **source: object) -> None:
@@ -494,12 +502,11 @@ async def test_concurrent_deliveries_are_applied_together_and_each_gets_its_own_
 ) -> None:
     await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
     url = "http://intake.test/v1/webhooks/hubspot"
-    base = {"portalId": 1, "appId": 7, "occurredAt": 1, "attemptNumber": 0, "subscriptionId": 3}
     bodies = [
         json.dumps(
             [
                 {
-                    **base,
+                    **HUBSPOT_BASE,
                     "eventId": 100 + n,
                     "objectId": 500 + n,
                     "subscriptionType": "contact.propertyChange",
@@ -507,7 +514,14 @@ async def test_concurrent_deliveries_are_applied_together_and_each_gets_its_own_
                     "propertyValue": f"person{n}@batch.com",
                 },
                 *(
-                    [{**base, "eventId": 900, "objectId": 1, "subscriptionType": "deal.creation"}]
+                    [
+                        {
+                            **HUBSPOT_BASE,
+                            "eventId": 900,
+                            "objectId": 1,
+                            "subscriptionType": "deal.creation",
+                        }
+                    ]
                     if n == 3
                     else []
                 ),
@@ -529,12 +543,11 @@ async def test_concurrent_deliveries_are_applied_together_and_each_gets_its_own_
 async def test_each_delivery_of_a_batch_keeps_the_trace_it_came_in(intake: Intake) -> None:
     await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
     url = "http://intake.test/v1/webhooks/hubspot"
-    base = {"portalId": 1, "appId": 7, "occurredAt": 1, "attemptNumber": 0, "subscriptionId": 3}
     traces = {f"trace{n}.com": f"{n + 1:032x}" for n in range(8)}  # email domain -> trace id
     requests = []
     for n, (domain, trace) in enumerate(traces.items()):
         event = {
-            **base,
+            **HUBSPOT_BASE,
             "eventId": 300 + n,
             "objectId": 700 + n,
             "subscriptionType": "contact.propertyChange",

@@ -27,11 +27,9 @@ class DevProcess:
     output: str = ""  # what it printed, once it has stopped
 
 
-@asynccontextmanager
-async def handoff_dev(data_dir: Path) -> AsyncIterator[DevProcess]:
-    """`handoff dev` on a free port, stopped with SIGTERM afterwards."""
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
+async def start_dev(port: int, data_dir: Path, *, stdout: int) -> asyncio.subprocess.Process:
+    """`handoff dev` as a process of its own; what it prints for people goes to stderr."""
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "shared.cli",
@@ -41,9 +39,17 @@ async def handoff_dev(data_dir: Path) -> AsyncIterator[DevProcess]:
         "--data-dir",
         str(data_dir),
         cwd=ROOT,
-        stdout=asyncio.subprocess.DEVNULL,
+        stdout=stdout,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "200"},
     )
+
+
+@asynccontextmanager
+async def handoff_dev(data_dir: Path) -> AsyncIterator[DevProcess]:
+    """`handoff dev` on a free port, stopped with SIGTERM afterwards."""
+    port = free_port()
+    proc = await start_dev(port, data_dir, stdout=asyncio.subprocess.DEVNULL)
     dev = DevProcess(base=f"http://127.0.0.1:{port}", ready={})
     try:
         dev.ready = await wait_ready(dev.base)
@@ -74,21 +80,9 @@ async def test_a_second_dev_on_the_same_data_directory_says_so_before_anything_e
     tmp_path: Path,
 ) -> None:
     async with handoff_dev(tmp_path):
-        second = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "shared.cli",
-            "dev",
-            "--port",
-            str(free_port()),
-            "--data-dir",
-            str(tmp_path),
-            cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, "COLUMNS": "200"},
-        )
-        output = (await asyncio.wait_for(second.communicate(), timeout=60))[0].decode()
+        second = await start_dev(free_port(), tmp_path, stdout=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(second.communicate(), timeout=60)
+        output = (out + err).decode()
 
     assert second.returncode == 2, output
     assert "is in use by another handoff process" in output

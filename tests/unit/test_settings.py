@@ -159,8 +159,21 @@ def test_bant_criteria_read_as_a_list_and_unknown_ones_are_named(
         load_settings("qualification")
 
 
-def test_the_lead_fields_settings_know_are_the_intakes() -> None:
-    from services.intake.canonical import PROFILE_FIELDS
-    from shared.settings import LEAD_FIELDS
-
-    assert {*PROFILE_FIELDS, "custom"} == LEAD_FIELDS
+def test_by_default_sales_owns_the_profile_and_marketing_keeps_consent_and_attribution(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("HANDOFF_SALES_OWNED_FIELDS", raising=False)
+    owned = load_settings("intake").sales_owned_fields  # type: ignore[attr-defined]
+    assert owned == {
+        "first_name",
+        "last_name",
+        "phone",
+        "company",
+        "company_domain",
+        "job_title",
+        "department",
+        "seniority",
+        "company_size",
+        "industry",
+        "country",
+    }

@@ -19,6 +19,7 @@ from standardwebhooks import Webhook
 from services.intake.canonical import LeadIn
 from services.intake.providers import (
     ADAPTERS,
+    InboundItem,
     InboundRequest,
     PayloadError,
     SignatureError,
@@ -60,6 +61,11 @@ def signed_hubspot_request(body: bytes, at: datetime = NOW) -> InboundRequest:
     timestamp = millis(at)
     signature = hubspot_v3(HUBSPOT.secret, "POST", HUBSPOT_URL, body, timestamp)
     return hubspot_request(body, signature, timestamp)
+
+
+def parse_hubspot(events: list[Any], source: SourceConfig = HUBSPOT) -> list[InboundItem]:
+    """What the HubSpot adapter makes of a signed request carrying `events`."""
+    return ADAPTERS["hubspot"].parse(signed_hubspot_request(json.dumps(events).encode()), source)
 
 
 def hubspot_event(event_id: int, subscription_type: str, **extra: Any) -> dict[str, Any]:
@@ -144,7 +150,7 @@ def test_hubspot_batch_keeps_contact_events_and_flags_unsupported_ones() -> None
     ]
     source = SourceConfig(name="hs", provider="hubspot", secret="s", channel="web_form")
 
-    items = ADAPTERS["hubspot"].parse(signed_hubspot_request(json.dumps(events).encode()), source)
+    items = parse_hubspot(events, source)
 
     created, changed, deal = items
     assert created.delivery_id == "hubspot:62515:100"
@@ -167,9 +173,7 @@ def test_hubspot_unmapped_property_goes_to_custom_unless_the_field_map_names_it(
     ]
     source = SourceConfig("hs", "hubspot", "s", field_map={"hs_source": "utm_source"})
 
-    lifecycle, utm = ADAPTERS["hubspot"].parse(
-        signed_hubspot_request(json.dumps(events).encode()), source
-    )
+    lifecycle, utm = parse_hubspot(events, source)
 
     assert lifecycle.data["custom"] == {"hubspot_lifecyclestage": "x"}
     assert utm.data["utm_source"] == "ads"
@@ -181,9 +185,7 @@ def test_hubspot_property_cleared_in_hubspot_changes_nothing_here(cleared: str |
         9, "contact.propertyChange", propertyName="jobtitle", propertyValue=cleared
     )
 
-    (item,) = ADAPTERS["hubspot"].parse(
-        signed_hubspot_request(json.dumps([event]).encode()), HUBSPOT
-    )
+    (item,) = parse_hubspot([event])
 
     assert item.error is None
     assert item.data == {
@@ -198,9 +200,7 @@ def test_hubspot_event_without_an_object_id_is_an_item_error() -> None:
     event = hubspot_event(7, "contact.creation")
     del event["objectId"]
 
-    (item,) = ADAPTERS["hubspot"].parse(
-        signed_hubspot_request(json.dumps([event]).encode()), HUBSPOT
-    )
+    (item,) = parse_hubspot([event])
 
     assert (item.delivery_id, item.error) == ("hubspot:62515:7", "event has no objectId")
 
