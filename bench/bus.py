@@ -259,7 +259,7 @@ class PipelineConsumer(ConsumerSide):
     async def _handle(self, ctx: HandlerContext, payload: BenchPing) -> None:
         """The consumer's effect: one row per event, written as `--handler` says."""
         self.sink.pending.append((payload.t_sched, payload.t_add, time.perf_counter_ns()))
-        row = {"event_id": str(ctx.envelope.id), "lead_id": str(payload.lead_id), "n": payload.n}
+        row = {"event_id": ctx.event_id, "lead_id": str(payload.lead_id), "n": payload.n}
         if self.handler == "execute":  # the obvious handler: one INSERT statement per event
             await ctx.session.execute(insert(effects).values(**row))
         elif self.handler == "prebuilt":  # the statement built once, parameters per event

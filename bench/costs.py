@@ -6,7 +6,12 @@ it), on SQLite and on PostgreSQL:
 - **relay**: `OutboxRelay.relay_once` moving K committed events from the outbox to a
   `LocalBus` log (claim, publish, commit);
 - **capture**: intake's `capture_batch` creating K new leads (lookups, account, leads,
-  `lead.captured` in the outbox, commit), as a webhook batch or an import batch does.
+  `lead.captured` in the outbox, commit), as a webhook batch or an import batch does;
+- **produce**: a producer's transaction adding K events about leads seen before
+  (`Outbox.add`, the flush with each lead's sequence, commit), as `bus.py`'s writers do;
+- **consume**: `EventConsumer.process` applying K records as a Kafka subscription hands
+  them over (decoding, the inbox, a handler staging one row per event, commit), as
+  `bus.py`'s consumer does.
 
 For each it reports the process's CPU time per unit at several K, and the two numbers a
 line through them gives: the fixed cost of a unit and the cost of one more event (lead).
@@ -27,14 +32,19 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 from rich.console import Console
 from rich.table import Table
 
 from bench.common import (
+    PAD,
     BenchPing,
     FreshPgDatabase,
+    at_least,
     catalog_with_bench_ping,
     create_schema,
+    effects,
+    inbox_table,
     machine,
     outbox_tables,
     postgres_admin_url,
@@ -45,14 +55,22 @@ from services.intake.canonical import LeadIn
 from services.intake.leads import capture_batch
 from services.intake.models import outbox_tables as intake_outbox_tables
 from shared.bus.local import LocalBus
+from shared.bus.port import Record
+from shared.consumer import EventConsumer, HandlerContext
 from shared.db import Database
 from shared.events.catalog import CATALOG
+from shared.inbox import Inbox
 from shared.migrations import upgrade
 from shared.outbox import Outbox, OutboxRelay
-from shared.process import run_on_service_loop
+from shared.process import run_on_service_loop, settle_for_serving
+from shared.settings import ServiceSettings
 
 RELAY_SIZES = (1, 32, 500)
 CAPTURE_SIZES = (1, 32, 500)
+PRODUCE_SIZES = (1, 100)
+CONSUME_SIZES = (1, 500)
+ALL_SIZES = sorted(set(RELAY_SIZES) | set(CAPTURE_SIZES) | set(PRODUCE_SIZES) | set(CONSUME_SIZES))
+LEADS = 1000
 WARMUP = 20
 
 
@@ -139,6 +157,102 @@ async def capture_costs(url: str, sizes: Sequence[int], units: int) -> dict[int,
     return out
 
 
+async def produce_costs(url: str, sizes: Sequence[int], units: int) -> dict[int, float]:
+    """CPU per producer transaction of K events about leads seen before, for each K (the
+    outbox is emptied between units, untimed, as a relay would)."""
+    db = Database(url)
+    await create_schema(db)
+    outbox = Outbox(
+        service="costs", tables=outbox_tables, catalog=catalog_with_bench_ping("t.costs")
+    )
+    leads = [uuid.uuid4() for _ in range(LEADS)]
+    subjects = [str(lead) for lead in leads]
+    written = 0
+    out: dict[int, float] = {}
+    try:
+        for k in sizes:
+
+            async def prepare() -> None:
+                async with db.transaction() as session:
+                    await session.execute(outbox.table.delete())
+
+            async def unit(_: None, k: int = k) -> None:
+                nonlocal written
+                async with db.transaction() as session:
+                    for _ in range(k):
+                        i = written % LEADS
+                        ping = BenchPing(lead_id=leads[i], n=written, t_sched=0, t_add=0, pad=PAD)
+                        await outbox.add(session, ping, subject=subjects[i])
+                        written += 1
+
+            out[k] = await _timed(units, prepare, unit)
+    finally:
+        await db.dispose()
+    return out
+
+
+async def consume_costs(url: str, sizes: Sequence[int], units: int) -> dict[int, float]:
+    """CPU per `EventConsumer.process` of K new records, for each K: the records are
+    what a relay publishes (the outbox's rows) as a Kafka subscription delivers them; the
+    handler stages one row per event, as `bus.py`'s does."""
+    db = Database(url)
+    await create_schema(db)
+    topic = "t.costs"
+    catalog = catalog_with_bench_ping(topic)
+    outbox = Outbox(service="costs", tables=outbox_tables, catalog=catalog)
+    bus = LocalBus(Path(tempfile.mkdtemp(prefix="handoff-costs-")) / "bus.db")
+
+    async def handle(ctx: HandlerContext, payload: BenchPing) -> None:
+        ctx.stage(effects, event_id=ctx.event_id, lead_id=str(payload.lead_id), n=payload.n)
+
+    consumer = EventConsumer(
+        service="costs",
+        group="costs",
+        bus=bus,
+        db=db,
+        inbox=Inbox(inbox_table),
+        catalog=catalog,
+        handlers={BenchPing: [handle]},
+    )
+    leads = [uuid.uuid4() for _ in range(LEADS)]
+    made = 0
+    out: dict[int, float] = {}
+    try:
+        for k in sizes:
+
+            async def prepare(k: int = k) -> list[Record]:
+                nonlocal made
+                async with db.transaction() as session:
+                    for _ in range(k):
+                        lead = leads[made % LEADS]
+                        ping = BenchPing(lead_id=lead, n=made, t_sched=0, t_add=0, pad=PAD)
+                        await outbox.add(session, ping, subject=str(lead))
+                        made += 1
+                table = outbox.table
+                async with db.transaction() as session:
+                    rows = (
+                        await session.execute(
+                            table.delete().returning(table.c.key, table.c.headers, table.c.value)
+                        )
+                    ).all()
+                return [
+                    Record(topic, 0, made + n, key, bytes(value), tuple(_pairs(headers)))
+                    for n, (key, headers, value) in enumerate(rows)
+                ]
+
+            async def unit(records: list[Record]) -> None:
+                await consumer.process(records)
+
+            out[k] = await _timed(units, prepare, unit)
+    finally:
+        await db.dispose()
+    return out
+
+
+def _pairs(stored: str) -> list[tuple[str, bytes]]:
+    return [(name, value.encode()) for name, value in orjson.loads(stored)]
+
+
 def fit(costs: dict[int, float]) -> tuple[float, float]:
     """(fixed, per item) in seconds, from the smallest and the largest K."""
     small, large = min(costs), max(costs)
@@ -148,10 +262,20 @@ def fit(costs: dict[int, float]) -> tuple[float, float]:
 
 async def main(args: argparse.Namespace) -> None:
     console = Console()
-    results: dict[str, Any] = {"machine": machine(), "units": args.units}
+    # The collector as a service process runs it: every unit of work allocates per event,
+    # and at Python's defaults its passes over the batch in hand were half of a consumer's
+    # CPU here (an event's decoding ~17 against ~4 µs).
+    settle_for_serving(args.gc_threshold)
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "units": args.units,
+        "gc_threshold": args.gc_threshold,
+    }
     async with (
         FreshPgDatabase(postgres_admin_url(), "costs_relay") as pg_relay,
         FreshPgDatabase(postgres_admin_url(), "costs_capture") as pg_capture,
+        FreshPgDatabase(postgres_admin_url(), "costs_produce") as pg_produce,
+        FreshPgDatabase(postgres_admin_url(), "costs_consume") as pg_consume,
     ):
         scratch = Path(tempfile.mkdtemp(prefix="handoff-costs-"))
         plans = {
@@ -163,7 +287,17 @@ async def main(args: argparse.Namespace) -> None:
                 f"sqlite+aiosqlite:///{scratch}/intake.db", CAPTURE_SIZES, args.units
             ),
             ("capture", "postgres"): lambda: capture_costs(pg_capture, CAPTURE_SIZES, args.units),
+            ("produce", "sqlite"): lambda: produce_costs(
+                f"sqlite+aiosqlite:///{scratch}/produce.db", PRODUCE_SIZES, args.units
+            ),
+            ("produce", "postgres"): lambda: produce_costs(pg_produce, PRODUCE_SIZES, args.units),
+            ("consume", "sqlite"): lambda: consume_costs(
+                f"sqlite+aiosqlite:///{scratch}/consume.db", CONSUME_SIZES, args.units
+            ),
+            ("consume", "postgres"): lambda: consume_costs(pg_consume, CONSUME_SIZES, args.units),
         }
+        if args.only:
+            plans = {key: run for key, run in plans.items() if key[0] in args.only}
         for (what, backend), run in plans.items():
             console.print(f"[dim]{what} on {backend}...[/dim]")
             costs = await run()
@@ -176,7 +310,7 @@ async def main(args: argparse.Namespace) -> None:
     table = Table(title="CPU per unit of work (this process), by events or leads in the unit")
     table.add_column("unit of work")
     table.add_column("database")
-    for k in sorted(set(RELAY_SIZES) | set(CAPTURE_SIZES)):
+    for k in ALL_SIZES:
         table.add_column(f"K={k}, µs", justify="right")
     table.add_column("fixed, µs", justify="right")
     table.add_column("per item, µs", justify="right")
@@ -186,7 +320,7 @@ async def main(args: argparse.Namespace) -> None:
         what, backend = key.split("_")
         cells = [
             f"{r['cpu_us_per_unit'][k]:,.0f}" if k in r["cpu_us_per_unit"] else ""
-            for k in sorted(set(RELAY_SIZES) | set(CAPTURE_SIZES))
+            for k in ALL_SIZES
         ]
         table.add_row(what, backend, *cells, f"{r['fixed_us']:,.0f}", f"{r['per_item_us']:.1f}")
     console.print(table)
@@ -197,7 +331,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--units", type=int, default=200, help="timed units of work per size (200)")
+    p.add_argument(
+        "--units", type=at_least(1), default=200, help="timed units of work per size (200)"
+    )
+    p.add_argument(
+        "--gc-threshold",
+        type=at_least(0),
+        default=ServiceSettings.model_fields["gc_threshold"].default,
+        help="young-generation GC threshold, as HANDOFF_GC_THRESHOLD (default: the services';"
+        " 0: Python's 700)",
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=("relay", "capture", "produce", "consume"),
+        help="measure only these units of work (repeatable; default: all)",
+    )
     return p.parse_args(argv)
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.bus.port import Bus, OutgoingMessage, Record, Subscription
 from shared.db import Database, stage_insert
 from shared.events.catalog import EventCatalog, UnknownEventType, dead_letter_topic
-from shared.events.codec import MalformedEvent, decode_payload, from_binary
+from shared.events.codec import MalformedEvent, decode_binary, decode_payload
 from shared.events.envelope import Envelope
 from shared.inbox import Inbox
 from shared.observability import metrics
@@ -44,6 +44,11 @@ class HandlerContext:
     envelope: Envelope
     outbox: Outbox | None
     trace: str | None = None  # what emitted events carry (default: the current trace)
+    event_id: str = ""  # the envelope's id as canonical text (made from it when not given)
+
+    def __post_init__(self) -> None:
+        if not self.event_id:
+            object.__setattr__(self, "event_id", str(self.envelope.id))
 
     def stage(self, table: Table, **values: Any) -> None:
         """Insert a row with the batch's commit (bulk): the fast way to record an effect."""
@@ -86,6 +91,7 @@ class _Decoded:
     envelope: Envelope | None = None
     payload: BaseModel | None = None
     error: str | None = None
+    event_id: str = ""  # the envelope's id as text
 
 
 @dataclass
@@ -212,13 +218,13 @@ class EventConsumer:
 
     def _decode(self, record: Record) -> _Decoded:
         try:
-            envelope = from_binary(record.headers, record.value)
+            envelope, event_id = decode_binary(record.headers, record.value)
             payload = decode_payload(self.catalog, envelope)
         except (MalformedEvent, UnknownEventType) as exc:
             return _Decoded(record, error=f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # whatever the bytes were, this record must not stall us
             return _Decoded(record, error=f"MalformedEvent: {type(exc).__name__}: {exc}")
-        return _Decoded(record, envelope, payload)
+        return _Decoded(record, envelope, payload, event_id=event_id)
 
     async def _apply_batch(self, items: Sequence[_Decoded]) -> list[str]:
         """`_apply` in a transaction of its own. On PostgreSQL the batch first takes its
@@ -245,7 +251,7 @@ class EventConsumer:
         work = []  # (item, its handler or None, its event id)
         for item in items:
             assert item.envelope is not None and item.payload is not None
-            work.append((item, handlers.get(type(item.payload)), str(item.envelope.id)))
+            work.append((item, handlers.get(type(item.payload)), item.event_id))
         fresh = await self.inbox.claim(
             session,
             group=self.group,
@@ -271,7 +277,7 @@ class EventConsumer:
                     run = []
                 if isinstance(handler, Batched):
                     run_handler = handler
-                    run.append((self._context(session, envelope), item.payload))
+                    run.append((self._context(session, envelope, event_id), item.payload))
                 else:
                     await self._run_handlers(session, envelope, item.payload, handler, event_id)
                 outcomes.append("processed")
@@ -279,9 +285,9 @@ class EventConsumer:
             await self._run_batch(run_handler, run)
         return outcomes
 
-    def _context(self, session: AsyncSession, envelope: Envelope) -> HandlerContext:
+    def _context(self, session: AsyncSession, envelope: Envelope, event_id: str) -> HandlerContext:
         trace = continue_trace(envelope.traceparent)
-        return HandlerContext(session=session, envelope=envelope, outbox=self.outbox, trace=trace)
+        return HandlerContext(session, envelope, self.outbox, trace, event_id)
 
     async def _run_batch(self, handler: Batched | None, run: Sequence[Delivery]) -> None:
         assert handler is not None
@@ -293,18 +299,16 @@ class EventConsumer:
         envelope: Envelope,
         payload: Any,
         handlers: Sequence[Handler],
-        event_id: str | None = None,
+        event_id: str,
     ) -> None:
         incoming = envelope.traceparent
         traceparent = continue_trace(incoming)
         # continue_trace keeps a valid caller's trace id; an invalid one gets a new trace
         trace_id = traceparent[3:35] if incoming and incoming[3:35] == traceparent[3:35] else None
-        tokens = set_event_context(
-            event_id=event_id or str(envelope.id), lead_id=envelope.subject, trace_id=trace_id
-        )
+        tokens = set_event_context(event_id=event_id, lead_id=envelope.subject, trace_id=trace_id)
         trace = current_traceparent.set(traceparent)
         try:
-            context = HandlerContext(session=session, envelope=envelope, outbox=self.outbox)
+            context = HandlerContext(session, envelope, self.outbox, event_id=event_id)
             for handler in handlers:
                 await handler(context, payload)
         finally:
@@ -324,7 +328,7 @@ class EventConsumer:
                 log.warning(
                     "handler failed",
                     group=self.group,
-                    event_id=str(item.envelope.id),
+                    event_id=item.event_id,
                     type=item.envelope.type,
                     attempt=attempt,
                     error=repr(exc),
@@ -343,7 +347,7 @@ class EventConsumer:
             log.error(
                 "event dead-lettered",
                 group=self.group,
-                event_id=str(item.envelope.id) if item.envelope else r.header("ce_id"),
+                event_id=item.event_id or r.header("ce_id"),
                 lead_id=r.key,
                 topic=r.topic,
                 partition=r.partition,

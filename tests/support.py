@@ -66,9 +66,7 @@ def ping_records(catalog: EventCatalog, topic: str, lead_id: uuid.UUID, count: i
 
 async def record_effect(ctx: HandlerContext, payload: Ping) -> None:
     await ctx.session.execute(
-        insert(effects).values(
-            event_id=str(ctx.envelope.id), lead_id=str(payload.lead_id), n=payload.n
-        )
+        insert(effects).values(event_id=ctx.event_id, lead_id=str(payload.lead_id), n=payload.n)
     )
 
 

@@ -151,9 +151,7 @@ def handlers(runtime: ServiceRuntime) -> Handlers:
         order, with its own `lead.scored` (and MQL step) as if handled one by one."""
         session = deliveries[0][0].session
         # each event's ids as text once: (context, event, lead id, activity id, event id)
-        events = [
-            (c, e, str(e.lead_id), str(e.activity_id), str(c.envelope.id)) for c, e in deliveries
-        ]
+        events = [(c, e, str(e.lead_id), str(e.activity_id), c.event_id) for c, e in deliveries]
         leads = await load_leads(
             session, (lead_id for _, _, lead_id, _, _ in events), policy=policy
         )

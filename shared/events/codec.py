@@ -143,6 +143,13 @@ def from_binary(headers: Headers, value: bytes) -> Envelope:
     Raises:
         MalformedEvent: a required attribute is missing or the value is not JSON.
     """
+    return decode_binary(headers, value)[0]
+
+
+def decode_binary(headers: Headers, value: bytes) -> tuple[Envelope, str]:
+    """`from_binary`, and the event's id as canonical text: the `ce_id` header itself when
+    it is written so (as handoff writes it; `str(uuid)` costs ~0.5 µs an event, and a
+    consumer needs the text for its inbox, its log lines and its handlers)."""
     attrs: dict[str, Any] = {}
     content_type = JSON
     for name, raw in headers:
@@ -173,9 +180,21 @@ def from_binary(headers: Headers, value: bytes) -> Envelope:
     attrs["datacontenttype"] = content_type
     attrs["data"] = data
     try:
-        return Envelope.model_validate(attrs)
+        envelope = Envelope.model_validate(attrs)
     except ValueError as exc:
         raise MalformedEvent(f"invalid CloudEvents attributes: {exc}") from None
+    text: str = attrs["id"]
+    return envelope, text if _canonical_uuid(text) else str(envelope.id)
+
+
+def _canonical_uuid(text: str) -> bool:
+    """True when `text`, a valid UUID, is written as `str(uuid)` writes it: 36 characters,
+    hyphens at 8, 13, 18 and 23, no upper case."""
+    return (
+        len(text) == 36
+        and text[8] == text[13] == text[18] == text[23] == "-"
+        and text == text.lower()
+    )
 
 
 def to_structured(envelope: Envelope) -> bytes:

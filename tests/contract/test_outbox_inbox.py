@@ -341,7 +341,7 @@ class RecordingInbox(Inbox):
 
 
 async def stage_effect(ctx: HandlerContext, payload: Ping) -> None:
-    ctx.stage(effects, event_id=str(ctx.envelope.id), lead_id=str(payload.lead_id), n=payload.n)
+    ctx.stage(effects, event_id=ctx.event_id, lead_id=str(payload.lead_id), n=payload.n)
 
 
 @pytest.mark.parametrize("handler", [record_effect, stage_effect], ids=["execute", "stage"])

@@ -41,11 +41,12 @@ async def test_handlers_see_the_event_ids_and_trace_and_the_outer_context_comes_
     seen: list[tuple[dict[str, Any], str | None, str]] = []
 
     async def handler(ctx: HandlerContext, payload: Ping) -> None:
+        assert ctx.event_id == str(ctx.envelope.id)
         seen.append(
             (
                 structlog.contextvars.get_contextvars(),
                 current_traceparent.get(),
-                str(ctx.envelope.id),
+                ctx.event_id,
             )
         )
 

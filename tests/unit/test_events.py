@@ -12,6 +12,7 @@ from shared.events.catalog import CATALOG, Topics, UnknownEventType
 from shared.events.codec import (
     MalformedEvent,
     build_envelope,
+    decode_binary,
     decode_payload,
     from_binary,
     to_binary,
@@ -111,6 +112,22 @@ def test_a_record_of_another_cloudevents_version_is_malformed(
 def test_the_required_attributes_are_enough() -> None:
     envelope = from_binary(MINIMAL_HEADERS, b"{}")
     assert (envelope.specversion, envelope.partitionkey, envelope.sequence) == ("1.0", "s", 1)
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "0192f3a4-5b6c-7d8e-9f01-23456789abcd",  # as handoff writes it: the text itself
+        "0192F3A4-5B6C-7D8E-9F01-23456789ABCD",  # other spellings of the same id
+        "{0192f3a4-5b6c-7d8e-9f01-23456789abcd}",
+        "0192f3a45b6c7d8e9f0123456789abcd",
+        "urn:uuid:0192f3a4-5b6c-7d8e-9f01-23456789abcd",
+    ],
+)
+def test_the_event_id_text_is_canonical_however_the_header_spelled_it(written: str) -> None:
+    headers = [(n, written.encode() if n == "ce_id" else v) for n, v in MINIMAL_HEADERS]
+    envelope, event_id = decode_binary(headers, b"{}")
+    assert event_id == str(envelope.id) == "0192f3a4-5b6c-7d8e-9f01-23456789abcd"
 
 
 def test_data_that_breaks_the_payload_schema_is_malformed() -> None:
