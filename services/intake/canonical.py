@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Protocol, Self
 
@@ -9,6 +10,7 @@ import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -58,7 +60,18 @@ ActivityType = Literal[
     "ad_click",
 ]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Scalar = str | int | float | bool | None
+
+
+def _scalar(value: Any) -> Any:
+    # One error naming the attribute: left to the union, an object or a list failed each of
+    # its members (`custom.x.int`, `custom.x.float`, ...), naming pydantic's types as fields.
+    if isinstance(value, dict | list):
+        kind = "an object" if isinstance(value, dict) else "a list"
+        raise ValueError(f"must be a string, a number, true, false or null, not {kind}")
+    return value
+
+
+Scalar = Annotated[str | int | float | bool | None, BeforeValidator(_scalar)]
 
 
 def _bounded(value: Scalar) -> Scalar:
@@ -80,6 +93,25 @@ CustomValue = Annotated[Scalar, AfterValidator(_bounded)]
 MAX_CUSTOM = 50
 # Never on the bus: direct identifiers, and free-form custom attributes (they may hold any).
 PII_FIELDS = frozenset({"email", "first_name", "last_name", "phone", "visitor_id", "custom"})
+
+
+# A headcount as platforms and files give it: 250, "1,000", a band "25-50" / "51 to 200",
+# or an open one "1000+" / "10,001+" (HubSpot's `numemployees` is such a pick-list).
+_COUNT = r"(\d{1,3}(?:,\d{3})+|\d+)"
+_HEADCOUNT = re.compile(rf"{_COUNT}(?:\s*(?:-|\u2013|to)\s*{_COUNT}|\s*(\+))?", re.IGNORECASE)
+
+
+def headcount(text: str) -> int | str:
+    """A company size given as text, as a number: a band is stored as its lower bound
+    (`company_size` is one number, and the band's floor is what the company is known to
+    have). Text that is none of these is returned as it is, for the field to refuse."""
+    match = _HEADCOUNT.fullmatch(text.strip())
+    if match is None:
+        return text
+    low = int(match[1].replace(",", ""))
+    if match[2] is not None and int(match[2].replace(",", "")) < low:
+        raise ValueError(f"the band {text.strip()!r} ends below where it starts")
+    return low
 
 
 class LeadIn(BaseModel):
@@ -128,6 +160,11 @@ class LeadIn(BaseModel):
     @classmethod
     def _domain(cls, value: str | None) -> str | None:
         return None if value is None else normalize.normalize_domain(value)
+
+    @field_validator("company_size", mode="before")
+    @classmethod
+    def _company_size(cls, value: Any) -> Any:
+        return headcount(value) if isinstance(value, str) else value
 
     @field_validator("country")
     @classmethod

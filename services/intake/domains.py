@@ -1,7 +1,8 @@
 """Which email domains are a company's, and which are free or disposable mailboxes.
 
 The lists come from maintained packages (`freemail`'s data files, and the community
-`disposable-email-domains` block list), never from a hand-typed set.
+`disposable-email-domains` block list), plus `FREEMAIL_SUPPLEMENT`: the few major free mail
+providers the `freemail` package does not list.
 """
 
 from __future__ import annotations
@@ -35,9 +36,74 @@ def _freemail_lists(*names: str) -> list[set[str]]:
     ]
 
 
+# Free mail providers missing from the `freemail` package's list (version 1.2.19), kept here:
+# large consumer mailbox services and ISPs whose every customer would otherwise land in one
+# shared "company" account. Checked one by one against that package's data, not copied from
+# any third-party list. Add a domain only when the package lacks it, and only when the domain
+# is its provider's customers' mailboxes, not the company's own staff's (so "zohomail.com",
+# the free Zoho Mail domain, is here; the package itself lists "zoho.com").
+FREEMAIL_SUPPLEMENT = frozenset(
+    {
+        # Encrypted / privacy mail
+        "protonmail.com",
+        "protonmail.ch",
+        "proton.me",
+        "pm.me",
+        "tutanota.com",
+        "tutanota.de",
+        "tutamail.com",
+        "tuta.io",
+        "tuta.com",
+        "keemail.me",
+        "posteo.de",
+        "posteo.net",
+        "posteo.at",
+        "posteo.ch",
+        "posteo.eu",
+        "posteo.org",
+        "mailbox.org",
+        "hey.com",
+        "zohomail.com",
+        "zohomail.eu",
+        "zohomail.in",
+        # Regional domains of providers the package lists under other domains
+        "aol.de",
+        "aol.fr",
+        "aol.it",
+        "aol.co.uk",
+        "gmx.ch",
+        "gmx.fr",
+        "gmx.es",
+        "gmx.us",
+        "gmx.co.uk",
+        "yandex.by",
+        "yandex.kz",
+        "yandex.com.tr",
+        "daum.net",
+        "kakao.com",
+        # Internet providers' customer mailboxes
+        "btinternet.com",
+        "btopenworld.com",
+        "virginmedia.com",
+        "ntlworld.com",
+        "blueyonder.co.uk",
+        "talktalk.net",
+        "sfr.fr",
+        "neuf.fr",
+        "bluewin.ch",
+        "t-online.de",
+        "magenta.de",
+        "shaw.ca",
+        "sympatico.ca",
+        "o2.pl",
+        "tlen.pl",
+        "go2.pl",
+    }
+)
+
 # Loaded with the module (about 30 ms, at start-up), not by the first lead a service captures.
 _free_listed, _disposable_listed = _freemail_lists("free.txt", "disposable.txt")
-_FREEMAIL = frozenset(_free_listed)
+_FREEMAIL = frozenset(_free_listed) | FREEMAIL_SUPPLEMENT
 _DISPOSABLE = frozenset(blocklist) | _disposable_listed
 
 

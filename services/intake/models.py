@@ -2,6 +2,7 @@
 
 from sqlalchemy import JSON, Column, DateTime, Index, Integer, String, Table, Text
 
+from services.intake.providers.base import DELIVERY_ID_MAX
 from shared.db import new_metadata
 from shared.inbox import define_inbox_table
 from shared.outbox import define_outbox_tables
@@ -90,7 +91,7 @@ webhook_deliveries = Table(
     "webhook_deliveries",
     metadata,
     Column("source_name", String(100), primary_key=True),
-    Column("delivery_id", String(300), primary_key=True),
+    Column("delivery_id", String(DELIVERY_ID_MAX), primary_key=True),
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("lead_id", String(36), index=True),  # erasure forgets the deliveries too
 )

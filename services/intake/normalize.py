@@ -79,7 +79,8 @@ def normalize_domain(raw: str) -> str:
 @lru_cache(maxsize=4096)
 def normalize_country(raw: str) -> str:
     """ISO 3166-1 alpha-2 code from a code or a name ("de", "Germany", "Deutschland", "UK" ->
-    "DE", "DE", "DE", "GB"): ISO's codes and names first, then the names people type."""
+    "DE", "DE", "DE", "GB"): ISO's codes and names first, then the names people type (and
+    Kosovo's "XK": see `KOSOVO`)."""
     value = raw.strip()
     try:
         return str(pycountry.countries.lookup(value).alpha_2)
@@ -97,7 +98,14 @@ CLDR_LANGUAGES = (  # noqa: SIM905 (a list of codes reads better as one string)
     "en de fr es it pt nl sv da nb fi is pl cs sk sl hr hu ro bg el tr ru uk lt lv et "
     "ja zh ko ar he hi id ms th vi"
 ).split()
-# Names in everyday English use that neither ISO 3166 nor CLDR's main names carry.
+# Kosovo: not in ISO 3166-1 proper, but "XK" is the user-assigned code (from the range ISO
+# leaves to its users) that the EU, SWIFT, CLDR, phonenumbers (+383) and CRMs use for it.
+# Accepted, so that a Kosovo lead is kept rather than lost: it is an alpha-2 code like the
+# others, and phone numbers are read in it.
+KOSOVO = "XK"
+# Names in everyday English use that neither ISO 3166 nor CLDR's main names carry, as
+# `_name_key` gives them (no accents, periods or apostrophes, no leading "the"). Names with
+# more than a country in them ("Scotland, UK", "Paris, France") are refused: no addresses.
 COUNTRY_ALIASES = {
     "uk": "GB",
     "u k": "GB",
@@ -110,7 +118,6 @@ COUNTRY_ALIASES = {
     "turkey": "TR",
     "ivory coast": "CI",
     "holland": "NL",
-    "the netherlands": "NL",
     "czech republic": "CZ",
     "macedonia": "MK",
     "swaziland": "SZ",
@@ -118,18 +125,60 @@ COUNTRY_ALIASES = {
     "cape verde": "CV",
     "east timor": "TL",
     "vatican": "VA",
+    "holy see": "VA",
+    "vatican city state": "VA",
     "america": "US",
     "united states of america": "US",
     "usa": "US",
+    "us": "US",
     "u s": "US",
     "u s a": "US",
+    "us virgin islands": "VI",
     "uae": "AE",
+    "u a e": "AE",
+    "macau": "MO",
+    "republic of ireland": "IE",
+    "eire": "IE",
+    "dr congo": "CD",
+    "drc": "CD",
+    "democratic republic of the congo": "CD",
+    "democratic republic of congo": "CD",
+    "palestine": "PS",
+    "state of palestine": "PS",
+    "republic of korea": "KR",
+    "kosovo": KOSOVO,
+    "xk": KOSOVO,
 }
+# Dropped from a name (periods, apostrophes) or read as a space (commas, hyphens, brackets);
+# "&" reads as "and" (CLDR's English "St. Kitts & Nevis").
+_NAME_PUNCTUATION = str.maketrans(
+    {
+        ".": "",
+        "'": "",
+        "\u2019": "",
+        "\u2018": "",
+        "`": "",
+        ",": " ",
+        "-": " ",
+        "(": " ",
+        ")": " ",
+        "&": " and ",
+    }
+)
 
 
 def _name_key(name: str) -> str:
-    """A country name as compared: case, periods, commas and spacing don't matter."""
-    return " ".join(name.casefold().replace(".", " ").replace(",", " ").split())
+    """A country name as compared: case, accents, punctuation, spacing and a leading "the"
+    don't matter ("The Bahamas", "Cote d'Ivoire", "U.S.A." -> "bahamas", "cote divoire",
+    "usa")."""
+    unaccented = "".join(
+        c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c)
+    )
+    words = unicodedata.normalize("NFC", unaccented).casefold().translate(_NAME_PUNCTUATION)
+    key = words.split()
+    if len(key) > 1 and key[0] == "the":
+        del key[0]
+    return " ".join(key)
 
 
 @lru_cache(maxsize=1)
@@ -138,7 +187,7 @@ def _country_names() -> dict[str, str]:
     the first name ISO 3166 does not know (about 0.1 s)."""
     from babel import Locale  # (loaded only when needed)
 
-    iso = {country.alpha_2 for country in pycountry.countries}
+    iso = {country.alpha_2 for country in pycountry.countries} | {KOSOVO}
     codes: dict[str, set[str]] = {}
     for language in CLDR_LANGUAGES:
         for code, name in Locale(language).territories.items():

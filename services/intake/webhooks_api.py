@@ -187,12 +187,15 @@ async def _cached_source(
 
 
 def _public_url(request: Request, headers: dict[str, str]) -> str:
-    """The URL as the sender signed it: forwarded scheme and host, raw path and query."""
+    """The URL as the sender signed it: forwarded scheme and host, raw path and query.
+    Proxies in a chain each append theirs to `X-Forwarded-*`: the first is the sender's."""
     scope = request.scope
     scheme = headers.get("x-forwarded-proto")
     scheme = scope["scheme"] if scheme is None else scheme.split(",")[0].strip()
     host = headers.get("x-forwarded-host")
-    if host is None:
+    if host is not None:
+        host = host.split(",")[0].strip()
+    else:
         host = headers.get("host")
         if host is None:
             host = request.url.netloc

@@ -6,6 +6,8 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from services.intake.idempotency import StoredAnswer, raw_hash, remember_answer
 from tests.api.conftest import Intake
 
@@ -193,6 +195,24 @@ async def test_a_too_long_custom_attribute_is_named_in_the_error(intake: Intake)
     assert response.json()["errors"] == [
         {"field": "custom.notes", "reason": "at most 1000 characters"}
     ]
+
+
+@pytest.mark.parametrize(("value", "kind"), [({"a": 1}, "an object"), ([1, 2], "a list")])
+async def test_a_custom_attribute_holding_an_object_is_one_error_naming_it(
+    intake: Intake, value: object, kind: str
+) -> None:
+    lead = await intake.client.post(
+        "/v1/leads", headers=intake.auth(), json={"email": "c@acme.com", "custom": {"x": value}}
+    )
+    activity = await intake.client.post(
+        "/v1/activities",
+        headers=intake.auth(),
+        json={"email": "c@acme.com", "activity_type": "page_view", "properties": {"x": value}},
+    )
+
+    reason = f"must be a string, a number, true, false or null, not {kind}"
+    assert lead.json()["errors"] == [{"field": "custom.x", "reason": reason}]
+    assert activity.json()["errors"] == [{"field": "properties.x", "reason": reason}]
 
 
 async def test_a_marketing_import_cannot_claim_or_overwrite_sales_leads(intake: Intake) -> None:

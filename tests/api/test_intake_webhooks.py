@@ -166,8 +166,10 @@ async def test_a_bad_or_stale_hubspot_signature_is_refused_and_nothing_is_writte
     assert await intake.events("handoff.lead.captured", 0) == []
 
 
+# (a sender's id of any length: one longer than the column is kept as its digest)
+@pytest.mark.parametrize("webhook_id", ["msg_1", "msg_" + "7" * 400])
 async def test_a_standard_webhook_is_verified_with_its_webhook_id_as_idempotency_key(
-    intake: Intake,
+    intake: Intake, webhook_id: str
 ) -> None:
     await add_source(
         intake, name="forms", provider="standard", secret=STANDARD_SECRET, channel="web_form"
@@ -180,9 +182,9 @@ async def test_a_standard_webhook_is_verified_with_its_webhook_id_as_idempotency
         }
     )
     now = datetime.now(UTC)
-    signature = Webhook(STANDARD_SECRET).sign("msg_1", now, body)
+    signature = Webhook(STANDARD_SECRET).sign(webhook_id, now, body)
     headers = {
-        "webhook-id": "msg_1",
+        "webhook-id": webhook_id,
         "webhook-timestamp": str(int(now.timestamp())),
         "webhook-signature": signature,
         "content-type": "application/json",
@@ -210,6 +212,24 @@ async def test_a_marketo_webhook_needs_its_shared_token(intake: Intake) -> None:
 
     assert wrong.status_code == 401
     assert right.json()["accepted"] == 1
+
+
+async def test_a_marketo_value_that_comes_back_is_applied_again(intake: Intake) -> None:
+    await add_source(intake, name="mkto", provider="marketo", secret="marketo-shared-token-1")
+    token = {"x-handoff-token": "marketo-shared-token-1"}
+    answers = []
+    for title in ("CFO", "CEO", "CFO", "CFO"):
+        body = json.dumps({"email": "ann@globex.com", "leadId": 77, "title": title})
+        answer = await intake.client.post("/v1/webhooks/marketo", content=body, headers=token)
+        answers.append((answer.json()["accepted"], answer.json()["duplicates"]))
+
+    assert answers == [(1, 0)] * 4
+    # CFO -> CEO -> CFO: captured, then two updates; the last post, changing nothing,
+    # announced nothing
+    events = await intake.events("handoff.lead.captured", 3)
+    assert [e["type"].split(".")[2] for e in events] == ["captured", "updated", "updated"]
+    lead = (await intake.client.get(f"/v1/leads/{events[0]['key']}", headers=intake.auth())).json()
+    assert lead["profile"]["job_title"] == "CFO"
 
 
 async def test_a_field_map_naming_no_canonical_field_is_refused_when_configured(
@@ -565,12 +585,16 @@ async def test_each_delivery_of_a_batch_keeps_the_trace_it_came_in(intake: Intak
     assert {e["data"]["email_domain"]: trace_id_of(e["traceparent"]) for e in events} == traces
 
 
-async def test_the_signed_url_is_the_public_one_a_proxy_forwards(intake: Intake) -> None:
+# (behind two proxies each header holds both hops, the sender's first)
+@pytest.mark.parametrize("hosts", ["crm.example.com", "crm.example.com, intake.internal"])
+async def test_the_signed_url_is_the_public_one_a_proxy_forwards(
+    intake: Intake, hosts: str
+) -> None:
     await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
     body = hubspot_batch()
     internal = "http://intake.test/v1/webhooks/hubspot?source=hs"
     public = "https://crm.example.com/v1/webhooks/hubspot?source=hs"
-    proxied = {"X-Forwarded-Proto": "https, http", "X-Forwarded-Host": "crm.example.com"}
+    proxied = {"X-Forwarded-Proto": "https, http", "X-Forwarded-Host": hosts}
 
     signed_public = await intake.client.post(
         internal, content=body, headers={**hubspot_headers(public, body), **proxied}

@@ -40,6 +40,12 @@ class SourceConfig:
     token_header: str = "x-handoff-token"  # noqa: S105 - a header name, not a secret
 
 
+# The longest delivery id stored (`webhook_deliveries.delivery_id`). Senders choose theirs
+# (a Standard Webhooks `webhook-id` has no bound): a longer one is kept as its first 200
+# characters and a digest of the whole, the same for every retry of it.
+DELIVERY_ID_MAX = 300
+
+
 @dataclass(frozen=True)
 class InboundItem:
     """One provider event mapped to canonical fields, or the reason it could not be."""
@@ -48,6 +54,11 @@ class InboundItem:
     kind: Literal["lead", "activity", "erasure"]  # erasure: `data` names the lead to forget
     data: dict[str, Any]
     error: str | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.delivery_id) > DELIVERY_ID_MAX:
+            digest = hashlib.sha256(self.delivery_id.encode()).hexdigest()
+            object.__setattr__(self, "delivery_id", f"{self.delivery_id[:200]}...{digest}")
 
 
 class SignatureError(Exception):

@@ -3,6 +3,12 @@
 Marketo does not sign its webhooks, so the customer's webhook template sends a secret token
 in a header (``SourceConfig.token_header``) and a JSON object, or array of objects, whose keys
 are Marketo field names.
+
+Marketo sends no event id and does not send a webhook again (a call that times out is logged
+in Marketo and left), so every object posted is a delivery of its own, applied. The same
+content posted twice (two campaigns calling the webhook for one change) is applied twice,
+and the second changes nothing and announces nothing; a value that comes back (a status
+Open, Working, then Open again) is applied each time.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from services.intake.providers.base import (
     load_json,
     required_header,
 )
+from shared.ids import time_ordered_id
 
 DEFAULT_FIELD_MAP = {
     "email": "email",
@@ -68,8 +75,8 @@ def _map_lead(obj: dict[str, Any], source: SourceConfig, field_map: dict[str, st
         if given(value):  # a template renders a missing token as ""
             assign(data, field_map.get(key, f"custom.marketo_{key}"), value)
     lead_id = _lead_id(data)
-    # A retried identical delivery has the same content, hence the same id.
-    delivery_id = f"marketo:{lead_id or 'none'}:{content_digest(obj)}"
+    # Unique per object posted (see the module's docstring); the digest says what was sent.
+    delivery_id = f"marketo:{lead_id or 'none'}:{content_digest(obj)}:{time_ordered_id()}"
     if not data.get("email") and not lead_id:
         return failed(delivery_id, "object has neither an email nor a leadId")
     return InboundItem(delivery_id=delivery_id, kind="lead", data=data)

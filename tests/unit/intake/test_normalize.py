@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from services.intake.domains import account_domain, email_kind
+from services.intake.domains import FREEMAIL_SUPPLEMENT, account_domain, email_kind
 from services.intake.identity import KnownLead, MergeRefused, merge
 from services.intake.normalize import (
     NeedsCountry,
@@ -136,7 +136,72 @@ def test_countries_are_found_by_the_names_people_type(raw: str, code: str) -> No
     assert normalize_country(raw) == code
 
 
-@pytest.mark.parametrize("raw", ["Korea", "Narnia", "Europe", "Kongo"])
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("Cote d'Ivoire", "CI"),
+        ("Cote d\u2019Ivoire", "CI"),
+        ("Macau", "MO"),
+        ("Kosovo", "XK"),
+        ("XK", "XK"),
+        ("xk", "XK"),
+        ("Republic of Ireland", "IE"),
+        ("The Bahamas", "BS"),
+        ("DR Congo", "CD"),
+        ("Democratic Republic of the Congo", "CD"),
+        ("Palestine", "PS"),
+        ("State of Palestine", "PS"),
+        ("U.A.E.", "AE"),
+        ("Republic of Korea", "KR"),
+        ("the UK", "GB"),
+        ("The United States", "US"),
+        ("The Philippines", "PH"),
+        ("Espana", "ES"),
+        ("Cesko", "CZ"),
+        ("Aland Islands", "AX"),
+        ("St. Kitts and Nevis", "KN"),
+        ("Sao Tome & Principe", "ST"),
+        ("Holy See", "VA"),
+    ],
+)
+def test_country_names_are_compared_without_accents_punctuation_or_a_leading_the(
+    raw: str, code: str
+) -> None:
+    assert normalize_country(raw) == code
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("Côte d'Ivoire", "CI"),
+        ("Macao", "MO"),
+        ("Scotland", "GB"),
+        ("England", "GB"),
+        ("Wales", "GB"),
+        ("Northern Ireland", "GB"),
+        ("UAE", "AE"),
+        ("USA", "US"),
+        ("United States of America", "US"),
+        ("Korea, Republic of", "KR"),
+        ("Vietnam", "VN"),
+        ("Czechia", "CZ"),
+        ("Czech Republic", "CZ"),
+        ("Holland", "NL"),
+        ("Türkiye", "TR"),
+        ("Burma", "MM"),
+        ("Swaziland", "SZ"),
+        ("Macedonia", "MK"),
+    ],
+)
+def test_country_names_recognized_before_still_are(raw: str, code: str) -> None:
+    assert normalize_country(raw) == code
+
+
+def test_a_kosovo_lead_keeps_its_phone_number() -> None:
+    assert normalize_phone("044 123 456", normalize_country("Kosovo")) == "+38344123456"
+
+
+@pytest.mark.parametrize("raw", ["Korea", "Narnia", "Europe", "Kongo", "Scotland, UK", "The"])
 def test_ambiguous_or_unknown_country_names_are_refused(raw: str) -> None:
     with pytest.raises(ValueError, match="ISO 3166"):
         normalize_country(raw)
@@ -180,6 +245,55 @@ def test_free_and_disposable_mail_never_make_an_account() -> None:
     )
     assert account_domain(email_domain="gmail.com", company_domain=None) is None
     assert account_domain(email_domain="gmail.com", company_domain="acme.com") == "acme.com"
+
+
+@pytest.mark.parametrize(
+    "domain",
+    [
+        "protonmail.com",
+        "protonmail.ch",
+        "proton.me",
+        "pm.me",
+        "tutanota.com",
+        "tutanota.de",
+        "tutamail.com",
+        "tuta.io",
+        "tuta.com",
+        "posteo.de",
+        "posteo.net",
+        "mailbox.org",
+        "hey.com",
+        "zohomail.com",
+        "aol.de",
+        "aol.fr",
+        "btinternet.com",
+        "virginmedia.com",
+        "talktalk.net",
+        "sfr.fr",
+        "bluewin.ch",
+        "shaw.ca",
+        "sympatico.ca",
+        "o2.pl",
+        "t-online.de",
+        "gmx.ch",
+        "yandex.by",
+        "daum.net",
+        "eu.protonmail.com",  # a subdomain, as the package's ("mail.yahoo.com")
+    ],
+)
+def test_free_mail_providers_the_freemail_package_misses_are_free_mail(domain: str) -> None:
+    assert email_kind(domain) == "freemail"
+    assert account_domain(email_domain=domain, company_domain=None) is None
+
+
+@pytest.mark.parametrize("domain", ["zohocorp.com", "notprotonmail.com", "proton.me.acme.com"])
+def test_companies_next_to_free_mail_providers_stay_business(domain: str) -> None:
+    assert email_kind(domain) == "business"
+
+
+def test_the_freemail_supplement_holds_normalized_domains_none_disposable() -> None:
+    assert all(normalize_domain(domain) == domain for domain in FREEMAIL_SUPPLEMENT)
+    assert all(email_kind(domain) == "freemail" for domain in FREEMAIL_SUPPLEMENT)
 
 
 def test_domain_lists_load_without_importing_the_freemail_package() -> None:
