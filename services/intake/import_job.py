@@ -27,9 +27,11 @@ from services.intake.importing import (
     Record,
     RowError,
     RowPolicy,
+    UnreadableHeader,
     records,
 )
 from services.intake.leads import CaptureOutcome, capture_batch
+from shared.problems import Problem
 from shared.runtime import ServiceRuntime
 from shared.settings import IntakeSettings
 
@@ -114,6 +116,13 @@ async def run_import(
         if batch:
             await captures.submit(batch)
         await captures.finish()
+    except UnreadableHeader as exc:  # read before any row: nothing was captured
+        raise Problem(
+            422,
+            "Unreadable CSV header",
+            f"the header cannot be read, so no row can be: {exc.reason}",
+            errors=[{"field": "header", "reason": exc.reason}],
+        ) from exc
     except asyncio.CancelledError:  # the client went away
         await captures.cancel()
         raise

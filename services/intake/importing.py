@@ -195,18 +195,55 @@ _NOT_UTF8 = re.compile("[\udc80-\udcff]")
 NOT_UTF8 = "not UTF-8 text (save the file as UTF-8)"
 
 
+async def _texts(chunks: AsyncIterator[bytes], lone_cr_breaks: bool) -> AsyncIterator[str]:
+    """The decoded text of an import, piece by piece.
+
+    With `lone_cr_breaks` (CSV), a file whose first line break is a lone CR (classic Mac
+    OS exports) has every CR, CRLF and LF made an LF: its lines are read as lines. In any
+    other file a lone CR is left where it is (inside a quoted CSV cell it is the cell's; in
+    an unquoted one, the row is reported)."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="surrogateescape")
+    ending: str | None = None if lone_cr_breaks else "\n"  # the first line break, once seen
+    held = ""  # a CR that ended a piece: whether an LF follows, the next piece tells
+    async for chunk in chunks:
+        text = held + decoder.decode(chunk)
+        held = ""
+        if ending == "\n":
+            yield text
+            continue
+        if text.endswith("\r"):
+            text, held = text[:-1], "\r"
+        if ending is None:
+            ending = _first_break(text)
+        yield _as_lf(text) if ending == "\r" else text
+    rest = held + decoder.decode(b"", final=True)
+    yield rest if ending == "\n" else _as_lf(rest)
+
+
+def _first_break(text: str) -> str | None:
+    """`\\r` if the first line break in `text` is a lone CR, `\\n` if it is an LF or a CRLF,
+    None if it has none (`text` does not end with a CR: what follows one is known)."""
+    cr, lf = text.find("\r"), text.find("\n")
+    if cr == -1 or -1 < lf < cr:
+        return None if lf == -1 else "\n"
+    return "\n" if text[cr + 1 : cr + 2] == "\n" else "\r"
+
+
+def _as_lf(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 async def _lines(
-    chunks: AsyncIterator[bytes],
+    chunks: AsyncIterator[bytes], lone_cr_breaks: bool = False
 ) -> AsyncIterator[tuple[int, str | None, str | None]]:
     """Numbered lines, in time linear in the input: (number, text, None); (number, None,
     why) for a line longer than MAX_LINE; (number, text, NOT_UTF8) for a line that is not
-    UTF-8 (its text, with the bad bytes as lone surrogates, still tells where quotes are)."""
-    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="surrogateescape")
+    UTF-8 (its text, with the bad bytes as lone surrogates, still tells where quotes are).
+    `lone_cr_breaks`: see `_texts`."""
     too_long_reason = f"line longer than {MAX_LINE:,} characters"
     pending: list[str] = []
     pending_length, number, too_long = 0, 0, False
-    async for chunk in chunks:
-        text = decoder.decode(chunk)
+    async for text in _texts(chunks, lone_cr_breaks):
         start = 0
         while (end := text.find("\n", start)) != -1:
             number += 1
@@ -223,13 +260,10 @@ async def _lines(
             pending, too_long = [], True  # keep counting, stop keeping
         elif rest:
             pending.append(rest)
-    rest = decoder.decode(b"", final=True)
-    if pending or rest or too_long:
-        tail = "".join(pending) + rest
-        if too_long or len(tail) > MAX_LINE:
-            yield number + 1, None, too_long_reason
-        else:
-            yield _checked(number + 1, tail.rstrip("\r"))
+    if too_long:
+        yield number + 1, None, too_long_reason
+    elif pending:
+        yield _checked(number + 1, "".join(pending).rstrip("\r"))
 
 
 def _checked(number: int, line: str) -> tuple[int, str | None, str | None]:
@@ -248,14 +282,32 @@ async def _ndjson(chunks: AsyncIterator[bytes]) -> AsyncIterator[Record]:
         yield number, text, None  # decoded where it is validated
 
 
+class UnreadableHeader(Exception):
+    """A CSV import whose header cannot be read: no row can be, so the import fails whole."""
+
+    def __init__(self, line: int, problem: str) -> None:
+        self.reason = f"line {line} (the header): {problem}"
+        super().__init__(self.reason)
+
+
+LONE_CR = "a carriage return (CR) inside an unquoted cell: quote the cell or remove the CR"
+
+
 async def _csv(chunks: AsyncIterator[bytes]) -> AsyncIterator[Record]:
     header: list[str] | None = None
     record: list[str] = []
     first, length, inside = 0, 0, False
     bad: str | None = None  # why the record being read cannot be imported
-    async for number, text, problem in _lines(chunks):
+
+    def refused(line: int, problem: str) -> Record:
+        """A record that cannot be read: a row error, or, for the header, the import's."""
+        if header is None:
+            raise UnreadableHeader(line, problem)
+        return line, {}, problem
+
+    async for number, text, problem in _lines(chunks, lone_cr_breaks=True):
         if text is None:
-            yield number, {}, problem
+            yield refused(number, problem or "unreadable line")
             record, length, inside, bad = [], 0, False, None
             continue
         if not record:
@@ -269,15 +321,21 @@ async def _csv(chunks: AsyncIterator[bytes]) -> AsyncIterator[Record]:
         lines, record, length = record, [], 0
         if inside:
             inside, bad = False, None
-            yield first, {}, f"quoted field longer than {MAX_LINE:,} characters"
+            yield refused(first, f"quoted field longer than {MAX_LINE:,} characters")
             continue
         if bad is not None:
-            yield first, {}, bad
-            bad = None
+            problem, bad = bad, None
+            yield refused(first, problem)
             continue
         if not "".join(lines).strip():
             continue
-        cells = next(csv.reader(["\n".join(lines)]))
+        joined = "\n".join(lines)
+        try:
+            cells = next(csv.reader([joined]))
+        except csv.Error as exc:  # (a lone CR in an unquoted cell, a field over the limit)
+            lone_cr = "\r" in joined and "new-line" in str(exc)
+            yield refused(first, LONE_CR if lone_cr else f"not valid CSV: {exc}")
+            continue
         if header is None:
             header = [c.strip() for c in cells]
         elif len(cells) != len(header):
@@ -285,7 +343,7 @@ async def _csv(chunks: AsyncIterator[bytes]) -> AsyncIterator[Record]:
         else:
             yield first, _nest(header, cells), None
     if record:
-        yield first, {}, "unterminated quoted field"
+        yield refused(first, "unterminated quoted field")
 
 
 def _inside_quotes(line: str, inside: bool) -> bool:

@@ -165,6 +165,79 @@ async def test_rows_that_are_not_utf8_are_reported_not_stored_garbled(intake: In
     assert "UTF-8" in summary["errors"][0]["reason"]
 
 
+async def stored_emails(intake: Intake) -> list[str]:
+    async with intake.runtime.db.engine.connect() as conn:
+        return sorted((await conn.execute(select(leads.c.email))).scalars())
+
+
+async def test_a_csv_with_classic_mac_line_ends_imports_every_row(intake: Intake) -> None:
+    """Lone CRs end the lines of a file whose first line ends with one (old Mac exports)."""
+    csv = b'email,first_name\r m@acme.com,M\rn@acme.com,"N\rNorth"\rbroken,B\ro@acme.com,O\r'
+    response = await intake.client.post(
+        "/v1/leads/import",
+        content=csv,
+        headers={**intake.auth(), "content-type": "text/csv"},
+    )
+
+    summary = response.json()
+    assert response.status_code == 200
+    assert (summary["rows"], summary["created"], summary["failed"]) == (4, 3, 1)
+    assert [(e["line"], e["field"]) for e in summary["errors"]] == [(5, "email")]
+    assert await stored_emails(intake) == ["m@acme.com", "n@acme.com", "o@acme.com"]
+
+
+async def test_a_lone_cr_in_an_unquoted_csv_cell_is_a_row_error_and_the_import_goes_on(
+    intake: Intake,
+) -> None:
+    csv = (
+        b"email,first_name\n"
+        b"a@acme.com,A\n"
+        b"x@acme.com,Foo\rBar\n"
+        b'q@acme.com,"Quoted\rCR"\n'
+        b"b@acme.com,B\n"
+    )
+    response = await intake.client.post(
+        "/v1/leads/import",
+        content=csv,
+        headers={**intake.auth(), "content-type": "text/csv"},
+    )
+
+    summary = response.json()
+    assert response.status_code == 200
+    assert (summary["rows"], summary["created"], summary["failed"]) == (4, 3, 1)
+    [error] = summary["errors"]
+    assert (error["line"], error["field"]) == (3, "row")
+    assert "carriage return" in error["reason"]
+    assert await stored_emails(intake) == ["a@acme.com", "b@acme.com", "q@acme.com"]
+
+
+@pytest.mark.parametrize(
+    ("csv", "problem"),
+    [
+        ("email,société\ne@acme.com,x\nf@acme.com,y\n".encode("latin-1"), "UTF-8"),
+        (b"email," + b"x" * 1_000_001 + b"\ne@acme.com,x\nf@acme.com,y\n", "longer than"),
+        (b'email,"first_name\ne@acme.com,x\n', "unterminated quoted field"),
+    ],
+    ids=["not-utf8", "too-long", "unterminated"],
+)
+async def test_a_csv_whose_header_cannot_be_read_is_refused_whole(
+    intake: Intake, csv: bytes, problem: str
+) -> None:
+    response = await intake.client.post(
+        "/v1/leads/import",
+        content=csv,
+        headers={**intake.auth(), "content-type": "text/csv"},
+    )
+
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    [error] = response.json()["errors"]
+    assert error["field"] == "header"
+    assert error["reason"].startswith("line 1 (the header): ")
+    assert problem in error["reason"]
+    assert await stored_emails(intake) == []
+
+
 async def test_an_activity_for_an_unknown_email_is_a_404_naming_the_field(intake: Intake) -> None:
     response = await intake.client.post(
         "/v1/activities",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import pytest
+
 from services.intake import importing
 
 
@@ -45,4 +47,47 @@ async def test_an_overlong_line_is_reported_without_being_kept() -> None:
     huge = b'{"email": "a@x.com", "company": "' + b"x" * 1_100_000 + b'"}\n{"email": "b@x.com"}\n'
     rows = await parse(huge, "ndjson")
     assert rows[0].errors[0].reason.startswith("line longer than")
+    assert rows[1].lead is not None and rows[1].lead.email == "b@x.com"
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 4096])
+async def test_a_csv_with_classic_mac_line_ends_reads_each_cr_as_a_line_end(size: int) -> None:
+    data = b'email,company\ra@x.com,"Acme\rNorth"\r\rnot-an-email,X\rb@x.com,B\r'
+    rows = [row async for row in importing.parse(chunks_of(data, size), "csv")]
+    assert [(r.line, r.lead.email if r.lead else None) for r in rows] == [
+        (2, "a@x.com"),
+        (5, None),
+        (6, "b@x.com"),
+    ]
+    assert rows[0].lead is not None and rows[0].lead.fields["company"] == "Acme\nNorth"
+    assert [(e.line, e.field) for e in rows[1].errors] == [(5, "email")]
+
+
+@pytest.mark.parametrize("size", [1, 7, 4096])
+async def test_a_lone_cr_in_an_unquoted_cell_is_one_row_error_and_reading_goes_on(
+    size: int,
+) -> None:
+    data = (
+        b'email,company\r\na@x.com,A\r\nb@x.com,Foo\rBar\r\nc@x.com,"Quoted\rCR"\r\nd@x.com,D\r\n'
+    )
+    rows = [row async for row in importing.parse(chunks_of(data, size), "csv")]
+    assert [(e.line, e.field, e.reason) for r in rows for e in r.errors] == [
+        (3, "row", importing.LONE_CR)
+    ]
+    leads = [r.lead for r in rows if r.lead]
+    assert [lead.email for lead in leads] == ["a@x.com", "c@x.com", "d@x.com"]
+    assert leads[1].fields["company"] == "Quoted\rCR"  # a quoted cell keeps its CR
+
+
+async def test_a_csv_whose_header_is_not_utf8_is_unreadable_not_replaced_by_line_2() -> None:
+    data = "email,société\ne@x.com,x\nf@x.com,y\n".encode("latin-1")
+    with pytest.raises(importing.UnreadableHeader) as raised:
+        await parse(data, "csv")
+    assert raised.value.reason == f"line 1 (the header): {importing.NOT_UTF8}"
+
+
+async def test_a_csv_field_over_the_csv_modules_limit_is_a_row_error() -> None:
+    data = b'email,company\na@x.com,"' + b"x" * 200_000 + b'"\nb@x.com,B\n'
+    rows = await parse(data, "csv")
+    assert rows[0].errors[0].reason.startswith("not valid CSV: field larger than")
     assert rows[1].lead is not None and rows[1].lead.email == "b@x.com"
