@@ -238,11 +238,25 @@ def import_file(
         "http://127.0.0.1:8000"
     ),
     token: Annotated[str, typer.Option(envvar="HANDOFF_TOKEN", help="A writer's token.")] = "",
+    file_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="csv or ndjson (default: from the file's extension: .csv; .ndjson, .jsonl).",
+        ),
+    ] = None,
 ) -> None:
     """Import leads from a file, streamed to `POST /v1/leads/import` with a progress bar."""
     if not token:
         _fail("a token is needed: --token or HANDOFF_TOKEN (handoff tokens create ...)")
-    kind = "text/csv" if file.suffix.lower() == ".csv" else "application/x-ndjson"
+    kind = _IMPORT_FORMATS.get((file_format or _FORMAT_OF.get(file.suffix.lower(), "")).lower())
+    if kind is None:
+        if file_format:
+            _fail(f"--format {file_format!r}: expected csv or ndjson")
+        _fail(
+            f"cannot tell whether {file.name} is CSV or NDJSON from its extension: "
+            "name it .csv, .ndjson or .jsonl, or pass --format csv|ndjson"
+        )
     summary = _upload(file, f"{url.rstrip('/')}/v1/leads/import", token, kind)
     table = Table(title=f"import of {file.name}")
     for column in ("rows", "created", "updated", "unchanged", "failed"):
@@ -285,10 +299,38 @@ def _upload(file: Path, endpoint: str, token: str, kind: str) -> dict[str, Any]:
         except httpx.HTTPError as exc:
             _fail(f"could not reach {endpoint}: {exc}")
     if response.status_code != 200:
-        detail = response.json().get("detail", response.text) if response.content else ""
-        _fail(f"import refused ({response.status_code}): {detail}")
-    result: dict[str, Any] = response.json()
+        _fail(f"import refused ({response.status_code}): {_problem_text(response)}")
+    try:
+        result: dict[str, Any] = response.json()
+    except ValueError:
+        _fail(f"{endpoint} answered 200 with no import summary: {_snippet(response.text)}")
     return result
+
+
+_IMPORT_FORMATS = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
+_FORMAT_OF = {".csv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson"}
+
+
+def _problem_text(response: httpx.Response) -> str:
+    """What an error answer says: a problem's detail and field errors, else its text (a
+    proxy's HTML page, say), shortened."""
+    try:
+        problem = response.json()
+    except ValueError:
+        return _snippet(response.text) or response.reason_phrase
+    if not isinstance(problem, dict):
+        return _snippet(response.text)
+    lines = [str(problem.get("detail") or problem.get("title") or "")]
+    errors = problem.get("errors")
+    for error in errors if isinstance(errors, list) else []:
+        if isinstance(error, dict):
+            lines.append(f"  {error.get('field')}: {error.get('reason')}")
+    return "\n".join(line for line in lines if line)
+
+
+def _snippet(text: str, limit: int = 300) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit] + "..."
 
 
 @app.command()

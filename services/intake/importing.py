@@ -337,7 +337,7 @@ async def _csv(chunks: AsyncIterator[bytes]) -> AsyncIterator[Record]:
             yield refused(first, LONE_CR if lone_cr else f"not valid CSV: {exc}")
             continue
         if header is None:
-            header = [c.strip() for c in cells]
+            header = [column_name(c) for c in cells]
         elif len(cells) != len(header):
             yield first, {}, f"expected {len(header)} columns, found {len(cells)}"
         else:
@@ -368,6 +368,15 @@ def _inside_quotes(line: str, inside: bool) -> bool:
         at_start = char == "," and not inside
         i += 1
     return inside
+
+
+def column_name(heading: str) -> str:
+    """A CSV column's field as spreadsheets head it: "Email", "First Name", "job-title" ->
+    email, first_name, job_title. Only the field's own name is read so (every field name is
+    lower case, with underscores): in `custom.Tier` the attribute's key keeps its case."""
+    field, dot, key = heading.strip().partition(".")
+    field = "_".join(field.lower().replace("-", " ").split())
+    return f"{field}{dot}{key.strip()}"
 
 
 def _nest(header: list[str], cells: list[str]) -> dict[str, Any]:

@@ -81,6 +81,26 @@ async def test_a_csv_import_maps_nested_columns_and_reports_bad_cells(intake: In
     assert stored["profile"]["custom"] == {"tier": "gold"}
 
 
+async def test_a_csv_headed_as_a_spreadsheet_heads_it_imports(intake: Intake) -> None:
+    csv = b"Email,First Name,Job-Title,COMPANY SIZE,custom.Tier\r\nana@acme.com,Ana,CTO,40,Gold\r\n"
+    response = await intake.client.post(
+        "/v1/leads/import",
+        content=csv,
+        headers={**intake.auth(), "content-type": "text/csv"},
+    )
+
+    assert (response.json()["created"], response.json()["failed"]) == (1, 0)
+    (event,) = await intake.events("handoff.lead.captured", 1)
+    stored = (await intake.client.get(f"/v1/leads/{event['key']}", headers=intake.auth())).json()
+    profile = stored["profile"]
+    assert (profile["first_name"], profile["job_title"], profile["company_size"]) == (
+        "Ana",
+        "CTO",
+        40,
+    )
+    assert profile["custom"] == {"Tier": "Gold"}  # an attribute's key keeps its case
+
+
 async def test_an_import_in_an_unknown_format_is_refused(intake: Intake) -> None:
     response = await intake.client.post(
         "/v1/leads/import",
