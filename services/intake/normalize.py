@@ -57,10 +57,21 @@ def email_domain(email: str) -> str:
     return email.rsplit("@", 1)[1]
 
 
+# A host name on the public internet, in ASCII: labels of letters, digits and inner hyphens,
+# and a top-level label that is not a number (so no IP address).
+_HOST_NAME = re.compile(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+([a-z]{2,63}|xn--[a-z0-9-]{1,59})")
+
+
 def normalize_domain(raw: str) -> str:
-    """`https://www.Acme.com/about` -> `acme.com` (IDNA); raises ValueError if not a domain."""
-    value = _URL_PREFIX.sub("", raw.strip().lower()).split("/", 1)[0].split(":", 1)[0]
+    """`https://www.Acme.com/about?x=1` -> `acme.com` (IDNA); raises ValueError if it is not
+    a company's domain on the internet (an address, `acme.local`, `-acme.com`)."""
+    value = _URL_PREFIX.sub("", raw.strip().lower())
+    value = re.split(r"[/?#]", value, maxsplit=1)[0].split(":", 1)[0]
     value = value.removeprefix("www.").rstrip(".")
+    if value.rpartition(".")[2] in email_validator.SPECIAL_USE_DOMAIN_NAMES:
+        raise ValueError(
+            f"{raw!r} is a special-use domain (.{value.rpartition('.')[2]}), not a company's"
+        )
     try:
         if value.isascii():  # (the codec checks the labels' lengths, in a fraction of the time)
             ascii_domain = value.encode("idna").decode("ascii")
@@ -71,7 +82,7 @@ def normalize_domain(raw: str) -> str:
             ascii_domain = idna.encode(value, uts46=True).decode("ascii")
     except (idna.IDNAError, UnicodeError):
         raise ValueError(f"{raw!r} is not a valid domain") from None
-    if "." not in ascii_domain or not re.fullmatch(r"[a-z0-9.-]+", ascii_domain):
+    if not _HOST_NAME.fullmatch(ascii_domain):
         raise ValueError(f"{raw!r} is not a valid domain")
     return ascii_domain
 

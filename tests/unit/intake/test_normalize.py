@@ -97,11 +97,30 @@ def test_a_company_domain_and_an_email_domain_encode_alike() -> None:
     assert normalize_domain("https://www.Straße.de/") == email_domain == "xn--strae-oqa.de"
 
 
-def test_domains_lose_scheme_www_and_path() -> None:
+def test_domains_lose_scheme_www_path_query_and_port() -> None:
     assert normalize_domain("https://www.Acme.com/about?x=1") == "acme.com"
+    assert normalize_domain("https://acme.com?utm_source=x") == "acme.com"
+    assert normalize_domain("www.acme.co.uk:8080#top") == "acme.co.uk"
     assert normalize_domain("münchen.de") == "xn--mnchen-3ya.de"
-    with pytest.raises(ValueError, match="not a valid domain"):
-        normalize_domain("localhost")
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ("localhost", "special-use domain"),
+        ("acme.local", "special-use domain"),
+        ("intranet.acme.test", "special-use domain"),
+        ("127.0.0.1", "not a valid domain"),  # an address, not a company's domain
+        ("-acme.com", "not a valid domain"),
+        ("acme-.com", "not a valid domain"),
+        ("acme..com", "not a valid domain"),
+        ("acme.c0m", "not a valid domain"),
+        ("acme", "not a valid domain"),
+    ],
+)
+def test_what_is_no_companys_domain_on_the_internet_is_refused(raw: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        normalize_domain(raw)
 
 
 def test_countries_are_iso_codes_from_codes_or_names() -> None:
