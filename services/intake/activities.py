@@ -27,6 +27,10 @@ class UnknownLead(LookupError):
         self.reason = reason
 
 
+class LeadMismatch(UnknownLead):
+    """The activity names its lead twice, and the two are different leads (409)."""
+
+
 @dataclass(frozen=True)
 class RecordedActivity:
     activity_id: str
@@ -141,10 +145,18 @@ async def _resolve(session: AsyncSession, activity: ActivityIn) -> tuple[str | N
     through the visitor id."""
     live = leads.c.erased_at.is_(None)
     if activity.lead_id:
-        found = await session.scalar(select(leads.c.id).where(leads.c.id == activity.lead_id, live))
-        if found is None:
+        row = (
+            await session.execute(
+                select(leads.c.id, leads.c.email).where(leads.c.id == activity.lead_id, live)
+            )
+        ).first()
+        if row is None:
             raise UnknownLead("lead_id", f"no lead {activity.lead_id}")
-        return str(found), False
+        if activity.email and row.email != activity.email:
+            raise LeadMismatch(
+                "email", f"lead {activity.lead_id} does not have this email: name one lead"
+            )
+        return str(row.id), False
     if activity.email:
         found = await session.scalar(
             select(leads.c.id).where(leads.c.email == activity.email, live)

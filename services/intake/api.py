@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake import idempotency
-from services.intake.activities import UnknownLead, record_activity
+from services.intake.activities import LeadMismatch, UnknownLead, record_activity
 from services.intake.canonical import ActivityIn, LeadCapture, LeadSource
 from services.intake.erasure import erase_lead
 from services.intake.import_job import run_import
@@ -194,14 +194,17 @@ async def import_leads(request: Request, runtime: Runtime, who: Writer) -> dict[
     return summary.as_json()
 
 
-@router.post("/v1/activities", status_code=202, responses={404: {}, 422: {}})
+@router.post("/v1/activities", status_code=202, responses={404: {}, 409: {}, 422: {}})
 async def record(activity: ActivityIn, runtime: Runtime, who: Writer) -> dict[str, Any]:
     """Record what a lead (or an anonymous visitor) did."""
     try:
         async with runtime.db.transaction() as session:
             recorded = await record_activity(session, runtime.outbox, activity)
     except UnknownLead as exc:
+        status, title = (
+            (409, "Different leads") if isinstance(exc, LeadMismatch) else (404, "Unknown lead")
+        )
         raise Problem(
-            404, "Unknown lead", exc.reason, errors=[{"field": exc.field, "reason": exc.reason}]
+            status, title, exc.reason, errors=[{"field": exc.field, "reason": exc.reason}]
         ) from None
     return recorded.as_json()

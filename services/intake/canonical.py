@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Protocol, Self
 
@@ -213,6 +214,14 @@ class LeadCapture(LeadIn):
     email: str = Field(max_length=254, examples=["ana@acme.com"])  # type: ignore[assignment]
 
 
+def _lead_id(value: str) -> str:
+    """A lead's id as handoff writes it (any spelling of the UUID is read)."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ValueError("must be a lead's id (a UUID)") from None
+
+
 class ActivityIn(BaseModel):
     """Something a lead (or a not-yet-identified visitor) did."""
 
@@ -220,7 +229,7 @@ class ActivityIn(BaseModel):
 
     activity_type: ActivityType
     occurred_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    lead_id: str | None = None
+    lead_id: Annotated[str, AfterValidator(_lead_id)] | None = None
     email: str | None = Field(default=None, max_length=254)
     external_ids: ExternalIds = Field(default_factory=dict, max_length=10)
     visitor_id: str | None = Field(default=None, max_length=100)

@@ -268,6 +268,30 @@ async def test_an_activity_for_an_unknown_email_is_a_404_naming_the_field(intake
     assert response.json()["errors"][0]["field"] == "email"
 
 
+async def test_an_activity_naming_its_lead_twice_must_name_one_lead(intake: Intake) -> None:
+    ana = await intake.client.post("/v1/leads", headers=intake.auth(), json={"email": "a@acme.com"})
+    await intake.client.post("/v1/leads", headers=intake.auth(), json={"email": "b@acme.com"})
+    lead_id = ana.json()["lead_id"]
+
+    async def activity(**who: str) -> Any:
+        body = {"activity_type": "email_click", **who}
+        return await intake.client.post("/v1/activities", headers=intake.auth(), json=body)
+
+    same = await activity(lead_id=lead_id.upper(), email="A@acme.com")
+    other = await activity(lead_id=lead_id, email="b@acme.com")
+    not_an_id = await activity(lead_id="ana-123")
+
+    assert (same.status_code, same.json()["lead_id"]) == (202, lead_id)
+    assert other.status_code == 409
+    assert other.json()["errors"] == [
+        {"field": "email", "reason": f"lead {lead_id} does not have this email: name one lead"}
+    ]
+    assert not_an_id.status_code == 422
+    assert not_an_id.json()["errors"] == [
+        {"field": "lead_id", "reason": "must be a lead's id (a UUID)"}
+    ]
+
+
 async def test_an_activity_must_say_who_did_it(intake: Intake) -> None:
     response = await intake.client.post(
         "/v1/activities", headers=intake.auth(), json={"activity_type": "page_view"}
