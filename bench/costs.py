@@ -141,7 +141,7 @@ async def capture_costs(url: str, sizes: Sequence[int], units: int) -> dict[int,
                 items = []
                 for _ in range(k):
                     made += 1
-                    email = f"lead{made}.{uuid.uuid4().hex[:6]}@co{made % 500}.example.com"
+                    email = f"lead{made}.{uuid.uuid4().hex[:6]}@company{made % 500}.com"
                     items.append(LeadIn(email=email, first_name="Ann", source="marketing"))
                 return items
 

@@ -12,6 +12,7 @@ from importlib import metadata
 from typing import Literal
 
 from disposable_email_domains import blocklist
+from publicsuffixlist import PublicSuffixList
 
 EmailKind = Literal["business", "freemail", "disposable"]
 
@@ -125,9 +126,23 @@ def email_kind(domain: str) -> EmailKind:
 
 @lru_cache(maxsize=65_536)  # a few thousand domains; imports ask once per row
 def account_domain(*, email_domain: str | None, company_domain: str | None) -> str | None:
-    """The company domain a lead's account is keyed by, or None for free/disposable mail."""
+    """The company domain a lead's account is keyed by, or None for free/disposable mail:
+    the registrable domain (`eu.acme.com`, `mail.acme.co.uk` -> `acme.com`, `acme.co.uk`),
+    so that one company's people share one account whichever of its hosts they mail from."""
     if company_domain and email_kind(company_domain) == "business":
-        return company_domain
+        return registrable(company_domain)
     if email_domain and email_kind(email_domain) == "business":
-        return email_domain
+        return registrable(email_domain)
     return None
+
+
+# The Public Suffix List as the `publicsuffixlist` package ships it (no download at run time);
+# its private part too, so that a customer's site at a hosting suffix (`shop.github.io`)
+# stays its own and is not taken for the host's.
+_PUBLIC_SUFFIXES = PublicSuffixList()
+
+
+def registrable(domain: str) -> str:
+    """`domain`'s registrable part: one label under its public suffix (a domain that is
+    itself a public suffix, or not under a known one, stays as it is)."""
+    return _PUBLIC_SUFFIXES.privatesuffix(domain) or domain

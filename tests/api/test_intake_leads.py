@@ -300,9 +300,19 @@ async def test_colleagues_share_an_account_and_free_mail_gets_none(intake: Intak
     a = await intake.client.post("/v1/leads", json={"email": "a@initech.com"}, headers=auth)
     b = await intake.client.post("/v1/leads", json={"email": "b@initech.com"}, headers=auth)
     c = await intake.client.post("/v1/leads", json={"email": "c@gmail.com"}, headers=auth)
+    # one company whichever of its hosts people mail from, or its site names
+    d = await intake.client.post("/v1/leads", json={"email": "d@eu.initech.com"}, headers=auth)
+    e = await intake.client.post(
+        "/v1/leads",
+        json={"email": "e@gmail.com", "company_domain": "https://shop.initech.com/"},
+        headers=auth,
+    )
 
     assert a.json()["account_id"] == b.json()["account_id"] is not None
+    assert d.json()["account_id"] == e.json()["account_id"] == a.json()["account_id"]
     assert c.json()["account_id"] is None
+    lead = (await intake.client.get(f"/v1/leads/{d.json()['lead_id']}", headers=auth)).json()
+    assert lead["account"]["domain"] == "initech.com"
 
 
 async def test_the_same_idempotency_key_replays_the_answer_and_another_body_conflicts(

@@ -401,3 +401,21 @@ def test_custom_attributes_may_change_but_not_grow_past_the_bound() -> None:
             external_ids={},
             sales_owned=frozenset(),
         )
+
+
+@pytest.mark.parametrize(
+    ("email_domain", "company_domain", "account"),
+    [
+        ("eu.acme.com", None, "acme.com"),
+        ("mail.acme.co.uk", None, "acme.co.uk"),
+        ("sales.emea.acme.com.au", None, "acme.com.au"),
+        ("shop.github.io", None, "shop.github.io"),  # a site on a hosting suffix is its own
+        ("gmail.com", "https://eu.acme.com", "acme.com"),
+        ("mail.gmail.com", None, None),
+    ],
+)
+def test_an_account_is_keyed_by_the_registrable_domain(
+    email_domain: str, company_domain: str | None, account: str | None
+) -> None:
+    company = normalize_domain(company_domain) if company_domain else None
+    assert account_domain(email_domain=email_domain, company_domain=company) == account
