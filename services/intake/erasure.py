@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, null, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake.models import (
@@ -35,7 +35,13 @@ async def erase_lead(
     await session.execute(
         update(leads)
         .where(leads.c.id == lead_id)
-        .values(email=None, profile={}, field_sources={}, erased_at=datetime.now(UTC))
+        .values(
+            email=None,
+            profile={},
+            field_sources={},
+            field_times=null(),
+            erased_at=datetime.now(UTC),
+        )
     )
     await session.execute(delete(lead_external_ids).where(lead_external_ids.c.lead_id == lead_id))
     await session.execute(delete(visitors).where(visitors.c.lead_id == lead_id))

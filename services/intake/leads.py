@@ -17,7 +17,15 @@ from services.intake import domains
 from services.intake.activities import stitch_visitor
 from services.intake.canonical import PII_FIELDS, NewLeadInput, account_domain_of
 from services.intake.driver_sql import DriverSql, Query
-from services.intake.identity import KnownLead, MergeRefused, apply, merge
+from services.intake.identity import (
+    KnownLead,
+    MergeRefused,
+    Timing,
+    apply,
+    created_times,
+    merge,
+    time_text,
+)
 from services.intake.models import accounts, lead_external_ids, leads
 from services.intake.normalize import (
     NATIONAL_NUMBER_HINT,
@@ -38,6 +46,7 @@ _LEAD_COLUMNS = (
     "account_id",
     "profile",
     "field_sources",
+    "field_times",
     "created_at",
     "updated_at",
 )
@@ -71,6 +80,8 @@ class CaptureOutcome:
     changes: dict[str, Any] = field(default_factory=dict)
     protected: list[str] = field(default_factory=list)
     linked: dict[str, str] = field(default_factory=dict)  # external ids new to the lead
+    # fields left as they were: set later than the capture says it happened (not answered)
+    stale: list[str] = field(default_factory=list)
     error: CaptureError | None = None
     # what was captured instead, when the item failed and was made of parts (`fallback`)
     parts: list[CaptureOutcome] | None = None
@@ -171,7 +182,8 @@ async def capture_batch(
     *,
     sales_owned: frozenset[str],
     traces: Sequence[str | None] | None = None,
-    fallback: Callable[[int], Sequence[LeadInput]] | None = None,
+    times: Sequence[Timing] | None = None,
+    fallback: Callable[[int], Sequence[tuple[LeadInput, Timing]]] | None = None,
     read: Callable[[set[str]], None] | None = None,
     presume_new: bool = False,
     accounts_known: KnownAccounts | None = None,
@@ -179,9 +191,12 @@ async def capture_batch(
 ) -> list[CaptureOutcome]:
     """Create or update one lead per item, in order; a failed item changes nothing.
 
-    `fallback(i)`, when given, names what to capture instead of item `i` should it fail
-    (the parts it was made of): they are captured in its place, before the items after it,
-    and its outcome lists theirs (`parts`). `read`, when given, is called once the leads
+    `times`, when given, says when each item's fields were set where they came from (a
+    webhook event's time; see `identity.merge`): a field set later is left as it is. An
+    item without (None, or no `times`) happens now. `fallback(i)`, when given, names what
+    to capture instead of item `i` should it fail (the parts it was made of, each with its
+    timing): they are captured in its place, before the items after it, and its outcome
+    lists theirs (`parts`). `read`, when given, is called once the leads
     are read, with the items' account domains that had no account then, as far as the
     read found (PostgreSQL reads the accounts with the leads; SQLite later, so there it
     is every domain): the accounts this capture may create.
@@ -213,6 +228,7 @@ async def capture_batch(
                 presumed=True,
                 accounts_known=accounts_known,
                 traces=traces,
+                times=times,
             )
         except _LookupNeeded:
             if not_taken_as_new is not None:
@@ -232,6 +248,7 @@ async def capture_batch(
         presumed=False,
         accounts_known=accounts_known,
         traces=traces,
+        times=times,
     )
 
 
@@ -247,15 +264,17 @@ async def _capture(
     accounts_found: dict[str, str | None],
     *,
     sales_owned: frozenset[str],
-    fallback: Callable[[int], Sequence[LeadInput]] | None,
+    fallback: Callable[[int], Sequence[tuple[LeadInput, Timing]]] | None,
     presumed: bool,
     accounts_known: KnownAccounts | None,
     traces: Sequence[str | None] | None,
+    times: Sequence[Timing] | None,
 ) -> list[CaptureOutcome]:
     """`capture_batch` once the leads are known (`known`: those the items name, or none
     when `presumed`) with the accounts of their domains (`accounts_found`: domain -> id,
     None: none yet; a domain missing is looked up if needed)."""
     now = datetime.now(UTC)
+    at = time_text(now)  # when a capture that does not say when happened
     outcomes: list[CaptureOutcome] = []
     created: list[KnownLead] = []
     dirty: dict[str, KnownLead] = {}
@@ -263,7 +282,7 @@ async def _capture(
     # each capture's lead, item, outcome and trace (`traces`), for its events
     pending_events: list[tuple[KnownLead, LeadInput, CaptureOutcome, str | None]] = []
 
-    def capture(item: LeadInput, trace: str | None) -> CaptureOutcome:
+    def capture(item: LeadInput, trace: str | None, timing: Timing) -> CaptureOutcome:
         nonlocal new_ids
         try:
             lead = known.resolve(item)
@@ -288,6 +307,7 @@ async def _capture(
                 profile=profile,
                 field_sources=dict.fromkeys(profile, item.source),
                 external_ids=set(external.items()) if external else set(),
+                field_times=created_times(profile, at, timing),
             )
             known.add(lead)
             created.append(lead)
@@ -318,6 +338,8 @@ async def _capture(
                     source=item.source,
                     external_ids=item.external_ids,
                     sales_owned=sales_owned,
+                    at=at,
+                    timing=timing,
                 )
             except MergeRefused as refused:
                 return CaptureOutcome(
@@ -330,7 +352,8 @@ async def _capture(
             previous_email = lead.email
             apply(lead, merged, source=item.source)
             known.email_changed(lead, previous_email)
-            if merged.changes or merged.confirmed:  # (confirmed: who owns a field)
+            # (confirmed: who owns a field; times: when an equal value was set again)
+            if merged.changes or merged.confirmed or merged.times:
                 dirty[lead.id] = lead
             new_ids += [(p, i, lead.id) for p, i in sorted(merged.new_external_ids)]
             outcome = CaptureOutcome(
@@ -338,17 +361,18 @@ async def _capture(
                 changes=merged.changes,
                 protected=merged.protected,
                 linked=dict(sorted(merged.new_external_ids)),
+                stale=merged.stale,
             )
         pending_events.append((lead, item, outcome, trace))
         return outcome
 
     for index, item in enumerate(items):
         trace = traces[index] if traces is not None else None
-        outcome = capture(item, trace)
+        outcome = capture(item, trace, times[index] if times is not None else None)
         if outcome.error is not None and presumed:
             raise _LookupNeeded  # (nothing is written yet, and `fallback` was not called)
         if outcome.error is not None and fallback is not None and (parts := fallback(index)):
-            outcome.parts = [capture(part, trace) for part in parts]
+            outcome.parts = [capture(part, trace, timing) for part, timing in parts]
         outcomes.append(outcome)
         if index % _YIELD_EVERY == _YIELD_EVERY - 1:
             await asyncio.sleep(0)  # let other tasks in (a thousand items take ~25 ms)
@@ -500,7 +524,7 @@ async def _load_known(
         for is_lead, *lead, providers, external_ids in rows:
             if not is_lead:  # (an account: its id and domain)
                 accounts[lead[1]] = lead[0]
-            elif lead[6] is None:  # not erased
+            elif lead[7] is None:  # not erased
                 found = _found(sql, lead)
                 found.external_ids = set(zip(providers, external_ids, strict=True))
                 known.add(found)
@@ -521,7 +545,7 @@ async def _load_known(
         rows = await sql.fetch(_LEADS_BY_ID, [], sorted(ids))
     else:
         return known, {}
-    found = [_found(sql, lead) for lead in rows if lead[6] is None]  # not erased
+    found = [_found(sql, lead) for lead in rows if lead[7] is None]  # not erased
     if found:
         by_lead: dict[str, set[tuple[str, str]]] = {}
         for provider, external_id, lead_id in await sql.fetch(
@@ -535,11 +559,14 @@ async def _load_known(
 
 
 def _found(sql: DriverSql, row: Sequence[Any]) -> KnownLead:
-    lead_id, email, source, account_id, profile, field_sources, _erased_at = row
-    decode_profile, decode_sources = (
+    lead_id, email, source, account_id, profile, field_sources, field_times, _erased_at = row
+    decode_profile, decode_sources, decode_times = (
         sql.result(leads, "profile"),
         sql.result(leads, "field_sources"),
+        sql.result(leads, "field_times"),
     )
+    if decode_times is not None and field_times is not None:
+        field_times = decode_times(field_times)
     return KnownLead(
         id=lead_id,
         email=email,
@@ -547,6 +574,7 @@ def _found(sql: DriverSql, row: Sequence[Any]) -> KnownLead:
         account_id=account_id,
         profile=decode_profile(profile) if decode_profile else profile,
         field_sources=decode_sources(field_sources) if decode_sources else field_sources,
+        field_times=field_times or {},  # (none for a lead stored before they were kept)
     )
 
 
@@ -565,7 +593,10 @@ _EXTERNAL_IDS_OF_LEADS = Query(
     sqlite="SELECT provider, external_id, lead_id FROM lead_external_ids WHERE lead_id IN ({})",
     postgres="",
 )
-_LEAD = "SELECT id, email, source, account_id, profile, field_sources, erased_at FROM leads"
+_LEAD = (
+    "SELECT id, email, source, account_id, profile, field_sources, field_times, erased_at "
+    "FROM leads"
+)
 _LEADS_BY_EMAIL_OR_ID = Query(
     sqlite=f"{_LEAD} WHERE email IN ({{}}) OR id IN ({{}}) ORDER BY id", postgres=""
 )
@@ -585,7 +616,7 @@ _ACCOUNTS_PG = (
 _LEADS_WITH_EXTERNAL_IDS_AND_ACCOUNTS = Query(
     sqlite="",
     postgres="(SELECT true, l.id, l.email, l.source, l.account_id, l.profile, "  # noqa: S608
-    "l.field_sources, l.erased_at, "
+    "l.field_sources, l.field_times, l.erased_at, "
     "ARRAY(SELECT e.provider FROM lead_external_ids e WHERE e.lead_id = l.id "
     "ORDER BY e.provider, e.external_id), "
     "ARRAY(SELECT e.external_id FROM lead_external_ids e WHERE e.lead_id = l.id "
@@ -599,7 +630,7 @@ _LEADS_WITH_EXTERNAL_IDS_AND_ACCOUNTS = Query(
     "ORDER BY 1) AS wanted(id), "
     "LATERAL (SELECT * FROM leads WHERE id = wanted.id FOR UPDATE) AS l "
     "ORDER BY l.id) "
-    "UNION ALL (SELECT false, a.id, a.domain, NULL, NULL, NULL, NULL, NULL, NULL, NULL "
+    "UNION ALL (SELECT false, a.id, a.domain, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL "
     f"FROM ({_ACCOUNTS_PG.format(n=4)}) AS a)",
 )
 _ACCOUNTS_BY_DOMAIN = Query(
@@ -651,6 +682,7 @@ async def _write(
                 lead.account_id,
                 lead.profile,
                 lead.field_sources,
+                lead.field_times,
                 now,
                 now,
             )
@@ -669,6 +701,7 @@ async def _write(
                     lead.account_id,
                     json(lead.profile),
                     json(lead.field_sources),
+                    json(lead.field_times),
                     updated_at,
                     lead.id,
                 )
@@ -686,6 +719,7 @@ async def _write(
                     "new_account": lead.account_id,
                     "new_profile": lead.profile,
                     "new_sources": lead.field_sources,
+                    "new_times": lead.field_times,
                     "now": now,
                 }
                 for lead in changed
@@ -702,10 +736,11 @@ _UPDATE = (
         account_id=bindparam("new_account"),
         profile=bindparam("new_profile"),
         field_sources=bindparam("new_sources"),
+        field_times=bindparam("new_times"),
         updated_at=bindparam("now"),
     )
 )
 _UPDATE_SQLITE = (
-    "UPDATE leads SET email = ?, account_id = ?, profile = ?, field_sources = ?, updated_at = ? "
-    "WHERE id = ? AND erased_at IS NULL"
+    "UPDATE leads SET email = ?, account_id = ?, profile = ?, field_sources = ?, "
+    "field_times = ?, updated_at = ? WHERE id = ? AND erased_at IS NULL"
 )

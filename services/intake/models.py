@@ -29,6 +29,8 @@ leads = Table(
     Column("account_id", String(36)),  # not indexed: nothing reads leads by account
     Column("profile", JSON, nullable=False),
     Column("field_sources", JSON, nullable=False),  # field -> marketing | sales (who set it)
+    # field -> when it was last set (see `identity`); NULL on leads stored before 0005
+    Column("field_times", JSON),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("erased_at", DateTime(timezone=True)),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,12 +20,15 @@ from services.intake.activities import UnknownLead, record_activity
 from services.intake.canonical import ActivityIn, LeadIn
 from services.intake.driver_sql import DriverSql, Query
 from services.intake.erasure import erase_lead
+from services.intake.identity import Timing, time_text
 from services.intake.leads import IDS_BY_EXTERNAL_ID, KnownAccounts, capture_batch
 from services.intake.models import webhook_deliveries
 from services.intake.providers import InboundItem, SourceConfig
 from shared.observability.tracing import current_traceparent, traced
 from shared.outbox import Outbox
 from shared.validation_errors import error_reason
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -80,9 +84,11 @@ async def apply_deliveries(
 
     Items that carry an email go first: a batch may name a new contact's other properties
     before its email, and those must find the lead the email creates. The lead items of
-    one delivery that name the same contact are captured together (see `_Capture`).
-    Erasures go last: a person deleted for privacy is forgotten with whatever the same
-    batch said of them.
+    one delivery that name the same contact are captured together (see `_Capture`), in the
+    order their events happened (`InboundItem.occurred_at`), not the order they came in.
+    A field keeps the value of the latest event that set it, whichever delivery came
+    first (see `identity.merge`). Erasures go last: a person deleted for privacy is
+    forgotten with whatever the same batch said of them.
 
     With `unseen`, the deliveries are taken to be new without looking them up, and so
     are their contacts' leads (`capture_batch`'s `presume_new`, with `accounts_known`):
@@ -135,6 +141,9 @@ async def apply_deliveries(
             report.fail(item.delivery_id, _reason(exc))
         except UnknownLead as exc:
             report.fail(item.delivery_id, exc.reason)
+    for _, items in groups:
+        if len(items) > 1:
+            items.sort(key=_happened)  # (stable: events of one time stay in their order)
     captures = [c for n, items in groups for c in _validated(n, items, deliveries, reports)]
     if presumed and not captures and not_taken_as_new is not None:
         not_taken_as_new()
@@ -181,11 +190,40 @@ class _Capture:
     happened. It comes to what applying them one by one would: a later value of a property
     wins, a missing (null) value leaves the one before, an item that is invalid alone fails
     alone, and should the capture fail, its items are captured one by one in its place.
+    `timing` is when its fields were set, each by the item whose value it takes (`_timing`).
     """
 
     delivery: int
     items: list[InboundItem]
     lead: LeadIn
+    timing: Timing = None
+
+
+_NOT_SAID = datetime.max.replace(tzinfo=UTC)
+
+
+def _happened(item: InboundItem) -> datetime:
+    """When an item's event happened: one that does not say happens as it is applied, now,
+    after every event that says (see `identity.merge`)."""
+    return item.occurred_at or _NOT_SAID
+
+
+def _timing(items: Sequence[InboundItem]) -> Timing:
+    """When the fields of one contact's items (in the order they happened) were set: by
+    the last item giving each a value, as `_together` takes it; None for one without a
+    time (now). One time for all of them when they have one."""
+    first = items[0].occurred_at
+    if all(item.occurred_at == first for item in items):
+        return None if first is None else time_text(first)
+    times: dict[str, str] = {}
+    for item in items:
+        at = None if item.occurred_at is None else time_text(item.occurred_at)
+        for name in _flat(item.data):
+            if at is None:
+                times.pop(name, None)
+            else:
+                times[name] = at
+    return times
 
 
 def _contact(item: InboundItem) -> tuple[tuple[str, str], ...] | None:
@@ -217,7 +255,8 @@ def _validated(
             return _validated(n, kept, deliveries, reports) if kept else []
     data = {**_together([item.data for item in items]), "source": lead_source}
     try:
-        return [_Capture(n, items, LeadIn.model_validate(data))]  # the source decides its side
+        lead = LeadIn.model_validate(data)  # the source decides its side
+        return [_Capture(n, items, lead, _timing(items))]
     except ValidationError as exc:
         if len(items) > 1:
             return [c for item in items for c in _validated(n, [item], deliveries, reports)]
@@ -294,7 +333,7 @@ async def _capture(
     place) and note what each item did."""
     parts: dict[int, list[_Capture]] = {}
 
-    def one_by_one(index: int) -> list[LeadIn]:
+    def one_by_one(index: int) -> list[tuple[LeadIn, Timing]]:
         capture = captures[index]
         if len(capture.items) == 1:
             return []
@@ -303,13 +342,14 @@ async def _capture(
             for item in capture.items
             for c in _validated(capture.delivery, [item], deliveries, reports)
         ]
-        return [c.lead for c in parts[index]]
+        return [(c.lead, c.timing) for c in parts[index]]
 
     outcomes = await capture_batch(
         session,
         outbox,
         [c.lead for c in captures],
         traces=[deliveries[c.delivery].traceparent for c in captures],
+        times=[c.timing for c in captures],
         sales_owned=sales_owned,
         fallback=one_by_one,
         presume_new=presume_new,
@@ -325,6 +365,14 @@ async def _capture(
         for n, items, result in results:
             if result.error is None:
                 done += [(n, item.delivery_id, result.lead_id) for item in items]
+                if result.stale:  # (accepted all the same: the answer's counts say so)
+                    log.info(
+                        "webhook event older than the lead's values; these fields kept theirs",
+                        lead_id=result.lead_id,
+                        fields=result.stale,
+                        source=deliveries[n].source.name,
+                        delivery_ids=[item.delivery_id for item in items],
+                    )
             else:
                 reason = f"{result.error.field}: {result.error.reason}"
                 reports[n].fail(items[0].delivery_id, reason)

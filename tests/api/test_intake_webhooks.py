@@ -458,6 +458,100 @@ async def test_one_delivery_comes_to_what_its_events_one_by_one_would(intake: In
     assert (lead["profile"]["first_name"], lead["profile"]["last_name"]) == ("Fay", "Lund")
 
 
+def timed(event_id: int, object_id: int, prop: str, value: object, at_ms: int) -> dict[str, object]:
+    """A HubSpot property change that happened at `at_ms` (epoch milliseconds)."""
+    return {**contact_event(event_id, object_id, prop, value), "occurredAt": at_ms}
+
+
+async def profile_of(intake: Intake, email: str) -> dict[str, Any]:
+    """The profile `GET /v1/leads/{id}` shows for the lead with this email."""
+    async with intake.runtime.db.transaction() as session:
+        lead_id = await session.scalar(select(leads.c.id).where(leads.c.email == email))
+    response = await intake.client.get(f"/v1/leads/{lead_id}", headers=intake.auth())
+    assert response.status_code == 200, response.text
+    profile: dict[str, Any] = response.json()["profile"]
+    return profile
+
+
+async def test_a_late_event_older_than_a_fields_value_leaves_it_and_a_newer_one_sets_it(
+    intake: Intake,
+) -> None:
+    """HubSpot retries a failed delivery for up to a day: an event can arrive after a newer
+    one. A field keeps the value of the latest event that set it (`occurredAt`)."""
+    await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    t = int(time.time() * 1000) - 60_000
+    await post_hubspot(intake, [timed(1, 9800, "email", "kim@late.com", t)])
+    await post_hubspot(intake, [timed(2, 9800, "jobtitle", "CEO", t + 5_000)])
+
+    with capture_logs() as logs:
+        late = await post_hubspot(intake, [timed(3, 9800, "jobtitle", "CFO", t + 1_000)])
+    after_late = await profile_of(intake, "kim@late.com")
+    newer = await post_hubspot(intake, [timed(4, 9800, "jobtitle", "CTO", t + 9_000)])
+
+    assert late == newer == {"accepted": 1, "duplicates": 0, "failed": []}  # (as before)
+    assert after_late["job_title"] == "CEO"
+    assert (await profile_of(intake, "kim@late.com"))["job_title"] == "CTO"
+    stale = [e for e in logs if e["event"].startswith("webhook event older")]
+    assert [(e["fields"], e["delivery_ids"], e["log_level"]) for e in stale] == [
+        (["job_title"], ["hubspot:62515:3"], "info")
+    ]
+
+
+async def test_a_contacts_events_in_one_delivery_apply_in_the_order_they_happened(
+    intake: Intake,
+) -> None:
+    await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    t = int(time.time() * 1000) - 60_000
+    reversed_events = [
+        timed(10, 9801, "email", "lu@late.com", t),
+        timed(12, 9801, "jobtitle", "CFO", t + 5_000),  # the newer value, sent first
+        timed(11, 9801, "jobtitle", "CEO", t + 1_000),
+        timed(13, 9801, "firstname", "Lu", t + 1_000),
+    ]
+
+    first = await post_hubspot(intake, reversed_events)
+    made = await profile_of(intake, "lu@late.com")
+    # Later deliveries: each field kept the time of the event whose value it took.
+    await post_hubspot(
+        intake,
+        [
+            timed(14, 9801, "jobtitle", "COO", t + 3_000),
+            timed(15, 9801, "firstname", "Lou", t + 3_000),
+        ],
+    )
+
+    assert (first["accepted"], first["failed"]) == (4, [])
+    assert (made["job_title"], made["first_name"]) == ("CFO", "Lu")
+    later = await profile_of(intake, "lu@late.com")
+    assert (later["job_title"], later["first_name"]) == ("CFO", "Lou")
+
+
+async def test_a_capture_through_the_api_happens_now_and_an_older_event_leaves_it(
+    intake: Intake,
+) -> None:
+    await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    t = int(time.time() * 1000) - 60_000
+    await post_hubspot(
+        intake,
+        [timed(20, 9802, "email", "mo@late.com", t), timed(21, 9802, "jobtitle", "CEO", t)],
+    )
+
+    api = await intake.client.post(
+        "/v1/leads",
+        json={"email": "mo@late.com", "job_title": "CTO", "source": "marketing"},
+        headers=intake.auth(),
+    )
+    captured_at = int(time.time() * 1000) + 1  # (after the API's capture)
+    older = await post_hubspot(intake, [timed(22, 9802, "jobtitle", "CFO", t + 30_000)])
+    after_older = await profile_of(intake, "mo@late.com")
+    newer = await post_hubspot(intake, [timed(23, 9802, "jobtitle", "COO", captured_at)])
+
+    assert api.status_code == 200 and api.json()["changed_fields"] == ["job_title"]
+    assert older["accepted"] == newer["accepted"] == 1
+    assert after_older["job_title"] == "CTO"
+    assert (await profile_of(intake, "mo@late.com"))["job_title"] == "COO"
+
+
 async def test_a_failed_capture_goes_one_by_one_in_its_place_before_later_deliveries(
     intake: Intake,
 ) -> None:

@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 # How far a signed timestamp may drift from ``now`` either way before it is refused.
@@ -48,12 +48,17 @@ DELIVERY_ID_MAX = 300
 
 @dataclass(frozen=True)
 class InboundItem:
-    """One provider event mapped to canonical fields, or the reason it could not be."""
+    """One provider event mapped to canonical fields, or the reason it could not be.
+
+    `occurred_at` is when the event happened at the provider, if it says (HubSpot's
+    `occurredAt`): a retried delivery can arrive after a newer one, and a lead's field
+    keeps the value of the latest event that set it (see `identity.merge`)."""
 
     delivery_id: str
     kind: Literal["lead", "activity", "erasure"]  # erasure: `data` names the lead to forget
     data: dict[str, Any]
     error: str | None = None
+    occurred_at: datetime | None = None  # aware, UTC
 
     def __post_init__(self) -> None:
         if len(self.delivery_id) > DELIVERY_ID_MAX:
@@ -117,6 +122,31 @@ def epoch_seconds(moment: datetime) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_millis_time(value: Any) -> datetime | None:
+    """The time of an epoch timestamp in milliseconds (HubSpot's `occurredAt`); None for
+    anything that is not such a number (missing, text, true, out of range)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return _EPOCH + timedelta(milliseconds=value)
+    except (OverflowError, ValueError):  # (out of datetime's range, or NaN)
+        return None
+
+
+def iso_time(value: Any) -> datetime | None:
+    """The time of an ISO 8601 text (a naive one taken to be UTC); None for anything else."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def signed_epoch(request: InboundRequest, header: str, *, per_second: int) -> float:

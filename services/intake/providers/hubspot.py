@@ -24,6 +24,7 @@ from services.intake.providers.base import (
     assign,
     check_freshness,
     content_digest,
+    epoch_millis_time,
     failed,
     given,
     load_json,
@@ -107,6 +108,7 @@ def _map_event(event: Any, source: SourceConfig, field_map: dict[str, str]) -> I
             delivery_id=delivery_id,
             kind="erasure",
             data={"external_ids": {"hubspot": str(event["objectId"])}},
+            occurred_at=epoch_millis_time(event.get("occurredAt")),
         )
     data: dict[str, Any] = {
         "external_ids": {"hubspot": str(event["objectId"])},
@@ -119,7 +121,9 @@ def _map_event(event: Any, source: SourceConfig, field_map: dict[str, str]) -> I
             return failed(delivery_id, "propertyChange event has no propertyName")
         if given(value := event.get("propertyValue")):  # (cleared: nothing to change)
             assign(data, field_map.get(prop, f"custom.hubspot_{prop}"), value)
-    return InboundItem(delivery_id=delivery_id, kind="lead", data=data)
+    # (when it happened in HubSpot: a retry may come after a newer event of the contact)
+    occurred_at = epoch_millis_time(event.get("occurredAt"))
+    return InboundItem(delivery_id=delivery_id, kind="lead", data=data, occurred_at=occurred_at)
 
 
 def _delivery_id(event: dict[str, Any]) -> str:

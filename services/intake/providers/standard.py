@@ -23,6 +23,7 @@ from services.intake.providers.base import (
     assign,
     check_freshness,
     failed,
+    iso_time,
     load_json,
     required_header,
     signed_epoch,
@@ -76,7 +77,9 @@ class StandardWebhooksAdapter:
         fields = event.get("data")
         if not isinstance(fields, dict):
             return [failed(delivery_id, "data is not a JSON object", kind)]
-        return [InboundItem(delivery_id, kind, _canonical(fields, kind, source))]
+        # The event's own time ("timestamp", when it happened), if the sender gives one.
+        occurred_at = iso_time(event.get("timestamp"))
+        return [InboundItem(delivery_id, kind, _canonical(fields, kind, source), None, occurred_at)]
 
 
 def _webhook(source: SourceConfig) -> Webhook:

@@ -164,6 +164,50 @@ def test_hubspot_batch_keeps_contact_events_and_flags_unsupported_ones() -> None
     assert deal.error == "unsupported subscriptionType deal.creation"
 
 
+@pytest.mark.parametrize(
+    ("occurred_at", "expected"),
+    [
+        (1700000000123, datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=UTC)),
+        (1700000000123.0, datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=UTC)),
+        ("1700000000123", None),  # not a number
+        (True, None),
+        (None, None),
+        (10**30, None),  # out of range
+    ],
+    ids=["millis", "float", "text", "bool", "null", "huge"],
+)
+def test_hubspot_occurred_at_is_when_the_event_happened(
+    occurred_at: object, expected: datetime | None
+) -> None:
+    event = hubspot_event(1, "contact.propertyChange", propertyName="jobtitle", propertyValue="CEO")
+    missing = {k: v for k, v in event.items() if k != "occurredAt"}
+
+    (item, without) = parse_hubspot([{**event, "occurredAt": occurred_at}, missing])
+
+    assert (item.occurred_at, item.error) == (expected, None)
+    assert without.occurred_at is None and without.error is None
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "expected"),
+    [
+        ("2026-03-02T11:59:00.5Z", datetime(2026, 3, 2, 11, 59, 0, 500000, tzinfo=UTC)),
+        ("2026-03-02T12:59:00+01:00", datetime(2026, 3, 2, 11, 59, tzinfo=UTC)),
+        ("2026-03-02T11:59:00", datetime(2026, 3, 2, 11, 59, tzinfo=UTC)),  # (naive: UTC)
+        ("yesterday", None),
+        (1772452740, None),
+    ],
+)
+def test_standard_webhook_timestamp_is_when_the_event_happened(
+    timestamp: object, expected: datetime | None
+) -> None:
+    event = {"type": "lead.captured", "timestamp": timestamp, "data": {"email": "a@x.io"}}
+
+    (item,) = ADAPTERS["standard"].parse(standard_request(event), STANDARD)
+
+    assert (item.occurred_at, item.error) == (expected, None)
+
+
 def test_hubspot_unmapped_property_goes_to_custom_unless_the_field_map_names_it() -> None:
     events = [
         hubspot_event(
