@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -33,7 +34,13 @@ async def lead_view(conn: AsyncConnection, lead_id: str) -> dict[str, Any] | Non
         "profile": row.profile,
         "field_sources": row.field_sources,
         "external_ids": ids,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
+        "created_at": _utc(row.created_at),
+        "updated_at": _utc(row.updated_at),
         "erased": row.erased_at is not None,
     }
+
+
+def _utc(moment: datetime) -> datetime:
+    """A stored time as UTC with its offset: SQLite gives back the UTC time it stored
+    without one (PostgreSQL's `timestamptz` keeps it), and the API says the same either way."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

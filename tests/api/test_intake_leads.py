@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -52,6 +53,10 @@ async def test_a_new_lead_is_stored_normalized_and_announced_without_personal_da
     assert event["data"]["email_domain"] == "acme.com"
     assert event["data"]["account_id"] == stored["account"]["id"]
     assert "email" not in event["data"] and "first_name" not in event["data"]["profile"]
+    # times with their offset, on SQLite as on PostgreSQL
+    created = datetime.fromisoformat(stored["created_at"])
+    assert created.utcoffset() == timedelta(0)
+    assert abs(datetime.now(UTC) - created) < timedelta(minutes=5)
 
 
 async def test_capturing_the_same_person_again_updates_only_what_changed(intake: Intake) -> None:
