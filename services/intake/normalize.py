@@ -226,7 +226,8 @@ NATIONAL_NUMBER_HINT = "include the +country code, or give the lead's country"
 
 
 def normalize_phone(raw: str, country: str | None) -> str:
-    """E.164 (`+4930123456`); national numbers need the lead's country (`NeedsCountry`)."""
+    """E.164 (`+4930123456`, with `;ext=5` for an extension); national numbers need the
+    lead's country (`NeedsCountry`)."""
     try:
         number = phonenumbers.parse(raw, country)
     except phonenumbers.NumberParseException as exc:
@@ -242,7 +243,9 @@ def normalize_phone(raw: str, country: str | None) -> str:
     reason = phonenumbers.is_possible_number_with_reason(number)
     if reason != phonenumbers.ValidationResult.IS_POSSIBLE:
         raise ImpossibleNumber(raw, _IMPOSSIBLE.get(reason, ""))
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    # An extension ("ext. 5", "x5") is kept as RFC 3966 writes it: a salesperson dials it.
+    return f"{e164};ext={number.extension}" if number.extension else e164
 
 
 _IMPOSSIBLE = {

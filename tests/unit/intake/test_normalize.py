@@ -237,6 +237,18 @@ def test_phones_become_e164_and_national_numbers_need_a_country() -> None:
 
 
 @pytest.mark.parametrize(
+    ("raw", "country", "stored"),
+    [
+        ("+1 415 555 0100 ext. 5", None, "+14155550100;ext=5"),
+        ("(415) 555-0100 x123", "US", "+14155550100;ext=123"),
+        ("+44 20 7946 0958 extension 12", None, "+442079460958;ext=12"),
+    ],
+)
+def test_a_phone_extension_is_kept(raw: str, country: str | None, stored: str) -> None:
+    assert normalize_phone(raw, country) == stored
+
+
+@pytest.mark.parametrize(
     ("raw", "why"),
     [
         ("+4912", "a local number: give its area code"),
