@@ -71,6 +71,14 @@ class ServiceSettings(BaseSettings):
     # allocations between two young-generation garbage collections (0: Python's own 700)
     gc_threshold: int = Field(default=50_000, ge=0, le=10_000_000)
 
+    @field_validator("data_dir", "tokens_file", mode="before")
+    @classmethod
+    def _path(cls, value: object) -> object:
+        # (an empty variable would be the working directory, `.`, without a word)
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("empty: unset it for the default, or name a path")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str | None) -> str | None:
@@ -106,15 +114,24 @@ class ServiceSettings(BaseSettings):
             return self
         if self.secret_key.get_secret_value() == DEV_SECRET:
             raise ValueError("HANDOFF_SECRET_KEY: the development default is refused outside dev")
-        if len(self.secret_key.get_secret_value()) < MIN_SECRET_KEY:
+        if len(self.secret_key.get_secret_value().strip()) < MIN_SECRET_KEY:
             raise ValueError(
                 f"HANDOFF_SECRET_KEY: at least {MIN_SECRET_KEY} characters outside dev (it "
                 "seals the webhook sources' secrets; `openssl rand -hex 32` makes one)"
             )
-        if self.database_url is None:
-            raise ValueError("DATABASE_URL: required outside dev (embedded SQLite is dev only)")
+        if self.database_url is None or self.database_url.startswith("sqlite"):
+            raise ValueError(
+                "DATABASE_URL: a PostgreSQL database is required outside dev (embedded SQLite "
+                "is dev only)"
+            )
         if self.env == "prod" and _db_password(self.database_url) in DEFAULT_DB_PASSWORDS:
             raise ValueError("DATABASE_URL: a default database password is refused in prod")
+        if not self.kafka_bootstrap_servers:
+            raise ValueError(
+                "KAFKA_BOOTSTRAP_SERVERS: required outside dev (the embedded event log is dev "
+                "only: a service's events would stay in a file of its own, never reaching the "
+                "other services)"
+            )
         if (
             self.env == "prod"
             and self.kafka_bootstrap_servers
@@ -255,7 +272,7 @@ def load_settings(service: str, **overrides: object) -> ServiceSettings:
     try:
         return cls(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(_describe(err) for err in exc.errors())
+        problems = "; ".join(_describe(err, cls) for err in exc.errors())
         raise SettingsError(f"invalid {service} settings: {problems}") from None
     except UnreadableSetting as exc:  # a value pydantic-settings could not even decode
         found = re.search(r'field "(\w+)"', str(exc))
@@ -263,8 +280,21 @@ def load_settings(service: str, **overrides: object) -> ServiceSettings:
         raise SettingsError(f"invalid {service} settings: {name}: {exc}") from None
 
 
-def _describe(err: object) -> str:
+def _describe(err: object, cls: type[ServiceSettings]) -> str:
     detail = dict(err)  # type: ignore[call-overload]
     loc = ".".join(str(p) for p in detail.get("loc", ()))
-    field = f"HANDOFF_{loc.upper()}" if loc else "settings"
-    return f"{field}: {error_reason(detail)}"
+    if not loc:  # (a check of several settings: its reason names them)
+        return error_reason(detail)
+    return f"{_env_name(cls, loc)}: {error_reason(detail)}"
+
+
+def _env_name(cls: type[ServiceSettings], loc: str) -> str:
+    """The variable a setting is read from: as an error names it (an alias is named as
+    itself: `DATABASE_URL`), or the field's name with the prefix (`HANDOFF_TOPIC_PARTITIONS`)."""
+    if loc.isupper():
+        return loc
+    info = cls.model_fields.get(loc)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    return f"HANDOFF_{loc.upper()}"

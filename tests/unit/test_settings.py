@@ -34,6 +34,58 @@ def test_a_default_database_password_is_refused_in_prod(monkeypatch: pytest.Monk
         load_settings("intake")
 
 
+@pytest.mark.parametrize("env", ["test", "prod"])
+@pytest.mark.parametrize(
+    ("unset", "database_url", "says"),
+    [
+        ("KAFKA_BOOTSTRAP_SERVERS", None, "KAFKA_BOOTSTRAP_SERVERS: required outside dev"),
+        (None, "sqlite:////tmp/intake.db", "DATABASE_URL: a PostgreSQL database is required"),
+    ],
+)
+def test_outside_dev_a_service_runs_on_kafka_and_postgresql(
+    monkeypatch: pytest.MonkeyPatch,
+    env: str,
+    unset: str | None,
+    database_url: str | None,
+    says: str,
+) -> None:
+    # (the embedded log and SQLite would keep a service's events in a file of its own)
+    _prod(monkeypatch)
+    monkeypatch.setenv("HANDOFF_ENV", env)
+    monkeypatch.setenv("HANDOFF_KAFKA_REPLICATION_FACTOR", "3")
+    if unset:
+        monkeypatch.setenv(unset, "")
+    if database_url:
+        monkeypatch.setenv("DATABASE_URL", database_url)
+    with pytest.raises(SettingsError, match=says):
+        load_settings("intake")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("DATABASE_URL", "mysql://db/x", r"DATABASE_URL: 'mysql' is not supported"),
+        ("HANDOFF_DATA_DIR", "", "HANDOFF_DATA_DIR: empty"),
+        ("HANDOFF_TOKENS_FILE", "  ", "HANDOFF_TOKENS_FILE: empty"),
+    ],
+)
+def test_a_bad_setting_is_named_as_it_was_set(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, says: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=says) as refused:
+        load_settings("metrics")
+    assert "HANDOFF_DATABASE_URL" not in str(refused.value)
+
+
+def test_a_secret_key_of_spaces_is_no_secret_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    _prod(monkeypatch)
+    monkeypatch.setenv("HANDOFF_KAFKA_REPLICATION_FACTOR", "3")
+    monkeypatch.setenv("HANDOFF_SECRET_KEY", " " * 40)
+    with pytest.raises(SettingsError, match="HANDOFF_SECRET_KEY: at least 32 characters"):
+        load_settings("intake")
+
+
 def test_an_invalid_value_names_its_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HANDOFF_TOPIC_PARTITIONS", "zero")
     with pytest.raises(SettingsError, match="HANDOFF_TOPIC_PARTITIONS"):
