@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
     TextColumn,
     TimeRemainingColumn,
@@ -331,6 +332,68 @@ def _problem_text(response: httpx.Response) -> str:
 def _snippet(text: str, limit: int = 300) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[:limit] + "..."
+
+
+@app.command()
+def demo(
+    url: Annotated[str, typer.Option(envvar="HANDOFF_URL", help="handoff's base URL.")] = (
+        "http://127.0.0.1:8000"
+    ),
+    token: Annotated[
+        str,
+        typer.Option(
+            envvar="HANDOFF_TOKEN",
+            help="An admin's token (default: the one `handoff dev` keeps in its data directory).",
+        ),
+    ] = "",
+    data_dir: DataDir = Path(".handoff"),
+    leads: Annotated[int, typer.Option(min=1, max=100_000, help="How many people.")] = 200,
+    seed: Annotated[int, typer.Option(help="The same seed makes the same people.")] = 7,
+) -> None:
+    """Fill a running handoff with made-up leads, accounts and activities to look at."""
+    from shared import demo as demo_data  # (Faker loads only for this command)
+
+    if not token:
+        saved = data_dir / "dev-admin-token"
+        if not saved.exists():
+            _fail(
+                f"a token is needed: --token or HANDOFF_TOKEN (no {saved}: is `handoff dev` "
+                "running with this --data-dir?)"
+            )
+        token = saved.read_text().strip()
+    made = demo_data.plan(leads, seed=seed)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=console) as bars:
+
+        def progress(what: str, total: int) -> Any:
+            task = bars.add_task(what, total=total)
+            return lambda n: bars.advance(task, n)
+
+        try:
+            summary = demo_data.run(url, token, made, progress=progress)
+        except demo_data.DemoError as exc:
+            _fail(str(exc))
+    imported = summary.imported
+    table = Table(title=f"demo data sent to {url}")
+    for column in ("what", "created", "updated or unchanged", "failed"):
+        table.add_column(column, justify="right" if column != "what" else "left")
+    table.add_row(
+        "marketing leads (import)",
+        f"{imported['created']:,}",
+        f"{imported['updated'] + imported['unchanged']:,}",
+        f"{imported['failed']:,}",
+    )
+    table.add_row(
+        "sales' leads", f"{summary.sales['created']:,}", f"{summary.sales['updated']:,}", "0"
+    )
+    table.add_row("activities", f"{sum(summary.activities.values()):,}", "", "0")
+    console.print(table)
+    console.print(
+        f"{summary.companies} companies; activities: "
+        + ", ".join(f"{kind} {n}" for kind, n in summary.activities.most_common())
+    )
+    if summary.sample_lead:
+        console.print(f"a lead to look at: {url.rstrip('/')}/v1/leads/{summary.sample_lead}")
 
 
 @app.command()
