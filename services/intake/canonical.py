@@ -82,9 +82,12 @@ def _bounded(value: Scalar) -> Scalar:
 
 
 # provider -> the person's id there. Never empty: an empty id would be one person's key
-# for everyone whose platform sent it empty.
+# for everyone whose platform sent it empty. A provider is named in lower case ("HubSpot"
+# is "hubspot"), so that one person is one lead whichever way a file heads the column.
 ExternalIds = dict[
-    Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)],
+    Annotated[
+        str, StringConstraints(strip_whitespace=True, to_lower=True, min_length=1, max_length=40)
+    ],
     Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)],
 ]
 

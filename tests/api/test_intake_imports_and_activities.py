@@ -101,6 +101,27 @@ async def test_a_csv_headed_as_a_spreadsheet_heads_it_imports(intake: Intake) ->
     assert profile["custom"] == {"Tier": "Gold"}  # an attribute's key keeps its case
 
 
+async def test_an_external_id_is_one_whatever_the_case_of_its_providers_name(
+    intake: Intake,
+) -> None:
+    known = await intake.client.post(
+        "/v1/leads",
+        headers=intake.auth(),
+        json={"email": "old@acme.com", "external_ids": {"hubspot": "501"}},
+    )
+    csv = b"Email,First Name,External IDs.HubSpot\r\nnew@acme.com,Ana,501\r\n"
+    response = await intake.client.post(
+        "/v1/leads/import",
+        content=csv,
+        headers={**intake.auth(), "content-type": "text/csv"},
+    )
+
+    assert (response.json()["created"], response.json()["updated"]) == (0, 1)
+    lead_id = known.json()["lead_id"]
+    stored = (await intake.client.get(f"/v1/leads/{lead_id}", headers=intake.auth())).json()
+    assert (stored["email"], stored["external_ids"]) == ("new@acme.com", {"hubspot": ["501"]})
+
+
 async def test_an_import_in_an_unknown_format_is_refused(intake: Intake) -> None:
     response = await intake.client.post(
         "/v1/leads/import",
