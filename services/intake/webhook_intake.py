@@ -88,7 +88,10 @@ async def apply_deliveries(
     order their events happened (`InboundItem.occurred_at`), not the order they came in.
     A field keeps the value of the latest event that set it, whichever delivery came
     first (see `identity.merge`). Erasures go last: a person deleted for privacy is
-    forgotten with whatever the same batch said of them.
+    forgotten with whatever the same batch said of them. That holds within a delivery: a
+    batch is split after each delivery holding an erasure, and the deliveries after it
+    are applied once it is done (in the same unit of work), so a person who comes back in
+    a later request is captured anew, as when the requests come one by one.
 
     With `unseen`, the deliveries are taken to be new without looking them up, and so
     are their contacts' leads (`capture_batch`'s `presume_new`, with `accounts_known`):
@@ -100,6 +103,29 @@ async def apply_deliveries(
     given, is called if an `unseen` batch took no contact to be new after all: it had an
     erasure, an item the capture could not take as new, or no contact at all.
     """
+    cut = next(
+        (n + 1 for n, d in enumerate(deliveries[:-1]) if any(i.kind == "erasure" for i in d.items)),
+        None,
+    )
+    if cut is not None:  # (see above: an erasure ends its part of the batch)
+        if unseen and not_taken_as_new is not None:
+            not_taken_as_new()
+        head = await apply_deliveries(
+            session,
+            outbox,
+            deliveries[:cut],
+            sales_owned=sales_owned,
+            accounts_known=accounts_known,
+        )
+        await (await DriverSql.of(session)).write_staged()  # (what it did, the next part sees)
+        tail = await apply_deliveries(
+            session,
+            outbox,
+            deliveries[cut:],
+            sales_owned=sales_owned,
+            accounts_known=accounts_known,
+        )
+        return head + tail
     reports = [DeliveryReport() for _ in deliveries]
     erasing = any(item.kind == "erasure" for d in deliveries for item in d.items)
     presumed = unseen and not erasing

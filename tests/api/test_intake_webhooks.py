@@ -582,6 +582,41 @@ async def test_a_failed_capture_goes_one_by_one_in_its_place_before_later_delive
     assert lead["profile"]["first_name"] == "New"  # the later request's value
 
 
+async def test_a_person_captured_again_after_an_erasure_in_one_batch_is_kept(
+    intake: Intake,
+) -> None:
+    await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    await post_hubspot(intake, [contact_event(1, 77, "email", "gone@erase.com")])
+    source = SourceConfig(name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    erasure = Delivery(
+        [InboundItem("hubspot:62515:5", "erasure", {"external_ids": {"hubspot": "77"}})], source
+    )
+    back = {"email": "gone@erase.com", "first_name": "Back", "source": "marketing"}
+    again = Delivery(
+        [InboundItem("hubspot:62515:6", "lead", {**back, "external_ids": {"hubspot": "78"}})],
+        source,
+    )
+
+    # Two requests applied in one batch: the erasure, then the person coming back.
+    async def work(session: AsyncSession) -> list[DeliveryReport]:
+        return await apply_deliveries(
+            session, intake.runtime.outbox, [erasure, again], sales_owned=frozenset()
+        )
+
+    reports = await intake.runtime.db.run(work)
+
+    assert [(r.accepted, r.failed) for r in reports] == [(1, []), (1, [])]
+    events = await intake.events("handoff.lead.captured", 3)
+    assert [e["type"].split(".")[2] for e in events].count("captured") == 2
+    back_id = next(e["key"] for e in events[1:] if e["type"].endswith("captured.v1"))
+    lead = (await intake.client.get(f"/v1/leads/{back_id}", headers=intake.auth())).json()
+    assert (lead["email"], lead["profile"]["first_name"], lead["erased"]) == (
+        "gone@erase.com",
+        "Back",
+        False,
+    )
+
+
 async def test_external_ids_of_the_wrong_shape_fail_their_event_not_the_request(
     intake: Intake,
 ) -> None:
