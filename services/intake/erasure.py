@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake.models import (
     activities,
+    idempotency_keys,
     lead_external_ids,
     leads,
     visitors,
@@ -46,6 +47,8 @@ async def erase_lead(
     await session.execute(delete(lead_external_ids).where(lead_external_ids.c.lead_id == lead_id))
     await session.execute(delete(visitors).where(visitors.c.lead_id == lead_id))
     await session.execute(delete(webhook_deliveries).where(webhook_deliveries.c.lead_id == lead_id))
+    # (an answer kept for a retry names the lead, and came from a body with the email)
+    await session.execute(delete(idempotency_keys).where(idempotency_keys.c.lead_id == lead_id))
     await session.execute(
         update(activities)
         .where(activities.c.lead_id == lead_id)

@@ -71,5 +71,6 @@ async def remember_answer(
             status_code=answer.status_code,
             response=answer.body,
             created_at=datetime.now(UTC),
+            lead_id=answer.body.get("lead_id"),
         )
     )

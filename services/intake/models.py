@@ -74,6 +74,8 @@ idempotency_keys = Table(
     Column("status_code", Integer, nullable=False),
     Column("response", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("lead_id", String(36)),  # the lead the answer names: an erasure drops it
+    Index("ix_idempotency_keys_lead_id", "lead_id"),
 )
 
 inbound_sources = Table(

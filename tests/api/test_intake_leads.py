@@ -341,6 +341,21 @@ async def test_the_same_idempotency_key_replays_the_answer_and_another_body_conf
     assert retry.status_code == 201 and retry.json() == first.json()
 
 
+async def test_an_idempotency_key_does_not_outlive_the_lead_it_answered(intake: Intake) -> None:
+    headers = {**intake.auth(), "Idempotency-Key": "form-1"}
+    first = await intake.client.post("/v1/leads", json=ANA, headers=headers)
+    lead_id = first.json()["lead_id"]
+    await intake.client.delete(f"/v1/leads/{lead_id}", headers=intake.auth("manager"))
+
+    retry = await intake.client.post("/v1/leads", json=ANA, headers=headers)
+
+    # captured anew: not the erased lead's answer replayed
+    assert retry.status_code == 201 and "idempotent-replayed" not in retry.headers
+    assert retry.json()["lead_id"] != lead_id
+    stored = await lead_view(intake, retry.json()["lead_id"])
+    assert stored["email"] == "ana.souza@acme.com" and not stored["erased"]
+
+
 async def test_a_key_stored_under_the_bodys_bytes_still_replays(intake: Intake) -> None:
     body = json.dumps(ANA).encode()
     answer = StoredAnswer(201, {"lead_id": "00000000-0000-7000-8000-000000000001"})
