@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import heapq
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -49,12 +50,26 @@ class ImportSummary:
     updated: int = 0
     unchanged: int = 0
     failed: int = 0
-    errors: list[RowError] = field(default_factory=list)
     max_errors: int = 1000
+    dropped: int = 0  # errors past `max_errors`, not kept
+    # the first `max_errors` errors by line, as a heap with the last line kept on top: a
+    # batch's failed captures come after the validation errors of the rows after it, as
+    # batches overlap, and must still be among the first reported
+    _kept: list[tuple[int, int, RowError]] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[RowError]:
+        """The errors kept, in line order (and in the order they came within a line)."""
+        return [e for _line, _n, e in sorted(self._kept, key=lambda k: (-k[0], -k[1]))]
 
     def error(self, problem: RowError) -> None:
-        if len(self.errors) < self.max_errors:
-            self.errors.append(problem)
+        entry = (-problem.line, -len(self._kept) - self.dropped, problem)
+        if len(self._kept) < self.max_errors:
+            heapq.heappush(self._kept, entry)
+            return
+        self.dropped += 1
+        if entry > self._kept[0]:  # an earlier line than the last one kept
+            heapq.heapreplace(self._kept, entry)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -63,10 +78,8 @@ class ImportSummary:
             "updated": self.updated,
             "unchanged": self.unchanged,
             "failed": self.failed,
-            # in line order (a batch's failed captures are counted after the validation
-            # errors of the next rows, as batches overlap)
-            "errors": [e.as_json() for e in sorted(self.errors, key=lambda e: e.line)],
-            "errors_truncated": self.failed > 0 and len(self.errors) >= self.max_errors,
+            "errors": [e.as_json() for e in self.errors],
+            "errors_truncated": self.dropped > 0,
         }
 
 

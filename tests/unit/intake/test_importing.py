@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from services.intake import importing
+from services.intake.import_job import ImportSummary
+from services.intake.importing import RowError
 
 
 async def chunks_of(data: bytes, size: int = 7) -> AsyncIterator[bytes]:
@@ -91,3 +93,19 @@ async def test_a_csv_field_over_the_csv_modules_limit_is_a_row_error() -> None:
     rows = await parse(data, "csv")
     assert rows[0].errors[0].reason.startswith("not valid CSV: field larger than")
     assert rows[1].lead is not None and rows[1].lead.email == "b@x.com"
+
+
+def test_an_import_summary_keeps_the_first_errors_by_line_and_says_when_it_dropped_some() -> None:
+    summary = ImportSummary(max_errors=2)
+    for line in (3, 4, 5):  # validation errors of later rows come first...
+        summary.error(RowError(line, "email", "not an email"))
+    summary.error(RowError(1, "email", "taken by another lead"))  # ...then a capture's
+
+    exact = ImportSummary(max_errors=2)
+    for line in (7, 2):
+        exact.error(RowError(line, "email", "not an email"))
+
+    assert [e["line"] for e in summary.as_json()["errors"]] == [1, 3]
+    assert summary.as_json()["errors_truncated"] is True
+    assert [e["line"] for e in exact.as_json()["errors"]] == [2, 7]
+    assert exact.as_json()["errors_truncated"] is False
