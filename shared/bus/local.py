@@ -217,24 +217,47 @@ class LocalBus(Bus):
             )
             self.conn.commit()
 
-    async def _fetch(self, positions: dict[TopicPartition, int], max_records: int) -> list[Record]:
+    async def _fetch(
+        self, positions: dict[TopicPartition, int], max_records: int, turn: int = 0
+    ) -> tuple[list[Record], int]:
+        """Up to `max_records` committed records after `positions`, and the `turn` of the
+        next fetch. The records are shared among the partitions that have any (Kafka's
+        fetcher too serves every partition, not the first one's backlog): each gets an equal
+        share and what one does not need goes to the others. The `turn`-th of them is served
+        first, and the next turn starts after the last one served (or one further on, when
+        all were), so each takes its turn at the odd records, or at all of them when fewer
+        are asked than partitions have. One query per partition served, in offset order;
+        none for an idle one."""
+        ready: list[tuple[TopicPartition, int, int]] = []
+        for tp, position in positions.items():
+            end = self._end.get(tp, 0)  # committed rows only
+            if position < end:
+                ready.append((tp, position, end))
+        if not ready:
+            return [], turn
+        if len(ready) > 1:
+            first = turn % len(ready)
+            ready = ready[first:] + ready[:first]
+        quotas = [end - position for _, position, end in ready]  # all each one has
+        if sum(quotas) > max_records:
+            quotas = _shares(quotas, max_records)
         records: list[Record] = []
-        for (topic, partition), position in positions.items():
-            if len(records) >= max_records:
-                break
-            end = self._end.get((topic, partition), 0)  # committed rows only
-            if position >= end:
+        served = 0
+        query = (
+            'SELECT "offset", key, value, headers, ts FROM records WHERE topic = ? AND '
+            'partition = ? AND "offset" >= ? AND "offset" < ? ORDER BY "offset" LIMIT ?'
+        )
+        for ((topic, partition), position, end), quota in zip(ready, quotas, strict=True):
+            if quota == 0:
                 continue
-            query = (
-                'SELECT "offset", key, value, headers, ts FROM records WHERE topic = ? AND '
-                'partition = ? AND "offset" >= ? AND "offset" < ? ORDER BY "offset" LIMIT ?'
-            )
-            args = (topic, partition, position, end, max_records - len(records))
+            served += 1
             records.extend(
                 Record(topic, partition, offset, key, value, _load_headers(headers), ts)
-                for offset, key, value, headers, ts in self.conn.execute(query, args)
+                for offset, key, value, headers, ts in self.conn.execute(
+                    query, (topic, partition, position, end, quota)
+                )
             )
-        return records
+        return records, turn + (served if served < len(ready) else 1)
 
     async def _wait_for_append(self, seen: dict[TopicPartition, int], timeout: float) -> None:
         def grew() -> bool:
@@ -262,6 +285,7 @@ class LocalSubscription(Subscription):
         self._committed: dict[TopicPartition, int] = {}
         self._joined = False
         self._assigned = asyncio.Event()
+        self._turn = 0  # which partition with records a fetch serves first
 
     async def start(self) -> None:
         await self.bus._join(self)
@@ -282,7 +306,7 @@ class LocalSubscription(Subscription):
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             positions = dict(self._positions)
-            records = await self.bus._fetch(positions, max_records)
+            records, self._turn = await self.bus._fetch(positions, max_records, self._turn)
             if records:
                 for r in records:
                     tp = (r.topic, r.partition)
@@ -318,6 +342,27 @@ class LocalSubscription(Subscription):
             self._joined = False
             self._positions = {}
             await self.bus._leave(self)
+
+
+def _shares(available: Sequence[int], budget: int) -> list[int]:
+    """How many records each partition gives to a fetch of `budget`: equal shares, capped
+    by what each has, with what the small ones leave over shared among the rest; the odd
+    records go to the first partitions in `available`'s order."""
+    shares = [0] * len(available)
+    pending = list(range(len(available)))
+    while budget > 0 and pending:
+        share = max(1, budget // len(pending))
+        still: list[int] = []
+        for i in pending:
+            take = min(share, available[i] - shares[i], budget)
+            shares[i] += take
+            budget -= take
+            if shares[i] < available[i]:
+                still.append(i)
+            if budget == 0:
+                break
+        pending = still
+    return shares
 
 
 def _dump_headers(headers: Sequence[tuple[str, bytes]]) -> bytes:
