@@ -278,6 +278,8 @@ async def _capture(
     outcomes: list[CaptureOutcome] = []
     created: list[KnownLead] = []
     dirty: dict[str, KnownLead] = {}
+    # the email each lead found here had before a capture changed it (lead id -> email)
+    emails_before: dict[str, str | None] = {}
     new_ids: list[tuple[str, str, str]] = []  # (provider, external id, lead id)
     # each capture's lead, item, outcome and trace (`traces`), for its events
     pending_events: list[tuple[KnownLead, LeadInput, CaptureOutcome, str | None]] = []
@@ -351,6 +353,8 @@ async def _capture(
                 )
             previous_email = lead.email
             apply(lead, merged, source=item.source)
+            if "email" in merged.changes:
+                emails_before.setdefault(lead.id, previous_email)
             known.email_changed(lead, previous_email)
             # (confirmed: who owns a field; times: when an equal value was set again)
             if merged.changes or merged.confirmed or merged.times:
@@ -404,7 +408,8 @@ async def _capture(
             dirty[lead.id] = lead
         await _emit_update(outbox, session, lead, item, outcome, previous_account, trace)
     new = {lead.id for lead in created}  # (not `in created`: that compares every field)
-    await _write(session, created, [d for d in dirty.values() if d.id not in new], new_ids, now)
+    changed = [d for d in dirty.values() if d.id not in new]
+    await _write(session, created, changed, new_ids, now, emails_before)
     for lead, item, _, trace in pending_events:
         if item.visitor_id:
             with traced(trace):
@@ -669,8 +674,13 @@ async def _write(
     changed: Sequence[KnownLead],
     new_ids: list[tuple[str, str, str]],
     now: datetime,
+    emails_before: dict[str, str | None],
 ) -> None:
+    """Insert the `created` leads and update the `changed` ones (`emails_before`: the
+    emails the changed leads had as they were read, of those whose email changed)."""
     sql = await DriverSql.of(session)
+    if emails_before:
+        await _free_emails(session, sql, created, changed, emails_before)
     await sql.stage(
         leads,
         _LEAD_COLUMNS,
@@ -727,6 +737,41 @@ async def _write(
         )
     await sql.stage(lead_external_ids, ("provider", "external_id", "lead_id"), new_ids)
 
+
+async def _free_emails(
+    session: AsyncSession,
+    sql: DriverSql,
+    created: Sequence[KnownLead],
+    changed: Sequence[KnownLead],
+    emails_before: dict[str, str | None],
+) -> None:
+    """Clear the stored email of each changed lead whose email as read another lead of the
+    batch now has, before any lead is written. The batch's leads are written together, not
+    capture by capture, and the unique email would be held twice were the lead that took it
+    written first: an update (in the order the leads were first touched), or on SQLite an
+    insert (PostgreSQL inserts at commit); two leads swapping emails, whatever the order.
+    The updates then give each its email. Nothing is sent unless an email moved so."""
+    taken = {lead.email for lead in created}
+    taken.update(lead.email for lead in changed if lead.id in emails_before)
+    giving_up = sorted(
+        lead.id
+        for lead in changed
+        if (before := emails_before.get(lead.id)) is not None
+        and before != lead.email
+        and before in taken
+    )
+    if not giving_up:
+        return
+    if not sql.postgres:
+        await sql.executemany(_CLEAR_EMAIL_SQLITE, [(lead_id,) for lead_id in giving_up])
+        return
+    connection = await session.connection()  # (one lead at a time, by key, as `_UPDATE`)
+    await connection.execute(_CLEAR_EMAIL, [{"lead_id": lead_id} for lead_id in giving_up])
+
+
+# An email given up to another lead of the batch (`_free_emails`), cleared.
+_CLEAR_EMAIL = update(leads).where(leads.c.id == bindparam("lead_id")).values(email=None)
+_CLEAR_EMAIL_SQLITE = "UPDATE leads SET email = NULL WHERE id = ?"
 
 _UPDATE = (
     update(leads)
