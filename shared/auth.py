@@ -12,12 +12,14 @@ import hmac
 import json
 import os
 import secrets
+import unicodedata
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
+import structlog
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -27,6 +29,22 @@ Role = Literal["admin", "manager", "marketing", "sales", "integration", "viewer"
 ROLES: tuple[str, ...] = get_args(Role)
 Team = Literal["marketing", "sales"]
 TOKEN_PREFIX = "hnd_"  # noqa: S105 - a prefix, not a secret: lets secret scanners spot leaks
+# Not in a name: control and format characters (a tab would split `tokens list`'s columns, a
+# bidi override would disguise the actor in the audit trail), line and paragraph separators.
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "role": str,
+    "team": (str, type(None)),
+    "sha256": str,
+    "created_at": str,
+}
+log = structlog.get_logger(__name__)
+
+
+class TokenFileError(ValueError):
+    """The token file cannot be read, or is not a token file; the message (one line) names
+    the file and says what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -48,15 +66,25 @@ class TokenRecord:
 
 
 class TokenStore:
-    """Reads (and, for the CLI, writes) the hashed-token file; reloads when it changes."""
+    """Reads (and, for the CLI, writes) the hashed-token file; reloads when it changes.
+
+    A server keeps the last good token set while the file is unreadable (an edit gone wrong
+    must not lock every caller out), logging the problem once per change of the file. A
+    server that never read it well has no tokens to go by: `verify` raises `TokenFileError`,
+    which requests get as 503 until the file is fixed (it is read again as soon as it
+    changes, no restart needed). The CLI's reads and writes raise `TokenFileError`, and
+    never write over a file they could not read.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._mtime: float | None = None
-        self._by_hash: dict[str, TokenRecord] = {}
+        self._seen: tuple[int, ...] | None = None  # the file as last read (well or not)
+        self._by_hash: dict[str, TokenRecord] | None = None  # the last good set
+        self._problem: TokenFileError | None = None  # what is wrong with the file now
 
     def create(self, *, name: str, role: str, team: str | None = None) -> str:
         """Add a token and return its plaintext (shown once, never stored)."""
+        _check_name(name)
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}; got {role!r}")
         if team not in (None, "marketing", "sales"):
@@ -83,29 +111,72 @@ class TokenStore:
         return self._read()
 
     def verify(self, token: str) -> Principal | None:
-        """The principal behind a presented token, or None."""
-        self._reload_if_changed()
+        """The principal behind a presented token, or None.
+
+        Raises:
+            TokenFileError: the file is unreadable and was never read well.
+        """
+        by_hash = self._current()
         digest = _digest(token)
-        for known, record in self._by_hash.items():
+        for known, record in by_hash.items():
             if hmac.compare_digest(known, digest):
                 return Principal(id=record.name, role=record.role, team=record.team)
         return None
 
-    def _reload_if_changed(self) -> None:
+    def _current(self) -> dict[str, TokenRecord]:
+        """The token set to go by: the file's, read again if it changed; the last good one
+        while it is unreadable."""
         try:
-            mtime = self.path.stat().st_mtime
-        except FileNotFoundError:
-            self._by_hash, self._mtime = {}, None
+            seen = _signature(os.stat(self.path))
+        except FileNotFoundError:  # no file (yet): no tokens
+            self._seen, self._by_hash, self._problem = None, {}, None
+            return self._by_hash
+        except OSError as exc:
+            seen = (-1, exc.errno or 0)
+        if seen != self._seen:
+            self._reload(seen)
+        if self._by_hash is None:
+            raise self._problem or TokenFileError(f"{self.path}: not read")
+        return self._by_hash
+
+    def _reload(self, seen: tuple[int, ...]) -> None:
+        try:
+            records, seen = self._load()
+        except FileNotFoundError:  # gone between the stat and the open
+            self._seen, self._by_hash, self._problem = None, {}, None
             return
-        if mtime != self._mtime:
-            self._by_hash = {r.sha256: r for r in self._read()}
-            self._mtime = mtime
+        except TokenFileError as exc:
+            self._seen, self._problem = seen, exc
+            log.error(
+                "token file unreadable",
+                path=str(self.path),
+                reason=str(exc),
+                using="the last good tokens" if self._by_hash is not None else "no tokens",
+            )
+            return
+        if self._problem is not None:
+            log.info("token file readable again", path=str(self.path), tokens=len(records))
+        self._seen, self._problem = seen, None
+        self._by_hash = {r.sha256: r for r in records}
 
     def _read(self) -> list[TokenRecord]:
-        if not self.path.exists():
+        try:
+            return self._load()[0]
+        except FileNotFoundError:
             return []
-        raw = json.loads(self.path.read_text())
-        return [TokenRecord(**item) for item in raw.get("tokens", [])]
+
+    def _load(self) -> tuple[list[TokenRecord], tuple[int, ...]]:
+        """The file's tokens and its signature (of the very file read); `TokenFileError` if
+        it is unreadable, `FileNotFoundError` if there is none."""
+        try:
+            with self.path.open("rb") as source:
+                seen = _signature(os.fstat(source.fileno()))
+                data = source.read()
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise TokenFileError(f"{self.path}: cannot read it: {exc.strerror or exc}") from None
+        return _parse(data, self.path), seen
 
     def _write(self, records: list[TokenRecord]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,6 +189,57 @@ class TokenStore:
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _signature(stat: os.stat_result) -> tuple[int, ...]:
+    """What changes when the file is replaced, edited, or has its permissions changed."""
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def _parse(data: bytes, path: Path) -> list[TokenRecord]:
+    """The token records of a token file's bytes; `TokenFileError` (naming `path`) if
+    they are not a token file."""
+
+    def bad(reason: str) -> TokenFileError:
+        return TokenFileError(f"{path}: not a valid token file: {' '.join(reason.split())}")
+
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise bad("not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise bad(f"not JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise bad(f'expected an object with a "tokens" list, got {_kind(raw)}')
+    items = raw.get("tokens", [])
+    if not isinstance(items, list):
+        raise bad(f'"tokens" must be a list, got {_kind(items)}')
+    records = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise bad(f"token {index} must be an object, got {_kind(item)}")
+        if missing := [f for f in _FIELDS if f not in item]:
+            raise bad(f"token {index} lacks {', '.join(missing)}")
+        if unknown := [f for f in item if f not in _FIELDS]:
+            raise bad(f"token {index} has unknown fields {', '.join(map(str, unknown))}")
+        if wrong := [f for f, kind in _FIELDS.items() if not isinstance(item[f], kind)]:
+            raise bad(f"token {index} has a {', '.join(wrong)} of the wrong type")
+        records.append(TokenRecord(**item))
+    return records
+
+
+def _kind(value: object) -> str:
+    kinds: dict[type, str] = {dict: "an object", list: "a list", str: "a string"}
+    return kinds.get(type(value), repr(value))
+
+
+def _check_name(name: str) -> None:
+    """`ValueError` unless `name` makes a sound actor id (and one `tokens list` column)."""
+    if not name.strip():
+        raise ValueError("a token's name must not be blank (it is the actor id of its holder)")
+    if bad := sorted({c for c in name if unicodedata.category(c) in _UNPRINTABLE}):
+        shown = ", ".join(f"U+{ord(c):04X}" for c in bad)
+        raise ValueError(f"a token's name must not contain control characters ({shown}): {name!r}")
 
 
 _bearer = HTTPBearer(auto_error=False)
@@ -142,7 +264,16 @@ def require_roles(*roles: Role) -> RoleCheck:
                 errors=[{"field": "Authorization", "reason": "missing bearer token"}],
             )
         store: TokenStore = request.app.state.token_store
-        principal = store.verify(credentials.credentials)
+        try:
+            principal = store.verify(credentials.credentials)
+        except TokenFileError:  # (logged by the store, once per change of the file)
+            raise Problem(
+                503,
+                "Service Unavailable",
+                "bearer tokens cannot be checked: the server's token file is unreadable",
+                headers={"Retry-After": "30"},
+                errors=[{"field": "Authorization", "reason": "token file unreadable"}],
+            ) from None
         if principal is None:
             raise Problem(
                 401,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import runpy
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,13 +28,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from shared.auth import ROLES, TokenStore
+from shared.auth import ROLES, TokenFileError, TokenStore
 from shared.bus.local import LocalBus
 from shared.bus.port import BusError
 from shared.events.asyncapi import asyncapi_document
 from shared.events.catalog import CATALOG
 from shared.http import VERSION, build_app
-from shared.migrations import upgrade
+from shared.migrations import MigrationError, check_owner, upgrade
 from shared.observability.logging import configure_logging
 from shared.process import serve_http, settle_for_serving
 from shared.runtime import ServiceRuntime
@@ -56,6 +58,25 @@ DataDir = Annotated[Path, typer.Option(envvar="HANDOFF_DATA_DIR", help="Embedded
 def _fail(message: str) -> NoReturn:
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(2)
+
+
+def _database_failed(exc: MigrationError, *, from_environment: bool) -> NoReturn:
+    """A database a service cannot use, named as it was configured (without its password)."""
+    _fail(f"{'DATABASE_URL=' if from_environment else 'database '}{exc}")
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail unless `host:port` can be listened on (bound as uvicorn binds it), before
+    anything is announced or started."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                _fail(f"{host}:{port} is already in use: stop what listens there or pick --port")
+            _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 @app.command()
@@ -83,14 +104,23 @@ def dev(host: Host = "127.0.0.1", port: Port = 8000, data_dir: DataDir = Path(".
         bus.check_free()
     except BusError as exc:
         _fail(f"{exc}: is `handoff dev` already running with --data-dir {data_dir}?")
+    _check_port(host, port)
     for name, s in settings.items():
-        asyncio.run(upgrade(service_definition(name).migrations, s.resolved_database_url()))
+        try:
+            asyncio.run(upgrade(service_definition(name).migrations, s.resolved_database_url()))
+        except MigrationError as exc:
+            _database_failed(exc, from_environment=False)
+        except AlembicError as exc:
+            _fail(f"migrating {name} failed: {exc}")
     runtimes = [
         ServiceRuntime(definition=service_definition(name), settings=s, bus=bus, owns_bus=False)
         for name, s in settings.items()
     ]
     store = TokenStore(first.resolved_tokens_file())
-    token = _dev_admin_token(store, data_dir)
+    try:
+        token = _dev_admin_token(store, data_dir)
+    except TokenFileError as exc:
+        _fail(f"{exc} (fix or remove the file, then start again)")
     application = build_app(
         runtimes,
         title="handoff (embedded: all services)",
@@ -135,10 +165,17 @@ def serve(
     except SettingsError as exc:
         _fail(str(exc))
     configure_logging(level=settings.log_level, json=settings.log_json)
-    if migrate:
-        asyncio.run(
-            upgrade(service_definition(service).migrations, settings.resolved_database_url())
-        )
+    _check_port(host, port)
+    migrations, url = service_definition(service).migrations, settings.resolved_database_url()
+    try:  # without migrating too, the database must be reachable and this service's
+        if migrate:
+            asyncio.run(upgrade(migrations, url))
+        else:
+            asyncio.run(check_owner(migrations, url))
+    except MigrationError as exc:
+        _database_failed(exc, from_environment=settings.database_url is not None)
+    except AlembicError as exc:
+        _fail(f"migrating {service} failed: {exc}")
     application = service_module(service).create_app(settings)
     settle_for_serving(settings.gc_threshold)
     serve_http(application, host=host, port=port)
@@ -170,6 +207,8 @@ def migrate(
         url = settings.resolved_database_url()
         try:
             asyncio.run(upgrade(service_definition(name).migrations, url, revision))
+        except MigrationError as exc:
+            _database_failed(exc, from_environment=settings.database_url is not None)
         except AlembicError as exc:
             _fail(f"migrating {name} failed: {exc}")
         console.print(f"migrated {name} to {revision}")
@@ -203,7 +242,11 @@ def tokens_create(
 def tokens_list() -> None:
     """List tokens (names, roles, teams; never the tokens themselves)."""
     store = _token_store()
-    for record in store.records():
+    try:
+        records = store.records()
+    except TokenFileError as exc:
+        _fail(str(exc))
+    for record in records:
         print(f"{record.name}\t{record.role}\t{record.team or '-'}\t{record.created_at}")
 
 
@@ -211,7 +254,11 @@ def tokens_list() -> None:
 def tokens_revoke(name: Annotated[str, typer.Argument(help="The token's name.")]) -> None:
     """Revoke a token by name."""
     store = _token_store()
-    if not store.revoke(name):
+    try:
+        revoked = store.revoke(name)
+    except TokenFileError as exc:
+        _fail(str(exc))
+    if not revoked:
         _fail(f"no token named {name!r}")
     console.print(f"revoked {name!r}")
 
@@ -405,7 +452,10 @@ def asyncapi(
     if output is None:
         print(document, end="")
     else:
-        output.write_text(document)
+        try:
+            output.write_text(document)
+        except OSError as exc:
+            _fail(f"cannot write {output}: {exc.strerror or exc}")
         console.print(f"wrote {output}")
 
 

@@ -159,6 +159,37 @@ def test_a_revoked_token_stops_working(client: TestClient, tokens: TokenStore) -
     assert response.status_code == 401
 
 
+def test_a_token_file_spoiled_while_serving_leaves_the_last_good_tokens_working(
+    client: TestClient, tokens: TokenStore
+) -> None:
+    token = tokens.create(name="crm", role="integration")
+    body = {"email": "a@b.co", "company_size": 1}
+    assert client.post("/v1/signups", json=body, headers=bearer(token)).status_code == 201
+    tokens.path.write_text('{"tokens": [')
+
+    response = client.post("/v1/signups", json=body, headers=bearer(token))
+
+    assert response.status_code == 201
+    assert response.json()["actor"] == "crm"
+
+
+def test_a_token_file_unreadable_from_the_start_is_a_503_until_it_is_fixed(
+    client: TestClient, tokens: TokenStore
+) -> None:
+    tokens.path.write_text("[]")
+    body = {"email": "a@b.co", "company_size": 1}
+
+    response = client.post("/v1/signups", json=body, headers=bearer("hnd_anything"))
+
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "token file" in response.json()["detail"]
+    assert str(tokens.path) not in response.text  # (the log says which file, not the caller)
+    tokens.path.unlink()
+    token = tokens.create(name="crm", role="integration")
+    assert client.post("/v1/signups", json=body, headers=bearer(token)).status_code == 201
+
+
 def test_tokens_are_stored_only_as_hashes(tokens: TokenStore) -> None:
     token = tokens.create(name="crm", role="integration")
     stored = tokens.path.read_text()
