@@ -39,6 +39,7 @@ from bench.common import (
     FreshPgDatabase,
     Samples,
     above_zero,
+    add_gc_threshold,
     at_least,
     burst,
     catalog_with_bench_ping,
@@ -1166,13 +1167,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="gc.freeze() after each warm-up: startup objects leave the collector's view, so\n"
         "full (gen-2) collections stop pausing the loop for ~30 ms",
     )
-    p.add_argument(
-        "--gc-threshold",
-        type=at_least(0),
-        default=ServiceSettings.model_fields["gc_threshold"].default,
-        help="young-generation GC threshold of every process of every path, raw aiokafka's\n"
-        "included (default: the services' HANDOFF_GC_THRESHOLD default; 0: Python's 700)",
-    )
+    add_gc_threshold(p, "of every process of every path, raw aiokafka's included")
     p.add_argument("--workdir", default=None, help="where the SQLite files go (default: tmp)")
     p.add_argument(
         "--keep", action="store_true", help="keep the run's Kafka topics and PostgreSQL databases"

@@ -25,6 +25,7 @@ from shared.events.catalog import CATALOG, EventCatalog, EventType
 from shared.events.payloads import Payload
 from shared.inbox import define_inbox_table
 from shared.outbox import define_outbox_tables
+from shared.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -75,6 +76,18 @@ def catalog_with_bench_ping(topic: str) -> EventCatalog:
 async def create_schema(db: Database) -> None:
     async with db.engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
+
+
+def add_gc_threshold(parser: argparse.ArgumentParser, whose: str) -> None:
+    """`--gc-threshold`: the young-generation threshold `whose`, as the services run it
+    (`HANDOFF_GC_THRESHOLD`) unless told otherwise."""
+    parser.add_argument(
+        "--gc-threshold",
+        type=at_least(0),
+        default=ServiceSettings.model_fields["gc_threshold"].default,
+        help=f"young-generation GC threshold {whose} (default: the services'\n"
+        "HANDOFF_GC_THRESHOLD default; 0: Python's 700)",
+    )
 
 
 def at_least(low: int) -> Callable[[str], int]:

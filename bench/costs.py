@@ -32,7 +32,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
 from rich.console import Console
 from rich.table import Table
 
@@ -40,6 +39,7 @@ from bench.common import (
     PAD,
     BenchPing,
     FreshPgDatabase,
+    add_gc_threshold,
     at_least,
     catalog_with_bench_ping,
     create_schema,
@@ -55,7 +55,7 @@ from services.intake.canonical import LeadIn
 from services.intake.leads import capture_batch
 from services.intake.models import outbox_tables as intake_outbox_tables
 from shared.bus.local import LocalBus
-from shared.bus.port import Record
+from shared.bus.port import Record, StoredHeaders
 from shared.consumer import EventConsumer, HandlerContext
 from shared.db import Database
 from shared.events.catalog import CATALOG
@@ -63,7 +63,6 @@ from shared.inbox import Inbox
 from shared.migrations import upgrade
 from shared.outbox import Outbox, OutboxRelay
 from shared.process import run_on_service_loop, settle_for_serving
-from shared.settings import ServiceSettings
 
 RELAY_SIZES = (1, 32, 500)
 CAPTURE_SIZES = (1, 32, 500)
@@ -236,7 +235,9 @@ async def consume_costs(url: str, sizes: Sequence[int], units: int) -> dict[int,
                         )
                     ).all()
                 return [
-                    Record(topic, 0, made + n, key, bytes(value), tuple(_pairs(headers)))
+                    Record(
+                        topic, 0, made + n, key, bytes(value), tuple(StoredHeaders(headers).pairs())
+                    )
                     for n, (key, headers, value) in enumerate(rows)
                 ]
 
@@ -247,10 +248,6 @@ async def consume_costs(url: str, sizes: Sequence[int], units: int) -> dict[int,
     finally:
         await db.dispose()
     return out
-
-
-def _pairs(stored: str) -> list[tuple[str, bytes]]:
-    return [(name, value.encode()) for name, value in orjson.loads(stored)]
 
 
 def fit(costs: dict[int, float]) -> tuple[float, float]:
@@ -278,35 +275,27 @@ async def main(args: argparse.Namespace) -> None:
         FreshPgDatabase(postgres_admin_url(), "costs_consume") as pg_consume,
     ):
         scratch = Path(tempfile.mkdtemp(prefix="handoff-costs-"))
-        plans = {
-            ("relay", "sqlite"): lambda: relay_costs(
-                f"sqlite+aiosqlite:///{scratch}/relay.db", RELAY_SIZES, args.units
-            ),
-            ("relay", "postgres"): lambda: relay_costs(pg_relay, RELAY_SIZES, args.units),
-            ("capture", "sqlite"): lambda: capture_costs(
-                f"sqlite+aiosqlite:///{scratch}/intake.db", CAPTURE_SIZES, args.units
-            ),
-            ("capture", "postgres"): lambda: capture_costs(pg_capture, CAPTURE_SIZES, args.units),
-            ("produce", "sqlite"): lambda: produce_costs(
-                f"sqlite+aiosqlite:///{scratch}/produce.db", PRODUCE_SIZES, args.units
-            ),
-            ("produce", "postgres"): lambda: produce_costs(pg_produce, PRODUCE_SIZES, args.units),
-            ("consume", "sqlite"): lambda: consume_costs(
-                f"sqlite+aiosqlite:///{scratch}/consume.db", CONSUME_SIZES, args.units
-            ),
-            ("consume", "postgres"): lambda: consume_costs(pg_consume, CONSUME_SIZES, args.units),
+        units = {
+            "relay": (relay_costs, RELAY_SIZES, pg_relay),
+            "capture": (capture_costs, CAPTURE_SIZES, pg_capture),
+            "produce": (produce_costs, PRODUCE_SIZES, pg_produce),
+            "consume": (consume_costs, CONSUME_SIZES, pg_consume),
         }
-        if args.only:
-            plans = {key: run for key, run in plans.items() if key[0] in args.only}
-        for (what, backend), run in plans.items():
-            console.print(f"[dim]{what} on {backend}...[/dim]")
-            costs = await run()
-            fixed, per_item = fit(costs)
-            results[f"{what}_{backend}"] = {
-                "cpu_us_per_unit": {k: v * 1e6 for k, v in costs.items()},
-                "fixed_us": fixed * 1e6,
-                "per_item_us": per_item * 1e6,
-            }
+        for what, (measure, sizes, pg_url) in units.items():
+            if args.only and what not in args.only:
+                continue
+            for backend, url in (
+                ("sqlite", f"sqlite+aiosqlite:///{scratch}/{what}.db"),
+                ("postgres", pg_url),
+            ):
+                console.print(f"[dim]{what} on {backend}...[/dim]")
+                costs = await measure(url, sizes, args.units)
+                fixed, per_item = fit(costs)
+                results[f"{what}_{backend}"] = {
+                    "cpu_us_per_unit": {k: v * 1e6 for k, v in costs.items()},
+                    "fixed_us": fixed * 1e6,
+                    "per_item_us": per_item * 1e6,
+                }
     table = Table(title="CPU per unit of work (this process), by events or leads in the unit")
     table.add_column("unit of work")
     table.add_column("database")
@@ -334,13 +323,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--units", type=at_least(1), default=200, help="timed units of work per size (200)"
     )
-    p.add_argument(
-        "--gc-threshold",
-        type=at_least(0),
-        default=ServiceSettings.model_fields["gc_threshold"].default,
-        help="young-generation GC threshold, as HANDOFF_GC_THRESHOLD (default: the services';"
-        " 0: Python's 700)",
-    )
+    add_gc_threshold(p, "of this process")
     p.add_argument(
         "--only",
         action="append",

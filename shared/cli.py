@@ -36,6 +36,7 @@ from shared.events.catalog import CATALOG
 from shared.http import VERSION, build_app
 from shared.migrations import MigrationError, check_owner, upgrade
 from shared.observability.logging import configure_logging
+from shared.problems import read_problem, snippet
 from shared.process import serve_http, settle_for_serving
 from shared.runtime import ServiceRuntime
 from shared.service_app import service_definition, service_module
@@ -351,7 +352,7 @@ def _upload(file: Path, endpoint: str, token: str, kind: str) -> dict[str, Any]:
     try:
         result: dict[str, Any] = response.json()
     except ValueError:
-        _fail(f"{endpoint} answered 200 with no import summary: {_snippet(response.text)}")
+        _fail(f"{endpoint} answered 200 with no import summary: {snippet(response.text)}")
     return result
 
 
@@ -360,25 +361,8 @@ _FORMAT_OF = {".csv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson"}
 
 
 def _problem_text(response: httpx.Response) -> str:
-    """What an error answer says: a problem's detail and field errors, else its text (a
-    proxy's HTML page, say), shortened."""
-    try:
-        problem = response.json()
-    except ValueError:
-        return _snippet(response.text) or response.reason_phrase
-    if not isinstance(problem, dict):
-        return _snippet(response.text)
-    lines = [str(problem.get("detail") or problem.get("title") or "")]
-    errors = problem.get("errors")
-    for error in errors if isinstance(errors, list) else []:
-        if isinstance(error, dict):
-            lines.append(f"  {error.get('field')}: {error.get('reason')}")
-    return "\n".join(line for line in lines if line)
-
-
-def _snippet(text: str, limit: int = 300) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[:limit] + "..."
+    """What an error answer says (`read_problem`), or its status's phrase."""
+    return read_problem(response.text) or response.reason_phrase
 
 
 @app.command()

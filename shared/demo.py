@@ -25,6 +25,8 @@ import httpx
 import orjson
 from faker import Faker
 
+from shared.problems import read_problem
+
 # People's locales and the country each stands for.
 _LOCALES = {"en_US": "US", "en_GB": "GB", "de_DE": "DE", "fr_FR": "FR", "es_ES": "ES"}
 _FREE_MAIL = ("gmail.com", "outlook.com", "yahoo.com")
@@ -260,11 +262,6 @@ def _check(client: httpx.Client) -> None:
 def _ok(response: httpx.Response) -> httpx.Response:
     if response.is_success:
         return response
-    try:
-        problem = response.json()
-        detail = problem.get("detail") or problem.get("title") or response.text
-    except ValueError:
-        detail = " ".join(response.text.split())[:300]
-    raise DemoError(
-        f"{response.request.method} {response.request.url.path}: {response.status_code} {detail}"
-    )
+    said = read_problem(response.text) or response.reason_phrase
+    request = response.request
+    raise DemoError(f"{request.method} {request.url.path}: {response.status_code} {said}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
@@ -136,3 +137,27 @@ def _field_path(loc: Sequence[Any]) -> str:
 
 def _slug(title: str) -> str:
     return "-".join(title.lower().split())
+
+
+def read_problem(text: str) -> str:
+    """What an error answer says, for a person at a terminal: a problem's detail (else its
+    title) and its field errors, one a line; any other text (a proxy's HTML page, say)
+    shortened to a line."""
+    try:
+        problem = json.loads(text)
+    except ValueError:
+        return snippet(text)
+    if not isinstance(problem, dict):
+        return snippet(text)
+    lines = [str(problem.get("detail") or problem.get("title") or "")]
+    errors = problem.get("errors")
+    for error in errors if isinstance(errors, list) else []:
+        if isinstance(error, dict):
+            lines.append(f"  {error.get('field')}: {error.get('reason')}")
+    return "\n".join(line for line in lines if line)
+
+
+def snippet(text: str, limit: int = 300) -> str:
+    """`text` on one line, at most `limit` characters of it."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit] + "..."

@@ -26,6 +26,7 @@ _WORD_EMAIL = re.compile(
     r"@([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
 )
 _URL_PREFIX = re.compile(r"^[a-z][a-z0-9+.-]*://")
+_URL_REST = re.compile(r"[/?#]")  # where a URL's host ends: its path, query or fragment
 
 
 def normalize_email(raw: str) -> str:
@@ -66,7 +67,7 @@ def normalize_domain(raw: str) -> str:
     """`https://www.Acme.com/about?x=1` -> `acme.com` (IDNA); raises ValueError if it is not
     a company's domain on the internet (an address, `acme.local`, `-acme.com`)."""
     value = _URL_PREFIX.sub("", raw.strip().lower())
-    value = re.split(r"[/?#]", value, maxsplit=1)[0].split(":", 1)[0]
+    value = _URL_REST.split(value, maxsplit=1)[0].split(":", 1)[0]
     value = value.removeprefix("www.").rstrip(".")
     if value.rpartition(".")[2] in email_validator.SPECIAL_USE_DOMAIN_NAMES:
         raise ValueError(

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from sqlalchemy import select
@@ -35,14 +36,18 @@ CSV = (
 )
 
 
+async def post_import(
+    intake: Intake, body: bytes, kind: str = "text/csv", *, role: str | None = None
+) -> httpx.Response:
+    """`POST /v1/leads/import` of `body` (CSV unless `kind` says otherwise)."""
+    headers = {**(intake.auth(role) if role else intake.auth()), "content-type": kind}
+    return await intake.client.post("/v1/leads/import", content=body, headers=headers)
+
+
 async def test_an_ndjson_import_keeps_good_rows_and_reports_bad_ones_by_line(
     intake: Intake,
 ) -> None:
-    response = await intake.client.post(
-        "/v1/leads/import",
-        content=NDJSON,
-        headers={**intake.auth(), "content-type": "application/x-ndjson"},
-    )
+    response = await post_import(intake, NDJSON, "application/x-ndjson")
 
     summary = response.json()
     assert response.status_code == 200
@@ -62,11 +67,7 @@ async def test_an_ndjson_import_keeps_good_rows_and_reports_bad_ones_by_line(
 
 
 async def test_a_csv_import_maps_nested_columns_and_reports_bad_cells(intake: Intake) -> None:
-    response = await intake.client.post(
-        "/v1/leads/import",
-        content=CSV,
-        headers={**intake.auth("marketing"), "content-type": "text/csv"},
-    )
+    response = await post_import(intake, CSV, role="marketing")
 
     summary = response.json()
     assert (summary["created"], summary["failed"]) == (2, 1)
@@ -83,11 +84,7 @@ async def test_a_csv_import_maps_nested_columns_and_reports_bad_cells(intake: In
 
 async def test_a_csv_headed_as_a_spreadsheet_heads_it_imports(intake: Intake) -> None:
     csv = b"Email,First Name,Job-Title,COMPANY SIZE,custom.Tier\r\nana@acme.com,Ana,CTO,40,Gold\r\n"
-    response = await intake.client.post(
-        "/v1/leads/import",
-        content=csv,
-        headers={**intake.auth(), "content-type": "text/csv"},
-    )
+    response = await post_import(intake, csv)
 
     assert (response.json()["created"], response.json()["failed"]) == (1, 0)
     (event,) = await intake.events("handoff.lead.captured", 1)
@@ -110,11 +107,7 @@ async def test_an_external_id_is_one_whatever_the_case_of_its_providers_name(
         json={"email": "old@acme.com", "external_ids": {"hubspot": "501"}},
     )
     csv = b"Email,First Name,External IDs.HubSpot\r\nnew@acme.com,Ana,501\r\n"
-    response = await intake.client.post(
-        "/v1/leads/import",
-        content=csv,
-        headers={**intake.auth(), "content-type": "text/csv"},
-    )
+    response = await post_import(intake, csv)
 
     assert (response.json()["created"], response.json()["updated"]) == (0, 1)
     lead_id = known.json()["lead_id"]
@@ -123,11 +116,7 @@ async def test_an_external_id_is_one_whatever_the_case_of_its_providers_name(
 
 
 async def test_an_import_in_an_unknown_format_is_refused(intake: Intake) -> None:
-    response = await intake.client.post(
-        "/v1/leads/import",
-        content=b"<xml/>",
-        headers={**intake.auth(), "content-type": "application/xml"},
-    )
+    response = await post_import(intake, b"<xml/>", "application/xml")
     assert response.status_code == 415
 
 
@@ -194,11 +183,7 @@ async def test_a_visitor_identifying_through_an_activity_brings_their_history(
 
 async def test_rows_that_are_not_utf8_are_reported_not_stored_garbled(intake: Intake) -> None:
     csv = "email,first_name\r\njose@acme.com,José\r\nana@acme.com,Ana\r\n".encode("cp1252")
-    response = await intake.client.post(
-        "/v1/leads/import",
-        content=csv,
-        headers={**intake.auth(), "content-type": "text/csv"},
-    )
+    response = await post_import(intake, csv)
 
     summary = response.json()
     assert (summary["created"], summary["failed"]) == (1, 1)
@@ -214,11 +199,7 @@ async def stored_emails(intake: Intake) -> list[str]:
 async def test_a_csv_with_classic_mac_line_ends_imports_every_row(intake: Intake) -> None:
     """Lone CRs end the lines of a file whose first line ends with one (old Mac exports)."""
     csv = b'email,first_name\r m@acme.com,M\rn@acme.com,"N\rNorth"\rbroken,B\ro@acme.com,O\r'
-    response = await intake.client.post(
-        "/v1/leads/import",
-        content=csv,
-        headers={**intake.auth(), "content-type": "text/csv"},
-    )
+    response = await post_import(intake, csv)
 
     summary = response.json()
     assert response.status_code == 200
@@ -237,11 +218,7 @@ async def test_a_lone_cr_in_an_unquoted_csv_cell_is_a_row_error_and_the_import_g
         b'q@acme.com,"Quoted\rCR"\n'
         b"b@acme.com,B\n"
     )
-    response = await intake.client.post(
-        "/v1/leads/import",
-        content=csv,
-        headers={**intake.auth(), "content-type": "text/csv"},
-    )
+    response = await post_import(intake, csv)
 
     summary = response.json()
     assert response.status_code == 200
@@ -264,11 +241,7 @@ async def test_a_lone_cr_in_an_unquoted_csv_cell_is_a_row_error_and_the_import_g
 async def test_a_csv_whose_header_cannot_be_read_is_refused_whole(
     intake: Intake, csv: bytes, problem: str
 ) -> None:
-    response = await intake.client.post(
-        "/v1/leads/import",
-        content=csv,
-        headers={**intake.auth(), "content-type": "text/csv"},
-    )
+    response = await post_import(intake, csv)
 
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
@@ -329,11 +302,7 @@ async def test_an_import_may_exceed_the_body_limit_that_holds_for_single_leads(
     )
     assert len(rows) > 1_048_576
 
-    imported = await intake.client.post(
-        "/v1/leads/import",
-        content=rows,
-        headers={**intake.auth(), "content-type": "application/x-ndjson"},
-    )
+    imported = await post_import(intake, rows, "application/x-ndjson")
     single = await intake.client.post(
         "/v1/leads", content=rows, headers={**intake.auth(), "content-type": "application/json"}
     )
@@ -356,11 +325,7 @@ async def test_a_lead_moved_to_an_account_by_its_second_row_says_so_in_any_batch
     account, lead.updated with it, whether the rows share a batch or not."""
     runtime = intake.runtime
     runtime.settings = runtime.settings.model_copy(update={"import_batch_size": batch_size})
-    response = await intake.client.post(
-        "/v1/leads/import",
-        content=MOVED_ROWS,
-        headers={**intake.auth(), "content-type": "application/x-ndjson"},
-    )
+    response = await post_import(intake, MOVED_ROWS, "application/x-ndjson")
 
     assert (response.json()["created"], response.json()["updated"]) == (1, 1)
     captured, updated = await intake.events("handoff.lead.captured", 2)
@@ -402,11 +367,7 @@ async def test_an_import_resolves_identities_within_and_across_its_batches(
         old = await intake.client.post(
             "/v1/leads", headers=intake.auth(), json={"email": "old@initech.com"}
         )
-        response = await intake.client.post(
-            "/v1/leads/import",
-            content=IDENTITY_ROWS,
-            headers={**intake.auth(), "content-type": "application/x-ndjson"},
-        )
+        response = await post_import(intake, IDENTITY_ROWS, "application/x-ndjson")
     finally:
         validator.stop()
         await runner
@@ -478,11 +439,7 @@ async def test_on_postgresql_a_batch_is_captured_while_the_one_before_is_written
         return await real(session, *args, **kwargs)
 
     monkeypatch.setattr(import_job, "capture_batch", recorded)
-    response = await intake.client.post(
-        "/v1/leads/import",
-        content=two_batches(second),
-        headers={**intake.auth(), "content-type": "application/x-ndjson"},
-    )
+    response = await post_import(intake, two_batches(second), "application/x-ndjson")
 
     assert response.status_code == 200 and response.json()["failed"] == 0
     overlapped = ["start batch 1", "start batch 2", "commit batch 1", "commit batch 2"]
@@ -532,10 +489,8 @@ async def test_an_import_stops_at_a_failed_batch_and_leaves_nothing_running(
 
     monkeypatch.setattr(import_job, "capture_batch", failing)
     rows = two_batches('{"email": "cy@three.com"}\n{"email": "di@four.com"}\n')
-    response = await intake.client.post(
-        "/v1/leads/import",
-        content=rows + b'{"email": "ed@five.com"}\n',
-        headers={**intake.auth(), "content-type": "application/x-ndjson"},
+    response = await post_import(
+        intake, rows + b'{"email": "ed@five.com"}\n', "application/x-ndjson"
     )
 
     assert response.status_code == 500
@@ -561,11 +516,7 @@ async def test_a_batch_failing_as_it_commits_keeps_the_batches_before_and_starts
     captures = CommitHooks(monkeypatch, {2: commit_fails, 3: slow_commit})
     batches = [[f"{2 * b + 1}@d{b}.com", f"{2 * b + 2}@d{b}.com"] for b in range(10)]
     rows = "".join(f'{{"email": "{email}"}}\n' for batch in batches for email in batch)
-    response = await intake.client.post(
-        "/v1/leads/import",
-        content=rows.encode(),
-        headers={**intake.auth(), "content-type": "application/x-ndjson"},
-    )
+    response = await post_import(intake, rows.encode(), "application/x-ndjson")
 
     assert response.status_code == 500
     async with runtime.db.engine.connect() as conn:
@@ -606,11 +557,7 @@ async def test_a_lead_made_elsewhere_while_a_batch_is_in_flight_makes_it_run_aga
 
     monkeypatch.setattr(import_job, "capture_batch", raced)
     rows = two_batches('{"email": "xi@three.com", "job_title": "CTO"}\n{"email": "yu@four.com"}\n')
-    response = await intake.client.post(
-        "/v1/leads/import",
-        content=rows,
-        headers={**intake.auth(), "content-type": "application/x-ndjson"},
-    )
+    response = await post_import(intake, rows, "application/x-ndjson")
 
     summary = response.json()
     assert response.status_code == 200 and calls == 3  # the second batch ran twice
@@ -664,11 +611,7 @@ async def test_no_batch_starts_once_one_has_failed_behind_a_slow_one(
 
     captures = CommitHooks(monkeypatch, {1: slow_commit, 2: commit_fails})
     rows = "".join(f'{{"email": "{n}@e{n}.com"}}\n' for n in range(20))  # 10 batches
-    response = await intake.client.post(
-        "/v1/leads/import",
-        content=rows.encode(),
-        headers={**intake.auth(), "content-type": "application/x-ndjson"},
-    )
+    response = await post_import(intake, rows.encode(), "application/x-ndjson")
 
     assert response.status_code == 500
     assert captures.calls <= 3  # the third may start before the second has failed; no more
