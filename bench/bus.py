@@ -47,10 +47,13 @@ from bench.common import (
     effects,
     inbox_table,
     kafka_bootstrap_servers,
+    listener_pid,
     machine,
     outbox_tables,
     paced,
     postgres_admin_url,
+    postgres_cpu_s,
+    postmaster_pid,
     proc_cpu_s,
     summarize,
     system_busy,
@@ -79,14 +82,21 @@ TARGET_KAFKA_RATIO = 0.5
 class Cpu:
     """CPU used by this process (all threads), by its event loop (the main thread; the rest
     is driver threads: aiosqlite, asyncpg has none), by the consumer process when the
-    consumer side runs in its own, and by the whole machine over a phase."""
+    consumer side runs in its own, by the Kafka broker and the PostgreSQL server when they
+    run on this machine, and by the whole machine over a phase."""
 
-    def __init__(self, child: int | None = None) -> None:
+    def __init__(
+        self, child: int | None = None, *, broker: int | None = None, postmaster: int | None = None
+    ) -> None:
         self.child = child
+        self.broker = broker
+        self.postmaster = postmaster
         self.t0 = time.perf_counter()
         self.loop0 = time.thread_time()
         self.proc0 = self._proc()
         self.child0 = proc_cpu_s(child) if child else 0.0
+        self.broker0 = proc_cpu_s(broker) if broker else 0.0
+        self.pg0 = postgres_cpu_s(postmaster)
         self.sys0 = system_busy()
 
     @staticmethod
@@ -105,6 +115,10 @@ class Cpu:
         }
         if self.child:  # /proc counts in clock ticks (10 ms): fine over a phase
             out["consumer_process_cpu_cores"] = (proc_cpu_s(self.child) - self.child0) / wall
+        if self.broker:
+            out["broker_cpu_cores"] = (proc_cpu_s(self.broker) - self.broker0) / wall
+        if self.postmaster:  # (backends that end during the phase take their CPU with them)
+            out["postgres_cpu_cores"] = (postgres_cpu_s(self.postmaster) - self.pg0) / wall
         return out
 
 
@@ -649,9 +663,18 @@ Entry = tuple[str, "Measured", bool]  # a path's name, the path, paced at --rate
 
 
 class Runner:
-    def __init__(self, args: argparse.Namespace, progress: Progress) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        progress: Progress,
+        *,
+        broker: int | None = None,
+        postmaster: int | None = None,
+    ) -> None:
         self.args = args
         self.progress = progress
+        self.broker = broker  # the local Kafka broker's pid, for its CPU
+        self.postmaster = postmaster  # the local PostgreSQL server's
         self.next_n = 0
 
     async def phase(
@@ -668,7 +691,11 @@ class Runner:
         task = self.progress.add_task(label, total=count)
         first, self.next_n = self.next_n, self.next_n + count
         done = path.expect(count, lambda k: self.progress.advance(task, k))
-        cpu = Cpu(path.remote.pid if path.remote else None)
+        cpu = Cpu(
+            path.remote.pid if path.remote else None,
+            broker=self.broker,
+            postmaster=self.postmaster,
+        )
         t_start = time.perf_counter_ns()
         if rate is None:
             producing = burst(first, count, batch, path.write, writers=path.writers)
@@ -961,6 +988,7 @@ def report(results: dict[str, Any], targets: list[dict[str, Any]]) -> None:
         "p99 applied ms",
         "max ms",
         "py CPU (loop)",
+        "broker / PG CPU",
         "box busy",
     ):
         table.add_column(column, justify="left" if column in ("path", "load") else "right")
@@ -991,6 +1019,8 @@ def report(results: dict[str, Any], targets: list[dict[str, Any]]) -> None:
                     if "consumer_process_cpu_cores" in r
                     else ""
                 ),
+                f"{r.get('broker_cpu_cores', float('nan')):.2f} / "
+                f"{r.get('postgres_cpu_cores', float('nan')):.2f}",
                 f"{r['machine_busy']:.0%}",
             )
     console.print(table)
@@ -1046,7 +1076,12 @@ async def main(args: argparse.Namespace) -> int:
         console=console,
         transient=False,
     ) as progress:
-        runner = Runner(args, progress)
+        runner = Runner(
+            args,
+            progress,
+            broker=listener_pid(servers) if servers else None,
+            postmaster=await postmaster_pid(admin_url) if admin_url else None,
+        )
         async with contextlib.AsyncExitStack() as stack:
             opened: dict[str, Entry] = {}
             if "local" in paths:

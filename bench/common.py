@@ -377,6 +377,52 @@ def postgres_cpu_s(postmaster: int | None) -> float:
     return total
 
 
+def listener_pid(address: str) -> int | None:
+    """The process on this machine listening on `address`'s TCP port (`host:port`, the first
+    of a list): a locally run Kafka broker, say. None if it is elsewhere or not visible."""
+    port = int(address.split(",")[0].rsplit(":", 1)[1])
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return None
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+            if any(os.readlink(f"/proc/{entry}/fd/{fd}") in inodes for fd in fds):
+                return int(entry)
+        except OSError:
+            continue
+    return None
+
+
+async def postmaster_pid(database_url: str) -> int | None:
+    """The PostgreSQL server's postmaster (the parent of our backend), if it runs here."""
+    conn = await pg_connect(make_url(database_url))
+    try:  # while the backend lives: its parent is the postmaster
+        return _parent_pid(int(await conn.fetchval("SELECT pg_backend_pid()")))
+    finally:
+        await conn.close()
+
+
+def _parent_pid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None  # not on this machine
+
+
 def system_busy() -> tuple[int, int]:
     """Busy and total jiffies of the whole machine since boot."""
     with open("/proc/stat") as f:

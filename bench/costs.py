@@ -48,6 +48,8 @@ from bench.common import (
     machine,
     outbox_tables,
     postgres_admin_url,
+    postgres_cpu_s,
+    postmaster_pid,
     write_results,
 )
 from services.intake.app import definition as intake_definition
@@ -73,21 +75,30 @@ LEADS = 1000
 WARMUP = 20
 
 
+POSTMASTER: list[int | None] = [None]  # the local PostgreSQL server's, when it runs here
+Cost = tuple[float, float]  # CPU seconds per unit: this process's, the PostgreSQL server's
+
+
 async def _timed(
     units: int, prepare: Callable[[], Awaitable[Any]], unit: Callable[[Any], Awaitable[None]]
-) -> float:
-    """Mean process CPU seconds of `unit` (after `prepare`, untimed), warm-up excluded."""
-    cpu = 0.0
+) -> Cost:
+    """Mean CPU seconds of `unit` (after `prepare`, untimed), warm-up excluded: this
+    process's, and the PostgreSQL server's (all its processes; 0 on SQLite, or when the
+    server runs elsewhere). /proc counts the server's in 10 ms ticks: over hundreds of
+    units the rounding evens out, for units of a few events it is too coarse to read."""
+    cpu = server = 0.0
     for n in range(units + WARMUP):
         prepared = await prepare()
+        server0 = postgres_cpu_s(POSTMASTER[0])  # (reading /proc costs ~1 ms: not timed)
         start = time.process_time()
         await unit(prepared)
         if n >= WARMUP:
             cpu += time.process_time() - start
-    return cpu / units
+            server += postgres_cpu_s(POSTMASTER[0]) - server0
+    return cpu / units, server / units
 
 
-async def relay_costs(url: str, sizes: Sequence[int], units: int) -> dict[int, float]:
+async def relay_costs(url: str, sizes: Sequence[int], units: int) -> dict[int, Cost]:
     """CPU per `relay_once` that finds K events waiting, for each K."""
     db = Database(url)
     await create_schema(db)
@@ -99,7 +110,7 @@ async def relay_costs(url: str, sizes: Sequence[int], units: int) -> dict[int, f
     relay = OutboxRelay(db=db, outbox=outbox, bus=bus, batch_size=max(sizes))
     leads = [uuid.uuid4() for _ in range(1000)]
     written = 0
-    out: dict[int, float] = {}
+    out: dict[int, Cost] = {}
     try:
         for k in sizes:
 
@@ -123,14 +134,14 @@ async def relay_costs(url: str, sizes: Sequence[int], units: int) -> dict[int, f
     return out
 
 
-async def capture_costs(url: str, sizes: Sequence[int], units: int) -> dict[int, float]:
+async def capture_costs(url: str, sizes: Sequence[int], units: int) -> dict[int, Cost]:
     """CPU per `capture_batch` unit of work creating K new leads, for each K (intake's
     schema, migrated; 500 company domains, so most accounts exist after a while)."""
     await upgrade(intake_definition().migrations, url)
     db = Database(url)
     outbox = Outbox(service="intake", tables=intake_outbox_tables, catalog=CATALOG)
     made = 0
-    out: dict[int, float] = {}
+    out: dict[int, Cost] = {}
     try:
         for k in sizes:
             runs = max(5, units * 32 // max(k, 32))  # big batches: fewer of them
@@ -156,7 +167,7 @@ async def capture_costs(url: str, sizes: Sequence[int], units: int) -> dict[int,
     return out
 
 
-async def produce_costs(url: str, sizes: Sequence[int], units: int) -> dict[int, float]:
+async def produce_costs(url: str, sizes: Sequence[int], units: int) -> dict[int, Cost]:
     """CPU per producer transaction of K events about leads seen before, for each K (the
     outbox is emptied between units, untimed, as a relay would)."""
     db = Database(url)
@@ -167,7 +178,7 @@ async def produce_costs(url: str, sizes: Sequence[int], units: int) -> dict[int,
     leads = [uuid.uuid4() for _ in range(LEADS)]
     subjects = [str(lead) for lead in leads]
     written = 0
-    out: dict[int, float] = {}
+    out: dict[int, Cost] = {}
     try:
         for k in sizes:
 
@@ -190,7 +201,7 @@ async def produce_costs(url: str, sizes: Sequence[int], units: int) -> dict[int,
     return out
 
 
-async def consume_costs(url: str, sizes: Sequence[int], units: int) -> dict[int, float]:
+async def consume_costs(url: str, sizes: Sequence[int], units: int) -> dict[int, Cost]:
     """CPU per `EventConsumer.process` of K new records, for each K: the records are
     what a relay publishes (the outbox's rows) as a Kafka subscription delivers them; the
     handler stages one row per event, as `bus.py`'s does."""
@@ -215,7 +226,7 @@ async def consume_costs(url: str, sizes: Sequence[int], units: int) -> dict[int,
     )
     leads = [uuid.uuid4() for _ in range(LEADS)]
     made = 0
-    out: dict[int, float] = {}
+    out: dict[int, Cost] = {}
     try:
         for k in sizes:
 
@@ -257,6 +268,24 @@ def fit(costs: dict[int, float]) -> tuple[float, float]:
     return costs[small] - small * per_item, per_item
 
 
+def record(costs: dict[int, Cost]) -> dict[str, Any]:
+    """One unit's figures for the results: per K, and the fixed and per-item fits."""
+    process = {k: c[0] for k, c in costs.items()}
+    server = {k: c[1] for k, c in costs.items()}
+    fixed, per_item = fit(process)
+    out = {
+        "cpu_us_per_unit": {k: v * 1e6 for k, v in process.items()},
+        "fixed_us": fixed * 1e6,
+        "per_item_us": per_item * 1e6,
+    }
+    if any(server.values()):
+        server_fixed, server_item = fit(server)
+        out["server_cpu_us_per_unit"] = {k: v * 1e6 for k, v in server.items()}
+        out["server_fixed_us"] = server_fixed * 1e6
+        out["server_per_item_us"] = server_item * 1e6
+    return out
+
+
 async def main(args: argparse.Namespace) -> None:
     console = Console()
     # The collector as a service process runs it: every unit of work allocates per event,
@@ -268,6 +297,7 @@ async def main(args: argparse.Namespace) -> None:
         "units": args.units,
         "gc_threshold": args.gc_threshold,
     }
+    postmaster = await postmaster_pid(postgres_admin_url())
     async with (
         FreshPgDatabase(postgres_admin_url(), "costs_relay") as pg_relay,
         FreshPgDatabase(postgres_admin_url(), "costs_capture") as pg_capture,
@@ -289,13 +319,8 @@ async def main(args: argparse.Namespace) -> None:
                 ("postgres", pg_url),
             ):
                 console.print(f"[dim]{what} on {backend}...[/dim]")
-                costs = await measure(url, sizes, args.units)
-                fixed, per_item = fit(costs)
-                results[f"{what}_{backend}"] = {
-                    "cpu_us_per_unit": {k: v * 1e6 for k, v in costs.items()},
-                    "fixed_us": fixed * 1e6,
-                    "per_item_us": per_item * 1e6,
-                }
+                POSTMASTER[0] = postmaster if backend == "postgres" else None
+                results[f"{what}_{backend}"] = record(await measure(url, sizes, args.units))
     table = Table(title="CPU per unit of work (this process), by events or leads in the unit")
     table.add_column("unit of work")
     table.add_column("database")
@@ -303,6 +328,7 @@ async def main(args: argparse.Namespace) -> None:
         table.add_column(f"K={k}, µs", justify="right")
     table.add_column("fixed, µs", justify="right")
     table.add_column("per item, µs", justify="right")
+    table.add_column("PostgreSQL server: fixed / per item, µs", justify="right")
     for key, r in results.items():
         if not isinstance(r, dict) or "fixed_us" not in r:
             continue
@@ -311,7 +337,14 @@ async def main(args: argparse.Namespace) -> None:
             f"{r['cpu_us_per_unit'][k]:,.0f}" if k in r["cpu_us_per_unit"] else ""
             for k in ALL_SIZES
         ]
-        table.add_row(what, backend, *cells, f"{r['fixed_us']:,.0f}", f"{r['per_item_us']:.1f}")
+        server = (
+            f"{r['server_fixed_us']:,.0f} / {r['server_per_item_us']:.1f}"
+            if "server_fixed_us" in r
+            else ""
+        )
+        table.add_row(
+            what, backend, *cells, f"{r['fixed_us']:,.0f}", f"{r['per_item_us']:.1f}", server
+        )
     console.print(table)
     console.print(f"results: {write_results('costs', results)}")
 

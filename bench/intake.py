@@ -51,6 +51,7 @@ from bench.common import (
     pg_connect,
     postgres_admin_url,
     postgres_cpu_s,
+    postmaster_pid,
     proc_cpu_s,
     system_busy,
     write_results,
@@ -501,24 +502,6 @@ def served_env(workdir: Path, database_url: str, args: argparse.Namespace) -> di
     if args.max_body_bytes:
         env["HANDOFF_MAX_BODY_BYTES"] = str(args.max_body_bytes)
     return env
-
-
-async def postmaster_pid(database_url: str) -> int | None:
-    """The PostgreSQL server's postmaster (the parent of our backend), if it runs here."""
-    url = make_url(database_url)
-    conn = await pg_connect(url)
-    try:  # while the backend lives: its parent is the postmaster
-        return _parent_pid(int(await conn.fetchval("SELECT pg_backend_pid()")))
-    finally:
-        await conn.close()
-
-
-def _parent_pid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except OSError:
-        return None  # not on this machine
 
 
 def create_token(tokens_file: Path, role: str, name: str) -> str:

@@ -43,6 +43,7 @@ from bench.common import (
     percentile,
     postgres_admin_url,
     postgres_cpu_s,
+    postmaster_pid,
     proc_cpu_s,
     system_busy,
     unique,
@@ -352,24 +353,6 @@ class Cpu:
             else None,
             "machine_busy": (busy - self.box[0]) / max(1, total - self.box[1]),
         }
-
-
-def _parent_pid(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
-
-
-async def postmaster_pid(database_url: str) -> int | None:
-    """The PostgreSQL server's postmaster (the parent of our backend), if it runs here."""
-    db = Database(database_url)
-    try:
-        async with db.engine.connect() as conn:
-            backend = (await conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
-        return _parent_pid(backend)
-    except OSError:
-        return None  # the server runs elsewhere: its CPU is not ours to see
-    finally:
-        await db.dispose()
 
 
 def latency_ms(values_ns: Sequence[int]) -> dict[str, float]:
