@@ -55,10 +55,12 @@ from bench.common import (
     postgres_cpu_s,
     postmaster_pid,
     proc_cpu_s,
+    settle,
     summarize,
     system_busy,
     unique,
     write_results,
+    zero_or_more,
 )
 from shared.bus.kafka import KafkaBus
 from shared.bus.local import LocalBus
@@ -744,16 +746,17 @@ class Runner:
         for n in range(1, args.rounds + 1):
             for key, (name, path, _fixed) in paths.items():
                 label = f"{name}: burst" + (f" {n}/{args.rounds}" if args.rounds > 1 else "")
-                out[key].append(
-                    await self.phase(
-                        label,
-                        path,
-                        count=args.events,
-                        rate=None,
-                        batch=args.txn_size,
-                        timeout=args.phase_timeout,
-                    )
+                settled_s = await settle(below=args.settle) if args.settle else 0.0
+                burst = await self.phase(
+                    label,
+                    path,
+                    count=args.events,
+                    rate=None,
+                    batch=args.txn_size,
+                    timeout=args.phase_timeout,
                 )
+                burst["settled_s"] = settled_s
+                out[key].append(burst)
         return out
 
     async def paced(
@@ -1189,6 +1192,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "statement per event, or a prebuilt INSERT with parameters",
     )
     p.add_argument("--phase-timeout", type=above_zero, default=90.0, help="seconds per phase")
+    p.add_argument(
+        "--settle",
+        type=zero_or_more,
+        default=0.15,
+        help="before each burst, wait (at most 5 s) until the machine is busy under this\n"
+        "fraction of its cores over 200 ms (default 0.15; 0: start at once), so that what\n"
+        "the burst before left to do (checkpoints, vacuum, the broker's flushes) is not\n"
+        "measured as this one's",
+    )
     p.add_argument(
         "--only",
         action="append",

@@ -429,3 +429,18 @@ def system_busy() -> tuple[int, int]:
         fields = [int(x) for x in f.readline().split()[1:]]
     idle = fields[3] + fields[4]
     return sum(fields) - idle, sum(fields)
+
+
+async def settle(*, below: float, window_s: float = 0.2, limit_s: float = 5.0) -> float:
+    """Wait until the machine is quiet: busy under `below` (0-1, all cores) over a whole
+    `window_s`, or `limit_s` has passed. What a phase leaves behind (a database's
+    checkpoint and vacuum, the broker's flushes and collections) then lands on no other
+    phase's measurement. Returns the seconds waited."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit_s:
+        busy0, total0 = system_busy()
+        await asyncio.sleep(window_s)
+        busy1, total1 = system_busy()
+        if (busy1 - busy0) / max(1, total1 - total0) < below:
+            break
+    return time.perf_counter() - started

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import time
 from argparse import Namespace
 from collections.abc import Callable, Sequence
 
 import pytest
 
 from bench import bus, intake
+from bench.common import listener_pid, settle
 
 Parser = Callable[[Sequence[str]], Namespace]
 
@@ -30,6 +34,7 @@ Parser = Callable[[Sequence[str]], Namespace]
             ["--relay-linger-ms", "-1"],
             "argument --relay-linger-ms: must be at least 0, got -1",
         ),
+        (bus.parse_args, ["--settle", "-0.1"], "argument --settle: must be 0 or more, got -0.1"),
         (
             intake.parse_args,
             ["--seconds", "0"],
@@ -74,3 +79,25 @@ def test_the_bus_benchmark_takes_no_warm_up() -> None:
 def test_the_intake_benchmark_takes_no_warm_up() -> None:
     args = intake.parse_args(["--warmup-seconds", "0", "--seconds", "0.5"])
     assert (args.warmup_seconds, args.seconds) == (0.0, 0.5)
+
+
+def test_the_bus_benchmark_may_start_each_burst_at_once() -> None:
+    assert bus.parse_args(["--settle", "0"]).settle == 0.0
+    assert bus.parse_args([]).settle == 0.15
+
+
+def test_the_process_listening_on_a_port_is_found() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert listener_pid(f"127.0.0.1:{port},elsewhere:9092") == os.getpid()
+    assert listener_pid(f"127.0.0.1:{port}") is None  # nobody listens there now
+
+
+async def test_settling_ends_when_the_machine_is_quiet_or_the_limit_passes() -> None:
+    started = time.perf_counter()
+    waited = await settle(below=1.01, window_s=0.01, limit_s=5)  # always quiet enough
+    assert waited < 1 and time.perf_counter() - started < 1
+    waited = await settle(below=-1, window_s=0.01, limit_s=0.1)  # never quiet enough
+    assert 0.1 <= waited < 2
