@@ -283,6 +283,12 @@ async def _capture(
     new_ids: list[tuple[str, str, str]] = []  # (provider, external id, lead id)
     # each capture's lead, item, outcome and trace (`traces`), for its events
     pending_events: list[tuple[KnownLead, LeadInput, CaptureOutcome, str | None]] = []
+    # Each capture's account domain and company as it left the lead, as if the items came
+    # one per batch: a lead created here takes its first item's account in lead.captured,
+    # and the item that moves it says so in its lead.updated (not an earlier item of the
+    # batch about the same lead), whatever the batch boundaries.
+    account_domains: list[str | None] = []
+    companies: list[Any] = []
 
     def capture(item: LeadInput, trace: str | None, timing: Timing) -> CaptureOutcome:
         nonlocal new_ids
@@ -368,6 +374,8 @@ async def _capture(
                 stale=merged.stale,
             )
         pending_events.append((lead, item, outcome, trace))
+        account_domains.append(item.account_domain() if outcome.created else _account_domain(lead))
+        companies.append(lead.profile.get("company"))
         return outcome
 
     for index, item in enumerate(items):
@@ -380,17 +388,12 @@ async def _capture(
         outcomes.append(outcome)
         if index % _YIELD_EVERY == _YIELD_EVERY - 1:
             await asyncio.sleep(0)  # let other tasks in (a thousand items take ~25 ms)
-    # Each item's account, as if the items came one per batch: a lead created here takes
-    # its first item's account in lead.captured, and a later item that moves it says so in
-    # lead.updated, whatever the batch boundaries.
-    account_domains = [
-        item.account_domain() if outcome.created else _account_domain(lead)
-        for lead, item, outcome, _ in pending_events
-    ]
     touched = {lead.id for lead in created} | dirty.keys()
     wanted = {
-        domain: lead.profile.get("company")
-        for (lead, _, _, _), domain in zip(pending_events, account_domains, strict=True)
+        domain: company
+        for (lead, _, _, _), domain, company in zip(
+            pending_events, account_domains, companies, strict=True
+        )
         if domain is not None and lead.id in touched
     }
     account_ids = await _accounts(session, wanted, now, accounts_found)

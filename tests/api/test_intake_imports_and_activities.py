@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.intake import import_job
 from services.intake.canonical import LeadCapture
 from services.intake.import_validation import STATE_KEY, ImportValidator
-from services.intake.models import leads
+from services.intake.models import accounts, leads
 from shared.db import after_commit, before_commit
 from tests.api.conftest import Intake
 
@@ -337,6 +337,53 @@ async def test_a_lead_moved_to_an_account_by_its_second_row_says_so_in_any_batch
     account = lead.json()["account"]
     assert account["domain"] == "acme.com"
     assert updated["data"]["account_id"] == account["id"]
+
+
+KNOWN_LEAD_ROWS = b"""{"email": "bo@gmail.com", "job_title": "CTO"}
+{"email": "bo@gmail.com", "company": "Acme", "company_domain": "acme.com"}
+{"email": "bo@gmail.com", "company": "Initrode", "company_domain": "initrode.com"}
+{"email": "bo@gmail.com", "first_name": "Bo"}
+"""
+
+
+@pytest.mark.parametrize("batch_size", [1000, 1], ids=["one-batch", "a-batch-each"])
+async def test_a_known_lead_is_moved_by_the_rows_that_move_it_in_any_batch(
+    intake: Intake, batch_size: int
+) -> None:
+    """A known lead changed by four rows, the second and the third giving it a company: each
+    of those lead.updated events names the account it moved to, the others none, and the
+    account of the company it passed through is named for that company, whether the rows
+    share a batch or not."""
+    created = await intake.client.post(
+        "/v1/leads", headers=intake.auth(), json={"email": "bo@gmail.com"}
+    )
+    runtime = intake.runtime
+    runtime.settings = runtime.settings.model_copy(update={"import_batch_size": batch_size})
+    response = await post_import(intake, KNOWN_LEAD_ROWS, "application/x-ndjson")
+
+    assert response.json()["updated"] == 4
+    _captured, *updates = await intake.events("handoff.lead.captured", 5)
+    assert [(u["data"]["changes"], u["data"]["changed_pii"]) for u in updates] == [
+        ({"job_title": "CTO"}, []),
+        ({"company": "Acme", "company_domain": "acme.com"}, []),
+        ({"company": "Initrode", "company_domain": "initrode.com"}, []),
+        ({}, ["first_name"]),  # (personal data is named on the bus, not shown)
+    ]
+    async with runtime.db.engine.connect() as conn:
+        named = {
+            domain: (account_id, name)
+            for account_id, domain, name in await conn.execute(
+                select(accounts.c.id, accounts.c.domain, accounts.c.name)
+            )
+        }
+    assert {domain: name for domain, (_, name) in named.items()} == {
+        "acme.com": "Acme",
+        "initrode.com": "Initrode",
+    }
+    moved_to = [u["data"]["account_id"] for u in updates]
+    assert moved_to == [None, named["acme.com"][0], named["initrode.com"][0], None]
+    lead = await intake.client.get(f"/v1/leads/{created.json()['lead_id']}", headers=intake.auth())
+    assert lead.json()["account"]["domain"] == "initrode.com"
 
 
 IDENTITY_ROWS = b"""{"email": "ann@initech.com", "first_name": "Ann"}
