@@ -82,10 +82,12 @@ async def apply_deliveries(
 ) -> list[DeliveryReport]:
     """Apply every new, valid item once per source; the source decides the lead source.
 
-    Items that carry an email go first: a batch may name a new contact's other properties
-    before its email, and those must find the lead the email creates. The lead items of
-    one delivery that name the same contact are captured together (see `_Capture`), in the
-    order their events happened (`InboundItem.occurred_at`), not the order they came in.
+    Items are applied in the order they came, as when the requests come one by one (an
+    item with an email does not go before an earlier one naming the lead by its external
+    id: the later value stays). The lead items of one delivery that name the same contact
+    are captured together (see `_Capture`), so a new contact's properties sent before its
+    email find the lead the email creates, in the order their events happened
+    (`InboundItem.occurred_at`), not the order they came in.
     A field keeps the value of the latest event that set it, whichever delivery came
     first (see `identity.merge`). Erasures go last: a person deleted for privacy is
     forgotten with whatever the same batch said of them. That holds within a delivery: a
@@ -137,7 +139,7 @@ async def apply_deliveries(
     erasures: list[tuple[int, InboundItem]] = []
     done: list[tuple[int, str, str | None]] = []
     ordered = [(n, item) for n, d in enumerate(deliveries) for item in d.items]
-    for n, item in sorted(ordered, key=lambda pair: 0 if pair[1].data.get("email") else 1):
+    for n, item in ordered:
         source, report = deliveries[n].source, reports[n]
         if (source.name, item.delivery_id) in seen:
             report.duplicates += 1

@@ -232,6 +232,30 @@ async def test_a_marketo_value_that_comes_back_is_applied_again(intake: Intake) 
     assert lead["profile"]["job_title"] == "CFO"
 
 
+async def test_the_objects_of_a_marketo_request_are_applied_in_their_order(
+    intake: Intake,
+) -> None:
+    """A known lead changed twice in one request, first by its Marketo id, then by its
+    email: the later object's value stays (items with an email do not jump the queue)."""
+    await add_source(intake, name="mkto", provider="marketo", secret="marketo-shared-token-1")
+    token = {"x-handoff-token": "marketo-shared-token-1"}
+    known = json.dumps({"email": "m@initech.com", "leadId": 12, "title": "Analyst"})
+    first = await intake.client.post("/v1/webhooks/marketo", content=known, headers=token)
+    both = json.dumps(
+        [{"leadId": 12, "title": "Manager"}, {"email": "m@initech.com", "title": "Director"}]
+    )
+    answer = await intake.client.post("/v1/webhooks/marketo", content=both, headers=token)
+
+    assert (first.json()["accepted"], answer.json()["accepted"]) == (1, 2)
+    events = await intake.events("handoff.lead.captured", 3)
+    assert [e["data"].get("changes") for e in events[1:]] == [
+        {"job_title": "Manager"},
+        {"job_title": "Director"},
+    ]
+    lead = (await intake.client.get(f"/v1/leads/{events[0]['key']}", headers=intake.auth())).json()
+    assert lead["profile"]["job_title"] == "Director"
+
+
 async def test_a_field_map_naming_no_canonical_field_is_refused_when_configured(
     intake: Intake,
 ) -> None:
