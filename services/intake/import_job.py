@@ -68,7 +68,8 @@ class ImportSummary:
             heapq.heappush(self._kept, entry)
             return
         self.dropped += 1
-        if entry > self._kept[0]:  # an earlier line than the last one kept
+        if self._kept and entry > self._kept[0]:  # an earlier line than the last one kept
+            # (none kept: `import_max_errors` 0 keeps the count and no details)
             heapq.heapreplace(self._kept, entry)
 
     def as_json(self) -> dict[str, Any]:

@@ -109,3 +109,12 @@ def test_an_import_summary_keeps_the_first_errors_by_line_and_says_when_it_dropp
     assert summary.as_json()["errors_truncated"] is True
     assert [e["line"] for e in exact.as_json()["errors"]] == [2, 7]
     assert exact.as_json()["errors_truncated"] is False
+
+
+def test_an_import_summary_told_to_keep_no_errors_counts_them_only() -> None:
+    summary = ImportSummary(max_errors=0)  # HANDOFF_IMPORT_MAX_ERRORS=0
+    for line in (4, 2):
+        summary.error(RowError(line, "email", "not an email"))
+
+    assert (summary.as_json()["errors"], summary.as_json()["errors_truncated"]) == ([], True)
+    assert summary.dropped == 2
