@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, null, select, update
+from sqlalchemy import and_, delete, null, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake.models import (
@@ -46,7 +46,24 @@ async def erase_lead(
     )
     await session.execute(delete(lead_external_ids).where(lead_external_ids.c.lead_id == lead_id))
     await session.execute(delete(visitors).where(visitors.c.lead_id == lead_id))
-    await session.execute(delete(webhook_deliveries).where(webhook_deliveries.c.lead_id == lead_id))
+    # A delivery whose id is the sender's key for one event (a HubSpot event id, a Standard
+    # Webhooks message id: no personal data) stays recorded, no longer linked to the
+    # person: a platform retrying an event from before the erasure must find it a
+    # duplicate, not capture the person again. Ids made from the person's data (Marketo's
+    # name its lead id and digest its fields, and never come twice anyway) go.
+    deliveries = webhook_deliveries.c
+    senders_keys = or_(
+        and_(
+            deliveries.delivery_id.like("hubspot:%"), ~deliveries.delivery_id.contains(":invalid-")
+        ),
+        deliveries.delivery_id.like("standard:%"),
+    )
+    await session.execute(
+        update(webhook_deliveries)
+        .where(deliveries.lead_id == lead_id, senders_keys)
+        .values(lead_id=None)
+    )
+    await session.execute(delete(webhook_deliveries).where(deliveries.lead_id == lead_id))
     # (an answer kept for a retry names the lead, and came from a body with the email)
     await session.execute(delete(idempotency_keys).where(idempotency_keys.c.lead_id == lead_id))
     await session.execute(

@@ -24,7 +24,7 @@ from services.intake import leads as leads_module
 from services.intake import webhook_intake
 from services.intake.inbound_sources import SealClearSecrets
 from services.intake.leads import KnownAccounts
-from services.intake.models import accounts, inbound_sources, leads
+from services.intake.models import accounts, inbound_sources, leads, webhook_deliveries
 from services.intake.providers import InboundItem, SourceConfig
 from services.intake.webhook_intake import Delivery, DeliveryReport, apply_deliveries
 from shared.db import after_commit
@@ -145,6 +145,34 @@ async def test_a_hubspot_privacy_deletion_erases_the_lead_everywhere(intake: Int
     for lead_id in erased:
         stored = (await intake.client.get(f"/v1/leads/{lead_id}", headers=intake.auth())).json()
         assert stored["email"] is None and stored["profile"] == {}
+
+
+async def test_an_event_from_before_an_erasure_sent_again_does_not_bring_the_person_back(
+    intake: Intake,
+) -> None:
+    """HubSpot retries an event it sent before the contact's privacy deletion (its answer
+    was lost): a duplicate, and the erased person is not captured again."""
+    await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    email = contact_event(101, 9005, "email", "ana@acme.com")
+    await post_hubspot(intake, [email])
+    await post_hubspot(intake, [privacy_deletion(102, 9005)])
+    retried = await post_hubspot(intake, [email | {"attemptNumber": 1}])
+
+    assert (retried["accepted"], retried["duplicates"]) == (0, 1)
+    async with intake.runtime.db.engine.connect() as conn:
+        emails = (await conn.execute(select(leads.c.email))).scalars().all()
+        linked = dict(
+            (
+                await conn.execute(
+                    select(webhook_deliveries.c.delivery_id, webhook_deliveries.c.lead_id)
+                )
+            ).all()
+        )
+    assert emails == [None]  # the one lead, erased
+    # the event with the email recorded, no longer linked to the person; the erasure
+    # names the (erased) lead it erased
+    assert linked["hubspot:62515:101"] is None
+    assert linked["hubspot:62515:102"] is not None
 
 
 async def test_a_bad_or_stale_hubspot_signature_is_refused_and_nothing_is_written(
@@ -965,7 +993,7 @@ async def test_a_batch_takes_its_deliveries_as_new_on_postgres_and_looks_again_i
 async def test_a_delivery_seen_before_is_a_duplicate_beside_an_erasure_of_its_lead(
     intake: Intake,
 ) -> None:
-    """Erasing a lead deletes its deliveries, so a batch with an erasure looks its
+    """Erasing a lead unlinks or deletes its deliveries, so a batch with an erasure looks its
     deliveries up even when it would take them to be new."""
     source = SourceConfig(name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
     lead = InboundItem(
