@@ -337,7 +337,10 @@ async def _csv(chunks: AsyncIterator[bytes]) -> AsyncIterator[Record]:
             yield refused(first, LONE_CR if lone_cr else f"not valid CSV: {exc}")
             continue
         if header is None:
-            header = [column_name(c) for c in cells]
+            names = [column_name(c) for c in cells]
+            if twice := _one_field_twice(cells, names):
+                raise UnreadableHeader(first, twice)
+            header = names
         elif len(cells) != len(header):
             yield first, {}, f"expected {len(header)} columns, found {len(cells)}"
         else:
@@ -377,6 +380,23 @@ def column_name(heading: str) -> str:
     field, dot, key = heading.strip().partition(".")
     field = "_".join(field.lower().replace("-", " ").split())
     return f"{field}{dot}{key.strip()}"
+
+
+def _one_field_twice(headings: list[str], names: list[str]) -> str | None:
+    """Why a header naming one field in two columns cannot be read (one of the two values
+    would be dropped on every row, unsaid), or None."""
+    first: dict[str, int] = {}
+    for column, name in enumerate(names):
+        if not name:
+            continue
+        if name in first:
+            a, b = first[name], column
+            return (
+                f"columns {a + 1} ({headings[a].strip()!r}) and {b + 1} ({headings[b].strip()!r})"
+                f" are both the field {name}: keep one of them"
+            )
+        first[name] = column
+    return None
 
 
 def _nest(header: list[str], cells: list[str]) -> dict[str, Any]:

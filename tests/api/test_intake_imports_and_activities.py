@@ -235,8 +235,12 @@ async def test_a_lone_cr_in_an_unquoted_csv_cell_is_a_row_error_and_the_import_g
         ("email,société\ne@acme.com,x\nf@acme.com,y\n".encode("latin-1"), "UTF-8"),
         (b"email," + b"x" * 1_000_001 + b"\ne@acme.com,x\nf@acme.com,y\n", "longer than"),
         (b'email,"first_name\ne@acme.com,x\n', "unterminated quoted field"),
+        (
+            b"email,Email,first_name\nq@acme.com,r@acme.com,Q\n",
+            "columns 1 ('email') and 2 ('Email') are both the field email: keep one of them",
+        ),
     ],
-    ids=["not-utf8", "too-long", "unterminated"],
+    ids=["not-utf8", "too-long", "unterminated", "one-field-twice"],
 )
 async def test_a_csv_whose_header_cannot_be_read_is_refused_whole(
     intake: Intake, csv: bytes, problem: str
