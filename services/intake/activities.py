@@ -156,6 +156,7 @@ async def _resolve(session: AsyncSession, activity: ActivityIn) -> tuple[str | N
             raise LeadMismatch(
                 "email", f"lead {activity.lead_id} does not have this email: name one lead"
             )
+        await _same_lead_by_external_ids(session, activity, str(row.id), "lead_id")
         return str(row.id), False
     if activity.email:
         found = await session.scalar(
@@ -163,22 +164,46 @@ async def _resolve(session: AsyncSession, activity: ActivityIn) -> tuple[str | N
         )
         if found is None:
             raise UnknownLead("email", "no lead with this email: capture the lead first")
+        await _same_lead_by_external_ids(session, activity, str(found), "email")
         return str(found), False
     for provider, external_id in activity.external_ids.items():
-        found = await session.scalar(
-            select(lead_external_ids.c.lead_id).where(
-                lead_external_ids.c.provider == provider,
-                lead_external_ids.c.external_id == external_id,
-            )
-        )
+        found = await _lead_by_external_id(session, provider, external_id)
         if found is not None:
-            return str(found), False
+            await _same_lead_by_external_ids(session, activity, found, f"external_ids.{provider}")
+            return found, False
     if activity.visitor_id:
         known = await session.scalar(
             select(visitors.c.lead_id).where(visitors.c.visitor_id == activity.visitor_id)
         )
         return known, True
     raise UnknownLead("external_ids", "no lead with these external ids")
+
+
+async def _lead_by_external_id(
+    session: AsyncSession, provider: str, external_id: str
+) -> str | None:
+    found = await session.scalar(
+        select(lead_external_ids.c.lead_id).where(
+            lead_external_ids.c.provider == provider,
+            lead_external_ids.c.external_id == external_id,
+        )
+    )
+    return None if found is None else str(found)
+
+
+async def _same_lead_by_external_ids(
+    session: AsyncSession, activity: ActivityIn, lead_id: str, named_by: str
+) -> None:
+    """An activity names one lead: an external id it gives that is another lead's is a
+    conflict (409), as an email of another lead is. (One no lead has says nothing.)"""
+    for provider, external_id in activity.external_ids.items():
+        other = await _lead_by_external_id(session, provider, external_id)
+        if other is not None and other != lead_id:
+            raise LeadMismatch(
+                f"external_ids.{provider}",
+                f"{external_id!r} is another lead's than the one its {named_by} names: "
+                "name one lead",
+            )
 
 
 def _aware(value: datetime) -> datetime:

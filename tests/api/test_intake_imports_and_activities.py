@@ -290,6 +290,42 @@ async def test_an_activity_naming_its_lead_twice_must_name_one_lead(intake: Inta
     ]
 
 
+async def test_an_activity_whose_external_id_is_another_leads_must_name_one_lead(
+    intake: Intake,
+) -> None:
+    auth = intake.auth()
+    ana = await intake.client.post(
+        "/v1/leads", headers=auth, json={"email": "a@acme.com", "external_ids": {"hubspot": "h-a"}}
+    )
+    await intake.client.post(
+        "/v1/leads", headers=auth, json={"email": "b@acme.com", "external_ids": {"hubspot": "h-b"}}
+    )
+    lead_id = ana.json()["lead_id"]
+
+    async def activity(**who: Any) -> Any:
+        body = {"activity_type": "email_click", **who}
+        return await intake.client.post("/v1/activities", headers=auth, json=body)
+
+    by_id = await activity(lead_id=lead_id, external_ids={"hubspot": "h-b"})
+    by_email = await activity(email="a@acme.com", external_ids={"hubspot": "h-b"})
+    by_ids = await activity(external_ids={"hubspot": "h-a", "marketo": "m-9"})
+    one_lead = await activity(lead_id=lead_id, external_ids={"hubspot": "h-a", "marketo": "m-9"})
+
+    assert (by_id.status_code, by_email.status_code) == (409, 409)
+    assert by_id.json()["errors"] == [
+        {
+            "field": "external_ids.hubspot",
+            "reason": "'h-b' is another lead's than the one its lead_id names: name one lead",
+        }
+    ]
+    assert by_email.json()["errors"][0]["field"] == "external_ids.hubspot"
+    # an id no lead has says nothing either way
+    assert [(r.status_code, r.json()["lead_id"]) for r in (by_ids, one_lead)] == [
+        (202, lead_id),
+        (202, lead_id),
+    ]
+
+
 async def test_an_activity_must_say_who_did_it(intake: Intake) -> None:
     response = await intake.client.post(
         "/v1/activities", headers=intake.auth(), json={"activity_type": "page_view"}
