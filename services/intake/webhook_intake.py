@@ -33,15 +33,29 @@ log = structlog.get_logger(__name__)
 
 @dataclass
 class DeliveryReport:
+    """What became of one request's events: each failed one with its reason in one line
+    and, field by field, `errors` (`{"field", "reason"}`, as problem details name them)."""
+
     accepted: int = 0
     duplicates: int = 0
-    failed: list[dict[str, str]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "duplicates": self.duplicates, "failed": self.failed}
 
-    def fail(self, delivery_id: str, reason: str) -> None:
-        self.failed.append({"delivery_id": delivery_id, "reason": reason})
+    def fail(self, delivery_id: str, errors: Sequence[tuple[str, str]]) -> None:
+        self.failed.append(
+            {
+                "delivery_id": delivery_id,
+                "reason": "; ".join(f"{name}: {why}" if name else why for name, why in errors),
+                "errors": [{"field": name or "event", "reason": why} for name, why in errors],
+            }
+        )
+
+    @property
+    def took_nothing(self) -> bool:
+        """Every event failed: none was applied, nor had been before."""
+        return bool(self.failed) and not self.accepted and not self.duplicates
 
 
 @dataclass(frozen=True)
@@ -145,8 +159,8 @@ async def apply_deliveries(
             report.duplicates += 1
             continue
         seen.add((source.name, item.delivery_id))
-        if item.error is not None:
-            report.fail(item.delivery_id, item.error)
+        if item.error is not None:  # (the event as a whole: no field of the lead)
+            report.fail(item.delivery_id, [("", item.error)])
             continue
         if item.kind == "erasure":
             erasures.append((n, item))
@@ -166,9 +180,9 @@ async def apply_deliveries(
                 recorded = await record_activity(session, outbox, activity)
             done.append((n, item.delivery_id, recorded.lead_id))
         except ValidationError as exc:
-            report.fail(item.delivery_id, _reason(exc))
+            report.fail(item.delivery_id, _field_errors(exc))
         except UnknownLead as exc:
-            report.fail(item.delivery_id, exc.reason)
+            report.fail(item.delivery_id, [(exc.field, exc.reason)])
     for _, items in groups:
         if len(items) > 1:
             items.sort(key=_happened)  # (stable: events of one time stay in their order)
@@ -288,7 +302,7 @@ def _validated(
     except ValidationError as exc:
         if len(items) > 1:
             return [c for item in items for c in _validated(n, [item], deliveries, reports)]
-        reports[n].fail(items[0].delivery_id, _reason(exc))
+        reports[n].fail(items[0].delivery_id, _field_errors(exc))
         return []
 
 
@@ -402,8 +416,7 @@ async def _capture(
                         delivery_ids=[item.delivery_id for item in items],
                     )
             else:
-                reason = f"{result.error.field}: {result.error.reason}"
-                reports[n].fail(items[0].delivery_id, reason)
+                reports[n].fail(items[0].delivery_id, [(result.error.field, result.error.reason)])
 
 
 async def _erase(
@@ -445,7 +458,5 @@ _SEEN = Query(
 )
 
 
-def _reason(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'data'}: {error_reason(e)}" for e in exc.errors()
-    )
+def _field_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    return [(".".join(str(p) for p in e["loc"]) or "data", error_reason(e)) for e in exc.errors()]

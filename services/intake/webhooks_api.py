@@ -123,7 +123,23 @@ async def receive_webhook(request: Request) -> dict[str, Any]:
             runtime, sales_owned=settings.sales_owned_fields
         )
     report = await batcher.apply(Delivery(items, config))
+    if provider in _ONE_EVENT_A_REQUEST and report.took_nothing:
+        # The request is its event, and it was refused: bad input, not a delivery made
+        # (a 2xx would tell the sender it was). Requests of several events (HubSpot's,
+        # Marketo's arrays) answer 200 with each event's outcome: the good ones are kept.
+        (failed,) = report.failed
+        raise Problem(
+            422,
+            "Invalid webhook event",
+            f"event {failed['delivery_id']} was not applied: {failed['reason']}",
+            errors=failed["errors"],
+            delivery_id=failed["delivery_id"],
+        )
     return report.as_json()
+
+
+# Providers whose request carries one event (the Standard Webhooks message).
+_ONE_EVENT_A_REQUEST = frozenset({"standard"})
 
 
 router.add_api_route(

@@ -106,7 +106,11 @@ async def test_a_signed_hubspot_batch_keeps_the_good_events_and_reports_the_bad_
 
     assert first.status_code == 200
     assert first.json()["accepted"] == 2
-    assert [f["delivery_id"] for f in first.json()["failed"]] == ["hubspot:62515:3"]
+    [failed] = first.json()["failed"]
+    assert failed["delivery_id"] == "hubspot:62515:3"
+    # what went wrong as one line, and field by field as problem details name it
+    why = "unsupported subscriptionType deal.creation"
+    assert (failed["reason"], failed["errors"]) == (why, [{"field": "event", "reason": why}])
     assert retry.json()["duplicates"] == 3 - 1 and retry.json()["accepted"] == 0
     (captured,) = await intake.events("handoff.lead.captured", 1)
     assert captured["data"]["external_ids"] == {"hubspot": "9001"}
@@ -225,6 +229,42 @@ async def test_a_standard_webhook_is_verified_with_its_webhook_id_as_idempotency
     assert again.json()["duplicates"] == 1
     (event,) = await intake.events("handoff.lead.captured", 1)
     assert event["data"]["email_domain"] == "cyberdyne.com"
+
+
+def standard_request(webhook_id: str, event: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    body = json.dumps(event)
+    now = datetime.now(UTC)
+    return body, {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(STANDARD_SECRET).sign(webhook_id, now, body),
+        "content-type": "application/json",
+    }
+
+
+async def test_a_standard_webhook_whose_event_is_refused_is_a_422_naming_each_field(
+    intake: Intake,
+) -> None:
+    """The request is its one event: refused, it is bad input (422), not a delivery made;
+    nothing is recorded, so the same message corrected is taken."""
+    await add_source(intake, name="forms", provider="standard", secret=STANDARD_SECRET)
+    url = "/v1/webhooks/standard"
+    bad = {"type": "lead.captured", "data": {"email": "not-an-email", "country": "Narnia"}}
+    refused = await intake.client.post(
+        url, content=(r := standard_request("msg_9", bad))[0], headers=r[1]
+    )
+    good = {"type": "lead.captured", "data": {"email": "eve@cyberdyne.com", "country": "DE"}}
+    fixed = await intake.client.post(
+        url, content=(r := standard_request("msg_9", good))[0], headers=r[1]
+    )
+
+    assert refused.status_code == 422
+    assert refused.headers["content-type"] == "application/problem+json"
+    problem = refused.json()
+    assert problem["delivery_id"] == "standard:msg_9"
+    assert [e["field"] for e in problem["errors"]] == ["email", "country"]
+    assert all(e["reason"] for e in problem["errors"])
+    assert fixed.status_code == 200 and fixed.json()["accepted"] == 1
 
 
 async def test_a_marketo_webhook_needs_its_shared_token(intake: Intake) -> None:
@@ -673,9 +713,10 @@ async def test_a_person_captured_again_after_an_erasure_in_one_batch_is_kept(
     )
 
 
-async def test_external_ids_of_the_wrong_shape_fail_their_event_not_the_request(
+async def test_external_ids_of_the_wrong_shape_are_bad_input_naming_them(
     intake: Intake,
 ) -> None:
+    """(Not a server error: each one-event request is a 422 naming external_ids.)"""
     await add_source(intake, name="site", provider="standard", secret=STANDARD_SECRET)
     now = datetime.now(UTC)
     answers = []
@@ -697,9 +738,8 @@ async def test_external_ids_of_the_wrong_shape_fail_their_event_not_the_request(
         )
         answers.append((response.status_code, response.json()))
 
-    assert [status for status, _ in answers] == [200, 200, 200]
-    assert [a["accepted"] for _, a in answers] == [0, 0, 0]
-    assert all("external_ids" in a["failed"][0]["reason"] for _, a in answers)
+    assert [status for status, _ in answers] == [422, 422, 422]
+    assert all(a["errors"][0]["field"].startswith("external_ids") for _, a in answers)
 
 
 async def test_concurrent_deliveries_are_applied_together_and_each_gets_its_own_report(
