@@ -1,14 +1,18 @@
 """Which email domains are a company's, and which are free or disposable mailboxes.
 
 The lists come from maintained packages (`freemail`'s data files, and the community
-`disposable-email-domains` block list), plus `FREEMAIL_SUPPLEMENT`: the few major free mail
-providers the `freemail` package does not list.
+`disposable-email-domains` block list), plus small hand-kept sets no package holds:
+`FREEMAIL_SUPPLEMENT`, the few major free mail providers the `freemail` package does not
+list, and `EMAIL_RELAYS`, the services that hide a person's mailbox behind an alias.
+Accounts are keyed by the registrable domain (the Public Suffix List), with
+`TENANT_MAIL_HOSTS`: the shared mail hosts it lacks, whose every tenant is an organisation.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 from importlib import metadata
+from itertools import pairwise
 from typing import Literal
 
 from disposable_email_domains import blocklist
@@ -102,9 +106,43 @@ FREEMAIL_SUPPLEMENT = frozenset(
     }
 )
 
+# Email relays ("hide my email", masked or alias addresses): each alias forwards to one
+# person's real mailbox and hides it. That is personal mail, as a free mailbox is, and not a
+# company's: classified "freemail" (no account; the events' `email_kind` has no other word
+# for it). Neither package lists them (a relay is no throwaway: its person reads and answers).
+# Each is the domain its service's customers' aliases are under (`alias@user.anonaddy.com`
+# goes with `anonaddy.com`); relays with the provider's mailbox domain (iCloud+ "Hide My
+# Email" at `icloud.com`, Fastmail's masked email) are free mail already.
+EMAIL_RELAYS = frozenset(
+    {
+        "privaterelay.appleid.com",  # Sign in with Apple's "Hide My Email"
+        "duck.com",  # DuckDuckGo Email Protection
+        "mozmail.com",  # Firefox Relay
+        "relay.firefox.com",  # (Firefox Relay's first aliases)
+        "passmail.net",  # Proton Pass
+        "passmail.com",
+        "passinbox.com",
+        "passfwd.com",
+        "simplelogin.com",  # SimpleLogin
+        "simplelogin.co",
+        "simplelogin.fr",
+        "slmail.me",
+        "slmails.com",
+        "aleeas.com",
+        "8alias.com",
+        "8shield.net",
+        "dralias.com",
+        "silomails.com",
+        "addy.io",  # addy.io, formerly AnonAddy
+        "anonaddy.com",
+        "anonaddy.me",
+        "burnermail.io",  # Burner Mail
+    }
+)
+
 # Loaded with the module (about 30 ms, at start-up), not by the first lead a service captures.
 _free_listed, _disposable_listed = _freemail_lists("free.txt", "disposable.txt")
-_FREEMAIL = frozenset(_free_listed) | FREEMAIL_SUPPLEMENT
+_FREEMAIL = frozenset(_free_listed) | FREEMAIL_SUPPLEMENT | EMAIL_RELAYS
 _DISPOSABLE = frozenset(blocklist) | _disposable_listed
 
 
@@ -126,9 +164,10 @@ def email_kind(domain: str) -> EmailKind:
 
 @lru_cache(maxsize=65_536)  # a few thousand domains; imports ask once per row
 def account_domain(*, email_domain: str | None, company_domain: str | None) -> str | None:
-    """The company domain a lead's account is keyed by, or None for free/disposable mail:
-    the registrable domain (`eu.acme.com`, `mail.acme.co.uk` -> `acme.com`, `acme.co.uk`),
-    so that one company's people share one account whichever of its hosts they mail from."""
+    """The company domain a lead's account is keyed by, or None for free/disposable mail
+    (relays included): the registrable domain (`eu.acme.com`, `mail.acme.co.uk` ->
+    `acme.com`, `acme.co.uk`; a tenant's `contoso.onmicrosoft.com` stays its own), so that
+    one company's people share one account whichever of its hosts they mail from."""
     if company_domain and email_kind(company_domain) == "business":
         return registrable(company_domain)
     if email_domain and email_kind(email_domain) == "business":
@@ -138,11 +177,42 @@ def account_domain(*, email_domain: str | None, company_domain: str | None) -> s
 
 # The Public Suffix List as the `publicsuffixlist` package ships it (no download at run time);
 # its private part too, so that a customer's site at a hosting suffix (`shop.github.io`)
-# stays its own and is not taken for the host's.
+# stays its own and is not taken for the host's. Its ICANN part alone says which suffixes
+# registries sell domains under (`com`, `co.uk`), none of them a company's. (Each is read
+# with the module, in about 25 ms.)
 _PUBLIC_SUFFIXES = PublicSuffixList()
+_ICANN_SUFFIXES = PublicSuffixList(only_icann=True)
+
+# Shared hosts that give each organisation renting them a mail domain of its own one label
+# below them, and that the Public Suffix List does not list (its private part has site hosts,
+# `github.io`, `myshopify.com`, but these mail hosts are not in it): each tenant is its own
+# account, as if the list's private part held them. Add a host only when the list lacks it
+# (a test checks) and its tenants' people or mailboxes send mail from their subdomain of it.
+TENANT_MAIL_HOSTS = frozenset(
+    {
+        "onmicrosoft.com",  # Microsoft 365: a tenant's first domain, contoso.onmicrosoft.com
+        "mail.onmicrosoft.com",  # ... and its mail routing domain (hybrid Exchange)
+        "onmicrosoft.us",  # Microsoft 365 GCC High and DoD
+        "mail.onmicrosoft.us",
+        "partner.onmschina.cn",  # Microsoft 365 operated by 21Vianet
+        "zendesk.com",  # help desks' support mailboxes: support@acme.zendesk.com
+        "freshdesk.com",
+        "atlassian.net",  # Jira's and Jira Service Management's: jira@acme.atlassian.net
+    }
+)
 
 
 def registrable(domain: str) -> str:
-    """`domain`'s registrable part: one label under its public suffix (a domain that is
-    itself a public suffix, or not under a known one, stays as it is)."""
+    """`domain`'s registrable part: one label under its public suffix or its tenant mail
+    host (a domain that is itself a public suffix, or not under a known one, stays as it is)."""
+    suffixes = _suffixes(domain)
+    for tenant, host in pairwise(suffixes):  # (the longest host first)
+        if host in TENANT_MAIL_HOSTS:
+            return tenant
     return _PUBLIC_SUFFIXES.privatesuffix(domain) or domain
+
+
+def is_public_suffix(domain: str) -> bool:
+    """Whether `domain` is itself a suffix registries sell domains under (`com`, `co.uk`,
+    the ICANN part of the Public Suffix List): no company's domain."""
+    return bool(_ICANN_SUFFIXES.is_public(domain))
