@@ -99,23 +99,42 @@ MAX_CUSTOM = 50
 PII_FIELDS = frozenset({"email", "first_name", "last_name", "phone", "visitor_id", "custom"})
 
 
-# A headcount as platforms and files give it: 250, "1,000", a band "25-50" / "51 to 200",
-# or an open one "1000+" / "10,001+" (HubSpot's `numemployees` is such a pick-list).
-_COUNT = r"(\d{1,3}(?:,\d{3})+|\d+)"
-_HEADCOUNT = re.compile(rf"{_COUNT}(?:\s*(?:-|\u2013|to)\s*{_COUNT}|\s*(\+))?", re.IGNORECASE)
+# A headcount as platforms and files give it: a whole number, its digits in groups of three
+# set apart by one separator throughout ("1,000", "1.000" as European exports write it,
+# "1 000" also with a no-break or narrow no-break space), or plain ("250", "250.0" as a
+# spreadsheet may write it: after a dot or comma, three digits are a group, not a fraction);
+# a band "25-50" / "51 to 200", or an open one "1000+" (HubSpot's `numemployees` is such a
+# pick-list).
+_GROUPED = re.compile(r"\d{1,3}(?P<sep>[,. \u00a0\u202f])\d{3}(?:(?P=sep)\d{3})*")
+_PLAIN = re.compile(r"(\d+)(?:[.,]0+)?")
+_BAND = re.compile(r"(.+?)\s*(?:-|\u2013|to)\s*(.+)", re.IGNORECASE)
+_HEADCOUNT_FORMS = (
+    "a whole number of employees (a valid integer: 250, 1,000, 1.000, 1 000) "
+    "or a band (51-200, 1000+)"
+)
 
 
-def headcount(text: str) -> int | str:
+def headcount(text: str) -> int:
     """A company size given as text, as a number: a band is stored as its lower bound
     (`company_size` is one number, and the band's floor is what the company is known to
-    have). Text that is none of these is returned as it is, for the field to refuse."""
-    match = _HEADCOUNT.fullmatch(text.strip())
-    if match is None:
-        return text
-    low = int(match[1].replace(",", ""))
-    if match[2] is not None and int(match[2].replace(",", "")) < low:
-        raise ValueError(f"the band {text.strip()!r} ends below where it starts")
+    have). ValueError saying why for text that is none of these."""
+    given = text.strip()
+    if given.endswith("+"):
+        return _count(given[:-1].rstrip(), text)
+    if (band := _BAND.fullmatch(given)) is None:
+        return _count(given, text)
+    low, high = _count(band[1], text), _count(band[2], text)
+    if high < low:
+        raise ValueError(f"the band {given!r} ends below where it starts")
     return low
+
+
+def _count(number: str, text: str) -> int:
+    if _GROUPED.fullmatch(number):
+        return int(re.sub(r"\D", "", number))
+    if plain := _PLAIN.fullmatch(number):
+        return int(plain[1])
+    raise ValueError(f"must be {_HEADCOUNT_FORMS}, not {text.strip()!r}")
 
 
 class LeadIn(BaseModel):
@@ -168,6 +187,14 @@ class LeadIn(BaseModel):
     @field_validator("company_size", mode="before")
     @classmethod
     def _company_size(cls, value: Any) -> Any:
+        # A count of employees, read here: pydantic's own reading of an int takes true for
+        # 1, and "1.000" for 1 (it drops a fraction of zeros).
+        if isinstance(value, bool):
+            raise ValueError(f"must be {_HEADCOUNT_FORMS}, not {str(value).lower()}")
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError(f"must be a whole number of employees, not {value}")
+            return int(value)
         return headcount(value) if isinstance(value, str) else value
 
     @field_validator("country")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -17,6 +17,41 @@ from shared.runtime import ServiceRuntime
 from shared.sealing import PREFIX, Sealer
 
 log = structlog.get_logger(__name__)
+
+
+# What a webhook field may be mapped to: a field of the kind of item it goes into, the
+# canonical lead's or activity's (`external_ids` and `custom` by key too: `custom.tier`).
+KIND_FIELDS: dict[str, frozenset[str]] = {
+    "lead": frozenset(LeadIn.model_fields),
+    "activity": frozenset(ActivityIn.model_fields),
+}
+MAPPABLE_FIELDS = KIND_FIELDS["lead"] | KIND_FIELDS["activity"]
+_BY_KEY = {"external_ids": "external_ids.<provider>", "custom": "custom.<name>"}
+
+
+def _field_of(target: str) -> str:
+    """The canonical field a field map's target sets (`custom.tier` sets `custom`)."""
+    parent, dot, key = target.partition(".")
+    return parent if dot and key and parent in _BY_KEY else target
+
+
+def _made_by_provider(target: str, info: ValidationInfo) -> str:
+    """A target the source's provider has a field for: a lead-only provider's lead with an
+    activity's field would fail, every delivery. (A target that is no field at all is
+    refused by `InboundSourceIn._targets`.)"""
+    adapter = ADAPTERS.get(info.data.get("provider", ""))
+    field = _field_of(target)
+    if adapter is None or field not in MAPPABLE_FIELDS:
+        return target
+    fields = frozenset[str]().union(*(KIND_FIELDS[kind] for kind in adapter.mapped_kinds))
+    if field not in fields:
+        made = " and ".join(f"{kind}s" for kind in sorted(adapter.mapped_kinds))
+        allowed = [_BY_KEY.get(name, name) for name in sorted(fields)]
+        raise ValueError(
+            f"a {adapter.name} source makes {made} only, which have no field {target!r}; "
+            f"it may map to: {', '.join(allowed)}"
+        )
+    return target
 
 
 class InboundSourceIn(BaseModel):
@@ -33,7 +68,10 @@ class InboundSourceIn(BaseModel):
     )
     lead_source: LeadSource = "marketing"
     channel: Channel | None = None
-    field_map: dict[str, str] = Field(default_factory=dict, max_length=200)
+    # (after `provider`: a target is checked against what the provider makes)
+    field_map: dict[str, Annotated[str, AfterValidator(_made_by_provider)]] = Field(
+        default_factory=dict, max_length=200
+    )
     token_header: str = Field(default="x-handoff-token", max_length=100)
 
     @field_validator("token_header")
@@ -46,19 +84,12 @@ class InboundSourceIn(BaseModel):
     def _targets(cls, value: dict[str, str]) -> dict[str, str]:
         """Every target is a canonical field (a typo would fail every delivery later)."""
         for name, target in value.items():
-            parent, dot, key = target.partition(".")
-            nested = dot and parent in ("external_ids", "custom") and key
-            if not nested and target not in MAPPABLE_FIELDS:
+            if _field_of(target) not in MAPPABLE_FIELDS:
                 raise ValueError(
                     f"{name!r} maps to {target!r}, which is no lead or activity field; "
                     "use a field name, external_ids.<provider> or custom.<name>"
                 )
         return value
-
-
-# What a webhook field may be mapped to: the canonical lead's and activity's fields (nested
-# `external_ids.<provider>` and `custom.<name>` keys too).
-MAPPABLE_FIELDS = frozenset(LeadIn.model_fields) | frozenset(ActivityIn.model_fields)
 
 
 def check_secret(source: InboundSourceIn) -> str | None:

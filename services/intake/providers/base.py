@@ -74,10 +74,16 @@ class PayloadError(Exception):
     """The body as a whole is unusable (answer 422)."""
 
 
+MappedKind = Literal["lead", "activity"]
+
+
 class ProviderAdapter(Protocol):
     """Verifies and maps the webhooks of one provider."""
 
     name: str
+    # The kinds of item its field map fills (`SourceConfig.field_map`): a source of this
+    # provider may map a field only to a field of one of them.
+    mapped_kinds: frozenset[MappedKind]
 
     def verify(self, request: InboundRequest, source: SourceConfig, *, now: datetime) -> None:
         """Raise SignatureError unless the raw request is authentic and fresh."""

@@ -18,6 +18,7 @@ from typing import Any
 from services.intake.providers.base import (
     InboundItem,
     InboundRequest,
+    MappedKind,
     PayloadError,
     SignatureError,
     SourceConfig,
@@ -73,6 +74,7 @@ class HubSpotAdapter:
     """Contact events from a HubSpot app's webhook subscriptions."""
 
     name: str = "hubspot"
+    mapped_kinds: frozenset[MappedKind] = frozenset({"lead"})
 
     def verify(self, request: InboundRequest, source: SourceConfig, *, now: datetime) -> None:
         """Refuse a request without a fresh, matching v3 signature."""

@@ -20,6 +20,7 @@ from typing import Any
 from services.intake.providers.base import (
     InboundItem,
     InboundRequest,
+    MappedKind,
     PayloadError,
     SignatureError,
     SourceConfig,
@@ -51,6 +52,7 @@ class MarketoAdapter:
     """Leads posted by a Marketo webhook template."""
 
     name: str = "marketo"
+    mapped_kinds: frozenset[MappedKind] = frozenset({"lead"})
 
     def verify(self, request: InboundRequest, source: SourceConfig, *, now: datetime) -> None:
         """Refuse a request whose token header is missing or differs from the shared token."""

@@ -17,6 +17,7 @@ from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 from services.intake.providers.base import (
     InboundItem,
     InboundRequest,
+    MappedKind,
     PayloadError,
     SignatureError,
     SourceConfig,
@@ -43,6 +44,7 @@ class StandardWebhooksAdapter:
     """Canonical leads and activities from any Standard Webhooks sender."""
 
     name: str = "standard"
+    mapped_kinds: frozenset[MappedKind] = frozenset(EVENT_KINDS.values())
 
     def verify(self, request: InboundRequest, source: SourceConfig, *, now: datetime) -> None:
         """Refuse a request without a fresh ``v1`` signature made with the source's secret."""
