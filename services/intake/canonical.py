@@ -184,6 +184,16 @@ class LeadIn(BaseModel):
     def _domain(cls, value: str | None) -> str | None:
         return None if value is None else normalize.normalize_domain(value)
 
+    @field_validator("seniority", mode="before")
+    @classmethod
+    def _seniority(cls, value: Any) -> Any:
+        return normalize.choice(value, normalize.SENIORITY_ALIASES)
+
+    @field_validator("channel", mode="before")
+    @classmethod
+    def _channel(cls, value: Any) -> Any:
+        return normalize.choice(value)
+
     @field_validator("company_size", mode="before")
     @classmethod
     def _company_size(cls, value: Any) -> Any:
@@ -266,6 +276,11 @@ class ActivityIn(BaseModel):
     properties: dict[Annotated[str, StringConstraints(max_length=64)], Scalar] = Field(
         default_factory=dict, max_length=50
     )
+
+    @field_validator("activity_type", mode="before")
+    @classmethod
+    def _activity_type(cls, value: Any) -> Any:
+        return normalize.choice(value)
 
     @field_validator("email")
     @classmethod

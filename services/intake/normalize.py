@@ -261,3 +261,24 @@ _IMPOSSIBLE = {
     phonenumbers.ValidationResult.TOO_LONG: " (too long)",
     phonenumbers.ValidationResult.IS_POSSIBLE_LOCAL_ONLY: " (a local number: give its area code)",
 }
+
+
+# Other ways people and platforms write a seniority ("Vice President", "C-Suite").
+SENIORITY_ALIASES = {
+    "vice_president": "vp",
+    "c_suite": "c_level",
+    "cxo": "c_level",
+    "entry_level": "entry",
+    "mid_level": "mid",
+    "senior_level": "senior",
+}
+
+
+def choice(value: object, aliases: dict[str, str] | None = None) -> object:
+    """A pick-list value as files and platforms write it, as its key: "Web Form",
+    "web-form" and "WEB_FORM" are `web_form` ("Vice President" `vp` through `aliases`).
+    Anything but text is left as it is, for the field to refuse."""
+    if not isinstance(value, str):
+        return value
+    key = "_".join(value.strip().lower().replace("-", " ").split())
+    return (aliases or {}).get(key, key)
