@@ -17,6 +17,7 @@ import httpx
 import typer
 from alembic.util import CommandError as AlembicError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -30,7 +31,7 @@ from rich.table import Table
 
 from shared.auth import ROLES, TokenFileError, TokenStore
 from shared.bus.local import LocalBus
-from shared.bus.port import BusError
+from shared.bus.port import Bus, BusError
 from shared.events.asyncapi import asyncapi_document
 from shared.events.catalog import CATALOG
 from shared.http import VERSION, build_app
@@ -38,9 +39,16 @@ from shared.migrations import MigrationError, check_owner, upgrade
 from shared.observability.logging import configure_logging
 from shared.problems import read_problem, snippet
 from shared.process import serve_http, settle_for_serving
-from shared.runtime import ServiceRuntime
+from shared.runtime import ServiceRuntime, bus_from_settings, check_bus
 from shared.service_app import service_definition, service_module
-from shared.settings import SERVICES, SettingsError, load_settings
+from shared.settings import (
+    SERVICES,
+    DatabaseSettings,
+    SettingsError,
+    TokenFileSettings,
+    load_settings,
+    read_settings,
+)
 
 app = typer.Typer(
     help="handoff: the shared lead pipeline for marketing and sales.",
@@ -49,15 +57,16 @@ app = typer.Typer(
 )
 tokens = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 app.add_typer(tokens, name="tokens")
-console = Console(stderr=True, soft_wrap=True)
+# (no emoji codes: `a:b:c` or a path is printed as it is)
+console = Console(stderr=True, soft_wrap=True, emoji=False)
 
 Host = Annotated[str, typer.Option(help="Interface to bind.")]
-Port = Annotated[int, typer.Option(help="TCP port.")]
+Port = Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free one).")]
 DataDir = Annotated[Path, typer.Option(envvar="HANDOFF_DATA_DIR", help="Embedded-mode data.")]
 
 
 def _fail(message: str) -> NoReturn:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(2)
 
 
@@ -66,8 +75,9 @@ def _database_failed(exc: MigrationError, *, from_environment: bool) -> NoReturn
     _fail(f"{'DATABASE_URL=' if from_environment else 'database '}{exc}")
 
 
-def _check_port(host: str, port: int) -> None:
-    """Fail unless `host:port` can be listened on (bound as uvicorn binds it), before
+def _check_port(host: str, port: int) -> int:
+    """The port to serve on (port 0: a free one, found here so that it can be announced);
+    fails unless `host:port` can be listened on (bound as uvicorn binds it), before
     anything is announced or started."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -76,8 +86,48 @@ def _check_port(host: str, port: int) -> None:
             probe.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                _fail(f"{host}:{port} is already in use: stop what listens there or pick --port")
-            _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+                _fail(
+                    f"{_address(host, port)} is already in use: stop what listens there or "
+                    "pick --port"
+                )
+            _fail(f"cannot listen on {_address(host, port)}: {exc.strerror or exc}")
+        bound: int = probe.getsockname()[1]
+        return bound
+
+
+def _address(host: str, port: int) -> str:
+    """`host:port`, an IPv6 address in brackets (`[::1]:8000`), as URLs write them."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _base_url(host: str, port: int) -> str:
+    return f"http://{_address(host, port)}"
+
+
+def _check_directory(path: Path, setting: str) -> None:
+    """Fail unless `path` is, or can be made, a directory this process can write in."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        _fail(f"{setting}: {path} is a file, not a directory")
+    except OSError as exc:
+        _fail(f"{setting}: {path}: cannot create it ({exc.strerror or exc})")
+    if not os.access(path, os.W_OK | os.X_OK):
+        _fail(f"{setting}: {path} is not writable by this user")
+
+
+def _check_bus(bus: Bus, *, in_use: str) -> None:
+    """Fail now, before anything starts, if a service could not start on `bus`: `in_use`
+    says what to do when the local event log is another process's."""
+    if isinstance(bus, LocalBus):
+        try:
+            bus.check_free()
+        except BusError as exc:
+            _fail(f"{exc}: {in_use}")
+    try:
+        asyncio.run(check_bus(bus))
+    except BusError as exc:
+        _fail(f"KAFKA_BOOTSTRAP_SERVERS: {exc}" if not isinstance(bus, LocalBus) else str(exc))
 
 
 @app.command()
@@ -98,14 +148,12 @@ def dev(host: Host = "127.0.0.1", port: Port = 8000, data_dir: DataDir = Path(".
         settings = {name: load_settings(name, **embedded) for name in SERVICES}
     except SettingsError as exc:
         _fail(str(exc))
+    _check_directory(data_dir, "--data-dir")
     first = settings[SERVICES[0]]
     configure_logging(level=first.log_level, json=first.log_json)
     bus = LocalBus(first.local_bus_path(), partitions=first.topic_partitions)
-    try:
-        bus.check_free()
-    except BusError as exc:
-        _fail(f"{exc}: is `handoff dev` already running with --data-dir {data_dir}?")
-    _check_port(host, port)
+    _check_bus(bus, in_use=f"is `handoff dev` already running with --data-dir {data_dir}?")
+    port = _check_port(host, port)
     for name, s in settings.items():
         try:
             asyncio.run(upgrade(service_definition(name).migrations, s.resolved_database_url()))
@@ -129,7 +177,7 @@ def dev(host: Host = "127.0.0.1", port: Port = 8000, data_dir: DataDir = Path(".
         max_body_bytes=first.max_body_bytes,
         shared_bus=bus,
     )
-    base = f"http://{host}:{port}"
+    base = _base_url(host, port)
     console.print(f"[bold]handoff dev[/bold]: all five services on {base}")
     console.print(
         f"  API docs   {base}/docs\n  health     {base}/readyz\n  metrics    {base}/metrics"
@@ -160,13 +208,24 @@ def serve(
     port: Port = 8000,
     migrate: Annotated[bool, typer.Option(help="Apply migrations first.")] = True,
 ) -> None:
-    """Run one service as its own process (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS)."""
+    """Run one service as its own process (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS).
+
+    In dev without them: its SQLite file and the local event log in the data directory,
+    which one process at a time can use (`handoff dev` runs every service in one).
+    """
     try:
         settings = load_settings(service)
     except SettingsError as exc:
         _fail(str(exc))
+    if settings.bus_kind == "local" or settings.database_url is None:
+        _check_directory(settings.data_dir, "HANDOFF_DATA_DIR")
     configure_logging(level=settings.log_level, json=settings.log_json)
-    _check_port(host, port)
+    _check_bus(
+        bus_from_settings(settings),
+        in_use="the local event log is one process's: run every service in one with "
+        "`handoff dev`, or set KAFKA_BOOTSTRAP_SERVERS (or another HANDOFF_DATA_DIR)",
+    )
+    port = _check_port(host, port)
     migrations, url = service_definition(service).migrations, settings.resolved_database_url()
     try:  # without migrating too, the database must be reachable and this service's
         if migrate:
@@ -187,25 +246,30 @@ def migrate(
     services: Annotated[
         list[str] | None, typer.Argument(help="Services to migrate (default: all).")
     ] = None,
-    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+    revision: Annotated[
+        str, typer.Option(help="Target revision (upgrades only: a database past it is refused).")
+    ] = "head",
 ) -> None:
     """Apply Alembic migrations to each service's own database.
 
     Without `DATABASE_URL` each service's SQLite file under the data directory; with it,
-    that one database, so name the one service it belongs to.
+    that one database, so name the one service it belongs to. Only `DATABASE_URL` (and,
+    in dev, `HANDOFF_DATA_DIR`) is read: none of the services' other settings.
     """
     names = services or list(SERVICES)
+    if unknown := [name for name in names if name not in SERVICES]:
+        _fail(f"unknown service {unknown[0]!r}; expected one of {', '.join(SERVICES)}")
+    try:
+        settings = read_settings(DatabaseSettings)
+    except SettingsError as exc:
+        _fail(str(exc))
+    if settings.database_url is not None and len(names) > 1:
+        _fail(
+            "DATABASE_URL is one service's database: migrate that service alone "
+            f"(DATABASE_URL=... handoff migrate {names[0]})"
+        )
     for name in names:
-        try:
-            settings = load_settings(name)
-        except SettingsError as exc:
-            _fail(str(exc))
-        if settings.database_url is not None and len(names) > 1:
-            _fail(
-                "DATABASE_URL is one service's database: migrate that service alone "
-                f"(DATABASE_URL=... handoff migrate {name})"
-            )
-        url = settings.resolved_database_url()
+        url = settings.resolved_database_url(name)
         try:
             asyncio.run(upgrade(service_definition(name).migrations, url, revision))
         except MigrationError as exc:
@@ -215,22 +279,36 @@ def migrate(
         console.print(f"migrated {name} to {revision}")
 
 
-def _token_store() -> TokenStore:
-    """The token file every service reads (named by the settings: `HANDOFF_TOKENS_FILE`)."""
+def _token_store(*, writing: bool = False) -> TokenStore:
+    """The token file every service reads (`HANDOFF_TOKENS_FILE`, else `tokens.json` in
+    `HANDOFF_DATA_DIR`): all these commands read of the settings."""
     try:
-        return TokenStore(load_settings("intake").resolved_tokens_file())
+        settings = read_settings(TokenFileSettings)
     except SettingsError as exc:
         _fail(str(exc))
+    path = settings.resolved_tokens_file()
+    if writing:
+        setting = "HANDOFF_TOKENS_FILE" if settings.tokens_file else "HANDOFF_DATA_DIR"
+        _check_directory(path.parent, setting)
+    return TokenStore(path)
 
 
 @tokens.command("create")
 def tokens_create(
     role: Annotated[str, typer.Option(help=f"One of: {', '.join(ROLES)}.")],
     name: Annotated[str, typer.Option(help="Who or what holds the token (the actor id).")],
-    team: Annotated[str | None, typer.Option(help="marketing or sales (for managers).")] = None,
+    team: Annotated[
+        str | None, typer.Option(help="marketing or sales (required for managers).")
+    ] = None,
 ) -> None:
     """Create a token; it is printed once and stored only as a hash."""
-    store = _token_store()
+    if role == "manager" and team is None:
+        raise typer.BadParameter(
+            "required for the manager role: marketing or sales (a manager without a team "
+            "cannot sign scoring models off)",
+            param_hint="--team",
+        )
+    store = _token_store(writing=True)
     try:
         token = store.create(name=name, role=role, team=team)
     except ValueError as exc:
@@ -254,7 +332,7 @@ def tokens_list() -> None:
 @tokens.command("revoke")
 def tokens_revoke(name: Annotated[str, typer.Argument(help="The token's name.")]) -> None:
     """Revoke a token by name."""
-    store = _token_store()
+    store = _token_store(writing=True)
     try:
         revoked = store.revoke(name)
     except TokenFileError as exc:
@@ -295,7 +373,12 @@ def import_file(
         ),
     ] = None,
 ) -> None:
-    """Import leads from a file, streamed to `POST /v1/leads/import` with a progress bar."""
+    """Import leads from a file, streamed to `POST /v1/leads/import` with a progress bar.
+
+    Exit status: 0 when every row was imported; 1 when any row failed (the good rows are
+    imported all the same, and the failures listed); 2 when the file was not sent or the
+    server refused it.
+    """
     if not token:
         _fail("a token is needed: --token or HANDOFF_TOKEN (handoff tokens create ...)")
     kind = _IMPORT_FORMATS.get((file_format or _FORMAT_OF.get(file.suffix.lower(), "")).lower())
@@ -314,10 +397,34 @@ def import_file(
         *(f"{summary[c]:,}" for c in ("rows", "created", "updated", "unchanged", "failed"))
     )
     console.print(table)
-    for error in summary["errors"][:20]:
-        console.print(f"  line {error['line']}: {error['field']}: {error['reason']}")
-    if summary["failed"] > 20:
-        console.print(f"  ... {summary['failed'] - 20:,} more failed rows")
+    _print_row_errors(summary)
+    if summary["failed"]:
+        imported = summary["created"] + summary["updated"] + summary["unchanged"]
+        console.print(
+            f"{summary['failed']:,} of {summary['rows']:,} rows failed; "
+            f"the other {imported:,} were imported"
+        )
+        raise typer.Exit(1)
+
+
+_ERRORS_SHOWN = 20
+
+
+def _print_row_errors(summary: dict[str, Any]) -> None:
+    """The first errors of the import's summary, and how many more there were."""
+    errors = summary["errors"]
+    for error in errors[:_ERRORS_SHOWN]:
+        line = f"  line {error['line']}: {error['field']}: {error['reason']}"
+        console.print(line, markup=False)
+    if len(errors) > _ERRORS_SHOWN:
+        console.print(f"  ... {len(errors) - _ERRORS_SHOWN:,} more errors not shown")
+    if summary.get("errors_truncated") and errors:
+        console.print(
+            "  ... and more errors the server did not keep (errors_truncated: it keeps the "
+            "first lines' errors, up to HANDOFF_IMPORT_MAX_ERRORS)"
+        )
+    elif summary.get("errors_truncated"):
+        console.print("  (the server kept no errors to show: HANDOFF_IMPORT_MAX_ERRORS is 0)")
 
 
 def _upload(file: Path, endpoint: str, token: str, kind: str) -> dict[str, Any]:

@@ -28,6 +28,8 @@ from pathlib import Path
 from alembic import command, context
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
 from sqlalchemy import Column, MetaData, String, Table, insert, inspect, select, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
@@ -72,10 +74,12 @@ async def upgrade(
     """Apply a service's migrations up to `revision` (safe with several replicas starting).
 
     `service` (by default the name of the directory holding `migrations`) must own the
-    database, or the database must be new: `MigrationError` otherwise, and when the
-    database cannot be reached."""
+    database, or the database must be new: `MigrationError` otherwise, when the database
+    cannot be reached, and when it is past `revision` already (this only upgrades)."""
     service = service or migrations.parent.name
-    adopt = await check_owner(migrations, url, service=service)
+    found = await _surveyed(url)
+    adopt = await _check_owner(service, url, found)
+    _refuse_going_back(migrations, url, found.revisions, revision, service)
     config = alembic_config(migrations, url)
     config.attributes[_SERVICE] = service
     config.attributes[_ADOPT] = adopt
@@ -93,14 +97,21 @@ async def check_owner(migrations: Path, url: str, *, service: str | None = None)
     `service`'s (see the module's docstring); true when it was migrated before its owner was
     recorded (the next migration records it)."""
     service = service or migrations.parent.name
-    _make_sqlite_directory(url)
+    return await _check_owner(service, url, await _surveyed(url))
+
+
+async def _surveyed(url: str) -> _Survey:
+    _check_sqlite_file(url)
     engine = without_jit(create_async_engine(url))
     try:
         with _reported(url):
             async with engine.connect() as conn:
-                found = await conn.run_sync(_survey)
+                return await conn.run_sync(_survey)
     finally:
         await engine.dispose()
+
+
+async def _check_owner(service: str, url: str, found: _Survey) -> bool:
     if found.owner is not None:
         if found.owner != service:
             raise MigrationError(_shown(url), _belongs_to(found.owner, service))
@@ -116,6 +127,31 @@ async def check_owner(migrations: Path, url: str, *, service: str | None = None)
         return False
     await asyncio.to_thread(_check_adoption, service, url, found)
     return True
+
+
+def _refuse_going_back(
+    migrations: Path, url: str, current: frozenset[str], target: str, service: str
+) -> None:
+    """`MigrationError` when the database is past `target` (Alembic's upgrade would do
+    nothing and say nothing); a revision Alembic cannot place is left for it to name."""
+    if not current:
+        return
+    scripts = ScriptDirectory.from_config(alembic_config(migrations, url))
+    try:
+        targets = {r.revision for r in scripts.get_revisions(target) if r is not None}
+        behind = {
+            r.revision
+            for revision in current
+            for r in scripts.iterate_revisions(revision, "base")
+            if r is not None and r.revision != revision
+        }
+    except (CommandError, RevisionError):  # not in this history: Alembic's to report
+        return
+    if target == "base" or (targets and targets <= behind):
+        at = ", ".join(sorted(current))
+        raise MigrationError(
+            _shown(url), f"{service} is at {at}, past {target}: handoff migrate only upgrades"
+        )
 
 
 def run_env(metadata: MetaData) -> None:
@@ -333,7 +369,22 @@ def _shown(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _make_sqlite_directory(url: str) -> None:
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+
+
+def is_sqlite_file(path: Path) -> bool:
+    """False when `path` holds something that is not a SQLite database (none, or an empty
+    file, is one SQLite makes)."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return True
+    return not head or head == SQLITE_HEADER
+
+
+def _check_sqlite_file(url: str) -> None:
+    """A SQLite URL's file must be one (or not yet exist): its directory is made here."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return
@@ -344,6 +395,16 @@ def _make_sqlite_directory(url: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise MigrationError(_shown(url), f"cannot create {path.parent}: {exc.strerror}") from exc
+    try:
+        sqlite = is_sqlite_file(path)
+    except OSError as exc:
+        raise MigrationError(_shown(url), f"cannot read {path}: {exc.strerror}") from exc
+    if not sqlite:
+        raise MigrationError(_shown(url), _not_sqlite(path))
+
+
+def _not_sqlite(path: Path | str) -> str:
+    return f"{path} is not a SQLite database (move it away, or name another file)"
 
 
 @contextlib.contextmanager
@@ -402,4 +463,6 @@ def _problem(url: str, exc: BaseException) -> str | None:
         return f"{where} refused the connection: {exc}"
     if isinstance(exc, sqlite3.OperationalError) and "unable to open" in str(exc):
         return f"cannot open {parsed.database}: {exc}"
+    if isinstance(exc, sqlite3.DatabaseError) and "file is not a database" in str(exc):
+        return _not_sqlite(parsed.database or "the file")
     return None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,11 +16,12 @@ from sqlalchemy import MetaData, Table
 
 from shared.bus.kafka import KafkaBus
 from shared.bus.local import LocalBus
-from shared.bus.port import Bus
+from shared.bus.port import Bus, BusError
 from shared.consumer import ConsumerHooks, EventConsumer, Handlers
 from shared.db import Database
 from shared.events.catalog import CATALOG, EventCatalog, Topics
 from shared.inbox import Inbox
+from shared.migrations import is_sqlite_file
 from shared.observability import metrics
 from shared.outbox import Outbox, OutboxRelay
 from shared.settings import ServiceSettings
@@ -80,6 +82,40 @@ def bus_from_settings(settings: ServiceSettings) -> Bus:
             replication_factor=settings.kafka_replication_factor,
         )
     return LocalBus(settings.local_bus_path(), partitions=settings.topic_partitions)
+
+
+async def check_bus(bus: Bus, *, timeout: float = 15.0) -> None:
+    """Raise `BusError` now if a service could not start on `bus`: a local log that another
+    process holds or that is not a SQLite file, a Kafka cluster that does not answer."""
+    if isinstance(bus, LocalBus):
+        try:
+            bus.check_free()
+            sqlite = is_sqlite_file(bus.path)
+        except OSError as exc:
+            raise BusError(f"cannot use {bus.path}: {exc.strerror or exc}") from exc
+        if not sqlite:
+            raise BusError(f"{bus.path} is not a SQLite database (the local event log)")
+    elif isinstance(bus, KafkaBus):
+        with _quiet("aiokafka"):  # (it logs each failed attempt; the error says it once)
+            try:
+                await asyncio.wait_for(bus.ping(), timeout)
+            except TimeoutError:
+                raise BusError(
+                    f"Kafka at {bus.bootstrap_servers} did not answer in {timeout:.0f} s"
+                ) from None
+            except ValueError as exc:  # (aiokafka's reading of a malformed address)
+                raise BusError(f"{bus.bootstrap_servers!r} is not host:port[,...]: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @dataclass

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BeforeValidator,
     Field,
@@ -35,26 +36,112 @@ class SettingsError(RuntimeError):
     """Raised at startup when a setting is missing or invalid; names the setting."""
 
 
+def _named_path(value: object) -> object:
+    # (an empty variable would be the working directory, `.`, without a word)
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("empty: unset it for the default, or name a path")
+    return value
+
+
+def _drivable_database_url(value: str | None) -> str | None:
+    """A URL handoff can drive: PostgreSQL through asyncpg, SQLite through aiosqlite
+    (`postgresql://` and `sqlite://`, as providers hand them out, are read so)."""
+    if value is None:
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ValueError("not a database URL (postgresql+asyncpg://user:pw@host/db)") from None
+    driver = DATABASE_DRIVERS.get(url.drivername)
+    if driver is None:
+        raise ValueError(
+            f"{url.drivername!r} is not supported: use postgresql+asyncpg://... "
+            "or sqlite+aiosqlite:///path"
+        )
+    url = url.set(drivername=driver)
+    if driver == "postgresql+asyncpg" and "sslmode" in url.query:
+        # libpq's parameter, in the URLs providers hand out; asyncpg calls it `ssl`
+        mode = url.query["sslmode"]
+        url = url.difference_update_query(["sslmode"]).update_query_dict(
+            {"ssl": mode if isinstance(mode, str) else mode[-1]}
+        )
+    return url.render_as_string(hide_password=False)
+
+
+def _check_database_outside_dev(env: Environment, database_url: str | None) -> None:
+    """Outside dev: PostgreSQL (a SQLite file is dev only), in prod not on a default password."""
+    if env == "dev":
+        return
+    if database_url is None or database_url.startswith("sqlite"):
+        raise ValueError(
+            "DATABASE_URL: a PostgreSQL database is required outside dev (embedded SQLite "
+            "is dev only)"
+        )
+    if env == "prod" and _db_password(database_url) in DEFAULT_DB_PASSWORDS:
+        raise ValueError("DATABASE_URL: a default database password is refused in prod")
+
+
+SettingPath = Annotated[Path, BeforeValidator(_named_path)]
+DatabaseUrl = Annotated[str | None, AfterValidator(_drivable_database_url)]
+_FROM_ENVIRONMENT = SettingsConfigDict(
+    env_prefix="HANDOFF_", extra="ignore", frozen=True, populate_by_name=True
+)
+_DATABASE_URL = AliasChoices("DATABASE_URL", "HANDOFF_DATABASE_URL")
+
+
+class TokenFileSettings(BaseSettings):
+    """All `handoff tokens` reads: where the token file is (none of a service's settings)."""
+
+    model_config = _FROM_ENVIRONMENT
+
+    data_dir: SettingPath = Path(".handoff")
+    tokens_file: SettingPath | None = None
+
+    def resolved_tokens_file(self) -> Path:
+        return self.tokens_file or self.data_dir / "tokens.json"
+
+
+class DatabaseSettings(BaseSettings):
+    """All `handoff migrate` reads: the database (`DATABASE_URL`, checked as a service
+    checks it), or in dev without it each service's SQLite file in the data directory."""
+
+    model_config = _FROM_ENVIRONMENT
+
+    env: Environment = "dev"
+    database_url: DatabaseUrl = Field(default=None, validation_alias=_DATABASE_URL)
+    data_dir: SettingPath = Path(".handoff")
+
+    @model_validator(mode="after")
+    def _refuse_sqlite_outside_dev(self) -> Self:
+        _check_database_outside_dev(self.env, self.database_url)
+        return self
+
+    def resolved_database_url(self, service: str) -> str:
+        """The configured database, or `service`'s SQLite file under the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / f'{service}.db').resolve()}"
+
+
 class ServiceSettings(BaseSettings):
     """What every service needs: where its database is, which bus, how it serves HTTP."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="HANDOFF_", extra="ignore", frozen=True, populate_by_name=True
-    )
+    model_config = _FROM_ENVIRONMENT
 
     service: ClassVar[str] = ""
 
     env: Environment = "dev"
-    database_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("DATABASE_URL", "HANDOFF_DATABASE_URL")
-    )
+    database_url: DatabaseUrl = Field(default=None, validation_alias=_DATABASE_URL)
     kafka_bootstrap_servers: str | None = Field(
         default=None,
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "HANDOFF_KAFKA_BOOTSTRAP_SERVERS"),
     )
-    data_dir: Path = Path(".handoff")
+    data_dir: SettingPath = Path(".handoff")
     secret_key: SecretStr = SecretStr(DEV_SECRET)
-    tokens_file: Path | None = None
+    tokens_file: SettingPath | None = None
     topic_partitions: int = Field(default=6, ge=1, le=256)
     # Replicas of each topic handoff creates on Kafka. In prod it must be said (a cluster's
     # topics keep the whole history: one copy is one broker away from losing it).
@@ -71,43 +158,6 @@ class ServiceSettings(BaseSettings):
     # allocations between two young-generation garbage collections (0: Python's own 700)
     gc_threshold: int = Field(default=50_000, ge=0, le=10_000_000)
 
-    @field_validator("data_dir", "tokens_file", mode="before")
-    @classmethod
-    def _path(cls, value: object) -> object:
-        # (an empty variable would be the working directory, `.`, without a word)
-        if isinstance(value, str) and not value.strip():
-            raise ValueError("empty: unset it for the default, or name a path")
-        return value
-
-    @field_validator("database_url")
-    @classmethod
-    def _database_url(cls, value: str | None) -> str | None:
-        """A URL handoff can drive: PostgreSQL through asyncpg, SQLite through aiosqlite
-        (`postgresql://` and `sqlite://`, as providers hand them out, are read so)."""
-        if value is None:
-            return None
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
-
-        try:
-            url = make_url(value)
-        except ArgumentError:
-            raise ValueError("not a database URL (postgresql+asyncpg://user:pw@host/db)") from None
-        driver = DATABASE_DRIVERS.get(url.drivername)
-        if driver is None:
-            raise ValueError(
-                f"{url.drivername!r} is not supported: use postgresql+asyncpg://... "
-                "or sqlite+aiosqlite:///path"
-            )
-        url = url.set(drivername=driver)
-        if driver == "postgresql+asyncpg" and "sslmode" in url.query:
-            # libpq's parameter, in the URLs providers hand out; asyncpg calls it `ssl`
-            mode = url.query["sslmode"]
-            url = url.difference_update_query(["sslmode"]).update_query_dict(
-                {"ssl": mode if isinstance(mode, str) else mode[-1]}
-            )
-        return url.render_as_string(hide_password=False)
-
     @model_validator(mode="after")
     def _refuse_defaults_outside_dev(self) -> Self:
         if self.env == "dev":
@@ -119,13 +169,7 @@ class ServiceSettings(BaseSettings):
                 f"HANDOFF_SECRET_KEY: at least {MIN_SECRET_KEY} characters outside dev (it "
                 "seals the webhook sources' secrets; `openssl rand -hex 32` makes one)"
             )
-        if self.database_url is None or self.database_url.startswith("sqlite"):
-            raise ValueError(
-                "DATABASE_URL: a PostgreSQL database is required outside dev (embedded SQLite "
-                "is dev only)"
-            )
-        if self.env == "prod" and _db_password(self.database_url) in DEFAULT_DB_PASSWORDS:
-            raise ValueError("DATABASE_URL: a default database password is refused in prod")
+        _check_database_outside_dev(self.env, self.database_url)
         if not self.kafka_bootstrap_servers:
             raise ValueError(
                 "KAFKA_BOOTSTRAP_SERVERS: required outside dev (the embedded event log is dev "
@@ -269,18 +313,36 @@ def load_settings(service: str, **overrides: object) -> ServiceSettings:
         cls = SETTINGS_BY_SERVICE[service]
     except KeyError:
         raise SettingsError(f"unknown service {service!r}; expected one of {SERVICES}") from None
+    return read_settings(cls, f"{service} settings", **overrides)
+
+
+Loaded = TypeVar("Loaded", bound=BaseSettings)
+
+
+def read_settings(cls: type[Loaded], what: str = "settings", **overrides: object) -> Loaded:
+    """Build settings of class `cls` (`TokenFileSettings`, `DatabaseSettings`, a service's)
+    from the environment, failing with the bad setting's name.
+
+    Args:
+        cls: the settings class.
+        what: how the error names them ("intake settings").
+        **overrides: explicit values that win over the environment.
+
+    Raises:
+        SettingsError: naming each invalid setting and why.
+    """
     try:
         return cls(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(_describe(err, cls) for err in exc.errors())
-        raise SettingsError(f"invalid {service} settings: {problems}") from None
+        raise SettingsError(f"invalid {what}: {problems}") from None
     except UnreadableSetting as exc:  # a value pydantic-settings could not even decode
         found = re.search(r'field "(\w+)"', str(exc))
         name = f"HANDOFF_{found.group(1).upper()}" if found else "a setting"
-        raise SettingsError(f"invalid {service} settings: {name}: {exc}") from None
+        raise SettingsError(f"invalid {what}: {name}: {exc}") from None
 
 
-def _describe(err: object, cls: type[ServiceSettings]) -> str:
+def _describe(err: object, cls: type[BaseSettings]) -> str:
     detail = dict(err)  # type: ignore[call-overload]
     loc = ".".join(str(p) for p in detail.get("loc", ()))
     if not loc:  # (a check of several settings: its reason names them)
@@ -288,7 +350,7 @@ def _describe(err: object, cls: type[ServiceSettings]) -> str:
     return f"{_env_name(cls, loc)}: {error_reason(detail)}"
 
 
-def _env_name(cls: type[ServiceSettings], loc: str) -> str:
+def _env_name(cls: type[BaseSettings], loc: str) -> str:
     """The variable a setting is read from: as an error names it (an alias is named as
     itself: `DATABASE_URL`), or the field's name with the prefix (`HANDOFF_TOPIC_PARTITIONS`)."""
     if loc.isupper():

@@ -322,6 +322,8 @@ print_summary() {
     # shellcheck disable=SC2016 # the $(cat ...) is for the reader to paste
     printf '              (saved in %s; use: -H "Authorization: Bearer $(cat %s)")\n' \
         "$ADMIN_TOKEN_FILE" "$ADMIN_TOKEN_FILE"
+    printf 'More tokens:  HANDOFF_TOKENS_FILE=%s %s tokens create --role ... --name ...\n' \
+        "$TOKENS_FILE" "$HANDOFF_BIN"
     printf 'Stop:         deploy/local/down.sh [--keep-infra]\n'
 }
 
