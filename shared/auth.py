@@ -7,13 +7,16 @@ the right hash here: a token has 256 bits of entropy, so there is nothing to bru
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
 import os
 import secrets
+import tempfile
 import unicodedata
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,23 +92,20 @@ class TokenStore:
             raise ValueError(f"role must be one of {', '.join(ROLES)}; got {role!r}")
         if team not in (None, "marketing", "sales"):
             raise ValueError(f"team must be marketing or sales; got {team!r}")
-        records = self._read()
-        if any(r.name == name for r in records):
-            raise ValueError(f"a token named {name!r} exists; revoke it first")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        records.append(
-            TokenRecord(
-                name, role, team, _digest(token), datetime.now(UTC).isoformat(timespec="seconds")
-            )
-        )
-        self._write(records)
+        created_at = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._editing() as records:
+            if any(r.name == name for r in records):
+                raise ValueError(f"a token named {name!r} exists; revoke it first")
+            records.append(TokenRecord(name, role, team, _digest(token), created_at))
         return token
 
     def revoke(self, name: str) -> bool:
-        records = self._read()
-        kept = [r for r in records if r.name != name]
-        self._write(kept)
-        return len(kept) != len(records)
+        with self._editing() as records:
+            kept = [r for r in records if r.name != name]
+            revoked = len(kept) != len(records)
+            records[:] = kept
+        return revoked
 
     def records(self) -> list[TokenRecord]:
         return self._read()
@@ -178,13 +178,41 @@ class TokenStore:
             raise TokenFileError(f"{self.path}: cannot read it: {exc.strerror or exc}") from None
         return _parse(data, self.path), seen
 
-    def _write(self, records: list[TokenRecord]) -> None:
+    @contextlib.contextmanager
+    def _editing(self) -> Iterator[list[TokenRecord]]:
+        """The file's records to change in place, written back when the block ends well.
+
+        Writers (concurrent `handoff tokens` runs) take turns on a lock file beside the
+        token file, so none writes over another's change; readers (servers) never wait for
+        it, as each write replaces the file whole.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump({"tokens": [asdict(r) for r in records]}, out, indent=2)
-        tmp.replace(self.path)
+        lock = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            records = self._read()
+            before = list(records)
+            yield records
+            if records != before:
+                self._write(records)
+        finally:
+            os.close(lock)  # (which lets the lock go)
+
+    def _write(self, records: list[TokenRecord]) -> None:
+        """Replace the file (mode 0600) by one holding `records`, through a temporary file
+        of this writer's own, on disk before it takes the file's place."""
+        data = json.dumps({"tokens": [asdict(r) for r in records]}, indent=2).encode()
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
 
 def _digest(token: str) -> str:

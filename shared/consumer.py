@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from pydantic import BaseModel
 from sqlalchemy import Table
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.bus.port import Bus, OutgoingMessage, Record, Subscription
@@ -30,10 +30,11 @@ from shared.events.envelope import Envelope
 from shared.inbox import Inbox
 from shared.observability import metrics
 from shared.observability.logging import reset_event_context, set_event_context
-from shared.observability.tracing import continue_trace, current_traceparent
+from shared.observability.tracing import continue_trace, current_traceparent, trace_id_of
 from shared.outbox import Outbox
 
 log = structlog.get_logger(__name__)
+LAG_REPORT_INTERVAL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -138,8 +139,9 @@ class EventConsumer:
         self._committing: asyncio.Task[None] | None = None  # the last batch's offset commit
         self._stopping = asyncio.Event()
         self._subscription: Subscription | None = None
-        self._last_lag_report = 0.0
+        self._last_lag_report = float("-inf")
         self._lag_reported: set[tuple[str, int]] = set()  # partitions with a lag gauge
+        self._revocations = 0  # how many times this member's partitions were taken away
 
     async def run(self) -> None:
         """Consume until `stop()`; returns after the last batch is committed.
@@ -147,19 +149,32 @@ class EventConsumer:
         A batch's offsets are committed once its transaction has committed; the commit
         runs while the next batch is applied, and the one after that waits for it, so
         offsets are committed in order and a rebalance or `stop()` waits for both.
+
+        The lag of each partition is exported (every 5 s) as soon as it is polled, before
+        its records are applied, and stays exported after a failed run: while the database
+        is down, the restarted runs keep showing it grow. It goes when the partition is
+        revoked or the consumer stops.
         """
         # The group's dead-letter topic exists before anything could need it: a cluster that
         # does not create topics on first use would refuse the dead letter, and the batch
         # holding the poison event would be retried for ever.
         await self.bus.ensure_topics([dead_letter_topic(self.group)])
         subscription = self.bus.subscribe(
-            group=self.group, topics=self.topics, on_revoke=self._wait_for_in_flight
+            group=self.group, topics=self.topics, on_revoke=self._on_revoke
         )
+        try:
+            await subscription.start()
+        except BaseException:
+            # (half started: a Kafka consumer whose group join failed still holds its
+            # connections, and the restarted run makes a new one)
+            with contextlib.suppress(Exception):
+                await subscription.close()
+            raise
         self._subscription = subscription
-        await subscription.start()
         try:
             while not self._stopping.is_set():
                 records = await subscription.poll(max_records=self.batch_size, timeout=0.5)
+                await self._report_lag(subscription)
                 if records:
                     async with self._in_flight:
                         await self.process(records)
@@ -167,16 +182,19 @@ class EventConsumer:
                         self._committing = asyncio.create_task(
                             self._commit_offsets(subscription, records)
                         )
-                await self._report_lag(subscription)
         finally:
             try:
                 await self._committed()
             finally:
                 await subscription.close()
-                self._forget_lag(self._lag_reported)
+                self._subscription = None
+                if self._stopping.is_set():  # (after a failure it is run again: see run's doc)
+                    self._forget_lag(set(self._lag_reported))
 
     def stop(self) -> None:
         self._stopping.set()
+        if self._subscription is None:  # between runs (a failed one waiting to run again)
+            self._forget_lag(set(self._lag_reported))
 
     async def _commit_offsets(self, subscription: Subscription, records: Sequence[Record]) -> None:
         await subscription.commit(records)
@@ -193,9 +211,15 @@ class EventConsumer:
                 if self._committing is committing:
                     self._committing = None
 
-    async def _wait_for_in_flight(self) -> None:
+    async def _on_revoke(self) -> None:
+        """Before this member's partitions move: finish and commit the batch in flight, and
+        leave their lag to their next owner (the lag of what it keeps is reported again at
+        once)."""
         async with self._in_flight:
             await self._committed()
+        self._revocations += 1
+        self._forget_lag(set(self._lag_reported))
+        self._last_lag_report = float("-inf")
 
     async def process(self, records: Sequence[Record]) -> None:
         """Apply a batch: good events in one transaction, failures isolated, poison to DLQ."""
@@ -204,9 +228,13 @@ class EventConsumer:
         try:
             outcomes = await self._apply_batch(good)
             self._count_all(good, outcomes)
-        except Exception:
+        except Exception as exc:
             log.warning(
-                "batch failed; retrying its events one by one", group=self.group, size=len(good)
+                "batch failed; retrying its events one by one",
+                group=self.group,
+                size=len(good),
+                error=repr(exc),
+                exc_info=True,
             )
             for item in good:
                 await self._apply_alone(item)
@@ -329,12 +357,16 @@ class EventConsumer:
                     "handler failed",
                     group=self.group,
                     event_id=item.event_id,
+                    lead_id=item.envelope.subject,
+                    trace_id=trace_id_of(item.envelope.traceparent),
                     type=item.envelope.type,
                     attempt=attempt,
                     error=repr(exc),
                 )
                 if attempt == self.max_attempts:
                     await self.db.ping()  # a database outage is not the event's fault: raise
+                    if _database_trouble(exc):  # nor a deadlock or a lost connection
+                        raise
                     item.error = f"{type(exc).__name__}: {exc}"
                 else:
                     await asyncio.sleep(0.05 * 2**attempt)
@@ -344,11 +376,15 @@ class EventConsumer:
         messages = []
         for item in dead:
             r = item.record
+            envelope = item.envelope  # None: the record could not be decoded
             log.error(
                 "event dead-lettered",
                 group=self.group,
                 event_id=item.event_id or r.header("ce_id"),
-                lead_id=r.key,
+                lead_id=envelope.subject if envelope else r.header("ce_subject") or r.key,
+                trace_id=trace_id_of(
+                    envelope.traceparent if envelope else r.header("ce_traceparent")
+                ),
                 topic=r.topic,
                 partition=r.partition,
                 offset=r.offset,
@@ -383,12 +419,19 @@ class EventConsumer:
         metrics.EVENTS_CONSUMED.labels(self.service, self.group, event_type, outcome).inc()
 
     async def _report_lag(self, subscription: Subscription) -> None:
+        """Export the lag of this member's partitions (at most every 5 s)."""
         now = asyncio.get_running_loop().time()
-        if now - self._last_lag_report < 5:
+        if now - self._last_lag_report < LAG_REPORT_INTERVAL_S:
             return
         self._last_lag_report = now
+        revocations = self._revocations
         with contextlib.suppress(Exception):
             lags = await subscription.lag()
+            if not lags or revocations != self._revocations:
+                # Not given partitions yet (a member still joining its group), or an answer
+                # about partitions revoked meanwhile: ask again after the next poll.
+                self._last_lag_report = float("-inf")
+                return
             for (topic, partition), lag in lags.items():
                 metrics.CONSUMER_LAG.labels(self.service, self.group, topic, str(partition)).set(
                     lag
@@ -403,3 +446,21 @@ class EventConsumer:
             with contextlib.suppress(KeyError):
                 metrics.CONSUMER_LAG.remove(self.service, self.group, topic, str(partition))
         self._lag_reported -= partitions
+
+
+# SQLSTATE classes of a database failing a transaction for reasons of its own: a
+# transaction rolled back (deadlock, serialization failure), a connection exception,
+# insufficient resources, operator intervention (a cancel, a shutdown), a system error.
+_TROUBLE_CLASSES = frozenset({"40", "08", "53", "57", "58"})
+
+
+def _database_trouble(error: BaseException) -> bool:
+    """True when `error` is the database's trouble rather than the event's: run again
+    (the consumer restarts, the batch comes again), never dead-lettered. A constraint or a
+    value the handler got wrong (`IntegrityError`, `DataError`) is the event's."""
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated or isinstance(error, OperationalError):
+        return True
+    sqlstate = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+    return isinstance(sqlstate, str) and sqlstate[:2] in _TROUBLE_CLASSES

@@ -175,8 +175,16 @@ class LocalBus(Bus):
 
     async def _join(self, member: LocalSubscription) -> None:
         async with self._group_lock[member.group]:
-            self._groups[member.group].append(member)
-            await self._rebalance(member.group)
+            members = self._groups[member.group]
+            members.append(member)
+            try:
+                await self._rebalance(member.group)
+            except BaseException:
+                # not a member after all: none may hold partitions nobody polls
+                members.remove(member)
+                with contextlib.suppress(Exception):
+                    await self._rebalance(member.group)
+                raise
 
     async def _leave(self, member: LocalSubscription) -> None:
         async with self._group_lock[member.group]:

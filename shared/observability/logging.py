@@ -32,8 +32,14 @@ def configure_logging(*, level: str = "info", json: bool = True) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
     ]
+    # (a console traceback without each frame's locals: a consumer's frames hold its whole
+    # batch, and printing them took seconds a failure)
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(
+            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False)
+        )
     )
     structlog.configure(
         processors=[*shared_processors, structlog.processors.format_exc_info, renderer]

@@ -28,9 +28,9 @@ def continue_trace(traceparent: str | None) -> str:
 
 
 def trace_id_of(traceparent: str | None) -> str | None:
-    """The trace id of a valid `traceparent`."""
+    """The trace id of a valid `traceparent` (None for any other, as for the all-zero id)."""
     match = _TRACEPARENT.match(traceparent or "")
-    return match.group(1) if match else None
+    return match.group(1) if match and match.group(1) != "0" * 32 else None
 
 
 @contextmanager

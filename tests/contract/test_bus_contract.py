@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import DBAPIError
 
 from shared.bus.port import Bus, OutgoingMessage, Record
 from shared.consumer import ConsumerHooks, EventConsumer
@@ -351,3 +352,47 @@ async def test_a_commit_marks_exactly_its_records_consumed(bus: Bus) -> None:
     assert sorted((r.partition, r.offset) for r in again) == sorted(
         (r.partition, r.offset) for r in expected
     )
+
+
+class _Deadlock(Exception):
+    sqlstate = "40P01"  # as PostgreSQL's driver says it
+
+
+async def test_an_event_whose_transactions_deadlock_is_applied_later_not_dead_lettered(
+    bus: Bus, db: Database
+) -> None:
+    topic = unique("t.deadlock")
+    catalog = catalog_with_ping(topic)
+    group = unique("g")
+    await bus.ensure_topics([topic])
+    lead = uuid.uuid4()
+    deadlocks = 4  # the batch, then each of its one-by-one attempts
+
+    async def deadlocked(ctx: object, payload: Ping) -> None:
+        nonlocal deadlocks
+        if deadlocks:
+            deadlocks -= 1
+            raise DBAPIError("INSERT", {}, _Deadlock("deadlock detected"))
+
+    worker = ping_consumer(
+        bus, db, catalog, group=group, service="test", handlers=[deadlocked], max_attempts=3
+    )
+    await bus.publish([ping(catalog, topic, lead, 1)])
+    with pytest.raises(DBAPIError):  # the run fails; its supervisor runs it again
+        await asyncio.wait_for(worker.run(), timeout=60)
+    again = ping_consumer(bus, db, catalog, group=group, service="test", handlers=[deadlocked])
+    task = asyncio.create_task(again.run())
+    try:
+        for _ in range(600):
+            if await count_effects(db, lead_id=str(lead)) == 1:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        again.stop()
+        await asyncio.wait_for(task, timeout=30)
+
+    assert await count_effects(db, lead_id=str(lead)) == 1
+    inspector = bus.subscribe(group=unique("inspect"), topics=[dead_letter_topic(group)])
+    await inspector.start()
+    assert await inspector.poll(max_records=10, timeout=1) == []
+    await inspector.close()
