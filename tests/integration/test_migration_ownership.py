@@ -16,8 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from typer.testing import CliRunner, Result
 
-from shared import cli as cli_module
-from shared.cli import app
+from shared.cli import app, serving
 from shared.migrations import MIGRATION_LOCK, OWNER_TABLE, alembic_config
 from shared.service_app import service_definition
 from tests.conftest import new_pg_database
@@ -28,7 +27,7 @@ pytestmark = pytest.mark.integration
 async def invoke(monkeypatch: pytest.MonkeyPatch, url: str, *args: str) -> Result:
     # `serve` configures logging for the process: under CliRunner that would bind its
     # captured stderr, closed once the command returns, and later tests would log to it
-    monkeypatch.setattr(cli_module, "configure_logging", lambda **_: None)
+    monkeypatch.setattr(serving, "configure_logging", lambda **_: None)
     monkeypatch.setenv("DATABASE_URL", url)
     monkeypatch.delenv("HANDOFF_DATABASE_URL", raising=False)
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from shared import cli as cli_module
-from shared.cli import app
+from shared.cli import app, serving
 
 UNREACHABLE = "postgresql://handoff:s3cret@127.0.0.1:1/leads"  # nothing listens on port 1
 
@@ -20,7 +19,7 @@ UNREACHABLE = "postgresql://handoff:s3cret@127.0.0.1:1/leads"  # nothing listens
 def _logging_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     # `serve` and `dev` configure logging for the process: under CliRunner that would bind
     # its captured stderr, closed once the command returns, and later tests would log to it
-    monkeypatch.setattr(cli_module, "configure_logging", lambda **_: None)
+    monkeypatch.setattr(serving, "configure_logging", lambda **_: None)
 
 
 def invoke(*args: str) -> Result:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from shared import cli
+from shared.cli import app, import_file
 
 SUMMARY = {"rows": 1, "created": 1, "updated": 0, "unchanged": 0, "failed": 0, "errors": []}
 
@@ -30,10 +30,10 @@ def run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, answer: httpx.Response, *args: str
 ) -> tuple[Any, Server]:
     server = Server(answer)
-    monkeypatch.setattr(cli.httpx, "post", server.post)
+    monkeypatch.setattr(import_file.httpx, "post", server.post)
     file = tmp_path / name
     file.write_bytes(b'{"email": "ana@acme.com"}\n')
-    result = CliRunner().invoke(cli.app, ["import", str(file), "--token", "t", *args])
+    result = CliRunner().invoke(app, ["import", str(file), "--token", "t", *args])
     return result, server
 
 

@@ -16,9 +16,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from shared import cli as cli_module
 from shared.auth import TokenStore
-from shared.cli import app
+from shared.cli import app, import_file, serving
 
 REPO = Path(__file__).resolve().parents[2]
 UNREACHABLE = "postgresql://handoff:s3cret@127.0.0.1:1/leads"  # nothing listens on port 1
@@ -39,8 +38,8 @@ def environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HANDOFF_DATA_DIR", str(tmp_path))
     # (`serve`/`dev` would bind logging to CliRunner's stderr, closed once they return)
-    monkeypatch.setattr(cli_module, "configure_logging", lambda **_: None)
-    monkeypatch.setattr(cli_module, "serve_http", _must_not_serve)
+    monkeypatch.setattr(serving, "configure_logging", lambda **_: None)
+    monkeypatch.setattr(serving, "serve_http", _must_not_serve)
     return tmp_path
 
 
@@ -257,7 +256,7 @@ def test_dev_announces_the_port_it_serves_on_an_ipv6_host_in_brackets(
     environment: Path, monkeypatch: pytest.MonkeyPatch, host: str, shown: str
 ) -> None:
     served: list[int] = []
-    monkeypatch.setattr(cli_module, "serve_http", lambda _, *, host, port: served.append(port))
+    monkeypatch.setattr(serving, "serve_http", lambda _, *, host, port: served.append(port))
 
     result = invoke("dev", "--host", host, "--port", "0", "--data-dir", str(environment))
 
@@ -271,7 +270,7 @@ def test_dev_announces_the_port_it_serves_on_an_ipv6_host_in_brackets(
 
 
 def import_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, summary: dict[str, Any]) -> Result:
-    monkeypatch.setattr(cli_module, "_upload", lambda *_: summary)
+    monkeypatch.setattr(import_file, "_upload", lambda *_: summary)
     file = tmp_path / "leads.csv"
     file.write_text("email\n")
     return invoke("import", str(file), "--token", "t")

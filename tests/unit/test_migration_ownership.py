@@ -12,8 +12,7 @@ import pytest
 from alembic import command
 from typer.testing import CliRunner, Result
 
-from shared import cli as cli_module
-from shared.cli import app
+from shared.cli import app, serving
 from shared.migrations import OWNER_TABLE, MigrationError, alembic_config, upgrade
 from shared.service_app import service_definition
 
@@ -22,7 +21,7 @@ from shared.service_app import service_definition
 def _logging_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     # `serve` and `dev` configure logging for the process: under CliRunner that would bind
     # its captured stderr, closed once the command returns, and later tests would log to it
-    monkeypatch.setattr(cli_module, "configure_logging", lambda **_: None)
+    monkeypatch.setattr(serving, "configure_logging", lambda **_: None)
 
 
 def invoke(*args: str) -> Result:

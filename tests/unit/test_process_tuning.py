@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from shared import cli, process
+from shared import process
+from shared.cli import serving
 from shared.process import freeze_startup_objects, tune_collector
 from shared.settings import SettingsError, load_settings
 
@@ -53,7 +54,7 @@ def test_serve_applies_the_setting_before_it_serves(
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
     gc.unfreeze()
 
-    cli.serve("metrics", migrate=False)
+    serving.serve("metrics", migrate=False)
 
     assert seen["threshold"] == 4321
     assert seen["frozen"] > 0
@@ -77,7 +78,7 @@ def test_dev_serves_through_the_same_stack(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setattr(process.uvicorn, "run", run)
     gc.unfreeze()
 
-    cli.dev(port=8123, data_dir=tmp_path)
+    serving.dev(port=8123, data_dir=tmp_path)
 
     assert seen["options"]["loop"] == "uvloop"
     assert seen["options"]["http"] == "httptools"
