@@ -29,7 +29,8 @@ Writer = Annotated[Principal, Depends(require_roles("integration", "marketing", 
 Reader = Annotated[
     Principal, Depends(require_roles("manager", "integration", "marketing", "sales"))
 ]
-Eraser = Annotated[Principal, Depends(require_roles("manager"))]
+# (a privacy tool or the CRM carrying out a deletion request holds an integration token)
+Eraser = Annotated[Principal, Depends(require_roles("manager", "integration"))]
 
 
 def _settings(runtime: ServiceRuntime) -> IntakeSettings:

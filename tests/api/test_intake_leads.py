@@ -412,6 +412,19 @@ async def test_erasure_removes_personal_data_and_tells_every_service(intake: Int
     assert again.status_code == 201 and again.json()["lead_id"] != lead_id
 
 
+@pytest.mark.parametrize(("role", "status"), [("integration", 204), ("marketing", 403)])
+async def test_an_integration_may_carry_out_an_erasure_and_marketing_may_not(
+    intake: Intake, role: str, status: int
+) -> None:
+    lead_id = (await intake.client.post("/v1/leads", json=ANA, headers=intake.auth())).json()[
+        "lead_id"
+    ]
+    response = await intake.client.delete(f"/v1/leads/{lead_id}", headers=intake.auth(role))
+
+    assert response.status_code == status
+    assert (await lead_view(intake, lead_id))["erased"] is (status == 204)
+
+
 async def test_a_second_id_from_the_same_provider_keeps_both_ids_working(intake: Intake) -> None:
     auth = intake.auth()
     await intake.client.post(
