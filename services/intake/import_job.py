@@ -52,6 +52,7 @@ class ImportSummary:
     failed: int = 0
     max_errors: int = 1000
     dropped: int = 0  # errors past `max_errors`, not kept
+    ignored_columns: list[str] = field(default_factory=list)  # a CSV's that are no lead field
     # the first `max_errors` errors by line, as a heap with the last line kept on top: a
     # batch's failed captures come after the validation errors of the rows after it, as
     # batches overlap, and must still be among the first reported
@@ -81,6 +82,7 @@ class ImportSummary:
             "failed": self.failed,
             "errors": [e.as_json() for e in self.errors],
             "errors_truncated": self.dropped > 0,
+            "ignored_columns": self.ignored_columns,
         }
 
 
@@ -116,7 +118,7 @@ async def run_import(
 
     try:
         pending: list[Record] = []
-        async for record in records(chunks, fmt):
+        async for record in records(chunks, fmt, summary.ignored_columns):
             pending.append(record)
             if len(pending) >= size:
                 validating.append(asyncio.ensure_future(validator.validate(pending, policy)))

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from services.intake.canonical import (
     LeadCapture,
+    LeadIn,
     LeadSource,
     account_domain_of,
     captured_fields,
@@ -148,9 +149,12 @@ async def parse(
             yield row
 
 
-def records(chunks: AsyncIterator[bytes], fmt: str) -> AsyncIterator[Record]:
-    """The numbered records of an import, not yet decoded nor validated."""
-    return _ndjson(chunks) if fmt == "ndjson" else _csv(chunks)
+def records(
+    chunks: AsyncIterator[bytes], fmt: str, ignored: list[str] | None = None
+) -> AsyncIterator[Record]:
+    """The numbered records of an import, not yet decoded nor validated. A CSV's columns
+    that are no lead field are left out of every row and named in `ignored`."""
+    return _ndjson(chunks) if fmt == "ndjson" else _csv(chunks, ignored)
 
 
 def validate_records(batch: Sequence[Record], policy: RowPolicy = RowPolicy()) -> list[ParsedRow]:
@@ -293,7 +297,9 @@ class UnreadableHeader(Exception):
 LONE_CR = "a carriage return (CR) inside an unquoted cell: quote the cell or remove the CR"
 
 
-async def _csv(chunks: AsyncIterator[bytes]) -> AsyncIterator[Record]:
+async def _csv(
+    chunks: AsyncIterator[bytes], ignored: list[str] | None = None
+) -> AsyncIterator[Record]:
     header: list[str] | None = None
     record: list[str] = []
     first, length, inside = 0, 0, False
@@ -340,7 +346,13 @@ async def _csv(chunks: AsyncIterator[bytes]) -> AsyncIterator[Record]:
             names = [column_name(c) for c in cells]
             if twice := _one_field_twice(cells, names):
                 raise UnreadableHeader(first, twice)
-            header = names
+            header = [name if _a_lead_field(name) else "" for name in names]
+            if ignored is not None:
+                ignored += [
+                    cell.strip() or f"column {n + 1} (no heading)"
+                    for n, (cell, name) in enumerate(zip(cells, header, strict=True))
+                    if not name
+                ]
         elif len(cells) != len(header):
             yield first, {}, f"expected {len(header)} columns, found {len(cells)}"
         else:
@@ -375,11 +387,45 @@ def _inside_quotes(line: str, inside: bool) -> bool:
 
 def column_name(heading: str) -> str:
     """A CSV column's field as spreadsheets head it: "Email", "First Name", "job-title" ->
-    email, first_name, job_title. Only the field's own name is read so (every field name is
-    lower case, with underscores): in `custom.Tier` the attribute's key keeps its case."""
+    email, first_name, job_title; the headings of common exports too ("Email Address",
+    "Company Name", "Website", HubSpot's `firstname`: `HEADING_ALIASES`). Only the field's
+    own name is read so (every field name is lower case, with underscores): in
+    `custom.Tier` the attribute's key keeps its case."""
     field, dot, key = heading.strip().partition(".")
-    field = "_".join(field.lower().replace("-", " ").split())
+    field = "_".join(field.lower().replace("-", " ").replace("/", " ").split())
+    if not dot:
+        field = HEADING_ALIASES.get(field, field)
     return f"{field}{dot}{key.strip()}"
+
+
+# Headings of CRM and spreadsheet exports for a lead field under another name (folded as
+# `column_name` folds them), HubSpot's property names among them.
+HEADING_ALIASES = {
+    "email_address": "email",
+    "e_mail": "email",
+    "e_mail_address": "email",
+    "firstname": "first_name",
+    "lastname": "last_name",
+    "company_name": "company",
+    "website": "company_domain",
+    "website_url": "company_domain",
+    "company_website": "company_domain",
+    "title": "job_title",
+    "jobtitle": "job_title",
+    "phone_number": "phone",
+    "country_region": "country",
+    "numemployees": "company_size",
+    "number_of_employees": "company_size",
+    "employees": "company_size",
+}
+_NESTED_FIELDS = ("external_ids", "custom")
+
+
+def _a_lead_field(name: str) -> bool:
+    group, dot, key = name.partition(".")
+    if dot:  # `external_ids.hubspot`, `custom.tier`
+        return group in _NESTED_FIELDS and bool(key)
+    return name in LeadIn.model_fields and name not in _NESTED_FIELDS
 
 
 def _one_field_twice(headings: list[str], names: list[str]) -> str | None:
@@ -404,7 +450,7 @@ def _nest(header: list[str], cells: list[str]) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for name, cell in zip(header, cells, strict=True):
         value = cell.strip()
-        if not value:
+        if not value or not name:  # (an empty cell; a column that is no lead field)
             continue
         group, dot, key = name.partition(".")
         if dot and group in ("external_ids", "custom"):

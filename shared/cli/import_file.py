@@ -57,6 +57,12 @@ def import_file(
         *(f"{summary[c]:,}" for c in ("rows", "created", "updated", "unchanged", "failed"))
     )
     console.print(table)
+    if ignored := summary.get("ignored_columns"):
+        console.print(
+            f"ignored columns, no lead field: {', '.join(ignored)} (rename one to a field, "
+            "or to custom.<name> to keep it as a custom attribute)",
+            markup=False,
+        )
     _print_row_errors(summary)
     if summary["failed"]:
         imported = summary["created"] + summary["updated"] + summary["unchanged"]

@@ -256,6 +256,30 @@ async def test_a_csv_whose_header_cannot_be_read_is_refused_whole(
     assert await stored_emails(intake) == []
 
 
+async def test_a_csv_export_imports_by_its_headings_and_names_the_columns_it_ignored(
+    intake: Intake,
+) -> None:
+    """A CRM's export: its headings for lead fields are read as those fields, its other
+    columns are left out of every row and named in the summary (not an error a row)."""
+    csv = (
+        b"Email Address,First Name,Company Name,Website,Country/Region,Lead Score,\n"
+        b"ann@initech.com,Ann,Initech,https://www.initech.com/about,Germany,87,x\n"
+    )
+    response = await post_import(intake, csv)
+
+    summary = response.json()
+    assert (summary["created"], summary["failed"]) == (1, 0)
+    assert summary["ignored_columns"] == ["Lead Score", "column 7 (no heading)"]
+    (captured,) = await intake.events("handoff.lead.captured", 1)
+    lead = await intake.client.get(f"/v1/leads/{captured['key']}", headers=intake.auth())
+    assert lead.json()["email"] == "ann@initech.com"
+    assert {k: lead.json()["profile"][k] for k in ("company", "company_domain", "country")} == {
+        "company": "Initech",
+        "company_domain": "initech.com",
+        "country": "DE",
+    }
+
+
 async def test_an_activity_for_an_unknown_email_is_a_404_naming_the_field(intake: Intake) -> None:
     response = await intake.client.post(
         "/v1/activities",

@@ -104,3 +104,15 @@ def test_a_proxys_html_error_page_is_reported_not_a_traceback(
         "import refused (502): <html><body><h1>502 Bad Gateway</h1> <p>nginx</p>" in result.output
     )
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_columns_the_server_ignored_are_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answer = httpx.Response(200, json={**SUMMARY, "ignored_columns": ["Lead Score", "frist_name"]})
+    result, _ = run(tmp_path, monkeypatch, "leads.csv", answer)
+
+    assert result.exit_code == 0, result.output
+    assert "ignored columns, no lead field: Lead Score, frist_name" in " ".join(
+        result.output.split()
+    )
