@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from pydantic import BaseModel
 from sqlalchemy import Table
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.bus.port import Bus, OutgoingMessage, Record, Subscription
@@ -448,19 +448,36 @@ class EventConsumer:
         self._lag_reported -= partitions
 
 
-# SQLSTATE classes of a database failing a transaction for reasons of its own: a
-# transaction rolled back (deadlock, serialization failure), a connection exception,
-# insufficient resources, operator intervention (a cancel, a shutdown), a system error.
-_TROUBLE_CLASSES = frozenset({"40", "08", "53", "57", "58"})
+# A database failing a transaction for reasons of its own, by SQLSTATE: a transaction
+# rolled back for the others' sake (deadlock, serialization failure), a connection lost,
+# insufficient resources, the server shutting down or starting. (Not 57014, a statement
+# cancelled or timed out: the event's statement may be what is slow.)
+_TROUBLE_CLASSES = frozenset({"40", "08", "53"})
+_TROUBLE_STATES = frozenset({"57P01", "57P02", "57P03", "58030"})
+# SQLite's: another writer holds the file, the disk is full or failing, the file is gone.
+# (Every other statement error is SQLITE_ERROR, which is the statement's: the event's.)
+_SQLITE_TROUBLE = frozenset(
+    {"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_CANTOPEN"}
+)
 
 
 def _database_trouble(error: BaseException) -> bool:
     """True when `error` is the database's trouble rather than the event's: run again
-    (the consumer restarts, the batch comes again), never dead-lettered. A constraint or a
-    value the handler got wrong (`IntegrityError`, `DataError`) is the event's."""
+    (the consumer restarts, the batch comes again), never dead-lettered. What the event's
+    own statements cause (a constraint, a bad value, malformed JSON, a statement timeout)
+    is the event's: after its attempts it is dead-lettered."""
     if not isinstance(error, DBAPIError):
         return False
-    if error.connection_invalidated or isinstance(error, OperationalError):
+    if error.connection_invalidated:
         return True
-    sqlstate = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
-    return isinstance(sqlstate, str) and sqlstate[:2] in _TROUBLE_CLASSES
+    cause = error.orig
+    sqlstate = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    if isinstance(sqlstate, str):
+        return sqlstate[:2] in _TROUBLE_CLASSES or sqlstate in _TROUBLE_STATES
+    name = getattr(cause, "sqlite_errorname", None)
+    return isinstance(name, str) and _sqlite_name(name) in _SQLITE_TROUBLE
+
+
+def _sqlite_name(name: str) -> str:
+    """The primary result code's name of an extended one (SQLITE_IOERR_WRITE: SQLITE_IOERR)."""
+    return "_".join(name.split("_", 2)[:2])

@@ -9,10 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from shared.bus.port import Bus, OutgoingMessage, Record
-from shared.consumer import ConsumerHooks, EventConsumer
+from shared.consumer import ConsumerHooks, EventConsumer, HandlerContext
 from shared.db import Database
 from shared.events.catalog import EventCatalog, dead_letter_topic
 from tests.conftest import unique
@@ -251,6 +252,38 @@ async def test_a_handler_that_keeps_failing_dead_letters_only_its_event(
 
     assert await count_effects(db, lead_id=str(lead), n=7) == 0
     assert [r.header("dlq_error") for r in dead] == ["ValueError: seven is not a valid ping"]
+
+
+async def test_an_event_whose_own_statement_fails_is_dead_lettered_not_retried_for_ever(
+    bus: Bus, db: Database
+) -> None:
+    """A statement the event's data makes fail (here malformed JSON) is the event's fault,
+    though the database raised it: dead-lettered, and the events behind it applied."""
+    topic = unique("t.bad-statement")
+    catalog = catalog_with_ping(topic)
+    group = unique("g")
+    await bus.ensure_topics([topic])
+    lead = uuid.uuid4()
+
+    async def bad_json_on_seven(ctx: HandlerContext, payload: Ping) -> None:
+        if payload.n == 7:
+            await ctx.session.execute(text("SELECT json_extract('{not json', '$.x')"))
+
+    worker = ping_consumer(
+        bus, db, catalog, group=group, service="test", handlers=[bad_json_on_seven], max_attempts=2
+    )
+    await bus.publish([ping(catalog, topic, lead, n) for n in range(5, 10)])
+    task = asyncio.create_task(worker.run())
+
+    async def others_applied() -> bool:
+        return await count_effects(db, lead_id=str(lead)) == 4
+
+    await eventually(others_applied, timeout=60)
+    worker.stop()
+    await asyncio.wait_for(task, timeout=30)
+    (dead,) = await dead_letters(bus, group, 1)
+
+    assert "malformed JSON" in (dead.header("dlq_error") or "")
 
 
 async def test_a_member_joining_mid_stream_changes_nothing_about_exactly_once_effects(
