@@ -343,10 +343,9 @@ async def _csv(
             yield refused(first, LONE_CR if lone_cr else f"not valid CSV: {exc}")
             continue
         if header is None:
-            names = [column_name(c) for c in cells]
-            if twice := _one_field_twice(cells, names):
+            header = [name if _a_lead_field(name) else "" for name in map(column_name, cells)]
+            if twice := _one_field_twice(cells, header):
                 raise UnreadableHeader(first, twice)
-            header = [name if _a_lead_field(name) else "" for name in names]
             if ignored is not None:
                 ignored += [
                     cell.strip() or f"column {n + 1} (no heading)"
@@ -429,8 +428,9 @@ def _a_lead_field(name: str) -> bool:
 
 
 def _one_field_twice(headings: list[str], names: list[str]) -> str | None:
-    """Why a header naming one field in two columns cannot be read (one of the two values
-    would be dropped on every row, unsaid), or None."""
+    """Why a header naming one lead field in two columns cannot be read (one of the two
+    values would be dropped on every row, unsaid), or None. (`names`: "" for a column that
+    is no lead field, ignored however many there are.)"""
     first: dict[str, int] = {}
     for column, name in enumerate(names):
         if not name:

@@ -262,14 +262,14 @@ async def test_a_csv_export_imports_by_its_headings_and_names_the_columns_it_ign
     """A CRM's export: its headings for lead fields are read as those fields, its other
     columns are left out of every row and named in the summary (not an error a row)."""
     csv = (
-        b"Email Address,First Name,Company Name,Website,Country/Region,Lead Score,\n"
-        b"ann@initech.com,Ann,Initech,https://www.initech.com/about,Germany,87,x\n"
+        b"Email Address,First Name,Company Name,Website,Country/Region,Notes,Notes,\n"
+        b"ann@initech.com,Ann,Initech,https://www.initech.com/about,Germany,a,b,x\n"
     )
     response = await post_import(intake, csv)
 
     summary = response.json()
     assert (summary["created"], summary["failed"]) == (1, 0)
-    assert summary["ignored_columns"] == ["Lead Score", "column 7 (no heading)"]
+    assert summary["ignored_columns"] == ["Notes", "Notes", "column 8 (no heading)"]
     (captured,) = await intake.events("handoff.lead.captured", 1)
     lead = await intake.client.get(f"/v1/leads/{captured['key']}", headers=intake.auth())
     assert lead.json()["email"] == "ann@initech.com"
