@@ -167,8 +167,15 @@ def account_domain(*, email_domain: str | None, company_domain: str | None) -> s
     """The company domain a lead's account is keyed by, or None for free/disposable mail
     (relays included): the registrable domain (`eu.acme.com`, `mail.acme.co.uk` ->
     `acme.com`, `acme.co.uk`; a tenant's `contoso.onmicrosoft.com` stays its own), so that
-    one company's people share one account whichever of its hosts they mail from."""
-    if company_domain and email_kind(company_domain) == "business":
+    one company's people share one account whichever of its hosts they mail from. A
+    company domain that is itself a public suffix (`co.uk`, as a form may be filled in)
+    keys none: the email's domain does."""
+    if (
+        company_domain
+        and email_kind(company_domain) == "business"
+        and not is_public_suffix(company_domain)  # (`co.uk`: no one company's; `nhs.uk`'s
+        # people mail from it, and their email keys their account)
+    ):
         return registrable(company_domain)
     if email_domain and email_kind(email_domain) == "business":
         return registrable(email_domain)

@@ -12,8 +12,6 @@ import phonenumbers
 import pycountry
 from email_validator import EmailNotValidError, validate_email
 
-from services.intake.domains import is_public_suffix
-
 # A conservative shape most addresses have; anything else goes through email-validator.
 _PLAIN_EMAIL = re.compile(
     r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
@@ -67,7 +65,7 @@ _HOST_NAME = re.compile(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+([a-z]{2,63}|xn
 
 def normalize_domain(raw: str) -> str:
     """`https://www.Acme.com/about?x=1` -> `acme.com` (IDNA); raises ValueError if it is not
-    a company's domain on the internet (an address, `acme.local`, `-acme.com`, `co.uk`)."""
+    a company's domain on the internet (an address, `acme.local`, `-acme.com`)."""
     value = _URL_PREFIX.sub("", raw.strip().lower())
     value = _URL_REST.split(value, maxsplit=1)[0].split(":", 1)[0]
     value = value.removeprefix("www.").rstrip(".")
@@ -87,11 +85,6 @@ def normalize_domain(raw: str) -> str:
         raise ValueError(f"{raw!r} is not a valid domain") from None
     if not _HOST_NAME.fullmatch(ascii_domain):
         raise ValueError(f"{raw!r} is not a valid domain")
-    if is_public_suffix(ascii_domain):  # (every lead naming it would share one account)
-        raise ValueError(
-            f"{raw!r} is a public suffix, under which companies register their domains, "
-            "not a company's domain"
-        )
     return ascii_domain
 
 

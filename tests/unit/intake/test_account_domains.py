@@ -1,5 +1,5 @@
 """Which domains make an account: relays make none, tenants of shared hosts one each, and a
-bare public suffix is no company's domain."""
+bare public suffix keys no account."""
 
 from __future__ import annotations
 
@@ -92,19 +92,28 @@ def test_the_tenant_mail_hosts_are_ones_the_public_suffix_list_lacks() -> None:
 
 
 @pytest.mark.parametrize(
-    "raw",
+    ("email_domain", "company_domain", "account"),
     [
-        "co.uk",
-        "https://www.co.uk/",
-        "com.au",
-        "gov.uk",
-        "anything.kawasaki.jp",  # a wildcard rule: *.kawasaki.jp
-        "公司.cn",  # an IDN suffix, as its people type it
+        ("ex.com", "co.uk", "ex.com"),  # the email's domain keys the account
+        ("gmail.com", "com.au", None),
+        ("nhs.net", "nhs.uk", "nhs.net"),
+        ("nhs.uk", "nhs.uk", "nhs.uk"),  # a public body mailing from its suffix
+        ("ex.com", "anything.kawasaki.jp", "ex.com"),  # a wildcard rule: *.kawasaki.jp
     ],
 )
-def test_a_bare_public_suffix_is_refused_as_no_companys_domain(raw: str) -> None:
-    with pytest.raises(ValueError, match="is a public suffix, under which companies register"):
+def test_a_company_domain_that_is_a_bare_public_suffix_keys_no_account(
+    email_domain: str, company_domain: str, account: str | None
+) -> None:
+    assert account_domain(email_domain=email_domain, company_domain=company_domain) == account
+
+
+@pytest.mark.parametrize("raw", ["co.uk", "https://www.nhs.uk/", "公司.cn"])
+def test_a_bare_public_suffix_is_a_domain_still(raw: str) -> None:
+    """(A public body's site may be one: `nhs.uk`. The lead is kept; see above.)"""
+    assert (
         normalize_domain(raw)
+        == raw.removeprefix("https://www.").rstrip("/").encode("idna").decode()
+    )
 
 
 @pytest.mark.parametrize(
