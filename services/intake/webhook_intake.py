@@ -39,11 +39,16 @@ class DeliveryReport:
     accepted: int = 0
     duplicates: int = 0
     failed: list[dict[str, Any]] = field(default_factory=list)
+    invalid: int = 0  # of the failed: refused as bad input (a field's value)
 
     def as_json(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "duplicates": self.duplicates, "failed": self.failed}
 
-    def fail(self, delivery_id: str, errors: Sequence[tuple[str, str]]) -> None:
+    def fail(
+        self, delivery_id: str, errors: Sequence[tuple[str, str]], *, invalid: bool = False
+    ) -> None:
+        """Report an event that was not applied; `invalid`: its fields were refused (not a
+        type handoff does not take, nor a lead it does not know, nor another lead's)."""
         self.failed.append(
             {
                 "delivery_id": delivery_id,
@@ -51,11 +56,16 @@ class DeliveryReport:
                 "errors": [{"field": name or "event", "reason": why} for name, why in errors],
             }
         )
+        self.invalid += invalid
 
     @property
-    def took_nothing(self) -> bool:
-        """Every event failed: none was applied, nor had been before."""
-        return bool(self.failed) and not self.accepted and not self.duplicates
+    def all_invalid(self) -> bool:
+        """Every event was refused as bad input: none was applied, nor had been before."""
+        return (
+            bool(self.failed)
+            and self.invalid == len(self.failed)
+            and not (self.accepted or self.duplicates)
+        )
 
 
 @dataclass(frozen=True)
@@ -180,7 +190,7 @@ async def apply_deliveries(
                 recorded = await record_activity(session, outbox, activity)
             done.append((n, item.delivery_id, recorded.lead_id))
         except ValidationError as exc:
-            report.fail(item.delivery_id, _field_errors(exc))
+            report.fail(item.delivery_id, _field_errors(exc), invalid=True)
         except UnknownLead as exc:
             report.fail(item.delivery_id, [(exc.field, exc.reason)])
     for _, items in groups:
@@ -302,7 +312,7 @@ def _validated(
     except ValidationError as exc:
         if len(items) > 1:
             return [c for item in items for c in _validated(n, [item], deliveries, reports)]
-        reports[n].fail(items[0].delivery_id, _field_errors(exc))
+        reports[n].fail(items[0].delivery_id, _field_errors(exc), invalid=True)
         return []
 
 
@@ -416,7 +426,10 @@ async def _capture(
                         delivery_ids=[item.delivery_id for item in items],
                     )
             else:
-                reports[n].fail(items[0].delivery_id, [(result.error.field, result.error.reason)])
+                error = result.error  # (not a conflict with another lead: the input refused)
+                reports[n].fail(
+                    items[0].delivery_id, [(error.field, error.reason)], invalid=not error.conflict
+                )
 
 
 async def _erase(

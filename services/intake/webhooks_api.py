@@ -123,10 +123,11 @@ async def receive_webhook(request: Request) -> dict[str, Any]:
             runtime, sales_owned=settings.sales_owned_fields
         )
     report = await batcher.apply(Delivery(items, config))
-    if provider in _ONE_EVENT_A_REQUEST and report.took_nothing:
-        # The request is its event, and it was refused: bad input, not a delivery made
-        # (a 2xx would tell the sender it was). Requests of several events (HubSpot's,
-        # Marketo's arrays) answer 200 with each event's outcome: the good ones are kept.
+    if provider in _ONE_EVENT_A_REQUEST and report.all_invalid:
+        # The request is its event, and its fields were refused: bad input, not a delivery
+        # made (a 2xx would tell the sender it was). An event of a type handoff does not
+        # take, or about a lead it does not know, answers 200 with the reason, as do
+        # requests of several events (HubSpot's, Marketo's arrays): the good ones are kept.
         (failed,) = report.failed
         raise Problem(
             422,

@@ -267,6 +267,34 @@ async def test_a_standard_webhook_whose_event_is_refused_is_a_422_naming_each_fi
     assert fixed.status_code == 200 and fixed.json()["accepted"] == 1
 
 
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        ({"type": "invoice.paid", "data": {}}, "unsupported event type invoice.paid"),
+        (
+            {
+                "type": "activity.recorded",
+                "data": {"activity_type": "page_view", "email": "no@x.com"},
+            },
+            "email: no lead with this email: capture the lead first",
+        ),
+    ],
+    ids=["type-not-taken", "unknown-lead"],
+)
+async def test_a_standard_webhook_event_not_taken_for_another_reason_is_answered_200(
+    intake: Intake, event: dict[str, Any], reason: str
+) -> None:
+    """Not bad input: a type handoff does not take, a lead it does not know. A 4xx would
+    make the sender retry it, and in the end switch the endpoint off."""
+    await add_source(intake, name="forms", provider="standard", secret=STANDARD_SECRET)
+    body, headers = standard_request("msg_10", event)
+    response = await intake.client.post("/v1/webhooks/standard", content=body, headers=headers)
+
+    assert response.status_code == 200
+    [failed] = response.json()["failed"]
+    assert failed["reason"] == reason
+
+
 async def test_a_marketo_webhook_needs_its_shared_token(intake: Intake) -> None:
     await add_source(intake, name="mkto", provider="marketo", secret="marketo-shared-token-1")
     body = json.dumps({"email": "ian@soylent.com", "leadId": "77", "title": "Buyer"})
