@@ -68,6 +68,7 @@ class CaptureError:
     field: str
     reason: str
     conflict: bool = True  # with another lead (409); False: the input itself is refused (422)
+    unknown_lead: bool = False  # names no lead known here, and gives no email to make one
 
 
 @dataclass
@@ -302,7 +303,9 @@ async def _capture(
             if item.email is None:
                 return CaptureOutcome(
                     error=CaptureError(
-                        "email", "unknown lead: an email is needed (no known external id matches)"
+                        "email",
+                        "unknown lead: an email is needed (no known external id matches)",
+                        unknown_lead=True,
                     )
                 )
             profile = item.profile()

@@ -415,7 +415,11 @@ async def _capture(
         else:
             results = [(capture.delivery, capture.items, outcome)]
         for n, items, result in results:
-            if result.error is None:
+            if result.error is not None and result.error.unknown_lead and _says_nothing(items):
+                # (a HubSpot contact.creation, before the contact's email came: nothing to
+                # do, as for the privacy deletion of a contact handoff does not know)
+                done += [(n, item.delivery_id, None) for item in items]
+            elif result.error is None:
                 done += [(n, item.delivery_id, result.lead_id) for item in items]
                 if result.stale:  # (accepted all the same: the answer's counts say so)
                     log.info(
@@ -430,6 +434,14 @@ async def _capture(
                 reports[n].fail(
                     items[0].delivery_id, [(error.field, error.reason)], invalid=not error.conflict
                 )
+
+
+def _says_nothing(items: Sequence[InboundItem]) -> bool:
+    """Whether the items name their contact and say nothing else of it: no field to set."""
+    return all(item.data.keys() <= _NAMING_ONLY for item in items)
+
+
+_NAMING_ONLY = frozenset({"external_ids", "source", "channel"})
 
 
 async def _erase(

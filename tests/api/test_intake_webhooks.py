@@ -526,6 +526,25 @@ async def test_a_new_contacts_events_in_one_delivery_make_one_lead_captured(
     assert (lead["email"], lead["profile"]["first_name"]) == ("ann@acme.com", "Anna")
 
 
+async def test_a_contact_creation_before_its_email_is_accepted_with_nothing_to_do(
+    intake: Intake,
+) -> None:
+    """HubSpot's contact.creation carries no property: alone, for a contact not known yet,
+    there is nothing to capture (its email's propertyChange makes the lead). Not a failure,
+    and no lead without an email."""
+    await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
+    creation = {"portalId": 62515, "objectId": 9300, "eventId": 50, "occurredAt": 1763800000000}
+    created = await post_hubspot(intake, [{**creation, "subscriptionType": "contact.creation"}])
+    named = await post_hubspot(intake, [contact_event(51, 9300, "firstname", "Cy")])
+    email = await post_hubspot(intake, [contact_event(52, 9300, "email", "cy@acme.com")])
+
+    assert (created["accepted"], created["failed"]) == (1, [])
+    assert named["failed"][0]["reason"].startswith("email: unknown lead")  # (a field: failed)
+    assert email["accepted"] == 1
+    (captured,) = await intake.events("handoff.lead.captured", 1)
+    assert captured["data"]["external_ids"] == {"hubspot": "9300"}
+
+
 async def test_a_contacts_events_that_fail_together_go_again_one_by_one(intake: Intake) -> None:
     await add_source(intake, name="hs", provider="hubspot", secret=HUBSPOT_SECRET)
     await post_hubspot(intake, [contact_event(1, 9300, "email", "cy@acme.com")])
