@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import logging
 import socket
 import sqlite3
 import tempfile
@@ -36,6 +35,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.db import without_jit
+from shared.observability.logging import quieted
 
 OWNER_TABLE = "handoff_service"
 _owner = Table(OWNER_TABLE, MetaData(), Column("name", String(100), primary_key=True))
@@ -327,7 +327,7 @@ def _history(migrations: Path) -> frozenset[str]:
 @cache
 def _tables_at(migrations: Path, revisions: frozenset[str]) -> frozenset[str]:
     """The tables a service's history has made at `revisions` (run into a scratch SQLite)."""
-    with tempfile.TemporaryDirectory() as scratch, _quiet("alembic"):
+    with tempfile.TemporaryDirectory() as scratch, quieted("alembic"):
         path = Path(scratch) / "reference.db"
         config = alembic_config(migrations, f"sqlite+aiosqlite:///{path}")
         for revision in sorted(revisions):
@@ -336,17 +336,6 @@ def _tables_at(migrations: Path, revisions: frozenset[str]) -> frozenset[str]:
             rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
             names = {name for (name,) in rows if not name.startswith("sqlite_")}
     return frozenset(names - {_VERSION_TABLE})
-
-
-@contextlib.contextmanager
-def _quiet(logger_name: str) -> Iterator[None]:
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _belongs_to(owner: str, service: str) -> str:

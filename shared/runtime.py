@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +23,7 @@ from shared.events.catalog import CATALOG, EventCatalog, Topics
 from shared.inbox import Inbox
 from shared.migrations import is_sqlite_file
 from shared.observability import metrics
+from shared.observability.logging import quieted
 from shared.outbox import Outbox, OutboxRelay
 from shared.settings import ServiceSettings
 
@@ -96,7 +97,8 @@ async def check_bus(bus: Bus, *, timeout: float = 15.0) -> None:
         if not sqlite:
             raise BusError(f"{bus.path} is not a SQLite database (the local event log)")
     elif isinstance(bus, KafkaBus):
-        with _quiet("aiokafka"):  # (it logs each failed attempt; the error says it once)
+        # (aiokafka logs each failed attempt; the error says it once)
+        with quieted("aiokafka", logging.CRITICAL):
             try:
                 await asyncio.wait_for(bus.ping(), timeout)
             except TimeoutError:
@@ -105,17 +107,6 @@ async def check_bus(bus: Bus, *, timeout: float = 15.0) -> None:
                 ) from None
             except ValueError as exc:  # (aiokafka's reading of a malformed address)
                 raise BusError(f"{bus.bootstrap_servers!r} is not host:port[,...]: {exc}") from exc
-
-
-@contextlib.contextmanager
-def _quiet(logger_name: str) -> Iterator[None]:
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 @dataclass

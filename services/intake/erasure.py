@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, delete, null, or_, select, update
+from sqlalchemy import delete, null, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake.models import (
@@ -16,6 +16,7 @@ from services.intake.models import (
     visitors,
     webhook_deliveries,
 )
+from services.intake.providers import SENDER_KEYED_PREFIXES
 from shared.events.payloads import LeadErased
 from shared.outbox import Outbox
 
@@ -52,12 +53,7 @@ async def erase_lead(
     # duplicate, not capture the person again. Ids made from the person's data (Marketo's
     # name its lead id and digest its fields, and never come twice anyway) go.
     deliveries = webhook_deliveries.c
-    senders_keys = or_(
-        and_(
-            deliveries.delivery_id.like("hubspot:%"), ~deliveries.delivery_id.contains(":invalid-")
-        ),
-        deliveries.delivery_id.like("standard:%"),
-    )
+    senders_keys = or_(*(deliveries.delivery_id.startswith(p) for p in SENDER_KEYED_PREFIXES))
     await session.execute(
         update(webhook_deliveries)
         .where(deliveries.lead_id == lead_id, senders_keys)

@@ -453,7 +453,7 @@ def _nest(header: list[str], cells: list[str]) -> dict[str, Any]:
         if not value or not name:  # (an empty cell; a column that is no lead field)
             continue
         group, dot, key = name.partition(".")
-        if dot and group in ("external_ids", "custom"):
+        if dot and group in _NESTED_FIELDS:
             row.setdefault(group, {})[key] = value
         else:
             row[name] = value

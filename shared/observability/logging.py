@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar, Token
 from typing import Any
 
@@ -144,3 +145,16 @@ def set_event_context(*, event_id: str, lead_id: str | None, trace_id: str | Non
 def reset_event_context(tokens: EventContext) -> None:
     for token in reversed(tokens):
         token.var.reset(token)
+
+
+@contextlib.contextmanager
+def quieted(logger_name: str, level: int = logging.WARNING) -> Iterator[None]:
+    """Within: the standard library logger `logger_name` logs only at `level` and above
+    (a library's chatter about what the caller reports itself, once)."""
+    logger = logging.getLogger(logger_name)
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)

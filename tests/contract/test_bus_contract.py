@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from shared.bus.port import Bus, OutgoingMessage, Record
-from shared.consumer import ConsumerHooks, EventConsumer, HandlerContext
+from shared.consumer import ConsumerHooks, EventConsumer, Handler, HandlerContext
 from shared.db import Database
 from shared.events.catalog import EventCatalog, dead_letter_topic
 from tests.conftest import unique
@@ -223,21 +223,16 @@ async def test_malformed_and_unknown_events_go_to_the_dead_letter_topic_and_cons
     assert all(r.header("dlq_topic") == topic for r in dead)
 
 
-async def test_a_handler_that_keeps_failing_dead_letters_only_its_event(
-    bus: Bus, db: Database
-) -> None:
+async def dead_letter_of_seven(bus: Bus, db: Database, handler: Handler) -> Record:
+    """Pings 5-9 of one lead through a consumer whose `handler` fails on ping 7: waits for
+    the four others to be applied and returns ping 7's dead letter."""
     topic = unique("t.poison")
     catalog = catalog_with_ping(topic)
     group = unique("g")
     await bus.ensure_topics([topic])  # the consumer creates its dead-letter topic
     lead = uuid.uuid4()
-
-    async def refuse_seven(ctx: object, payload: Ping) -> None:
-        if payload.n == 7:
-            raise ValueError("seven is not a valid ping")
-
     worker = ping_consumer(
-        bus, db, catalog, group=group, service="test", handlers=[refuse_seven], max_attempts=2
+        bus, db, catalog, group=group, service="test", handlers=[handler], max_attempts=2
     )
     await bus.publish([ping(catalog, topic, lead, n) for n in range(5, 10)])
     task = asyncio.create_task(worker.run())
@@ -248,10 +243,21 @@ async def test_a_handler_that_keeps_failing_dead_letters_only_its_event(
     await eventually(others_applied, timeout=60)
     worker.stop()
     await asyncio.wait_for(task, timeout=30)
-    dead = await dead_letters(bus, group, 1)
-
     assert await count_effects(db, lead_id=str(lead), n=7) == 0
-    assert [r.header("dlq_error") for r in dead] == ["ValueError: seven is not a valid ping"]
+    (dead,) = await dead_letters(bus, group, 1)
+    return dead
+
+
+async def test_a_handler_that_keeps_failing_dead_letters_only_its_event(
+    bus: Bus, db: Database
+) -> None:
+    async def refuse_seven(ctx: object, payload: Ping) -> None:
+        if payload.n == 7:
+            raise ValueError("seven is not a valid ping")
+
+    dead = await dead_letter_of_seven(bus, db, refuse_seven)
+
+    assert dead.header("dlq_error") == "ValueError: seven is not a valid ping"
 
 
 async def test_an_event_whose_own_statement_fails_is_dead_lettered_not_retried_for_ever(
@@ -259,29 +265,12 @@ async def test_an_event_whose_own_statement_fails_is_dead_lettered_not_retried_f
 ) -> None:
     """A statement the event's data makes fail (here malformed JSON) is the event's fault,
     though the database raised it: dead-lettered, and the events behind it applied."""
-    topic = unique("t.bad-statement")
-    catalog = catalog_with_ping(topic)
-    group = unique("g")
-    await bus.ensure_topics([topic])
-    lead = uuid.uuid4()
 
     async def bad_json_on_seven(ctx: HandlerContext, payload: Ping) -> None:
         if payload.n == 7:
             await ctx.session.execute(text("SELECT json_extract('{not json', '$.x')"))
 
-    worker = ping_consumer(
-        bus, db, catalog, group=group, service="test", handlers=[bad_json_on_seven], max_attempts=2
-    )
-    await bus.publish([ping(catalog, topic, lead, n) for n in range(5, 10)])
-    task = asyncio.create_task(worker.run())
-
-    async def others_applied() -> bool:
-        return await count_effects(db, lead_id=str(lead)) == 4
-
-    await eventually(others_applied, timeout=60)
-    worker.stop()
-    await asyncio.wait_for(task, timeout=30)
-    (dead,) = await dead_letters(bus, group, 1)
+    dead = await dead_letter_of_seven(bus, db, bad_json_on_seven)
 
     assert "malformed JSON" in (dead.header("dlq_error") or "")
 

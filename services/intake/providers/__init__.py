@@ -19,8 +19,12 @@ ADAPTERS: dict[str, ProviderAdapter] = {
     for adapter in (HubSpotAdapter(), StandardWebhooksAdapter(), MarketoAdapter())
 }
 
+# How the delivery ids of senders' own event keys begin (see `keyed_by_sender`).
+SENDER_KEYED_PREFIXES = tuple(f"{a.name}:" for a in ADAPTERS.values() if a.keyed_by_sender)
+
 __all__ = [
     "ADAPTERS",
+    "SENDER_KEYED_PREFIXES",
     "InboundItem",
     "InboundRequest",
     "PayloadError",

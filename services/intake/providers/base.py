@@ -84,6 +84,10 @@ class ProviderAdapter(Protocol):
     # The kinds of item its field map fills (`SourceConfig.field_map`): a source of this
     # provider may map a field only to a field of one of them.
     mapped_kinds: frozenset[MappedKind]
+    # Whether its delivery ids (`<name>:...`) are the sender's own key for one event, which
+    # a retry of the event carries again and which holds no personal data (kept past an
+    # erasure, so that a retry is a duplicate), rather than made from the event's content.
+    keyed_by_sender: bool
 
     def verify(self, request: InboundRequest, source: SourceConfig, *, now: datetime) -> None:
         """Raise SignatureError unless the raw request is authentic and fresh."""

@@ -75,6 +75,7 @@ class HubSpotAdapter:
 
     name: str = "hubspot"
     mapped_kinds: frozenset[MappedKind] = frozenset({"lead"})
+    keyed_by_sender: bool = True
 
     def verify(self, request: InboundRequest, source: SourceConfig, *, now: datetime) -> None:
         """Refuse a request without a fresh, matching v3 signature."""

@@ -53,6 +53,7 @@ class MarketoAdapter:
 
     name: str = "marketo"
     mapped_kinds: frozenset[MappedKind] = frozenset({"lead"})
+    keyed_by_sender: bool = False
 
     def verify(self, request: InboundRequest, source: SourceConfig, *, now: datetime) -> None:
         """Refuse a request whose token header is missing or differs from the shared token."""

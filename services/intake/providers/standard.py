@@ -45,6 +45,7 @@ class StandardWebhooksAdapter:
 
     name: str = "standard"
     mapped_kinds: frozenset[MappedKind] = frozenset(EVENT_KINDS.values())
+    keyed_by_sender: bool = True
 
     def verify(self, request: InboundRequest, source: SourceConfig, *, now: datetime) -> None:
         """Refuse a request without a fresh ``v1`` signature made with the source's secret."""
