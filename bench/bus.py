@@ -65,12 +65,14 @@ from bench.common import (
 from shared.bus.kafka import KafkaBus
 from shared.bus.local import LocalBus
 from shared.bus.port import Bus, OutgoingMessage, Record
-from shared.consumer import ConsumerHooks, EventConsumer, HandlerContext
+from shared.consumer import ConsumerHooks, EventConsumer
 from shared.db import Database
 from shared.events.codec import build_envelope, to_binary
+from shared.handler_context import HandlerContext
 from shared.inbox import Inbox
 from shared.observability.logging import configure_logging
-from shared.outbox import Outbox, OutboxRelay
+from shared.outbox import Outbox
+from shared.outbox_relay import OutboxRelay
 from shared.process import run_on_service_loop, tune_collector
 from shared.settings import ServiceSettings
 

@@ -24,7 +24,7 @@ from shared.db import Database, new_metadata
 from shared.events.catalog import CATALOG, EventCatalog, EventType
 from shared.events.payloads import Payload
 from shared.inbox import define_inbox_table
-from shared.outbox import define_outbox_tables
+from shared.outbox_tables import define_outbox_tables
 from shared.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -58,12 +58,14 @@ from services.intake.leads import capture_batch
 from services.intake.models import outbox_tables as intake_outbox_tables
 from shared.bus.local import LocalBus
 from shared.bus.port import Record, StoredHeaders
-from shared.consumer import EventConsumer, HandlerContext
+from shared.consumer import EventConsumer
 from shared.db import Database
 from shared.events.catalog import CATALOG
+from shared.handler_context import HandlerContext
 from shared.inbox import Inbox
 from shared.migrations import upgrade
-from shared.outbox import Outbox, OutboxRelay
+from shared.outbox import Outbox
+from shared.outbox_relay import OutboxRelay
 from shared.process import run_on_service_loop, settle_for_serving
 
 RELAY_SIZES = (1, 32, 500)

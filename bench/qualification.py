@@ -63,11 +63,12 @@ from shared.auth import TokenStore
 from shared.bus.kafka import KafkaBus
 from shared.bus.local import LocalBus
 from shared.bus.port import Bus, OutgoingMessage, Record
-from shared.consumer import Batched, ConsumerHooks, EventConsumer
+from shared.consumer import ConsumerHooks, EventConsumer
 from shared.db import Database
 from shared.events.catalog import CATALOG, EventCatalog
 from shared.events.codec import build_envelope, to_binary
 from shared.events.payloads import LeadActivity, LeadCaptured, LeadScored, LeadStageChanged
+from shared.handler_context import Batched
 from shared.http import build_app
 from shared.inbox import Inbox
 from shared.migrations import upgrade

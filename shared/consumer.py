@@ -12,21 +12,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from pydantic import BaseModel
-from sqlalchemy import Table
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.bus.port import Bus, OutgoingMessage, Record, Subscription
-from shared.db import Database, stage_insert
+from shared.bus.port import Bus, Record, Subscription
+from shared.consumer_lag import LagGauges
+from shared.database_trouble import database_trouble
+from shared.db import Database
+from shared.dead_letters import dead_letter
 from shared.events.catalog import EventCatalog, UnknownEventType, dead_letter_topic
 from shared.events.codec import MalformedEvent, decode_binary, decode_payload
 from shared.events.envelope import Envelope
+from shared.handler_context import Batched, Delivery, Handler, HandlerContext, Handlers
 from shared.inbox import Inbox
 from shared.observability import metrics
 from shared.observability.logging import reset_event_context, set_event_context
@@ -34,56 +37,6 @@ from shared.observability.tracing import continue_trace, current_traceparent, tr
 from shared.outbox import Outbox
 
 log = structlog.get_logger(__name__)
-LAG_REPORT_INTERVAL_S = 5.0
-
-
-@dataclass(frozen=True)
-class HandlerContext:
-    """What a handler gets besides the payload: the transaction and a way to emit events."""
-
-    session: AsyncSession
-    envelope: Envelope
-    outbox: Outbox | None
-    trace: str | None = None  # what emitted events carry (default: the current trace)
-    event_id: str = ""  # the envelope's id as canonical text (made from it when not given)
-
-    def __post_init__(self) -> None:
-        if not self.event_id:
-            object.__setattr__(self, "event_id", str(self.envelope.id))
-
-    def stage(self, table: Table, **values: Any) -> None:
-        """Insert a row with the batch's commit (bulk): the fast way to record an effect."""
-        stage_insert(self.session, table, values)
-
-    async def emit(self, payload: BaseModel, *, subject: str | None = None) -> str:
-        """Emit an event in the same transaction, continuing the incoming event's trace."""
-        if self.outbox is None:
-            raise RuntimeError("this consumer has no outbox to emit through")
-        return await self.outbox.add(
-            self.session,
-            payload,
-            subject=subject or self.envelope.subject,
-            traceparent=self.trace,  # None: the current_traceparent context
-        )
-
-
-Handler = Callable[[HandlerContext, Any], Awaitable[None]]
-Delivery = tuple[HandlerContext, Any]
-
-
-@dataclass(frozen=True)
-class Batched:
-    """A handler given a run of fresh events of its type at once, as (context, payload) pairs.
-
-    Consecutive events of one type in a polled batch form a run; the handler must leave the
-    effects that handling them one by one, in order, would leave (it may read and write in
-    bulk). Runs end where an event of another type comes, so order across types is kept.
-    """
-
-    handle: Callable[[Sequence[Delivery]], Awaitable[None]]
-
-
-Handlers = Mapping[type[BaseModel], Sequence[Handler] | Batched]
 
 
 @dataclass
@@ -139,9 +92,7 @@ class EventConsumer:
         self._committing: asyncio.Task[None] | None = None  # the last batch's offset commit
         self._stopping = asyncio.Event()
         self._subscription: Subscription | None = None
-        self._last_lag_report = float("-inf")
-        self._lag_reported: set[tuple[str, int]] = set()  # partitions with a lag gauge
-        self._revocations = 0  # how many times this member's partitions were taken away
+        self._lag = LagGauges(service, group)
 
     async def run(self) -> None:
         """Consume until `stop()`; returns after the last batch is committed.
@@ -174,7 +125,7 @@ class EventConsumer:
         try:
             while not self._stopping.is_set():
                 records = await subscription.poll(max_records=self.batch_size, timeout=0.5)
-                await self._report_lag(subscription)
+                await self._lag.report(subscription)
                 if records:
                     async with self._in_flight:
                         await self.process(records)
@@ -189,12 +140,12 @@ class EventConsumer:
                 await subscription.close()
                 self._subscription = None
                 if self._stopping.is_set():  # (after a failure it is run again: see run's doc)
-                    self._forget_lag(set(self._lag_reported))
+                    self._lag.forget_all()
 
     def stop(self) -> None:
         self._stopping.set()
         if self._subscription is None:  # between runs (a failed one waiting to run again)
-            self._forget_lag(set(self._lag_reported))
+            self._lag.forget_all()
 
     async def _commit_offsets(self, subscription: Subscription, records: Sequence[Record]) -> None:
         await subscription.commit(records)
@@ -217,9 +168,7 @@ class EventConsumer:
         once)."""
         async with self._in_flight:
             await self._committed()
-        self._revocations += 1
-        self._forget_lag(set(self._lag_reported))
-        self._last_lag_report = float("-inf")
+        self._lag.revoked()
 
     async def process(self, records: Sequence[Record]) -> None:
         """Apply a batch: good events in one transaction, failures isolated, poison to DLQ."""
@@ -240,7 +189,7 @@ class EventConsumer:
                 await self._apply_alone(item)
         dead = [d for d in decoded if d.error is not None]
         if dead:
-            await self._dead_letter(dead)
+            await dead_letter(self.bus, service=self.service, group=self.group, letters=dead)
         if self.hooks.after_db_commit:
             await self.hooks.after_db_commit(records)
 
@@ -365,46 +314,11 @@ class EventConsumer:
                 )
                 if attempt == self.max_attempts:
                     await self.db.ping()  # a database outage is not the event's fault: raise
-                    if _database_trouble(exc):  # nor a deadlock or a lost connection
+                    if database_trouble(exc):  # nor a deadlock or a lost connection
                         raise
                     item.error = f"{type(exc).__name__}: {exc}"
                 else:
                     await asyncio.sleep(0.05 * 2**attempt)
-
-    async def _dead_letter(self, dead: Sequence[_Decoded]) -> None:
-        topic = dead_letter_topic(self.group)
-        messages = []
-        for item in dead:
-            r = item.record
-            envelope = item.envelope  # None: the record could not be decoded
-            log.error(
-                "event dead-lettered",
-                group=self.group,
-                event_id=item.event_id or r.header("ce_id"),
-                lead_id=envelope.subject if envelope else r.header("ce_subject") or r.key,
-                trace_id=trace_id_of(
-                    envelope.traceparent if envelope else r.header("ce_traceparent")
-                ),
-                topic=r.topic,
-                partition=r.partition,
-                offset=r.offset,
-                error=item.error,
-            )
-            metrics.EVENTS_CONSUMED.labels(
-                self.service, self.group, r.header("ce_type") or "unknown", "dead_lettered"
-            ).inc()
-            headers = [
-                *r.headers,
-                ("dlq_error", (item.error or "").encode()),
-                ("dlq_group", self.group.encode()),
-                ("dlq_topic", r.topic.encode()),
-                ("dlq_partition", str(r.partition).encode()),
-                ("dlq_offset", str(r.offset).encode()),
-            ]
-            messages.append(
-                OutgoingMessage(topic=topic, key=r.key or "", value=r.value, headers=headers)
-            )
-        await self.bus.publish(messages)
 
     def _count_all(self, items: Sequence[_Decoded], outcomes: Sequence[str]) -> None:
         tally = Counter(
@@ -417,67 +331,3 @@ class EventConsumer:
     def _count(self, item: _Decoded, outcome: str) -> None:
         event_type = item.envelope.type if item.envelope else "unknown"
         metrics.EVENTS_CONSUMED.labels(self.service, self.group, event_type, outcome).inc()
-
-    async def _report_lag(self, subscription: Subscription) -> None:
-        """Export the lag of this member's partitions (at most every 5 s)."""
-        now = asyncio.get_running_loop().time()
-        if now - self._last_lag_report < LAG_REPORT_INTERVAL_S:
-            return
-        self._last_lag_report = now
-        revocations = self._revocations
-        with contextlib.suppress(Exception):
-            lags = await subscription.lag()
-            if not lags or revocations != self._revocations:
-                # Not given partitions yet (a member still joining its group), or an answer
-                # about partitions revoked meanwhile: ask again after the next poll.
-                self._last_lag_report = float("-inf")
-                return
-            for (topic, partition), lag in lags.items():
-                metrics.CONSUMER_LAG.labels(self.service, self.group, topic, str(partition)).set(
-                    lag
-                )
-            # Partitions this member no longer has: their lag is another member's to report
-            # (a value left here would be summed with it for ever).
-            self._forget_lag(self._lag_reported - lags.keys())
-            self._lag_reported = set(lags)
-
-    def _forget_lag(self, partitions: set[tuple[str, int]]) -> None:
-        for topic, partition in partitions:
-            with contextlib.suppress(KeyError):
-                metrics.CONSUMER_LAG.remove(self.service, self.group, topic, str(partition))
-        self._lag_reported -= partitions
-
-
-# A database failing a transaction for reasons of its own, by SQLSTATE: a transaction
-# rolled back for the others' sake (deadlock, serialization failure), a connection lost,
-# insufficient resources, the server shutting down or starting. (Not 57014, a statement
-# cancelled or timed out: the event's statement may be what is slow.)
-_TROUBLE_CLASSES = frozenset({"40", "08", "53"})
-_TROUBLE_STATES = frozenset({"57P01", "57P02", "57P03", "58030"})
-# SQLite's: another writer holds the file, the disk is full or failing, the file is gone.
-# (Every other statement error is SQLITE_ERROR, which is the statement's: the event's.)
-_SQLITE_TROUBLE = frozenset(
-    {"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_CANTOPEN"}
-)
-
-
-def _database_trouble(error: BaseException) -> bool:
-    """True when `error` is the database's trouble rather than the event's: run again
-    (the consumer restarts, the batch comes again), never dead-lettered. What the event's
-    own statements cause (a constraint, a bad value, malformed JSON, a statement timeout)
-    is the event's: after its attempts it is dead-lettered."""
-    if not isinstance(error, DBAPIError):
-        return False
-    if error.connection_invalidated:
-        return True
-    cause = error.orig
-    sqlstate = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
-    if isinstance(sqlstate, str):
-        return sqlstate[:2] in _TROUBLE_CLASSES or sqlstate in _TROUBLE_STATES
-    name = getattr(cause, "sqlite_errorname", None)
-    return isinstance(name, str) and _sqlite_name(name) in _SQLITE_TROUBLE
-
-
-def _sqlite_name(name: str) -> str:
-    """The primary result code's name of an extended one (SQLITE_IOERR_WRITE: SQLITE_IOERR)."""
-    return "_".join(name.split("_", 2)[:2])

@@ -10,7 +10,8 @@ from sqlalchemy import Column, DateTime, MetaData, String, Table
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import PgWrite, pg_driver, sqlite_rows_returning
+from shared.bulk_writes import sqlite_rows_returning
+from shared.db_drivers import PgWrite, pg_driver
 
 
 def define_inbox_table(metadata: MetaData) -> Table:

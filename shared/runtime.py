@@ -17,15 +17,17 @@ from sqlalchemy import MetaData, Table
 from shared.bus.kafka import KafkaBus
 from shared.bus.local import LocalBus
 from shared.bus.port import Bus, BusError
-from shared.consumer import ConsumerHooks, EventConsumer, Handlers
+from shared.consumer import ConsumerHooks, EventConsumer
 from shared.db import Database
 from shared.events.catalog import CATALOG, EventCatalog, Topics
+from shared.handler_context import Handlers
 from shared.inbox import Inbox
-from shared.migrations import is_sqlite_file
 from shared.observability import metrics
 from shared.observability.logging import quieted
-from shared.outbox import Outbox, OutboxRelay
+from shared.outbox import Outbox
+from shared.outbox_relay import OutboxRelay
 from shared.settings import ServiceSettings
+from shared.sqlite_files import is_sqlite_file
 
 log = structlog.get_logger(__name__)
 

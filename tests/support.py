@@ -12,13 +12,14 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy import Column, Integer, String, Table, func, insert, select
 
 from shared.bus.port import Bus, OutgoingMessage, Record, Subscription
-from shared.consumer import EventConsumer, Handler, HandlerContext
+from shared.consumer import EventConsumer
 from shared.db import Database, new_metadata
 from shared.events.catalog import CATALOG, EventCatalog, EventType
 from shared.events.codec import build_envelope, to_binary
 from shared.events.payloads import Payload
+from shared.handler_context import Handler, HandlerContext
 from shared.inbox import Inbox, define_inbox_table
-from shared.outbox import define_outbox_tables
+from shared.outbox_tables import define_outbox_tables
 
 metadata = new_metadata()
 outbox_tables = define_outbox_tables(metadata)

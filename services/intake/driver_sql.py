@@ -6,16 +6,18 @@ every call (and on PostgreSQL every new list length is a new prepared statement)
 each execution builds an execution context and result. Here every statement is text
 written once per dialect:
 
-- SQLite: run on the session's `sqlite3` connection itself (`shared.db.SqliteDriver`), inside
-  the transaction the unit of work began (`BEGIN IMMEDIATE`); lists are `IN (?, ...)`
-  with one text per length. Values are converted with the dialect's own bind and result
-  processors (datetimes, JSON), so rows read and written are those SQLAlchemy would have.
-- PostgreSQL: on the session's asyncpg connection (`shared.db.PgDriver`, in the unit of
-  work's transaction) with one array parameter per list, one text whatever the length;
-  each value of a lookup is its own index probe (`unnest` + `LATERAL (... LIMIT 1)`), so
-  that a plan PostgreSQL caches while the tables are empty still looks values up instead
-  of scanning; staged rows are written as the unit of work commits, in the statement that
-  writes its events (`PgDriver.write_at_commit`, an array per column).
+- SQLite: run on the session's `sqlite3` connection itself
+  (`shared.db_drivers.SqliteDriver`), inside the transaction the unit of work began
+  (`BEGIN IMMEDIATE`); lists are `IN (?, ...)` with one text per length. Values are
+  converted with the dialect's own bind and result processors (datetimes, JSON), so rows
+  read and written are those SQLAlchemy would have.
+- PostgreSQL: on the session's asyncpg connection (`shared.db_drivers.PgDriver`, in the
+  unit of work's transaction) with one array parameter per list, one text whatever the
+  length; each value of a lookup is its own index probe (`unnest` +
+  `LATERAL (... LIMIT 1)`), so that a plan PostgreSQL caches while the tables are empty
+  still looks values up instead of scanning; staged rows are written as the unit of work
+  commits, in the statement that writes its events (`PgDriver.write_at_commit`, an array
+  per column).
 
 Errors surface as SQLAlchemy's (`IntegrityError`, ...), as from any other statement.
 """
@@ -29,17 +31,9 @@ from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from shared.db import (
-    PgDriver,
-    PgWrite,
-    SqliteDriver,
-    before_commit,
-    convert_columns,
-    insert_many,
-    pg_driver,
-    pg_insert,
-    sqlite_driver,
-)
+from shared.bulk_writes import convert_columns, insert_many, pg_insert
+from shared.db import before_commit
+from shared.db_drivers import PgDriver, PgWrite, SqliteDriver, pg_driver, sqlite_driver
 
 _KEY = "handoff.intake.driver_sql"
 
@@ -84,7 +78,7 @@ class DriverSql:
     async def insert(
         self, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> None:
-        """INSERT `rows` (values in `columns` order), as `shared.db.insert_many` would."""
+        """INSERT `rows` (values in `columns` order), as `shared.bulk_writes.insert_many` would."""
         if not rows:
             return
         if self._sqlite is None:

@@ -31,7 +31,8 @@ from services.intake.providers import (
 )
 from services.intake.webhook_intake import Delivery
 from shared.auth import Principal, authenticated_by_signature, require_roles
-from shared.http import DirectRoute, runtime_of
+from shared.direct_routes import DirectRoute
+from shared.http import runtime_of
 from shared.problems import Problem
 from shared.runtime import ServiceRuntime
 from shared.sealing import SealError

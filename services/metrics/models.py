@@ -2,7 +2,7 @@
 
 from shared.db import new_metadata
 from shared.inbox import define_inbox_table
-from shared.outbox import define_outbox_tables
+from shared.outbox_tables import define_outbox_tables
 
 metadata = new_metadata()
 outbox_tables = define_outbox_tables(metadata)

@@ -43,8 +43,7 @@ from services.qualification.scoring import (
     live_history,
     score,
 )
-from shared.consumer import Batched, Delivery, HandlerContext, Handlers
-from shared.db import insert_many
+from shared.bulk_writes import insert_many
 from shared.events.payloads import (
     LeadActivity,
     LeadAssigned,
@@ -52,6 +51,7 @@ from shared.events.payloads import (
     LeadErased,
     LeadUpdated,
 )
+from shared.handler_context import Batched, Delivery, HandlerContext, Handlers
 from shared.runtime import ServiceRuntime
 from shared.settings import QualificationSettings
 

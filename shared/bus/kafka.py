@@ -9,34 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Generator, Sequence
-from typing import Any
+import functools
+from collections.abc import AsyncIterator, Awaitable, Sequence
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import (
-    CommitFailedError,
-    IllegalStateError,
-    KafkaError,
-    KafkaTimeoutError,
-    RebalanceInProgressError,
-    TopicAlreadyExistsError,
-)
+from aiokafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
-from aiokafka.producer.message_accumulator import BatchBuilder
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from shared.bus.port import (
-    Bus,
-    BusError,
-    OutgoingMessage,
-    Record,
-    RevokeHook,
-    StoredHeaders,
-    Subscription,
-)
+from shared.bus.kafka_batches import Stored, append, done, header_list, send_batch
+from shared.bus.kafka_subscription import KafkaSubscription
+from shared.bus.port import Bus, BusError, OutgoingMessage, RevokeHook
 from shared.observability import metrics
 
 log = structlog.get_logger(__name__)
@@ -148,7 +133,7 @@ class KafkaBus(Bus):
         the repeat).
         """
         producer = self.producer
-        if isinstance(after, _Stored) and after.producer is not producer:
+        if isinstance(after, Stored) and after.producer is not producer:
             raise BusError("publish to Kafka failed: the producer was replaced; send it all again")
         if self._failed is not producer:
             return producer
@@ -273,7 +258,7 @@ class KafkaBus(Bus):
         a send. Per partition the batches go out in order.
         """
         if not messages:
-            return _done()
+            return done()
         producer = await self._sending_producer(after)
         timeout = self.request_timeout_ms / 1000
         try:
@@ -290,31 +275,31 @@ class KafkaBus(Bus):
             for (topic, partition), items in grouped.items():
                 batch = producer.create_batch()
                 for key, m in items:
-                    if _append(batch, key, m):
+                    if append(batch, key, m):
                         continue
                     if batch.record_count():  # full: ship it, go on in a new one
                         deliveries.append(
-                            await _send_batch(producer, batch, topic, partition, timeout)
+                            await send_batch(producer, batch, topic, partition, timeout)
                         )
                         batch = producer.create_batch()
-                    if not _append(batch, key, m):  # larger than a batch: let send() say so
+                    if not append(batch, key, m):  # larger than a batch: let send() say so
                         deliveries.append(
                             await producer.send(
                                 topic,
                                 m.value,
                                 key=key,
                                 partition=partition,
-                                headers=_pairs(m.headers),
+                                headers=header_list(m.headers),
                             )
                         )
                 if batch.record_count():
-                    deliveries.append(await _send_batch(producer, batch, topic, partition, timeout))
+                    deliveries.append(await send_batch(producer, batch, topic, partition, timeout))
         except KafkaTimeoutError as exc:  # not taken: the producer's numbering has no gap
             raise BusError(f"publish to Kafka failed: {exc}") from exc
         except KafkaError as exc:
             self._failed_with(producer)
             raise BusError(f"publish to Kafka failed: {exc}") from exc
-        return _Stored(self, producer, deliveries)
+        return Stored(producer, deliveries, functools.partial(self._failed_with, producer))
 
     def _key_hash(self, key: bytes) -> int:
         hashed = self._key_hashes.get(key)
@@ -328,160 +313,3 @@ class KafkaBus(Bus):
         self, *, group: str, topics: Sequence[str], on_revoke: RevokeHook | None = None
     ) -> KafkaSubscription:
         return KafkaSubscription(self, group=group, topics=tuple(topics), on_revoke=on_revoke)
-
-
-async def _send_batch(
-    producer: AIOKafkaProducer, batch: BatchBuilder, topic: str, partition: int, timeout: float
-) -> asyncio.Future[object]:
-    """Queue `batch` for its partition; what completes once the broker stored it.
-
-    The producer holds one batch per partition until it is sent, so a batch waits
-    while the ones queued before it go out, for at most `timeout` (s). aiokafka's
-    `send_batch` counts that wait wrongly: on every turn it deducts all the time waited
-    so far, so behind a queue of batches (many publishers, or a broker slow to answer
-    just after it started) it gives up after a fraction of the timeout. It raises
-    before taking the batch, so the batch is offered again until `timeout` has really
-    passed. A caller's own batches keep their order (its next one is offered only once
-    this one is taken); another caller's may go first, as with any concurrent sends.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            delivery: asyncio.Future[object] = await producer.send_batch(
-                batch, topic, partition=partition
-            )
-        except KafkaTimeoutError:
-            if time.monotonic() >= deadline:
-                raise
-            continue
-        return delivery
-
-
-class _Stored:
-    """What `KafkaBus.enqueue` returns: completes once the broker stored every batch."""
-
-    def __init__(
-        self, bus: KafkaBus, producer: AIOKafkaProducer, deliveries: list[asyncio.Future[object]]
-    ) -> None:
-        self.bus, self.producer, self.deliveries = bus, producer, deliveries
-
-    def __await__(self) -> Generator[Any, None, None]:
-        return self._wait().__await__()
-
-    async def _wait(self) -> None:
-        try:
-            await asyncio.gather(*self.deliveries)
-        except KafkaError as exc:
-            self.bus._failed_with(self.producer)
-            raise BusError(f"publish to Kafka failed: {exc}") from exc
-
-
-async def _done() -> None:
-    return None
-
-
-def _append(batch: BatchBuilder, key: bytes, message: OutgoingMessage) -> bool:
-    headers = _pairs(message.headers)
-    added = batch.append(key=key, value=message.value, timestamp=None, headers=headers)
-    return added is not None
-
-
-def _pairs(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-    # aiokafka's record builder takes a list and nothing else
-    if isinstance(headers, list):
-        return headers
-    if type(headers) is StoredHeaders:  # the relay's: its own parsed list, no copy
-        return headers.pairs()
-    return list(headers)
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, on_revoke: RevokeHook | None, group: str) -> None:
-        self.on_revoke = on_revoke
-        self.group = group
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        if revoked and self.on_revoke is not None:
-            await self.on_revoke()  # finish and commit the in-flight batch first
-        log.info("partitions revoked", group=self.group, partitions=len(revoked))
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        log.info("partitions assigned", group=self.group, partitions=len(assigned))
-
-
-class KafkaSubscription(Subscription):
-    """One consumer-group member on Kafka."""
-
-    def __init__(
-        self, bus: KafkaBus, *, group: str, topics: tuple[str, ...], on_revoke: RevokeHook | None
-    ) -> None:
-        self.bus = bus
-        self.group = group
-        self.topics = topics
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bus.bootstrap_servers,
-            client_id=f"{bus.client_id}-{group}",
-            group_id=group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=bus.session_timeout_ms,
-            heartbeat_interval_ms=max(500, bus.session_timeout_ms // 4),
-            fetch_max_wait_ms=100,
-        )
-        self._listener = _Listener(on_revoke, group)
-
-    async def start(self) -> None:
-        await self.bus.ensure_topics(self.topics)
-        self._consumer.subscribe(list(self.topics), listener=self._listener)
-        await self._consumer.start()
-
-    async def poll(self, *, max_records: int, timeout: float) -> list[Record]:
-        batches = await self._consumer.getmany(
-            timeout_ms=int(timeout * 1000), max_records=max_records
-        )
-        return [
-            Record(
-                tp.topic,
-                tp.partition,
-                m.offset,
-                m.key.decode("utf-8", "replace") if m.key else None,
-                m.value or b"",
-                tuple(m.headers),
-                m.timestamp,
-            )
-            for tp, messages in batches.items()
-            for m in messages
-        ]
-
-    async def commit(self, records: Sequence[Record]) -> None:
-        # Each partition's next offset, keyed by plain tuples (a TopicPartition per record
-        # cost more than the rest of the loop).
-        ends: dict[tuple[str, int], int] = {}
-        for r in records:
-            tp = (r.topic, r.partition)
-            if r.offset >= ends.get(tp, 0):
-                ends[tp] = r.offset + 1
-        if not ends:
-            return
-        offsets = {TopicPartition(topic, part): end for (topic, part), end in ends.items()}
-        try:
-            await self._consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
-            # The partitions moved: their new owner re-reads these records and its inbox
-            # drops what we already applied. Nothing is lost.
-            log.warning("offset commit refused after a rebalance", group=self.group, error=str(exc))
-
-    async def lag(self) -> dict[tuple[str, int], int]:
-        lags: dict[tuple[str, int], int] = {}
-        for tp in self._consumer.assignment():
-            highwater = self._consumer.highwater(tp)
-            committed = await self._consumer.committed(tp)
-            if highwater is not None:
-                lags[(tp.topic, tp.partition)] = max(0, highwater - (committed or 0))
-        return lags
-
-    def assignment(self) -> set[tuple[str, int]]:
-        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
-
-    async def close(self) -> None:
-        await self._consumer.stop()

@@ -19,17 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-import orjson
-
-from shared.bus.port import (
-    Bus,
-    BusError,
-    OutgoingMessage,
-    Record,
-    RevokeHook,
-    StoredHeaders,
-    Subscription,
-)
+from shared.bus.local_headers import dump_headers, load_headers
+from shared.bus.local_subscription import LocalSubscription
+from shared.bus.port import Bus, BusError, OutgoingMessage, Record, RevokeHook
 from shared.sqlite_checkpoint import WalCheckpointer
 
 _SCHEMA = """
@@ -156,7 +148,7 @@ class LocalBus(Bus):
                     tp = (m.topic, partition_for(m.key, self._partitions[m.topic]))
                     offset = end.get(tp, 0)
                     end[tp] = offset + 1
-                    rows.append((*tp, offset, m.key, m.value, _dump_headers(m.headers), now))
+                    rows.append((*tp, offset, m.key, m.value, dump_headers(m.headers), now))
                 self.conn.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
                 self.conn.commit()
             except BaseException:
@@ -260,7 +252,7 @@ class LocalBus(Bus):
                 continue
             served += 1
             records.extend(
-                Record(topic, partition, offset, key, value, _load_headers(headers), ts)
+                Record(topic, partition, offset, key, value, load_headers(headers), ts)
                 for offset, key, value, headers, ts in self.conn.execute(
                     query, (topic, partition, position, end, quota)
                 )
@@ -277,79 +269,6 @@ class LocalBus(Bus):
 
     def end_offset(self, tp: TopicPartition) -> int:
         return self._end.get(tp, 0)
-
-
-class LocalSubscription(Subscription):
-    """A member of a LocalBus consumer group."""
-
-    def __init__(
-        self, bus: LocalBus, *, group: str, topics: tuple[str, ...], on_revoke: RevokeHook | None
-    ) -> None:
-        self.bus = bus
-        self.group = group
-        self.topics = topics
-        self._on_revoke = on_revoke
-        self._positions: dict[TopicPartition, int] = {}
-        self._committed: dict[TopicPartition, int] = {}
-        self._joined = False
-        self._assigned = asyncio.Event()
-        self._turn = 0  # which partition with records a fetch serves first
-
-    async def start(self) -> None:
-        await self.bus._join(self)
-        self._joined = True
-
-    async def _revoke(self) -> None:
-        if self._on_revoke is not None and self._positions:
-            await self._on_revoke()
-
-    def _assign(self, positions: dict[TopicPartition, int]) -> None:
-        self._positions = dict(positions)
-        self._committed = dict(positions)
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self._positions)
-
-    async def poll(self, *, max_records: int, timeout: float) -> list[Record]:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            positions = dict(self._positions)
-            records, self._turn = await self.bus._fetch(positions, max_records, self._turn)
-            if records:
-                for r in records:
-                    tp = (r.topic, r.partition)
-                    if tp in self._positions:
-                        self._positions[tp] = max(self._positions[tp], r.offset + 1)
-                return records
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                return []
-            if positions:
-                await self.bus._wait_for_append(positions, remaining)
-            else:  # nothing assigned to us (more members than partitions): idle
-                await asyncio.sleep(min(remaining, 0.5))
-
-    async def commit(self, records: Sequence[Record]) -> None:
-        offsets: dict[TopicPartition, int] = {}
-        for r in records:
-            tp = (r.topic, r.partition)
-            if tp in self._positions:  # a partition moved away: its new owner re-reads it
-                offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
-        if offsets:
-            await self.bus._commit(self.group, offsets)
-            self._committed.update(offsets)
-
-    async def lag(self) -> dict[TopicPartition, int]:
-        return {
-            tp: max(0, self.bus.end_offset(tp) - self._committed.get(tp, 0))
-            for tp in self._positions
-        }
-
-    async def close(self) -> None:
-        if self._joined:
-            self._joined = False
-            self._positions = {}
-            await self.bus._leave(self)
 
 
 def _shares(available: Sequence[int], budget: int) -> list[int]:
@@ -371,13 +290,3 @@ def _shares(available: Sequence[int], budget: int) -> list[int]:
                 break
         pending = still
     return shares
-
-
-def _dump_headers(headers: Sequence[tuple[str, bytes]]) -> bytes:
-    if isinstance(headers, StoredHeaders) and headers.text.isascii():
-        return headers.text.encode()  # the very JSON we would write (values are ASCII)
-    return orjson.dumps([[k, v.decode("latin-1")] for k, v in headers])
-
-
-def _load_headers(raw: bytes) -> list[tuple[str, bytes]]:
-    return [(k, v.encode("latin-1")) for k, v in orjson.loads(raw)]

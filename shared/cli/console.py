@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from shared.migrations import MigrationError
+from shared.migration_errors import MigrationError
 
 # (no emoji codes: `a:b:c` or a path is printed as it is)
 console = Console(stderr=True, soft_wrap=True, emoji=False)

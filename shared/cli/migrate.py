@@ -9,7 +9,8 @@ import typer
 from alembic.util import CommandError as AlembicError
 
 from shared.cli.console import console, database_failed, fail
-from shared.migrations import MigrationError, upgrade
+from shared.migration_errors import MigrationError
+from shared.migrations import upgrade
 from shared.service_app import service_definition
 from shared.settings import SERVICES, DatabaseSettings, SettingsError, read_settings
 

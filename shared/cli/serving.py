@@ -18,7 +18,8 @@ from shared.bus.port import Bus, BusError
 from shared.cli.console import console, database_failed, fail
 from shared.cli.options import DataDir, Host, Port, check_directory
 from shared.http import build_app
-from shared.migrations import MigrationError, check_owner, upgrade
+from shared.migration_errors import MigrationError
+from shared.migrations import check_owner, upgrade
 from shared.observability.logging import configure_logging
 from shared.process import serve_http, settle_for_serving
 from shared.runtime import ServiceRuntime, bus_from_settings, check_bus

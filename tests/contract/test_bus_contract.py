@@ -13,9 +13,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from shared.bus.port import Bus, OutgoingMessage, Record
-from shared.consumer import ConsumerHooks, EventConsumer, Handler, HandlerContext
+from shared.consumer import ConsumerHooks, EventConsumer
 from shared.db import Database
 from shared.events.catalog import EventCatalog, dead_letter_topic
+from shared.handler_context import Handler, HandlerContext
 from tests.conftest import unique
 from tests.support import (
     Ping,

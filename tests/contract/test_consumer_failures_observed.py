@@ -17,13 +17,14 @@ import pytest
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from shared import consumer as consumer_module
+from shared import consumer_lag
 from shared import runtime as runtime_module
 from shared.bus.port import Bus, OutgoingMessage
-from shared.consumer import EventConsumer, HandlerContext
+from shared.consumer import EventConsumer
 from shared.db import Database
 from shared.events.catalog import EventCatalog
 from shared.events.codec import build_envelope, to_binary
+from shared.handler_context import HandlerContext
 from shared.runtime import ServiceDefinition, ServiceRuntime
 from shared.settings import load_settings
 from tests import support
@@ -110,7 +111,7 @@ async def test_the_lag_stays_exported_and_grows_while_the_database_is_down(
     monkeypatch.setattr(
         runtime_module, "restart_delay", lambda _delay, ran_for: restarts.append(ran_for) or 0.3
     )
-    monkeypatch.setattr(consumer_module, "LAG_REPORT_INTERVAL_S", 0.2)
+    monkeypatch.setattr(consumer_lag, "LAG_REPORT_INTERVAL_S", 0.2)
     topic, group, lead = unique("t.outage"), unique("g"), uuid.uuid4()
     catalog = catalog_with_ping(topic)
     await bus.ensure_topics([topic])

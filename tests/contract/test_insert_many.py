@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import JSON, Column, DateTime, Integer, LargeBinary, String, Table, select
 from sqlalchemy.exc import IntegrityError
 
-from shared.db import Database, insert_many, new_metadata, stage_insert
+from shared.bulk_writes import insert_many, stage_insert
+from shared.db import Database, new_metadata
 from tests.conftest import database_with
 
 metadata = new_metadata()

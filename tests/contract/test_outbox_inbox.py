@@ -16,15 +16,17 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-import shared.db
+import shared.bulk_writes
 from shared.bus.local import LocalBus
 from shared.bus.port import Bus
-from shared.consumer import ConsumerHooks, EventConsumer, Handler, HandlerContext
+from shared.consumer import ConsumerHooks, EventConsumer
 from shared.db import Database
 from shared.events.codec import sequence_text
 from shared.events.envelope import Envelope
+from shared.handler_context import Handler, HandlerContext
 from shared.inbox import Inbox
-from shared.outbox import Outbox, OutboxRelay
+from shared.outbox import Outbox
+from shared.outbox_relay import OutboxRelay
 from tests.conftest import new_pg_database, unique
 from tests.support import (
     Ping,
@@ -242,7 +244,7 @@ async def test_large_batches_split_across_sqlite_statements_keep_their_answers(
     """SQLite takes a limited number of parameters per statement: a batch above it is
     written in several statements, with the same numbering and the same inbox answers."""
     producer_db, consumer_db = databases
-    monkeypatch.setattr(shared.db, "SQLITE_MAX_VARIABLES", 7)  # 3 subjects, 5 inbox ids
+    monkeypatch.setattr(shared.bulk_writes, "SQLITE_MAX_VARIABLES", 7)  # 3 subjects, 5 inbox ids
     outbox = Outbox(service="producer", tables=outbox_tables, catalog=catalog_with_ping("t"))
     leads = [uuid.uuid4() for _ in range(8)]
     sequences = await numbered(producer_db, outbox, [leads, leads[:5]])
@@ -406,8 +408,8 @@ async def test_an_unchecked_claim_takes_only_a_repeated_id_for_seen_before(
             async with db.transaction() as session:
                 await inbox.claim(session, group="g", event_ids=["e"], unseen=True)
                 row = {"id": 1, "event_id": "e", "lead_id": "x", "n": 1}
-                shared.db.stage_insert(session, effects, row)
-                shared.db.stage_insert(session, effects, dict(row))
+                shared.bulk_writes.stage_insert(session, effects, row)
+                shared.bulk_writes.stage_insert(session, effects, dict(row))
         assert not inbox.seen_before(elsewhere.value)
         assert not inbox.seen_before(ValueError("not a database error"))
         async with db.transaction() as session:  # nothing of the failed claims was kept

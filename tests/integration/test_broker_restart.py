@@ -19,7 +19,8 @@ from sqlalchemy import func, select
 
 from shared.bus.kafka import KafkaBus
 from shared.db import Database
-from shared.outbox import Outbox, OutboxRelay
+from shared.outbox import Outbox
+from shared.outbox_relay import OutboxRelay
 from tests import infra
 from tests.conftest import new_pg_database, unique
 from tests.support import (

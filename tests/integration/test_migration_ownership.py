@@ -16,8 +16,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from typer.testing import CliRunner, Result
 
+from shared.alembic_commands import alembic_config
 from shared.cli import app, serving
-from shared.migrations import MIGRATION_LOCK, OWNER_TABLE, alembic_config
+from shared.migration_ownership import OWNER_TABLE
+from shared.migrations import MIGRATION_LOCK
 from shared.service_app import service_definition
 from tests.conftest import new_pg_database
 

@@ -11,7 +11,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from shared.migrations import OWNER_TABLE, upgrade
+from shared.migration_ownership import OWNER_TABLE
+from shared.migrations import upgrade
 from shared.service_app import service_definition
 from shared.settings import SERVICES
 from tests.conftest import new_pg_database

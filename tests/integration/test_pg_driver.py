@@ -1,4 +1,4 @@
-"""Plain SQL on the asyncpg connection under a unit of work (`shared.db.PgDriver`) is part
+"""Plain SQL on the asyncpg connection under a unit of work (`shared.db_drivers.PgDriver`) is part
 of that unit of work: begun with it, committed or rolled back with it, errors as
 SQLAlchemy's. (It reaches into SQLAlchemy's asyncpg adapter; these tests are what would
 notice if the adapter changed.)"""
@@ -17,8 +17,12 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+import shared.bulk_writes
 import shared.db
-from shared.db import Database, PgWrite, insert_many, new_metadata, pg_driver
+import shared.db_drivers
+from shared.bulk_writes import insert_many
+from shared.db import Database, new_metadata
+from shared.db_drivers import PgWrite, pg_driver
 from shared.pg_lists import NULL, SEPARATOR
 from tests.conftest import database_with
 
@@ -163,14 +167,14 @@ ROUND_TRIP = (
 def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The statements `PgDriver` sends, as sent."""
     statements: list[str] = []
-    pack = shared.db.packed
+    pack = shared.db_drivers.packed
 
     def recording(sql: str, args: Sequence[Any]) -> tuple[str, Sequence[Any]]:
         statement, packed_args = pack(sql, args)
         statements.append(statement)
         return statement, packed_args
 
-    monkeypatch.setattr(shared.db, "packed", recording)
+    monkeypatch.setattr(shared.db_drivers, "packed", recording)
     return statements
 
 
@@ -339,8 +343,8 @@ async def test_a_staged_row_sent_at_once_follows_the_rows_staged_before_it(db: D
     INSERT when its table's rows are flushed; rows deferred before it are sent first (here
     the parent its foreign key needs)."""
     async with db.transaction() as session:
-        shared.db.stage_insert(session, parents, {"id": 1})
-        shared.db.stage_insert(session, children, {"id": 1, "parent_id": 1})
+        shared.bulk_writes.stage_insert(session, parents, {"id": 1})
+        shared.bulk_writes.stage_insert(session, children, {"id": 1, "parent_id": 1})
     async with db.engine.connect() as conn:
         rows = (await conn.execute(select(children.c.parent_id, children.c.label))).all()
     assert [tuple(row) for row in rows] == [(1, "made here")]

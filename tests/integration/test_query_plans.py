@@ -16,7 +16,8 @@ from sqlalchemy import text
 
 from shared.bus.local import LocalBus
 from shared.db import Database
-from shared.outbox import Outbox, OutboxRelay
+from shared.outbox import Outbox
+from shared.outbox_relay import OutboxRelay
 from tests.conftest import new_pg_database
 from tests.support import Ping, catalog_with_ping, create_schema, outbox_tables
 

@@ -13,7 +13,8 @@ from sqlalchemy import func, select
 
 from shared.bus.local import LocalBus
 from shared.db import Database
-from shared.outbox import Outbox, OutboxRelay, _advisory_lock_id
+from shared.outbox import Outbox
+from shared.outbox_relay import OutboxRelay, _advisory_lock_id
 from tests.conftest import new_pg_database
 from tests.support import Ping, catalog_with_ping, create_schema, eventually, outbox_tables
 

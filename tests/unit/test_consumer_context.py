@@ -9,9 +9,10 @@ from typing import Any
 import structlog
 
 from shared.bus.port import Record
-from shared.consumer import EventConsumer, HandlerContext
+from shared.consumer import EventConsumer
 from shared.db import Database
 from shared.events.codec import build_envelope, to_binary
+from shared.handler_context import HandlerContext
 from shared.inbox import Inbox
 from shared.observability.tracing import current_traceparent, trace_id_of
 from tests.support import Ping, catalog_with_ping, create_schema, inbox_table

@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from shared.consumer import _database_trouble
+from shared.database_trouble import database_trouble
 
 
 class PgError(Exception):
@@ -63,4 +63,4 @@ class Locked(sqlite3.OperationalError):
 def test_what_is_the_databases_trouble_and_what_is_the_events(
     error: BaseException, trouble: bool
 ) -> None:
-    assert _database_trouble(error) is trouble
+    assert database_trouble(error) is trouble

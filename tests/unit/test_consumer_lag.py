@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from prometheus_client import REGISTRY
 
-from shared.consumer import EventConsumer
-from shared.inbox import Inbox
-from tests.support import Ping, catalog_with_ping, inbox_table
+from shared import consumer_lag
+from shared.consumer_lag import LagGauges
 
 
 class Moving:
@@ -31,30 +31,36 @@ def reported(group: str) -> dict[str, float]:
     }
 
 
-async def report(consumer: EventConsumer, subscription: Any) -> None:
-    consumer._last_lag_report = 0.0  # (reports are at most every 5 s)
-    await consumer._report_lag(subscription)
-
-
-async def test_partitions_that_moved_to_another_member_leave_the_gauge() -> None:
-    consumer = EventConsumer(
-        service="lagging",
-        group="g-lag",
-        bus=None,  # type: ignore[arg-type]  # only the lag report runs
-        db=None,  # type: ignore[arg-type]
-        inbox=Inbox(inbox_table),
-        catalog=catalog_with_ping("t"),
-        handlers={Ping: []},
-    )
-    subscription = Moving()
+async def test_partitions_that_moved_to_another_member_leave_the_gauge(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(consumer_lag, "LAG_REPORT_INTERVAL_S", 0.0)  # (at most every 5 s)
+    gauges = LagGauges("lagging", "g-lag")
+    subscription: Any = Moving()
 
     subscription.lags = {("t", p): 10 * p for p in range(4)}
-    await report(consumer, subscription)
+    await gauges.report(subscription)
     assert reported("g-lag") == {"0": 0, "1": 10, "2": 20, "3": 30}
 
     subscription.lags = {("t", 0): 5, ("t", 1): 0}  # 2 and 3 went to another member
-    await report(consumer, subscription)
+    await gauges.report(subscription)
     assert reported("g-lag") == {"0": 5, "1": 0}
 
-    consumer._forget_lag(set(consumer._lag_reported))  # as the consumer stops
+    gauges.forget_all()  # as the consumer stops
     assert reported("g-lag") == {}
+
+
+async def test_a_revocation_leaves_every_partition_to_the_next_owner(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(consumer_lag, "LAG_REPORT_INTERVAL_S", 60.0)
+    gauges = LagGauges("lagging", "g-revoked")
+    subscription: Any = Moving()
+    subscription.lags = {("t", 0): 3, ("t", 1): 4}
+    await gauges.report(subscription)
+
+    gauges.revoked()
+    assert reported("g-revoked") == {}
+    subscription.lags = {("t", 1): 2}  # what it keeps is reported at the next poll, at once
+    await gauges.report(subscription)
+    assert reported("g-revoked") == {"1": 2}

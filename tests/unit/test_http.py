@@ -24,7 +24,8 @@ from shared.auth import (
     routes_without_roles,
 )
 from shared.bus.local import LocalBus
-from shared.http import DirectRoute, build_app
+from shared.direct_routes import DirectRoute
+from shared.http import build_app
 from shared.problems import Problem, install_problem_handlers
 from shared.runtime import ServiceDefinition, ServiceRuntime
 from shared.settings import load_settings

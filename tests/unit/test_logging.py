@@ -65,7 +65,7 @@ def test_a_library_message_repeated_within_the_window_is_let_through_once() -> N
     refused = "Connect call failed"
     passed = [repeats.filter(record("aiokafka.client", unable, 1, refused)) for _ in range(5)]
     other = repeats.filter(record("aiokafka.client", unable, 1, "Connection reset"))
-    own = [repeats.filter(record("shared.outbox", "outbox relay failed")) for _ in range(3)]
+    own = [repeats.filter(record("shared.outbox_relay", "outbox relay failed")) for _ in range(3)]
     with_traceback = record("aiokafka.client", unable, 1, refused)
     with_traceback.exc_info = (ValueError, ValueError("boom"), None)
     clock.now = 10.5

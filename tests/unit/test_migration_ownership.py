@@ -12,8 +12,11 @@ import pytest
 from alembic import command
 from typer.testing import CliRunner, Result
 
+from shared.alembic_commands import alembic_config
 from shared.cli import app, serving
-from shared.migrations import OWNER_TABLE, MigrationError, alembic_config, upgrade
+from shared.migration_errors import MigrationError
+from shared.migration_ownership import OWNER_TABLE
+from shared.migrations import upgrade
 from shared.service_app import service_definition
 
 

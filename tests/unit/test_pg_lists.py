@@ -11,7 +11,8 @@ from sqlalchemy import create_mock_engine
 
 from shared.db import new_metadata
 from shared.events.catalog import CATALOG
-from shared.outbox import Outbox, define_outbox_tables
+from shared.outbox import Outbox
+from shared.outbox_tables import define_outbox_tables
 from shared.pg_lists import NULL, SEPARATOR, pack_text, packed, packing, shifted
 
 SPLIT = "string_to_array(${}, E'\\x1F', E'\\x1E')::{}[]"

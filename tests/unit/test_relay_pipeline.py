@@ -17,7 +17,8 @@ from sqlalchemy import func, select
 from shared.bus.local import LocalBus
 from shared.bus.port import Bus, BusError, OutgoingMessage, Subscription
 from shared.db import Database
-from shared.outbox import Outbox, OutboxRelay, PipeliningBus
+from shared.outbox import Outbox
+from shared.outbox_relay import OutboxRelay, PipeliningBus
 from tests.support import Ping, catalog_with_ping, create_schema, outbox_tables
 
 

@@ -11,9 +11,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
+from shared.bulk_writes import stage_insert
 from shared.bus.local import LocalBus
 from shared.bus.port import OutgoingMessage
-from shared.db import SQLITE_CACHE_KIB, Database, before_commit, stage_insert
+from shared.db import SQLITE_CACHE_KIB, Database, before_commit
 from shared.sqlite_checkpoint import WalCheckpointer
 from tests.support import count_effects, create_schema, effects
 

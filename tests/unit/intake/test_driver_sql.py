@@ -15,7 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from services.intake.driver_sql import DriverSql
 from services.intake.leads import _LEADS_BY_EMAIL
 from services.intake.models import lead_external_ids, leads, metadata
-from shared.db import Database, insert_many
+from shared.bulk_writes import insert_many
+from shared.db import Database
 from tests.conftest import database_with
 
 COLUMNS = (
