@@ -74,7 +74,7 @@ from shared.observability.logging import configure_logging
 from shared.outbox import Outbox
 from shared.outbox_relay import OutboxRelay
 from shared.process import run_on_service_loop, tune_collector
-from shared.settings import ServiceSettings
+from shared.settings.base import ServiceSettings
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 LEADS = 1000  # distinct subjects (keys); events go round-robin over them

@@ -25,7 +25,7 @@ from shared.events.catalog import CATALOG, EventCatalog, EventType
 from shared.events.payloads import Payload
 from shared.inbox import define_inbox_table
 from shared.outbox_tables import define_outbox_tables
-from shared.settings import ServiceSettings
+from shared.settings.base import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

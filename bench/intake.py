@@ -58,7 +58,7 @@ from bench.common import (
     zero_or_more,
 )
 from shared.process import serve_http, settle_for_serving
-from shared.settings import load_settings
+from shared.settings.loading import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent

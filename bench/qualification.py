@@ -59,7 +59,7 @@ from services.qualification.models import (
     outbox_tables,
     stage_transitions,
 )
-from shared.auth import TokenStore
+from shared.auth.token_store import TokenStore
 from shared.bus.kafka import KafkaBus
 from shared.bus.local import LocalBus
 from shared.bus.port import Bus, OutgoingMessage, Record
@@ -76,7 +76,8 @@ from shared.observability.logging import configure_logging
 from shared.outbox import Outbox
 from shared.process import run_on_service_loop
 from shared.runtime import ServiceDefinition, ServiceRuntime
-from shared.settings import QualificationSettings, load_settings
+from shared.settings.loading import load_settings
+from shared.settings.services import QualificationSettings
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 SERVICE = "qualification"

@@ -104,43 +104,59 @@ class EventConsumer:
         The lag of each partition is exported (every 5 s) as soon as it is polled, before
         its records are applied, and stays exported after a failed run: while the database
         is down, the restarted runs keep showing it grow. It goes when the partition is
-        revoked or the consumer stops.
+        revoked, when a restarted run cannot join the group, or when the consumer stops.
         """
-        # The group's dead-letter topic exists before anything could need it: a cluster that
-        # does not create topics on first use would refuse the dead letter, and the batch
-        # holding the poison event would be retried for ever.
-        await self.bus.ensure_topics([dead_letter_topic(self.group)])
-        subscription = self.bus.subscribe(
-            group=self.group, topics=self.topics, on_revoke=self._on_revoke
-        )
-        try:
-            await subscription.start()
-        except BaseException:
-            # (half started: a Kafka consumer whose group join failed still holds its
-            # connections, and the restarted run makes a new one)
-            with contextlib.suppress(Exception):
-                await subscription.close()
-            raise
+        subscription = await self._subscribe()
         self._subscription = subscription
         try:
-            while not self._stopping.is_set():
-                records = await subscription.poll(max_records=self.batch_size, timeout=0.5)
-                await self._lag.report(subscription)
-                if records:
-                    async with self._in_flight:
-                        await self.process(records)
-                        await self._committed()  # the previous batch's offsets first
-                        self._committing = asyncio.create_task(
-                            self._commit_offsets(subscription, records)
-                        )
+            await self._consume(subscription)
         finally:
-            try:
-                await self._committed()
-            finally:
-                await subscription.close()
-                self._subscription = None
-                if self._stopping.is_set():  # (after a failure it is run again: see run's doc)
-                    self._lag.forget_all()
+            await self._close(subscription)
+
+    async def _subscribe(self) -> Subscription:
+        """The group's subscription, started (closed again if it fails to start)."""
+        subscription: Subscription | None = None
+        try:
+            # The group's dead-letter topic exists before anything could need it: a cluster
+            # that does not create topics on first use would refuse the dead letter, and
+            # the batch holding the poison event would be retried for ever.
+            await self.bus.ensure_topics([dead_letter_topic(self.group)])
+            subscription = self.bus.subscribe(
+                group=self.group, topics=self.topics, on_revoke=self._on_revoke
+            )
+            await subscription.start()
+        except BaseException:
+            # A member that cannot join its group holds no partitions: their lag is for
+            # whoever has them now to report (left here, it would be summed with theirs).
+            self._lag.forget_all()
+            if subscription is not None:  # (half started: a Kafka consumer whose group join
+                with contextlib.suppress(Exception):  # failed still holds its connections)
+                    await subscription.close()
+            raise
+        return subscription
+
+    async def _consume(self, subscription: Subscription) -> None:
+        """Poll and apply batches until `stop()`, each batch's offsets committed behind it."""
+        while not self._stopping.is_set():
+            records = await subscription.poll(max_records=self.batch_size, timeout=0.5)
+            await self._lag.report(subscription)
+            if records:
+                async with self._in_flight:
+                    await self.process(records)
+                    await self._committed()  # the previous batch's offsets first
+                    self._committing = asyncio.create_task(
+                        self._commit_offsets(subscription, records)
+                    )
+
+    async def _close(self, subscription: Subscription) -> None:
+        """Wait for the last offset commit, then close the subscription."""
+        try:
+            await self._committed()
+        finally:
+            await subscription.close()
+            self._subscription = None
+            if self._stopping.is_set():  # (after a failure it is run again: see run's doc)
+                self._lag.forget_all()
 
     def stop(self) -> None:
         self._stopping.set()

@@ -8,7 +8,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.auth import authenticated_by_signature
+from shared.auth.route_roles import authenticated_by_signature
 from shared.problems import problem_of
 from shared.request_shell import RequestShell, send_json, send_problem
 

@@ -12,7 +12,8 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shared.auth import TokenStore, routes_without_roles
+from shared.auth.route_roles import routes_without_roles
+from shared.auth.token_store import TokenStore
 from shared.bus.port import Bus
 from shared.direct_routes import DirectRoute, ServedApp, direct_endpoint, verifies_itself
 from shared.events.asyncapi import asyncapi_document

@@ -147,7 +147,7 @@ class _Definition:
 @cache
 def _definitions() -> dict[str, _Definition]:
     from shared.service_app import service_definition  # the services import `shared`
-    from shared.settings import SERVICES
+    from shared.settings.services import SERVICES
 
     definitions = {}
     for name in SERVICES:

@@ -26,7 +26,7 @@ from shared.observability import metrics
 from shared.observability.logging import quieted
 from shared.outbox import Outbox
 from shared.outbox_relay import OutboxRelay
-from shared.settings import ServiceSettings
+from shared.settings.base import ServiceSettings
 from shared.sqlite_files import is_sqlite_file
 
 log = structlog.get_logger(__name__)

@@ -7,11 +7,12 @@ from types import ModuleType
 
 from fastapi import FastAPI
 
-from shared.auth import TokenStore
+from shared.auth.token_store import TokenStore
 from shared.bus.port import Bus
 from shared.http import build_app
 from shared.runtime import ServiceDefinition, ServiceRuntime, bus_from_settings
-from shared.settings import SERVICES, ServiceSettings
+from shared.settings.base import ServiceSettings
+from shared.settings.services import SERVICES
 
 
 def create_service_app(

@@ -17,11 +17,12 @@ from services.intake.import_job import run_import
 from services.intake.importing import SALES_REFUSED, RowPolicy, format_of
 from services.intake.lead_view import lead_view
 from services.intake.leads import CaptureOutcome, capture_batch
-from shared.auth import Principal, require_roles
+from shared.auth.principal import Principal
+from shared.auth.roles import require_roles
 from shared.http import runtime_of
 from shared.problems import Problem
 from shared.runtime import ServiceRuntime
-from shared.settings import IntakeSettings
+from shared.settings.services import IntakeSettings
 
 router = APIRouter(tags=["intake"])
 Runtime = Annotated[ServiceRuntime, runtime_of("intake")]

@@ -12,7 +12,7 @@ from services.intake.inbound_sources import SealClearSecrets
 from shared.bus.port import Bus
 from shared.runtime import ServiceDefinition
 from shared.service_app import create_service_app
-from shared.settings import IntakeSettings
+from shared.settings.services import IntakeSettings
 
 IMPORT_MAX_BYTES = 4 * 1024**3  # imports stream; other bodies keep the default limit
 

@@ -34,7 +34,7 @@ from services.intake.importing import (
 from services.intake.leads import CaptureOutcome, capture_batch
 from shared.problems import Problem
 from shared.runtime import ServiceRuntime
-from shared.settings import IntakeSettings
+from shared.settings.services import IntakeSettings
 
 log = structlog.get_logger(__name__)
 

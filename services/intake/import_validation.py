@@ -29,7 +29,7 @@ from services.intake.importing import (
     validate_records,
 )
 from shared.runtime import ServiceRuntime
-from shared.settings import IntakeSettings
+from shared.settings.services import IntakeSettings
 
 log = structlog.get_logger(__name__)
 

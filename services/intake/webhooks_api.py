@@ -30,13 +30,15 @@ from services.intake.providers import (
     SourceConfig,
 )
 from services.intake.webhook_intake import Delivery
-from shared.auth import Principal, authenticated_by_signature, require_roles
+from shared.auth.principal import Principal
+from shared.auth.roles import require_roles
+from shared.auth.route_roles import authenticated_by_signature
 from shared.direct_routes import DirectRoute
 from shared.http import runtime_of
 from shared.problems import Problem
 from shared.runtime import ServiceRuntime
 from shared.sealing import SealError
-from shared.settings import IntakeSettings
+from shared.settings.services import IntakeSettings
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["intake: webhooks"])

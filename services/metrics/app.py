@@ -10,7 +10,7 @@ from services.metrics import models
 from shared.bus.port import Bus
 from shared.runtime import ServiceDefinition
 from shared.service_app import create_service_app
-from shared.settings import MetricsSettings
+from shared.settings.services import MetricsSettings
 
 
 def definition() -> ServiceDefinition:

@@ -17,12 +17,13 @@ from services.qualification.handlers import policy_of
 from services.qualification.lead_state import LeadState, apply_step, load_state
 from services.qualification.lifecycle import IllegalTransition, Step
 from services.qualification.models import bant_assessments, lead_states, stage_transitions
-from shared.auth import Principal, require_roles
+from shared.auth.principal import Principal
+from shared.auth.roles import require_roles
 from shared.events.payloads import Actor
 from shared.http import runtime_of
 from shared.problems import Problem
 from shared.runtime import ServiceRuntime
-from shared.settings import QualificationSettings
+from shared.settings.services import QualificationSettings
 
 router = APIRouter(tags=["qualification"])
 Runtime = Annotated[ServiceRuntime, runtime_of("qualification")]

@@ -11,7 +11,7 @@ from services.qualification.rescoring import RescoreWorker
 from shared.bus.port import Bus
 from shared.runtime import ServiceDefinition
 from shared.service_app import create_service_app
-from shared.settings import QualificationSettings
+from shared.settings.services import QualificationSettings
 
 
 def definition() -> ServiceDefinition:

@@ -53,7 +53,7 @@ from shared.events.payloads import (
 )
 from shared.handler_context import Batched, Delivery, HandlerContext, Handlers
 from shared.runtime import ServiceRuntime
-from shared.settings import QualificationSettings
+from shared.settings.services import QualificationSettings
 
 
 def policy_of(runtime: ServiceRuntime) -> LifecyclePolicy:

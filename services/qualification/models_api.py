@@ -18,7 +18,8 @@ from services.qualification.model_registry import (
 from services.qualification.models import scoring_models
 from services.qualification.scoring_model import InvalidScoringModel
 from services.qualification.simulation import simulate
-from shared.auth import Principal, require_roles
+from shared.auth.principal import Principal
+from shared.auth.roles import require_roles
 from shared.http import runtime_of
 from shared.problems import Problem
 from shared.runtime import ServiceRuntime

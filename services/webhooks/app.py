@@ -10,7 +10,7 @@ from services.webhooks import models
 from shared.bus.port import Bus
 from shared.runtime import ServiceDefinition
 from shared.service_app import create_service_app
-from shared.settings import WebhooksSettings
+from shared.settings.services import WebhooksSettings
 
 
 def definition() -> ServiceDefinition:

@@ -12,7 +12,9 @@ from shared.cli.console import console, database_failed, fail
 from shared.migration_errors import MigrationError
 from shared.migrations import upgrade
 from shared.service_app import service_definition
-from shared.settings import SERVICES, DatabaseSettings, SettingsError, read_settings
+from shared.settings.base import DatabaseSettings
+from shared.settings.loading import SettingsError, read_settings
+from shared.settings.services import SERVICES
 
 
 def migrate(

@@ -12,7 +12,8 @@ from typing import Annotated
 import typer
 from alembic.util import CommandError as AlembicError
 
-from shared.auth import TokenFileError, TokenStore
+from shared.auth.token_file import TokenFileError
+from shared.auth.token_store import TokenStore
 from shared.bus.local import LocalBus
 from shared.bus.port import Bus, BusError
 from shared.cli.console import console, database_failed, fail
@@ -24,7 +25,9 @@ from shared.observability.logging import configure_logging
 from shared.process import serve_http, settle_for_serving
 from shared.runtime import ServiceRuntime, bus_from_settings, check_bus
 from shared.service_app import service_definition, service_module
-from shared.settings import SERVICES, ServiceSettings, SettingsError, load_settings
+from shared.settings.base import ServiceSettings
+from shared.settings.loading import SettingsError, load_settings
+from shared.settings.services import SERVICES
 
 
 def dev(host: Host = "127.0.0.1", port: Port = 8000, data_dir: DataDir = Path(".handoff")) -> None:

@@ -6,10 +6,13 @@ from typing import Annotated
 
 import typer
 
-from shared.auth import ROLES, TokenFileError, TokenStore
+from shared.auth.principal import ROLES
+from shared.auth.token_file import TokenFileError
+from shared.auth.token_store import TokenStore
 from shared.cli.console import console, fail
 from shared.cli.options import check_directory
-from shared.settings import SettingsError, TokenFileSettings, read_settings
+from shared.settings.base import TokenFileSettings
+from shared.settings.loading import SettingsError, read_settings
 
 tokens = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 

@@ -40,40 +40,53 @@ def asyncapi_document(catalog: EventCatalog, *, version: str) -> dict[str, Any]:
         schema = event_type.model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[message_id] = schema
-        messages[message_id] = {
-            "name": event_type.name,
-            "title": event_type.model.__name__,
-            "summary": event_type.summary,
-            "contentType": "application/json",
-            "headers": _CE_HEADERS,
-            "payload": {"$ref": f"#/components/schemas/{message_id}"},
-            "bindings": {"kafka": {"key": {"type": "string", "description": "The lead id."}}},
-        }
+        messages[message_id] = _message(event_type, message_id)
         channel_id = event_type.topic.replace(".", "_")
         channel = channels.setdefault(channel_id, {"address": event_type.topic, "messages": {}})
         channel["messages"][message_id] = {"$ref": f"#/components/messages/{message_id}"}
         operation = operations.setdefault(
-            f"{event_type.producer}_sends_{channel_id}",
-            {
-                "action": "send",
-                "channel": {"$ref": f"#/channels/{channel_id}"},
-                "summary": f"{event_type.producer} publishes to {event_type.topic}",
-                "messages": [],
-            },
+            f"{event_type.producer}_sends_{channel_id}", _send_operation(event_type, channel_id)
         )
         operation["messages"].append({"$ref": f"#/channels/{channel_id}/messages/{message_id}"})
     return {
         "asyncapi": "3.0.0",
-        "info": {
-            "title": "handoff events",
-            "version": version,
-            "description": "Every event handoff's services publish. Payloads are versioned: "
-            "a new field is optional, a breaking change is a new type version.",
-        },
+        "info": _info(version),
         "defaultContentType": "application/json",
         "channels": channels,
         "operations": operations,
         "components": {"messages": messages, "schemas": schemas},
+    }
+
+
+def _message(event_type: EventType, message_id: str) -> dict[str, Any]:
+    """An event type as an AsyncAPI message: CloudEvents headers, its payload's schema."""
+    return {
+        "name": event_type.name,
+        "title": event_type.model.__name__,
+        "summary": event_type.summary,
+        "contentType": "application/json",
+        "headers": _CE_HEADERS,
+        "payload": {"$ref": f"#/components/schemas/{message_id}"},
+        "bindings": {"kafka": {"key": {"type": "string", "description": "The lead id."}}},
+    }
+
+
+def _send_operation(event_type: EventType, channel_id: str) -> dict[str, Any]:
+    """The producer's send to the event type's channel, its messages still to be listed."""
+    return {
+        "action": "send",
+        "channel": {"$ref": f"#/channels/{channel_id}"},
+        "summary": f"{event_type.producer} publishes to {event_type.topic}",
+        "messages": [],
+    }
+
+
+def _info(version: str) -> dict[str, Any]:
+    return {
+        "title": "handoff events",
+        "version": version,
+        "description": "Every event handoff's services publish. Payloads are versioned: "
+        "a new field is optional, a breaking change is a new type version.",
     }
 
 

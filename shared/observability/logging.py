@@ -33,15 +33,7 @@ def configure_logging(*, level: str = "info", json: bool = True) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
     ]
-    # (a console traceback without each frame's locals: a consumer's frames hold its whole
-    # batch, and printing them took seconds a failure)
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
-        if json
-        else structlog.dev.ConsoleRenderer(
-            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False)
-        )
-    )
+    renderer = _renderer(json)
     structlog.configure(
         processors=[*shared_processors, structlog.processors.format_exc_info, renderer]
         if json
@@ -50,6 +42,30 @@ def configure_logging(*, level: str = "info", json: bool = True) -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+    _route_library_logs(shared_processors, renderer, level=level, json=json)
+
+
+def _renderer(json: bool) -> structlog.types.Processor:
+    """What writes out a log line: a JSON object, or a coloured console line."""
+    # (a console traceback without each frame's locals: a consumer's frames hold its whole
+    # batch, and printing them took seconds a failure)
+    return (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(
+            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False)
+        )
+    )
+
+
+def _route_library_logs(
+    shared_processors: list[structlog.types.Processor],
+    renderer: structlog.types.Processor,
+    *,
+    level: str,
+    json: bool,
+) -> None:
+    """Send the standard library's log records through the same processors and renderer."""
     # Libraries' stdlib logging (uvicorn, aiokafka, alembic) goes out the same way: one JSON
     # object per line in JSON mode, its traceback inside it, never a bare text line.
     handler = logging.StreamHandler(sys.stderr)

@@ -14,14 +14,14 @@ import pytest
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from shared.auth import TokenStore
+from shared.auth.token_store import TokenStore
 from shared.bus.port import OutgoingMessage, Record
 from shared.events.catalog import CATALOG
 from shared.events.codec import build_envelope, from_binary, to_binary
 from shared.migrations import upgrade
 from shared.runtime import ServiceRuntime
 from shared.service_app import service_module
-from shared.settings import load_settings
+from shared.settings.loading import load_settings
 from tests.conftest import new_pg_database
 from tests.support import collect
 

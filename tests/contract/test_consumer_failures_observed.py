@@ -26,7 +26,7 @@ from shared.events.catalog import EventCatalog
 from shared.events.codec import build_envelope, to_binary
 from shared.handler_context import HandlerContext
 from shared.runtime import ServiceDefinition, ServiceRuntime
-from shared.settings import load_settings
+from shared.settings.loading import load_settings
 from tests import support
 from tests.conftest import database_with, unique
 from tests.support import Ping, catalog_with_ping, count_effects, eventually, ping, ping_consumer

@@ -16,7 +16,7 @@ from shared.events.catalog import CATALOG
 from shared.events.codec import build_envelope, to_binary
 from shared.events.payloads import LeadActivity, LeadCaptured
 from shared.migrations import upgrade
-from shared.settings import load_settings
+from shared.settings.loading import load_settings
 
 
 def becoming_an_mql(lead: uuid.UUID) -> list[LeadCaptured | LeadActivity]:

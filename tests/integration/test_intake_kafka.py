@@ -10,9 +10,10 @@ import httpx
 import orjson
 
 from services.intake.app import create_app, definition
-from shared.auth import TokenStore
+from shared.auth.token_store import TokenStore
 from shared.migrations import upgrade
-from shared.settings import IntakeSettings, load_settings
+from shared.settings.loading import load_settings
+from shared.settings.services import IntakeSettings
 from tests.conftest import new_pg_database
 from tests.support import reading_from_start
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from shared.migration_ownership import OWNER_TABLE
 from shared.migrations import upgrade
 from shared.service_app import service_definition
-from shared.settings import SERVICES
+from shared.settings.services import SERVICES
 from tests.conftest import new_pg_database
 
 

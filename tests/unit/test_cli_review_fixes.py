@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from shared.auth import TokenStore
+from shared.auth.token_store import TokenStore
 from shared.cli import app, import_file, serving
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,19 +16,16 @@ from pydantic import BaseModel, EmailStr
 from starlette.types import Receive, Scope, Send
 from structlog.testing import capture_logs
 
-from shared.auth import (
-    Principal,
-    TokenStore,
-    authenticated_by_signature,
-    require_roles,
-    routes_without_roles,
-)
+from shared.auth.principal import Principal
+from shared.auth.roles import require_roles
+from shared.auth.route_roles import authenticated_by_signature, routes_without_roles
+from shared.auth.token_store import TokenStore
 from shared.bus.local import LocalBus
 from shared.direct_routes import DirectRoute
 from shared.http import build_app
 from shared.problems import Problem, install_problem_handlers
 from shared.runtime import ServiceDefinition, ServiceRuntime
-from shared.settings import load_settings
+from shared.settings.loading import load_settings
 from tests import support
 
 router = APIRouter()

@@ -12,7 +12,7 @@ import pytest
 from shared import process
 from shared.cli import serving
 from shared.process import freeze_startup_objects, tune_collector
-from shared.settings import SettingsError, load_settings
+from shared.settings.loading import SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)

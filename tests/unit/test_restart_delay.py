@@ -13,7 +13,7 @@ from shared import runtime as runtime_module
 from shared.bus.local import LocalBus
 from shared.runtime import ServiceRuntime, restart_delay
 from shared.service_app import service_definition
-from shared.settings import load_settings
+from shared.settings.loading import load_settings
 
 
 def test_the_delay_doubles_while_the_consumer_keeps_failing_up_to_its_most() -> None:

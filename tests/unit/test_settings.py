@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.runtime import bus_from_settings
-from shared.settings import SettingsError, load_settings
+from shared.settings.loading import SettingsError, load_settings
 
 
 def test_dev_runs_on_sqlite_files_and_the_local_bus_with_no_configuration(

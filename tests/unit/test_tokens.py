@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from shared.auth import TokenFileError, TokenStore
+from shared.auth.token_file import TokenFileError
+from shared.auth.token_store import TokenStore
 
 BAD_FILES = {
     "truncated JSON": b'{"tokens": [',

@@ -9,7 +9,7 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
-from shared.auth import TokenStore
+from shared.auth.token_store import TokenStore
 
 WRITERS = 6
 ROUNDS = 5

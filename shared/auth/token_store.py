@@ -16,56 +16,21 @@ import os
 import secrets
 import tempfile
 import unicodedata
-from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
 
 import structlog
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from shared.problems import Problem
+from shared.auth.principal import ROLES, Principal
+from shared.auth.token_file import TokenFileError, TokenRecord, parse_token_file
 
-Role = Literal["admin", "manager", "marketing", "sales", "integration", "viewer"]
-ROLES: tuple[str, ...] = get_args(Role)
-Team = Literal["marketing", "sales"]
 TOKEN_PREFIX = "hnd_"  # noqa: S105 - a prefix, not a secret: lets secret scanners spot leaks
 # Not in a name: control and format characters (a tab would split `tokens list`'s columns, a
 # bidi override would disguise the actor in the audit trail), line and paragraph separators.
 _UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
-_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "name": str,
-    "role": str,
-    "team": (str, type(None)),
-    "sha256": str,
-    "created_at": str,
-}
 log = structlog.get_logger(__name__)
-
-
-class TokenFileError(ValueError):
-    """The token file cannot be read, or is not a token file; the message (one line) names
-    the file and says what is wrong."""
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: the token's name is the user id recorded as the actor."""
-
-    id: str
-    role: str
-    team: str | None = None
-
-
-@dataclass(frozen=True)
-class TokenRecord:
-    name: str
-    role: str
-    team: str | None
-    sha256: str
-    created_at: str
 
 
 class TokenStore:
@@ -176,7 +141,7 @@ class TokenStore:
             raise
         except OSError as exc:
             raise TokenFileError(f"{self.path}: cannot read it: {exc.strerror or exc}") from None
-        return _parse(data, self.path), seen
+        return parse_token_file(data, self.path), seen
 
     @contextlib.contextmanager
     def _editing(self) -> Iterator[list[TokenRecord]]:
@@ -224,43 +189,6 @@ def _signature(stat: os.stat_result) -> tuple[int, ...]:
     return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
-def _parse(data: bytes, path: Path) -> list[TokenRecord]:
-    """The token records of a token file's bytes; `TokenFileError` (naming `path`) if
-    they are not a token file."""
-
-    def bad(reason: str) -> TokenFileError:
-        return TokenFileError(f"{path}: not a valid token file: {' '.join(reason.split())}")
-
-    try:
-        raw = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise bad("not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise bad(f"not JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise bad(f'expected an object with a "tokens" list, got {_kind(raw)}')
-    items = raw.get("tokens", [])
-    if not isinstance(items, list):
-        raise bad(f'"tokens" must be a list, got {_kind(items)}')
-    records = []
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise bad(f"token {index} must be an object, got {_kind(item)}")
-        if missing := [f for f in _FIELDS if f not in item]:
-            raise bad(f"token {index} lacks {', '.join(missing)}")
-        if unknown := [f for f in item if f not in _FIELDS]:
-            raise bad(f"token {index} has unknown fields {', '.join(map(str, unknown))}")
-        if wrong := [f for f, kind in _FIELDS.items() if not isinstance(item[f], kind)]:
-            raise bad(f"token {index} has a {', '.join(wrong)} of the wrong type")
-        records.append(TokenRecord(**item))
-    return records
-
-
-def _kind(value: object) -> str:
-    kinds: dict[type, str] = {dict: "an object", list: "a list", str: "a string"}
-    return kinds.get(type(value), repr(value))
-
-
 def _check_name(name: str) -> None:
     """`ValueError` unless `name` makes a sound actor id (and one `tokens list` column)."""
     if not name.strip():
@@ -268,85 +196,3 @@ def _check_name(name: str) -> None:
     if bad := sorted({c for c in name if unicodedata.category(c) in _UNPRINTABLE}):
         shown = ", ".join(f"U+{ord(c):04X}" for c in bad)
         raise ValueError(f"a token's name must not contain control characters ({shown}): {name!r}")
-
-
-_bearer = HTTPBearer(auto_error=False)
-RoleCheck = Callable[..., Coroutine[Any, Any, Principal]]
-
-
-def require_roles(*roles: Role) -> RoleCheck:
-    """A dependency admitting callers with one of `roles` (admins always); 401 vs 403."""
-    allowed = frozenset(roles) | {"admin"}
-
-    async def check(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> Principal:
-        challenge = {"WWW-Authenticate": "Bearer"}
-        if credentials is None:
-            raise Problem(
-                401,
-                "Unauthorized",
-                "send a bearer token: Authorization: Bearer <token>",
-                headers=challenge,
-                errors=[{"field": "Authorization", "reason": "missing bearer token"}],
-            )
-        store: TokenStore = request.app.state.token_store
-        try:
-            principal = store.verify(credentials.credentials)
-        except TokenFileError:  # (logged by the store, once per change of the file)
-            raise Problem(
-                503,
-                "Service Unavailable",
-                "bearer tokens cannot be checked: the server's token file is unreadable",
-                headers={"Retry-After": "30"},
-                errors=[{"field": "Authorization", "reason": "token file unreadable"}],
-            ) from None
-        if principal is None:
-            raise Problem(
-                401,
-                "Unauthorized",
-                "the bearer token is unknown or revoked",
-                headers=challenge,
-                errors=[{"field": "Authorization", "reason": "unknown or revoked token"}],
-            )
-        if principal.role not in allowed:
-            raise Problem(
-                403,
-                "Forbidden",
-                f"role {principal.role!r} may not do this; allowed: {', '.join(sorted(allowed))}",
-                errors=[{"field": "Authorization", "reason": f"role {principal.role} not allowed"}],
-            )
-        return principal
-
-    check.roles = allowed  # type: ignore[attr-defined]  # read by the route audit
-    return check
-
-
-def declared_roles(route: Any) -> frozenset[str] | None:
-    """The roles a route admits (from its `require_roles` dependency), or None if undeclared."""
-    pending = [route.dependant]
-    while pending:
-        dependant = pending.pop()
-        roles = getattr(dependant.call, "roles", None)
-        if roles is not None:
-            return frozenset(roles)
-        pending.extend(dependant.dependencies)
-    return None
-
-
-def routes_without_roles(routes: Any) -> list[str]:
-    """`METHOD path` of every `/v1` route that does not declare who may call it."""
-    missing: list[str] = []
-    for route in routes:
-        path = getattr(route, "path", "")
-        if path.startswith("/v1") and hasattr(route, "dependant") and declared_roles(route) is None:
-            missing.extend(f"{m} {path}" for m in sorted(route.methods))
-    return missing
-
-
-async def authenticated_by_signature() -> None:
-    """Marks a route whose caller proves itself by a signature the route verifies itself."""
-
-
-authenticated_by_signature.roles = frozenset({"signature"})  # type: ignore[attr-defined]

@@ -1,0 +1,1 @@
+"""Settings: one validated class per service, read from the environment at startup."""
