@@ -18,8 +18,8 @@ SEQUENCE_PLACEHOLDER = f'["ce_sequence","{sequence_text(0)}"]'
 
 def numbered_write_sql(quote: IdentifierPreparer, outbox: Table, sequences: Table) -> Statement:
     """Advance each subject's counter by its count of events and insert the events numbered
-    from it ($1-$6 the rows' columns, $7/$8 subjects and counts, $9 each event's place
-    among its subject's events here).
+    from it ($1-$5 the rows' columns, $6 their one `created_at`, $7/$8 subjects and counts,
+    $9 each event's place among its subject's events here).
 
     Plain SQL for the driver (asyncpg's $n parameters): nothing for SQLAlchemy to compile
     or to process per row; asyncpg encodes the arrays. Subjects are locked in a fixed order
@@ -45,10 +45,10 @@ def numbered_write_sql(quote: IdentifierPreparer, outbox: Table, sequences: Tabl
         '\'["ce_sequence","\' || lpad((r.last - c.n + e.k)::text, '
         f"greatest({SEQUENCE_DIGITS}, length((r.last - c.n + e.k)::text)), '0') "
         "|| '\"]'), "
-        "e.value, e.created_at "
+        "e.value, $6::timestamptz "
         "FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::text[], "
-        "$5::bytea[], $6::timestamptz[], $9::bigint[]) WITH ORDINALITY "
-        "AS e(event_id, topic, key, headers, value, created_at, k, ord) "
+        "$5::bytea[], $9::bigint[]) WITH ORDINALITY "
+        "AS e(event_id, topic, key, headers, value, k, ord) "
         f"JOIN {counts} c ON c.key = e.key "
         f"JOIN {reserved} r ON r.subject = e.key "
         "ORDER BY e.ord"
@@ -58,7 +58,8 @@ def numbered_write_sql(quote: IdentifierPreparer, outbox: Table, sequences: Tabl
 
 def fresh_write_sql(quote: IdentifierPreparer, outbox: Table, sequences: Table) -> Statement:
     """Insert the counters of subjects new in the transaction ($7/$8) and their events,
-    numbered already ($1-$6): two plain inserts, no counter to read or lock."""
+    numbered already ($1-$5, and $6 their one `created_at`): two plain inserts, no counter
+    to read or lock."""
     seq, out = quote.format_table(sequences), quote.format_table(outbox)
     counters = quote.quote(f"{outbox.name}_new_counters")
     ctes = (
@@ -67,10 +68,10 @@ def fresh_write_sql(quote: IdentifierPreparer, outbox: Table, sequences: Table) 
     )
     statement = (
         f"INSERT INTO {out} (event_id, topic, key, headers, value, created_at) "  # noqa: S608
-        "SELECT e.event_id, e.topic, e.key, e.headers, e.value, e.created_at "
+        "SELECT e.event_id, e.topic, e.key, e.headers, e.value, $6::timestamptz "
         "FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::text[], "
-        "$5::bytea[], $6::timestamptz[]) WITH ORDINALITY "
-        "AS e(event_id, topic, key, headers, value, created_at, ord) ORDER BY e.ord"
+        "$5::bytea[]) WITH ORDINALITY "
+        "AS e(event_id, topic, key, headers, value, ord) ORDER BY e.ord"
     )
     return ctes, statement
 

@@ -47,7 +47,9 @@ class StoredHeaders(Sequence[Header]):
         return iter(self.pairs())
 
 
-@dataclass(frozen=True, slots=True)
+# Messages and records are made per event on the hot paths: plain slotted dataclasses,
+# read-only by convention (a frozen dataclass costs ~4x as much to make: ~0.5 µs an event).
+@dataclass(slots=True)
 class OutgoingMessage:
     topic: str
     key: str
@@ -55,7 +57,7 @@ class OutgoingMessage:
     headers: Sequence[Header] = field(default_factory=tuple)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
     """A message as read from a partition."""
 

@@ -11,6 +11,8 @@ from shared.ids import random_hex
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
+_NO_TRACE = "0" * 32  # the all-zero trace id, which W3C trace context forbids
+
 current_traceparent: ContextVar[str | None] = ContextVar("traceparent", default=None)
 
 
@@ -21,10 +23,9 @@ def new_traceparent() -> str:
 
 def continue_trace(traceparent: str | None) -> str:
     """A new span in the caller's trace, or a new trace if the header is missing or invalid."""
-    match = _TRACEPARENT.match(traceparent or "")
-    if match is None or match.group(1) == "0" * 32:
-        return new_traceparent()
-    return f"00-{match.group(1)}-{random_hex(64)}-{match.group(3)}"
+    if traceparent and _TRACEPARENT.match(traceparent) and traceparent[3:35] != _NO_TRACE:
+        return f"00-{traceparent[3:35]}-{random_hex(64)}-{traceparent[53:55]}"
+    return new_traceparent()
 
 
 def trace_id_of(traceparent: str | None) -> str | None:
