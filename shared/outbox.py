@@ -78,7 +78,12 @@ def _columns(
 
 
 def _value(payload: BaseModel | Encoded) -> bytes:
-    return payload.data if isinstance(payload, Encoded) else payload.model_dump_json().encode()
+    if isinstance(payload, Encoded):
+        return payload.data
+    # `model_dump_json`'s own JSON bytes, without the wrapper that decodes them to text
+    # (~0.45 against ~0.95 µs an event)
+    data: bytes = payload.__pydantic_serializer__.to_json(payload)
+    return data
 
 
 class Outbox:

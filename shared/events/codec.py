@@ -27,6 +27,7 @@ _ATTRS = (
     "sequence",
 )
 _HEADER_ATTRS = {f"ce_{attr}": attr for attr in _ATTRS}
+_ENVELOPE = Envelope.__pydantic_validator__
 
 
 # `ce_sequence` as text: zero-padded, so that comparing two as strings (as the CloudEvents
@@ -182,8 +183,8 @@ def decode_binary(headers: Headers, value: bytes) -> tuple[Envelope, str]:
         raise MalformedEvent("event data must be a JSON object")
     attrs["datacontenttype"] = content_type
     attrs["data"] = data
-    try:
-        envelope = Envelope.model_validate(attrs)
+    try:  # (pydantic's validator itself: `model_validate` adds ~0.3 µs an event around it)
+        envelope: Envelope = _ENVELOPE.validate_python(attrs)
     except ValueError as exc:
         raise MalformedEvent(f"invalid CloudEvents attributes: {exc}") from None
     text: str = attrs["id"]
@@ -238,6 +239,7 @@ def decode_payload(catalog: EventCatalog, envelope: Envelope) -> BaseModel:
     """Validate an envelope's data against its registered payload model."""
     model = catalog.by_name(envelope.type).model
     try:
-        return model.model_validate(envelope.data)
+        payload: BaseModel = model.__pydantic_validator__.validate_python(envelope.data)
+        return payload
     except ValueError as exc:
         raise MalformedEvent(f"{envelope.type} data invalid: {exc}") from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -21,8 +22,10 @@ from shared.bus.local import LocalBus
 from shared.bus.port import Bus
 from shared.consumer import ConsumerHooks, EventConsumer
 from shared.db import Database
+from shared.events.catalog import CATALOG, EventType
 from shared.events.codec import sequence_text
 from shared.events.envelope import Envelope
+from shared.events.payloads import Payload
 from shared.handler_context import Handler, HandlerContext
 from shared.inbox import Inbox
 from shared.outbox import Outbox
@@ -280,6 +283,34 @@ async def test_the_events_of_one_transaction_carry_one_time(
     assert len(times) == 6
     assert len(set(times[:3])) == 1 and len(set(times[3:])) == 1
     assert times[0] < times[3]
+
+
+class Note(Payload):
+    """A test event with text that JSON must escape and a time."""
+
+    text: str
+    at: datetime
+
+
+async def test_an_event_is_stored_as_its_payloads_json_with_the_transactions_one_write_time(
+    databases: tuple[Database, Database],
+) -> None:
+    producer_db, _ = databases
+    catalog = CATALOG.extended(EventType("handoff.test.note.v1", Note, "t", "A note.", "test"))
+    outbox = Outbox(service="producer", tables=outbox_tables, catalog=catalog)
+    notes = [
+        Note(lead_id=uuid.uuid4(), text=text, at=datetime(2026, 11, 24, 6, 30, tzinfo=UTC))
+        for text in ('Zoë "Ops" \\ Müller \u2028 😀', "plain", "")
+    ]
+    async with producer_db.transaction() as session:
+        for note in notes:
+            await outbox.add(session, note, subject=str(note.lead_id))
+    async with producer_db.engine.connect() as conn:
+        rows = (await conn.execute(select(outbox_tables[0]).order_by(outbox_tables[0].c.id))).all()
+
+    assert [bytes(row.value) for row in rows] == [n.model_dump_json().encode() for n in notes]
+    assert [Note.model_validate_json(row.value) for row in rows] == notes
+    assert len({row.created_at for row in rows}) == 1 and rows[0].created_at is not None
 
 
 async def test_a_new_subject_is_numbered_from_one_and_its_counter_goes_on(
