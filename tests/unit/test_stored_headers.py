@@ -11,7 +11,7 @@ import pytest
 
 from shared.bus.local import LocalBus
 from shared.bus.port import OutgoingMessage, StoredHeaders
-from shared.events.codec import header_pairs, headers_json
+from shared.events.codec import header_pairs, headers_json, headers_json_list
 from tests.support import collect
 
 PAIRS = [("ce_id", "42"), ("ce_subject", "lead-1"), ("ce_source", "/handoff/qualification")]
@@ -93,3 +93,22 @@ def test_the_outbox_headers_text_is_the_json_of_the_header_pairs(traceparent: st
     pairs = header_pairs(**{**values, "time": time}, sequence=42)  # (the wire format)
 
     assert headers_json(**values, sequence=42) == orjson.dumps(pairs).decode() == stored(values)
+
+
+@pytest.mark.parametrize("field", sorted(PLAIN))
+@pytest.mark.parametrize("odd", ['say "hi"', "back\\slash", "café ☕", "tab\there", "nul\x00"])
+def test_a_transactions_headers_texts_are_each_events_own(field: str, odd: str) -> None:
+    """The texts made together for a transaction's events are those made one by one,
+    whichever field of one event holds what JSON must escape."""
+    odd_one: dict[str, Any] = {**PLAIN, field: odd}
+    plain_other: dict[str, Any] = {**PLAIN, "subject": "another", "traceparent": None}
+    if field in ("source", "time"):  # shared by the transaction's events
+        plain_other = {**plain_other, field: odd}
+    events = [
+        (v["event_id"], v["event_type"], v["subject"], n, v["traceparent"])
+        for n, v in ((7, odd_one), (8, plain_other))
+    ]
+
+    texts = headers_json_list(odd_one["source"], odd_one["time"], events)
+
+    assert texts == [stored(odd_one, 7), stored(plain_other, 8)]
