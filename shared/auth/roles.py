@@ -42,14 +42,9 @@ def require_roles(*roles: Role) -> RoleCheck:
 def _authenticated(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
     """The caller the bearer token names: 401 without a known token, 503 while the token
     file cannot be read."""
-    challenge = {"WWW-Authenticate": "Bearer"}
     if credentials is None:
-        raise Problem(
-            401,
-            "Unauthorized",
-            "send a bearer token: Authorization: Bearer <token>",
-            headers=challenge,
-            errors=[{"field": "Authorization", "reason": "missing bearer token"}],
+        raise _unauthorized(
+            "send a bearer token: Authorization: Bearer <token>", "missing bearer token"
         )
     store: TokenStore = request.app.state.token_store
     try:
@@ -63,11 +58,16 @@ def _authenticated(request: Request, credentials: HTTPAuthorizationCredentials |
             errors=[{"field": "Authorization", "reason": "token file unreadable"}],
         ) from None
     if principal is None:
-        raise Problem(
-            401,
-            "Unauthorized",
-            "the bearer token is unknown or revoked",
-            headers=challenge,
-            errors=[{"field": "Authorization", "reason": "unknown or revoked token"}],
-        )
+        raise _unauthorized("the bearer token is unknown or revoked", "unknown or revoked token")
     return principal
+
+
+def _unauthorized(detail: str, reason: str) -> Problem:
+    """A 401 with the bearer challenge, naming the `Authorization` header and why."""
+    return Problem(
+        401,
+        "Unauthorized",
+        detail,
+        headers={"WWW-Authenticate": "Bearer"},
+        errors=[{"field": "Authorization", "reason": reason}],
+    )
