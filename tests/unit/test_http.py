@@ -134,6 +134,9 @@ def test_missing_token_is_401_and_wrong_role_is_403(client: TestClient, tokens: 
     assert anonymous.status_code == 401
     assert anonymous.headers["www-authenticate"] == "Bearer"
     assert unknown.status_code == 401
+    assert unknown.headers["www-authenticate"] == "Bearer"
+    assert [e["reason"] for e in anonymous.json()["errors"]] == ["missing bearer token"]
+    assert [e["reason"] for e in unknown.json()["errors"]] == ["unknown or revoked token"]
     assert forbidden.status_code == 403
     assert "viewer" in forbidden.json()["detail"]
 
