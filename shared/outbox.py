@@ -22,7 +22,7 @@ from shared.events.codec import headers_json_list
 from shared.events.envelope import utcnow
 from shared.ids import time_ordered_event_id
 from shared.observability.tracing import current_traceparent
-from shared.outbox_sql import fresh_write_sql, numbered_write_sql, sqlite_reserve_sql
+from shared.outbox_sql import pg_write_sql, sqlite_reserve_sql, subject_lock_class
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +90,13 @@ class Outbox:
     """Adds events to the current transaction; `OutboxRelay` ships them after commit.
 
     Events are buffered in the session and written just before it commits. On SQLite one
-    statement numbers every subject's events and one more inserts them all. On PostgreSQL
-    the numbering and the inserts are parts of one statement, its rows as arrays
-    (`unnest`), sent with the unit of work's other deferred writes
+    statement numbers every subject's events (its counter) and one more inserts them all;
+    a subject new in the transaction (`add`'s `new_subject`) is numbered here, its counter
+    inserted rather than advanced. On PostgreSQL an event's sequence is its row's id (see
+    `shared.outbox_sql`): one statement locks the subjects and inserts the rows, passed as
+    arrays (`unnest`), sent with the unit of work's other deferred writes
     (`PgDriver.write_at_commit`): a transaction's events cost no round trip of their own
-    and no per-row work in SQLAlchemy. A subject new in the transaction (`add`'s
-    `new_subject`) is numbered here, its counter inserted rather than advanced.
+    and no per-row work in SQLAlchemy.
     """
 
     def __init__(
@@ -114,7 +115,6 @@ class Outbox:
         self._source = f"/handoff/{service}"
         self._sqlite_reserve: tuple[str, str] | None = None
         self._pg_sql: tuple[tuple[str, ...], str] | None = None
-        self._pg_fresh_sql: tuple[tuple[str, ...], str] | None = None
 
     async def add(
         self,
@@ -131,10 +131,11 @@ class Outbox:
         transaction commits. Its `time` is when the transaction added its first event: a
         transaction's events happen together (and their headers are written with one
         timestamp). `new_subject` says that no event about `subject` was written before
-        this transaction (a lead it creates): its events are numbered from 1 without
-        reading a counter (its counter is inserted; a counter that exists after all fails
-        the transaction on its key, an `IntegrityError`, which `Database.run` takes for a
-        race and runs again: say it only of subjects the transaction creates).
+        this transaction (a lead it creates). On SQLite its events are then numbered from 1
+        without reading a counter (its counter is inserted; a counter that exists after all
+        fails the transaction on its key, an `IntegrityError`, which `Database.run` takes
+        for a race and runs again: say it only of subjects the transaction creates). On
+        PostgreSQL, which numbers events by their ids, it changes nothing.
         """
         # an unknown type fails here
         if isinstance(payload, Encoded):
@@ -162,10 +163,10 @@ class Outbox:
         pending: list[_Pending] = session.info.pop(self._key, [])
         if not pending:
             return
-        counts = Counter(e.subject for e in pending)
         if session.bind.dialect.name == "postgresql":
-            await self._flush_postgres(session, pending, counts)
+            await self._flush_postgres(session, pending)
             return
+        counts = Counter(e.subject for e in pending)
         new = {e.subject for e in pending if e.new_subject}
         last = await self._reserve_sequences(
             session, Counter({s: n for s, n in counts.items() if s not in new})
@@ -191,53 +192,17 @@ class Outbox:
         ]
         await insert_many(session, self.table, _ROW, rows)
 
-    async def _flush_postgres(
-        self, session: AsyncSession, pending: list[_Pending], counts: Counter[str]
-    ) -> None:
-        """One write whatever the number of events, their rows passed as arrays: it
-        advances each existing subject's counter by its count of events and inserts the
-        events numbered from it, each by its place among its subject's events here (the
-        stored headers carry a placeholder sequence that the statement fills in); the
-        events of new subjects go in a part of their own (`_fresh_write`)."""
+    async def _flush_postgres(self, session: AsyncSession, pending: list[_Pending]) -> None:
+        """One write whatever the number of events, their rows passed as arrays: it locks
+        their subjects and inserts them, each numbered by its row's id (the stored headers
+        carry a placeholder sequence, which the relay fills in: `outgoing_headers`)."""
         driver = await pg_driver(session)
-        written = utcnow()  # created_at: when the flush wrote them, as on SQLite
-        if new := {e.subject for e in pending if e.new_subject}:
-            fresh = [e for e in pending if e.subject in new]
-            driver.write_at_commit(self._fresh_write(session, fresh, written))
-            pending = [e for e in pending if e.subject not in new]
-            if not pending:
-                return
-            counts = Counter(e.subject for e in pending)
         ids = [e.event_id for e in pending]
-        # placeholder sequences (0), which the statement replaces (`numbered_write_sql`)
         headers = self._headers(pending, ids, [0] * len(pending))
-        subjects = sorted(counts)
-        ordinals = _numbered(pending, counts)  # each event's place among its subject's here
         ctes, statement = self._postgres_statement(session)
-        args = (
-            *_columns(pending, ids, headers, written),
-            subjects,
-            [counts[s] for s in subjects],
-            ordinals,
-        )
+        subjects = list({e.subject: None for e in pending})
+        args = (*_columns(pending, ids, headers, utcnow()), subjects)
         driver.write_at_commit(PgWrite(statement, args, ctes))
-
-    def _fresh_write(
-        self, session: AsyncSession, pending: list[_Pending], written: datetime
-    ) -> PgWrite:
-        """The events of subjects new in this transaction, numbered from 1 here, and their
-        counters: two plain inserts (no counter to read or lock; about half the database's
-        work of the other statement, which a capture of new leads mostly is)."""
-        ids = [e.event_id for e in pending]
-        counts = Counter(e.subject for e in pending)
-        headers = self._headers(pending, ids, _numbered(pending, counts))  # (from 1)
-        subjects = list(counts)
-        if self._pg_fresh_sql is None:
-            quote = session.bind.dialect.identifier_preparer
-            self._pg_fresh_sql = fresh_write_sql(quote, self.table, self.sequences)
-        ctes, statement = self._pg_fresh_sql
-        args = (*_columns(pending, ids, headers, written), subjects, [counts[s] for s in subjects])
-        return PgWrite(statement, args, ctes)
 
     def _headers(self, pending: list[_Pending], ids: list[str], sequences: list[int]) -> list[str]:
         """Each event's `ce_*` headers as stored (JSON text, straight to the wire format)."""
@@ -258,7 +223,7 @@ class Outbox:
     def _postgres_statement(self, session: AsyncSession) -> tuple[tuple[str, ...], str]:
         if self._pg_sql is None:
             quote = session.bind.dialect.identifier_preparer
-            self._pg_sql = numbered_write_sql(quote, self.table, self.sequences)
+            self._pg_sql = pg_write_sql(quote, self.table, subject_lock_class(self.service))
         return self._pg_sql
 
     async def _reserve_sequences(

@@ -19,6 +19,7 @@ from shared.db import Database
 from shared.db_drivers import pg_driver, sqlite_driver
 from shared.observability import metrics
 from shared.outbox import Outbox
+from shared.outbox_sql import outgoing_headers
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +38,8 @@ class PipeliningBus(Protocol):
 
 class OutboxRelay:
     """Publishes committed outbox rows in order and removes them once they are published.
+    (On PostgreSQL an event's `ce_sequence` is its row's id, filled in here:
+    `shared.outbox_sql`.)
 
     One statement claims a batch: it deletes the oldest rows (`FOR UPDATE SKIP LOCKED` on
     PostgreSQL) and returns them; the transaction commits only after the bus has stored
@@ -150,8 +153,10 @@ class OutboxRelay:
                     if not rows:
                         break
                     messages = [
-                        OutgoingMessage(topic, key, value, StoredHeaders(headers))
-                        for _id, topic, key, headers, value in rows
+                        OutgoingMessage(
+                            topic, key, value, StoredHeaders(outgoing_headers(headers, row_id))
+                        )
+                        for row_id, topic, key, headers, value in rows
                     ]
                     if enqueue is None:
                         await self.bus.publish(messages)

@@ -1,77 +1,78 @@
-"""The outbox's SQL, written once per outbox and table: the PostgreSQL statements that
-number and insert a transaction's events in one go (their rows as arrays), and SQLite's
-counter upsert. Only our own quoted table names are interpolated; the data are parameters.
+"""The outbox's SQL, written once per outbox and table: PostgreSQL's statement that locks
+a transaction's subjects and inserts its events in one go (their rows as arrays), and
+SQLite's counter upsert. Only our own quoted table names and numbers are interpolated; the
+data are parameters.
+
+How an event's `ce_sequence` is made depends on the database:
+
+- **PostgreSQL**: the sequence is the outbox row's id. Ids only grow, so a subject's events
+  are numbered in the order they were written, with gaps (other subjects' events take the
+  ids between). The write first takes a transaction-scoped lock per subject, so a second
+  transaction writing about the same subject takes its ids only once the first has
+  committed: ids, and so the relay's order, follow each subject's commits. The stored
+  headers carry a placeholder sequence, which the relay fills in (`outgoing_headers`).
+- **SQLite** (one writer at a time): each subject has a counter in `event_sequences`,
+  numbered 1, 2, 3; the stored headers carry the number itself. (Its `id` cannot serve:
+  without `AUTOINCREMENT` SQLite gives an emptied table's next row the id 1 again.)
 """
 
 from __future__ import annotations
 
+import zlib
+
 from sqlalchemy import Table
 from sqlalchemy.sql.compiler import IdentifierPreparer
 
-from shared.events.codec import SEQUENCE_DIGITS, sequence_text
+from shared.events.codec import sequence_text
 
 Statement = tuple[tuple[str, ...], str]  # its `WITH` parts, and the statement itself
 
-# The stored form of a `ce_sequence` header of 0, which PostgreSQL's flush numbers in SQL.
+# The stored form of a `ce_sequence` header of 0, which the relay replaces by the row's id
+# (PostgreSQL). A header value is JSON-escaped text, so this cannot occur inside one.
 SEQUENCE_PLACEHOLDER = f'["ce_sequence","{sequence_text(0)}"]'
 
 
-def numbered_write_sql(quote: IdentifierPreparer, outbox: Table, sequences: Table) -> Statement:
-    """Advance each subject's counter by its count of events and insert the events numbered
-    from it ($1-$5 the rows' columns, $6 their one `created_at`, $7/$8 subjects and counts,
-    $9 each event's place among its subject's events here).
+def outgoing_headers(stored: str, row_id: int) -> str:
+    """The headers an outbox row is published with: its stored headers, their placeholder
+    sequence (PostgreSQL's) replaced by the row's id; headers numbered already (SQLite's,
+    and PostgreSQL rows written before ids were the sequence) go as they are."""
+    return stored.replace(SEQUENCE_PLACEHOLDER, f'["ce_sequence","{sequence_text(row_id)}"]', 1)
+
+
+def subject_lock_class(service: str) -> int:
+    """The first key of the advisory locks a service's outbox takes per subject (the second
+    is the subject's hash): PostgreSQL's two-key advisory locks are a key space of their
+    own, apart from the relay's one-key lock, and this keeps services sharing a database
+    apart."""
+    key = zlib.crc32(f"handoff.outbox.subject.{service}".encode())
+    return key - 2**32 if key >= 2**31 else key  # (an int4)
+
+
+def pg_write_sql(quote: IdentifierPreparer, outbox: Table, lock_class: int) -> Statement:
+    """Lock each subject of the transaction's events, then insert the events ($1-$5 the
+    rows' columns, $6 their one `created_at`, $7 the subjects).
 
     Plain SQL for the driver (asyncpg's $n parameters): nothing for SQLAlchemy to compile
-    or to process per row; asyncpg encodes the arrays. Subjects are locked in a fixed order
-    (concurrent writers cannot deadlock); the sort before the insert makes every counter
-    advance before any row takes its id, in the events' order. Sent with the unit of
-    work's other writes (`PgDriver.write_at_commit`): its `WITH` parts are named for its
+    or to process per row; asyncpg encodes the arrays. Subjects are locked in the order of
+    their hashes (concurrent writers cannot deadlock on them); the locks are a materialized
+    part that the insert's rows join, so every lock is held before any row takes its id,
+    and the sort gives the rows their ids in the events' order. Sent with the unit of
+    work's other writes (`PgDriver.write_at_commit`): its `WITH` part is named for its
     table.
     """
-    seq, out = quote.format_table(sequences), quote.format_table(outbox)
-    counts, reserved = quote.quote(f"{outbox.name}_counts"), quote.quote(f"{outbox.name}_reserved")
+    out = quote.format_table(outbox)
+    locks = quote.quote(f"{outbox.name}_subject_locks")
     ctes = (
-        f"{counts} AS (SELECT * FROM unnest($7::varchar[], $8::bigint[]) "  # noqa: S608
-        "AS c(key, n))",
-        f"{reserved} AS (INSERT INTO {seq} (subject, last) "  # noqa: S608
-        f"SELECT key, n FROM {counts} ORDER BY key "
-        f"ON CONFLICT (subject) DO UPDATE SET last = {seq}.last + excluded.last "
-        "RETURNING subject, last)",
-    )
-    statement = (
-        f"INSERT INTO {out} (event_id, topic, key, headers, value, created_at) "  # noqa: S608
-        "SELECT e.event_id, e.topic, e.key, "
-        f"replace(e.headers, '{SEQUENCE_PLACEHOLDER}', "
-        '\'["ce_sequence","\' || lpad((r.last - c.n + e.k)::text, '
-        f"greatest({SEQUENCE_DIGITS}, length((r.last - c.n + e.k)::text)), '0') "
-        "|| '\"]'), "
-        "e.value, $6::timestamptz "
-        "FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::text[], "
-        "$5::bytea[], $9::bigint[]) WITH ORDINALITY "
-        "AS e(event_id, topic, key, headers, value, k, ord) "
-        f"JOIN {counts} c ON c.key = e.key "
-        f"JOIN {reserved} r ON r.subject = e.key "
-        "ORDER BY e.ord"
-    )
-    return ctes, statement
-
-
-def fresh_write_sql(quote: IdentifierPreparer, outbox: Table, sequences: Table) -> Statement:
-    """Insert the counters of subjects new in the transaction ($7/$8) and their events,
-    numbered already ($1-$5, and $6 their one `created_at`): two plain inserts, no counter
-    to read or lock."""
-    seq, out = quote.format_table(sequences), quote.format_table(outbox)
-    counters = quote.quote(f"{outbox.name}_new_counters")
-    ctes = (
-        f"{counters} AS (INSERT INTO {seq} (subject, last) "  # noqa: S608
-        "SELECT * FROM unnest($7::varchar[], $8::bigint[]))",
+        f"{locks} AS MATERIALIZED (SELECT count(pg_advisory_xact_lock({int(lock_class)}, h)) "  # noqa: S608
+        "AS n FROM (SELECT DISTINCT hashtext(s) AS h FROM unnest($7::varchar[]) AS s "
+        "ORDER BY 1) AS subjects)",
     )
     statement = (
         f"INSERT INTO {out} (event_id, topic, key, headers, value, created_at) "  # noqa: S608
         "SELECT e.event_id, e.topic, e.key, e.headers, e.value, $6::timestamptz "
         "FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::text[], "
-        "$5::bytea[]) WITH ORDINALITY "
-        "AS e(event_id, topic, key, headers, value, ord) ORDER BY e.ord"
+        "$5::bytea[]) WITH ORDINALITY AS e(event_id, topic, key, headers, value, ord) "
+        f"CROSS JOIN {locks} ORDER BY e.ord"
     )
     return ctes, statement
 

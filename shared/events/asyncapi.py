@@ -20,8 +20,10 @@ _CE_HEADERS: dict[str, Any] = {
         "ce_partitionkey": {"type": "string", "description": "The lead id (= message key)."},
         "ce_sequence": {
             "type": "string",
-            "description": "Per-lead, per-source counter (1, 2, 3...), zero-padded to 12 "
-            "digits so that it orders as text.",
+            "description": "Per-lead, per-source number that grows with every event the "
+            "source emits about the lead (with gaps: PostgreSQL numbers events by their outbox "
+            "row id; the embedded mode counts 1, 2, 3...), zero-padded to 12 digits so that it "
+            "orders as text. Compare two from one source to drop a stale update.",
         },
         "ce_traceparent": {"type": "string", "description": "W3C trace context."},
         "content-type": {"type": "string", "const": "application/json"},

@@ -73,7 +73,7 @@ async def test_capturing_the_same_person_again_updates_only_what_changed(intake:
     captured, updated = await intake.events("handoff.lead.captured", 2)
     assert updated["type"] == "handoff.lead.updated.v1"
     assert updated["data"]["changes"] == {"job_title": "COO"}
-    assert updated["sequence"] == captured["sequence"] + 1
+    assert updated["sequence"] > captured["sequence"]
 
 
 async def test_a_marketing_sync_does_not_overwrite_what_sales_entered(intake: Intake) -> None:

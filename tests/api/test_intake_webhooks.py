@@ -517,10 +517,11 @@ async def test_a_new_contacts_events_in_one_delivery_make_one_lead_captured(
     events = await intake.events("handoff.lead.captured", 3)
     ann = [e for e in events if e["data"].get("external_ids", {}).get("hubspot") == "9100"]
     ann += [e for e in events if e["key"] == ann[0]["key"] and e is not ann[0]]
-    assert [(e["type"], e["sequence"]) for e in ann] == [
-        ("handoff.lead.captured.v1", 1),
-        ("handoff.lead.updated.v1", 2),  # nothing came between: one event each
+    assert [e["type"] for e in ann] == [  # nothing came between: one event each
+        "handoff.lead.captured.v1",
+        "handoff.lead.updated.v1",
     ]
+    assert 1 <= ann[0]["sequence"] < ann[1]["sequence"]  # (PostgreSQL: their outbox ids)
     assert ann[1]["data"]["changed_pii"] == ["last_name"]
     lead = (await intake.client.get(f"/v1/leads/{ann[0]['key']}", headers=intake.auth())).json()
     assert (lead["email"], lead["profile"]["first_name"]) == ("ann@acme.com", "Anna")

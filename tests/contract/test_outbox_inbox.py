@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 import pytest
@@ -21,7 +22,8 @@ import shared.bulk_writes
 from shared.bus.local import LocalBus
 from shared.bus.port import Bus
 from shared.consumer import ConsumerHooks, EventConsumer
-from shared.db import Database
+from shared.db import Database, before_commit
+from shared.db_drivers import pg_driver
 from shared.events.catalog import CATALOG, EventType
 from shared.events.codec import sequence_text
 from shared.events.envelope import Envelope
@@ -30,10 +32,12 @@ from shared.handler_context import Handler, HandlerContext
 from shared.inbox import Inbox
 from shared.outbox import Outbox
 from shared.outbox_relay import OutboxRelay
+from shared.outbox_sql import outgoing_headers
 from tests.conftest import new_pg_database, unique
 from tests.support import (
     Ping,
     catalog_with_ping,
+    collect,
     count_effects,
     create_schema,
     effect_ns,
@@ -80,17 +84,57 @@ async def outbox_rows(db: Database) -> int:
         )
 
 
+class Numbered(NamedTuple):
+    """An outbox row: its subject, the `ce_sequence` it is published with, its id."""
+
+    subject: str
+    sequence: str
+    id: int
+
+
+async def outbox_numbers(db: Database) -> list[Numbered]:
+    """Every event in the outbox, in id order (the relay's), numbered as it goes out."""
+    async with db.engine.connect() as conn:
+        rows = (await conn.execute(select(outbox_tables[0]).order_by(outbox_tables[0].c.id))).all()
+    return [
+        Numbered(
+            row.key,
+            dict(orjson.loads(outgoing_headers(row.headers, row.id)))["ce_sequence"],
+            row.id,
+        )
+        for row in rows
+    ]
+
+
 async def numbered(
     db: Database, outbox: Outbox, transactions: list[Sequence[uuid.UUID]]
-) -> list[tuple[str, str]]:
-    """Add a ping per lead, a transaction per list; every stored (subject, ce_sequence)."""
+) -> list[Numbered]:
+    """Add a ping per lead, a transaction per list; every event in the outbox, numbered."""
     for leads in transactions:
         async with db.transaction() as session:
             for lead in leads:
                 await outbox.add(session, Ping(lead_id=lead, n=0), subject=str(lead))
-    async with db.engine.connect() as conn:
-        rows = (await conn.execute(select(outbox_tables[0]).order_by(outbox_tables[0].c.id))).all()
-    return [(row.key, dict(orjson.loads(row.headers))["ce_sequence"]) for row in rows]
+    return await outbox_numbers(db)
+
+
+def expected_sequences(db: Database, events: list[Numbered], sqlite: list[int]) -> list[str]:
+    """What each event's `ce_sequence` must be: its row's id on PostgreSQL, and on SQLite
+    the subject's counter (`sqlite`, 1, 2, 3 per subject)."""
+    return (
+        [sequence_text(e.id) for e in events]
+        if db.is_postgres
+        else [sequence_text(n) for n in sqlite]
+    )
+
+
+def increasing_per_subject(events: list[Numbered]) -> bool:
+    """True when each subject's sequences grow with the row ids (the relay's order)."""
+    last: dict[str, str] = {}
+    for event in events:  # (in id order)
+        if event.sequence <= last.get(event.subject, ""):
+            return False
+        last[event.subject] = event.sequence
+    return True
 
 
 async def test_a_state_change_and_its_events_commit_together_and_apply_once_downstream(
@@ -139,29 +183,27 @@ async def test_a_rolled_back_transaction_leaves_no_event(
     assert not outbox.wake.is_set()
 
 
-async def test_each_subject_gets_its_own_gapless_sequence(
+async def test_each_subjects_events_are_numbered_in_the_order_they_were_written(
     databases: tuple[Database, Database],
 ) -> None:
+    """PostgreSQL numbers an event by its row's id, SQLite by its subject's counter (1, 2,
+    3): either way a subject's numbers grow in the order its events are published."""
     producer_db, _ = databases
     outbox = Outbox(service="producer", tables=outbox_tables, catalog=catalog_with_ping("t"))
     a, b = uuid.uuid4(), uuid.uuid4()
-    sequences = await numbered(producer_db, outbox, [(a, b, a), (a, b)])  # two transactions
-    one, two, three = (sequence_text(n) for n in (1, 2, 3))
-    assert sequences == [
-        (str(a), one),
-        (str(b), one),
-        (str(a), two),
-        (str(a), three),
-        (str(b), two),
-    ]
+    events = await numbered(producer_db, outbox, [(a, b, a), (a, b)])  # two transactions
+    assert [e.subject for e in events] == [str(a), str(b), str(a), str(a), str(b)]
+    assert [e.sequence for e in events] == expected_sequences(producer_db, events, [1, 1, 2, 3, 2])
+    assert increasing_per_subject(events)
     assert sequence_text(9) < sequence_text(10)  # the text orders as the numbers do
 
 
 async def test_concurrent_transactions_number_each_subject_in_id_order(
     databases: tuple[Database, Database],
 ) -> None:
-    """The relay publishes by id: a subject's sequence must grow with the id, without gaps,
-    however transactions touching it interleave; and each row keeps its own headers."""
+    """The relay publishes by id: a subject's sequence must grow with the id (on SQLite
+    without gaps), however transactions touching it interleave; and each row keeps its own
+    headers."""
     producer_db, _ = databases
     outbox = Outbox(service="producer", tables=outbox_tables, catalog=catalog_with_ping("t"))
     leads = [uuid.uuid4() for _ in range(4)]
@@ -183,16 +225,86 @@ async def test_concurrent_transactions_number_each_subject_in_id_order(
     per_subject: dict[str, list[int]] = {}
     per_writer: dict[int, list[int]] = {}
     for row in rows:
-        headers = dict(orjson.loads(row.headers))
+        headers = dict(orjson.loads(outgoing_headers(row.headers, row.id)))
         subject, n = added[row.event_id]
         assert headers["ce_id"] == row.event_id and headers["ce_subject"] == subject == row.key
         assert orjson.loads(row.value)["n"] == n
-        per_subject.setdefault(subject, []).append(int(headers["ce_sequence"]))
+        sequence = int(headers["ce_sequence"])
+        assert sequence == row.id or not producer_db.is_postgres
+        per_subject.setdefault(subject, []).append(sequence)
         per_writer.setdefault(n // 100, []).append(n)
     for sequences in per_subject.values():
-        assert sequences == list(range(1, len(sequences) + 1))
+        assert sequences == sorted(set(sequences))
+        assert sequences == list(range(1, len(sequences) + 1)) or producer_db.is_postgres
     for ns in per_writer.values():
         assert ns == sorted(ns)  # a transaction's events take ids in the order they were added
+
+
+@pytest.mark.parametrize("databases", ["postgres"], indirect=True)
+async def test_a_transaction_holding_a_subjects_events_makes_the_next_writer_of_it_wait(
+    databases: tuple[Database, Database],
+) -> None:
+    """PostgreSQL numbers events by id, so ids must follow each subject's commits: while a
+    transaction that wrote events about a subject has not committed, another writing about
+    that subject waits (then takes later ids), and one writing about another does not."""
+    producer_db, _ = databases
+    outbox = Outbox(service="producer", tables=outbox_tables, catalog=catalog_with_ping("t"))
+    a, b = uuid.uuid4(), uuid.uuid4()
+    written, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(session: AsyncSession) -> None:  # after the outbox's flush, before commit
+        await (await pg_driver(session)).write_deferred_now()
+        written.set()
+        await release.wait()
+
+    async def first() -> None:
+        async with producer_db.transaction() as session:
+            await outbox.add(session, Ping(lead_id=a, n=1), subject=str(a))
+            before_commit(session, hold)
+
+    async def write(lead: uuid.UUID, n: int) -> None:
+        async with producer_db.transaction() as session:
+            await outbox.add(session, Ping(lead_id=lead, n=n), subject=str(lead))
+
+    holder = asyncio.create_task(first())
+    await asyncio.wait_for(written.wait(), timeout=10)
+    same, other = asyncio.create_task(write(a, 2)), asyncio.create_task(write(b, 3))
+    await asyncio.wait_for(other, timeout=10)  # another subject: not held
+    await asyncio.sleep(0.5)
+    assert not same.done()  # waits for the holder's commit
+    release.set()
+    await asyncio.wait_for(asyncio.gather(holder, same), timeout=10)
+
+    events = await outbox_numbers(producer_db)
+    assert [e.subject for e in events] == [str(a), str(b), str(a)]  # by id: a's first, then b's
+    assert [e.sequence for e in events] == [sequence_text(e.id) for e in events]
+
+
+async def test_the_relay_publishes_each_event_with_its_number(
+    databases: tuple[Database, Database], bus: Bus
+) -> None:
+    """What a subscriber reads in `ce_sequence` is the number the outbox gave the event (on
+    PostgreSQL its row's id, filled in as the relay publishes), in each lead's order."""
+    producer_db, _ = databases
+    topic = unique("t.numbered")
+    outbox = Outbox(service="producer", tables=outbox_tables, catalog=catalog_with_ping(topic))
+    a, b = uuid.uuid4(), uuid.uuid4()
+    events = await numbered(producer_db, outbox, [(a, b, a), (b, a)])
+    await bus.ensure_topics([topic])
+    relay = OutboxRelay(db=producer_db, outbox=outbox, bus=bus, batch_size=100)
+    assert await relay.relay_once() == 5
+
+    subscription = bus.subscribe(group=unique("g"), topics=[topic])
+    await subscription.start()
+    records = await collect(subscription, 5)
+    await subscription.close()
+    published: dict[str, list[str]] = {}
+    for record in records:
+        published.setdefault(record.key or "", []).append(record.header("ce_sequence") or "")
+    for lead in (a, b):
+        assert published[str(lead)] == [e.sequence for e in events if e.subject == str(lead)]
+    assert all(sequences == sorted(sequences) for sequences in published.values())
+    assert "000000000000" not in {s for sequences in published.values() for s in sequences}
 
 
 async def test_a_redelivered_event_is_dropped_by_the_inbox(
@@ -250,10 +362,11 @@ async def test_large_batches_split_across_sqlite_statements_keep_their_answers(
     monkeypatch.setattr(shared.bulk_writes, "SQLITE_MAX_VARIABLES", 7)  # 3 subjects, 5 inbox ids
     outbox = Outbox(service="producer", tables=outbox_tables, catalog=catalog_with_ping("t"))
     leads = [uuid.uuid4() for _ in range(8)]
-    sequences = await numbered(producer_db, outbox, [leads, leads[:5]])
-    assert sequences == [(str(lead), sequence_text(1)) for lead in leads] + [
-        (str(lead), sequence_text(2)) for lead in leads[:5]
-    ]
+    events = await numbered(producer_db, outbox, [leads, leads[:5]])
+    assert [e.subject for e in events] == [str(lead) for lead in leads + leads[:5]]
+    assert [e.sequence for e in events] == expected_sequences(
+        producer_db, events, [1] * len(leads) + [2] * 5
+    )
 
     inbox = Inbox(inbox_table)
     ids = [f"event-{n}" for n in range(9)]
@@ -316,9 +429,9 @@ async def test_an_event_is_stored_as_its_payloads_json_with_the_transactions_one
 async def test_a_new_subject_is_numbered_from_one_and_its_counter_goes_on(
     databases: tuple[Database, Database],
 ) -> None:
-    """Events of a subject the transaction creates are numbered without reading a counter;
-    every event of that subject in the transaction goes that way, and later transactions
-    number on from its counter."""
+    """Events of a subject the transaction creates are numbered without reading a counter
+    (SQLite); every event of that subject in the transaction goes that way, and later
+    transactions number on from its counter. PostgreSQL numbers them by id all the same."""
     producer_db, _ = databases
     outbox = Outbox(service="producer", tables=outbox_tables, catalog=catalog_with_ping("t"))
     new, old = uuid.uuid4(), uuid.uuid4()
@@ -326,20 +439,20 @@ async def test_a_new_subject_is_numbered_from_one_and_its_counter_goes_on(
     async with producer_db.transaction() as session:
         for lead, flag in ((new, True), (old, False), (new, False), (old, False)):
             await outbox.add(session, Ping(lead_id=lead, n=0), subject=str(lead), new_subject=flag)
-    sequences = await numbered(producer_db, outbox, [(new, old)])
+    events = await numbered(producer_db, outbox, [(new, old)])
 
-    one, two, three, four = (sequence_text(n) for n in (1, 2, 3, 4))
-    assert sorted(sequences[1:5]) == sorted(
-        [(str(new), one), (str(old), two), (str(new), two), (str(old), three)]
+    assert [e.subject for e in events] == [str(s) for s in (old, new, old, new, old, new, old)]
+    assert [e.sequence for e in events] == expected_sequences(
+        producer_db, events, [1, 1, 2, 2, 3, 3, 4]
     )
-    assert sequences[5:] == [(str(new), three), (str(old), four)]
-    by_subject = [s for s in sequences if s[0] == str(new)]
-    assert by_subject == [(str(new), one), (str(new), two), (str(new), three)]  # in id order
+    assert increasing_per_subject(events)
 
 
-async def test_a_subject_said_new_that_has_events_fails_the_transaction(
+@pytest.mark.parametrize("databases", ["sqlite"], indirect=True)
+async def test_a_subject_said_new_that_has_events_fails_the_transaction_on_sqlite(
     databases: tuple[Database, Database],
 ) -> None:
+    """(PostgreSQL numbers events by id and keeps no counter to find.)"""
     producer_db, _ = databases
     outbox = Outbox(service="producer", tables=outbox_tables, catalog=catalog_with_ping("t"))
     lead = uuid.uuid4()
