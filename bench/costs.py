@@ -66,6 +66,7 @@ from shared.inbox import Inbox
 from shared.migrations import upgrade
 from shared.outbox import Outbox
 from shared.outbox_relay import OutboxRelay
+from shared.outbox_sql import outgoing_headers
 from shared.process import run_on_service_loop, settle_for_serving
 
 RELAY_SIZES = (1, 32, 500)
@@ -244,14 +245,21 @@ async def consume_costs(url: str, sizes: Sequence[int], units: int) -> dict[int,
                 async with db.transaction() as session:
                     rows = (
                         await session.execute(
-                            table.delete().returning(table.c.key, table.c.headers, table.c.value)
+                            table.delete().returning(
+                                table.c.id, table.c.key, table.c.headers, table.c.value
+                            )
                         )
                     ).all()
                 return [
                     Record(
-                        topic, 0, made + n, key, bytes(value), tuple(StoredHeaders(headers).pairs())
+                        topic,
+                        0,
+                        made + n,
+                        key,
+                        bytes(value),
+                        tuple(StoredHeaders(outgoing_headers(headers, row_id)).pairs()),
                     )
-                    for n, (key, headers, value) in enumerate(rows)
+                    for n, (row_id, key, headers, value) in enumerate(rows)
                 ]
 
             async def unit(records: list[Record]) -> None:
