@@ -114,6 +114,40 @@ def test_the_required_attributes_are_enough() -> None:
     assert (envelope.specversion, envelope.partitionkey, envelope.sequence) == ("1.0", "s", 1)
 
 
+def test_headers_other_than_the_bindings_are_ignored_whatever_they_are_named() -> None:
+    """Only `ce_*` attributes and `content-type` are read: a header named like an envelope
+    field (`id`, `data`) or an extension we do not know changes nothing."""
+    noise = [("id", b"not-a-uuid"), ("data", b"[]"), ("subject", b"other"), ("ce_extra", b"x")]
+    envelope = from_binary([*noise, *MINIMAL_HEADERS], b'{"a": 1}')
+    assert (envelope.subject, envelope.data) == ("s", {"a": 1})
+    plain = from_binary(MINIMAL_HEADERS, b'{"a": 1}')
+    assert envelope.model_dump(exclude={"time"}) == plain.model_dump(exclude={"time"})
+
+
+@pytest.mark.parametrize(
+    ("content_type", "accepted"),
+    [
+        (b"application/json", True),
+        (b"Application/JSON; charset=utf-8", True),
+        (b"text/plain", False),
+        (b"application/\xff", False),
+    ],
+)
+def test_the_content_type_must_be_json(content_type: bytes, accepted: bool) -> None:
+    headers = [*MINIMAL_HEADERS, ("content-type", content_type)]
+    if accepted:
+        assert from_binary(headers, b"{}").datacontenttype == content_type.decode()
+    else:
+        with pytest.raises(MalformedEvent, match="unsupported content-type"):
+            from_binary(headers, b"{}")
+
+
+def test_an_attribute_that_is_not_utf8_makes_the_event_malformed() -> None:
+    headers = [(n, b"lead-\xff" if n == "ce_subject" else v) for n, v in MINIMAL_HEADERS]
+    with pytest.raises(MalformedEvent, match="invalid CloudEvents attributes"):
+        from_binary(headers, b"{}")
+
+
 @pytest.mark.parametrize(
     "written",
     [
