@@ -12,6 +12,7 @@ import pytest
 from shared.bus.local import LocalBus
 from shared.bus.port import OutgoingMessage, StoredHeaders
 from shared.events.codec import header_pairs, headers_json, headers_json_list
+from shared.outbox_sql import outgoing_headers
 from tests.support import collect
 
 PAIRS = [("ce_id", "42"), ("ce_subject", "lead-1"), ("ce_source", "/handoff/qualification")]
@@ -112,3 +113,22 @@ def test_a_transactions_headers_texts_are_each_events_own(field: str, odd: str) 
     texts = headers_json_list(odd_one["source"], odd_one["time"], events)
 
     assert texts == [stored(odd_one, 7), stored(plain_other, 8)]
+
+
+def test_a_row_goes_out_with_its_id_where_its_headers_hold_the_placeholder() -> None:
+    """PostgreSQL's stored headers carry sequence 0, which the relay replaces by the row's
+    id; headers numbered already (SQLite's, and rows stored before ids were the sequence)
+    go out as they were."""
+    values = {
+        "event_id": "0192f3a4-5b6c-7d8e-9f01-23456789abcd",
+        "source": "/handoff/intake",
+        "event_type": "handoff.lead.captured.v1",
+        "subject": "lead-1",
+        "time": "2026-11-24T08:00:00+00:00",
+        "traceparent": None,
+    }
+    placeholder = headers_json(**values, sequence=0)
+    assert outgoing_headers(placeholder, 42) == headers_json(**values, sequence=42)
+    assert outgoing_headers(placeholder, 10**13) == headers_json(**values, sequence=10**13)
+    numbered = headers_json(**values, sequence=7)
+    assert outgoing_headers(numbered, 42) == numbered
