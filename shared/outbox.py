@@ -200,7 +200,7 @@ class Outbox:
         ids = [e.event_id for e in pending]
         headers = self._headers(pending, ids, [0] * len(pending))
         ctes, statement = self._postgres_statement(session)
-        subjects = list({e.subject: None for e in pending})
+        subjects = list(dict.fromkeys(e.subject for e in pending))
         args = (*_columns(pending, ids, headers, utcnow()), subjects)
         driver.write_at_commit(PgWrite(statement, args, ctes))
 

@@ -27,16 +27,22 @@ from shared.events.codec import sequence_text
 
 Statement = tuple[tuple[str, ...], str]  # its `WITH` parts, and the statement itself
 
+
+def _sequence_pair(sequence: int) -> str:
+    """A `ce_sequence` header as it is stored (one pair of the stored JSON list)."""
+    return f'["ce_sequence","{sequence_text(sequence)}"]'
+
+
 # The stored form of a `ce_sequence` header of 0, which the relay replaces by the row's id
 # (PostgreSQL). A header value is JSON-escaped text, so this cannot occur inside one.
-SEQUENCE_PLACEHOLDER = f'["ce_sequence","{sequence_text(0)}"]'
+SEQUENCE_PLACEHOLDER = _sequence_pair(0)
 
 
 def outgoing_headers(stored: str, row_id: int) -> str:
     """The headers an outbox row is published with: its stored headers, their placeholder
     sequence (PostgreSQL's) replaced by the row's id; headers numbered already (SQLite's,
     and PostgreSQL rows written before ids were the sequence) go as they are."""
-    return stored.replace(SEQUENCE_PLACEHOLDER, f'["ce_sequence","{sequence_text(row_id)}"]', 1)
+    return stored.replace(SEQUENCE_PLACEHOLDER, _sequence_pair(row_id), 1)
 
 
 def subject_lock_class(service: str) -> int:
@@ -55,16 +61,18 @@ def pg_write_sql(quote: IdentifierPreparer, outbox: Table, lock_class: int) -> S
     Plain SQL for the driver (asyncpg's $n parameters): nothing for SQLAlchemy to compile
     or to process per row; asyncpg encodes the arrays. Subjects are locked in the order of
     their hashes (concurrent writers cannot deadlock on them); the locks are a materialized
-    part that the insert's rows join, so every lock is held before any row takes its id,
-    and the sort gives the rows their ids in the events' order. Sent with the unit of
+    part that the insert's rows join, so every lock is held before any row takes its id
+    (the ids are drawn above the join), and the rows take their ids in the events' order
+    (`ORDER BY e.ord`, which the ordinality already satisfies). Sent with the unit of
     work's other writes (`PgDriver.write_at_commit`): its `WITH` part is named for its
     table.
     """
     out = quote.format_table(outbox)
     locks = quote.quote(f"{outbox.name}_subject_locks")
     ctes = (
-        f"{locks} AS MATERIALIZED (SELECT count(pg_advisory_xact_lock({int(lock_class)}, h)) "  # noqa: S608
-        "AS n FROM (SELECT DISTINCT hashtext(s) AS h FROM unnest($7::varchar[]) AS s "
+        f"{locks} AS MATERIALIZED (SELECT "  # noqa: S608
+        f"count(pg_advisory_xact_lock({int(lock_class)}, h)) AS n "
+        "FROM (SELECT DISTINCT hashtext(s) AS h FROM unnest($7::varchar[]) AS s "
         "ORDER BY 1) AS subjects)",
     )
     statement = (
