@@ -81,6 +81,7 @@ LEADS = 1000  # distinct subjects (keys); events go round-robin over them
 TARGET_LOCAL_RATE = 5000.0
 TARGET_LOCAL_P99_MS = 50.0
 TARGET_KAFKA_RATIO = 0.5
+_SERVICE_DEFAULTS = ServiceSettings.model_fields  # relay and consumer run as the services do
 
 
 class Cpu:
@@ -1166,15 +1167,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="Kafka rows, burst: producer transactions in flight at once (a service's\n"
         "concurrent requests; default 4). LocalBus and paced phases use one writer",
     )
-    p.add_argument("--relay-batch", type=at_least(1), default=500, help="OutboxRelay batch_size")
+    p.add_argument(
+        "--relay-batch",
+        type=at_least(1),
+        default=_SERVICE_DEFAULTS["outbox_batch_size"].default,
+        help="OutboxRelay batch_size (default: the services' HANDOFF_OUTBOX_BATCH_SIZE default)",
+    )
     p.add_argument(
         "--relay-linger-ms",
         type=at_least(0),
-        default=ServiceSettings.model_fields["outbox_linger_ms"].default,
+        default=_SERVICE_DEFAULTS["outbox_linger_ms"].default,
         help="OutboxRelay linger (default: the services' HANDOFF_OUTBOX_LINGER_MS default)",
     )
     p.add_argument(
-        "--consumer-batch", type=at_least(1), default=500, help="EventConsumer batch_size"
+        "--consumer-batch",
+        type=at_least(1),
+        default=_SERVICE_DEFAULTS["consumer_batch_size"].default,
+        help="EventConsumer batch_size, and the raw consumer's records per poll (default: the\n"
+        "services' HANDOFF_CONSUMER_BATCH_SIZE default)",
     )
     p.add_argument("--partitions", type=at_least(1), default=6)
     p.add_argument(

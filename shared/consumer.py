@@ -27,7 +27,7 @@ from shared.database_trouble import database_trouble
 from shared.db import Database
 from shared.dead_letters import dead_letter
 from shared.events.catalog import EventCatalog, UnknownEventType, dead_letter_topic
-from shared.events.codec import MalformedEvent, decode_binary, decode_payload
+from shared.events.codec import MalformedEvent, decode_payload, from_binary
 from shared.events.envelope import Envelope
 from shared.handler_context import Batched, Delivery, Handler, HandlerContext, Handlers
 from shared.inbox import Inbox
@@ -39,13 +39,16 @@ from shared.outbox import Outbox
 log = structlog.get_logger(__name__)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Decoded:
     record: Record
     envelope: Envelope | None = None
     payload: BaseModel | None = None
     error: str | None = None
-    event_id: str = ""  # the envelope's id as text
+
+    @property
+    def event_id(self) -> str:
+        return self.envelope.id if self.envelope is not None else ""
 
 
 @dataclass
@@ -211,13 +214,13 @@ class EventConsumer:
 
     def _decode(self, record: Record) -> _Decoded:
         try:
-            envelope, event_id = decode_binary(record.headers, record.value)
+            envelope = from_binary(record.headers, record.value)
             payload = decode_payload(self.catalog, envelope)
         except (MalformedEvent, UnknownEventType) as exc:
             return _Decoded(record, error=f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # whatever the bytes were, this record must not stall us
             return _Decoded(record, error=f"MalformedEvent: {type(exc).__name__}: {exc}")
-        return _Decoded(record, envelope, payload, event_id=event_id)
+        return _Decoded(record, envelope, payload)
 
     async def _apply_batch(self, items: Sequence[_Decoded]) -> list[str]:
         """`_apply` in a transaction of its own. On PostgreSQL the batch first takes its
@@ -244,7 +247,7 @@ class EventConsumer:
         work = []  # (item, its handler or None, its event id)
         for item in items:
             assert item.envelope is not None and item.payload is not None
-            work.append((item, handlers.get(type(item.payload)), item.event_id))
+            work.append((item, handlers.get(type(item.payload)), item.envelope.id))
         fresh = await self.inbox.claim(
             session,
             group=self.group,
@@ -270,17 +273,17 @@ class EventConsumer:
                     run = []
                 if isinstance(handler, Batched):
                     run_handler = handler
-                    run.append((self._context(session, envelope, event_id), item.payload))
+                    run.append((self._context(session, envelope), item.payload))
                 else:
-                    await self._run_handlers(session, envelope, item.payload, handler, event_id)
+                    await self._run_handlers(session, envelope, item.payload, handler)
                 outcomes.append("processed")
         if run:
             await self._run_batch(run_handler, run)
         return outcomes
 
-    def _context(self, session: AsyncSession, envelope: Envelope, event_id: str) -> HandlerContext:
+    def _context(self, session: AsyncSession, envelope: Envelope) -> HandlerContext:
         trace = continue_trace(envelope.traceparent)
-        return HandlerContext(session, envelope, self.outbox, trace, event_id)
+        return HandlerContext(session, envelope, self.outbox, trace)
 
     async def _run_batch(self, handler: Batched | None, run: Sequence[Delivery]) -> None:
         assert handler is not None
@@ -292,16 +295,17 @@ class EventConsumer:
         envelope: Envelope,
         payload: Any,
         handlers: Sequence[Handler],
-        event_id: str,
     ) -> None:
         incoming = envelope.traceparent
         traceparent = continue_trace(incoming)
         # continue_trace keeps a valid caller's trace id; an invalid one gets a new trace
         trace_id = traceparent[3:35] if incoming and incoming[3:35] == traceparent[3:35] else None
-        tokens = set_event_context(event_id=event_id, lead_id=envelope.subject, trace_id=trace_id)
+        tokens = set_event_context(
+            event_id=envelope.id, lead_id=envelope.subject, trace_id=trace_id
+        )
         trace = current_traceparent.set(traceparent)
         try:
-            context = HandlerContext(session, envelope, self.outbox, event_id=event_id)
+            context = HandlerContext(session, envelope, self.outbox)
             for handler in handlers:
                 await handler(context, payload)
         finally:

@@ -25,11 +25,11 @@ class HandlerContext:
     envelope: Envelope
     outbox: Outbox | None
     trace: str | None = None  # what emitted events carry (default: the current trace)
-    event_id: str = ""  # the envelope's id as canonical text (made from it when not given)
 
-    def __post_init__(self) -> None:
-        if not self.event_id:
-            self.event_id = str(self.envelope.id)
+    @property
+    def event_id(self) -> str:
+        """The event's id (canonical UUID text): what the inbox records."""
+        return self.envelope.id
 
     def stage(self, table: Table, **values: Any) -> None:
         """Insert a row with the batch's commit (bulk): the fast way to record an effect."""

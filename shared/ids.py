@@ -24,16 +24,9 @@ def _reseed() -> None:
 os.register_at_fork(after_in_child=_reseed)
 
 
-def random_hex(bits: int) -> str:
-    """`bits` random bits as lower-case hex, never all zeros (W3C trace context forbids it)."""
-    spelled = _HEX_FORMATS.get(bits) or f"%0{bits // 4}x"
-    while True:
-        value = _rng.getrandbits(bits)
-        if value:
-            return spelled % value
-
-
-_HEX_FORMATS = {64: "%016x", 128: "%032x"}  # (a span id, a trace id: formats made once)
+def random_bits(bits: int) -> int:
+    """`bits` random bits (zero included) from the seeded generator."""
+    return _rng.getrandbits(bits)
 
 
 # Version and variant bits of a UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then random.

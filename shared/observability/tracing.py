@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from shared.ids import random_hex
+from shared.ids import random_bits
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
@@ -16,15 +16,25 @@ _NO_TRACE = "0" * 32  # the all-zero trace id, which W3C trace context forbids
 current_traceparent: ContextVar[str | None] = ContextVar("traceparent", default=None)
 
 
+_SPAN_BITS = (1 << 64) - 1
+
+
 def new_traceparent() -> str:
-    """The start of a new trace."""
-    return f"00-{random_hex(128)}-{random_hex(64)}-01"
+    """The start of a new trace: a trace id and a span id, neither all zeros (W3C trace
+    context forbids both), drawn at once (a consumer starts one per event that came
+    without a trace)."""
+    while True:
+        ids = random_bits(192)
+        if ids >> 64 and ids & _SPAN_BITS:
+            return f"00-{ids >> 64:032x}-{ids & _SPAN_BITS:016x}-01"
 
 
 def continue_trace(traceparent: str | None) -> str:
     """A new span in the caller's trace, or a new trace if the header is missing or invalid."""
     if traceparent and _TRACEPARENT.match(traceparent) and traceparent[3:35] != _NO_TRACE:
-        return f"00-{traceparent[3:35]}-{random_hex(64)}-{traceparent[53:55]}"
+        while not (span := random_bits(64)):
+            pass
+        return f"00-{traceparent[3:35]}-{span:016x}-{traceparent[53:55]}"
     return new_traceparent()
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
 
+import orjson
 import pytest
 from cloudevents.v1.kafka import KafkaMessage
 from cloudevents.v1.kafka import from_binary as sdk_from_binary
@@ -12,7 +15,6 @@ from shared.events.catalog import CATALOG, Topics, UnknownEventType
 from shared.events.codec import (
     MalformedEvent,
     build_envelope,
-    decode_binary,
     decode_payload,
     from_binary,
     to_binary,
@@ -121,7 +123,7 @@ def test_headers_other_than_the_bindings_are_ignored_whatever_they_are_named() -
     envelope = from_binary([*noise, *MINIMAL_HEADERS], b'{"a": 1}')
     assert (envelope.subject, envelope.data) == ("s", {"a": 1})
     plain = from_binary(MINIMAL_HEADERS, b'{"a": 1}')
-    assert envelope.model_dump(exclude={"time"}) == plain.model_dump(exclude={"time"})
+    assert replace(envelope, time=plain.time) == plain
 
 
 @pytest.mark.parametrize(
@@ -154,13 +156,72 @@ def test_the_content_type_must_be_json(content_type: bytes, accepted: bool) -> N
 )
 def test_the_event_id_text_is_canonical_however_the_header_spelled_it(written: str) -> None:
     headers = [(n, written.encode() if n == "ce_id" else v) for n, v in MINIMAL_HEADERS]
-    envelope, event_id = decode_binary(headers, b"{}")
-    assert event_id == str(envelope.id) == "0192f3a4-5b6c-7d8e-9f01-23456789abcd"
+    assert from_binary(headers, b"{}").id == "0192f3a4-5b6c-7d8e-9f01-23456789abcd"
+
+
+def with_header(name: str, value: bytes) -> list[tuple[str, bytes]]:
+    return [*[(n, v) for n, v in MINIMAL_HEADERS if n != name], (name, value)]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("ce_id", b"42", "ce_id '42': not a UUID"),
+        ("ce_source", b"", "empty CloudEvents header.s.: ce_source"),
+        ("ce_type", b"", "empty CloudEvents header.s.: ce_type"),
+        ("ce_subject", b"", "empty CloudEvents header.s.: ce_subject"),
+        ("ce_time", b"yesterday", "ce_time 'yesterday': not an ISO 8601 timestamp"),
+        ("ce_sequence", b"0", "ce_sequence '0': not a positive decimal number"),
+        ("ce_sequence", b"-3", "ce_sequence '-3': not a positive decimal number"),
+        ("ce_sequence", b"1_000", "ce_sequence '1_000': not a positive decimal number"),
+    ],
+)
+def test_an_invalid_attribute_is_malformed_and_named(name: str, value: bytes, says: str) -> None:
+    with pytest.raises(MalformedEvent, match=says):
+        from_binary(with_header(name, value), b"{}")
+
+
+def test_attributes_are_typed_as_read() -> None:
+    envelope = from_binary(
+        [
+            *with_header("ce_time", b"2026-11-24T09:15:00.5Z"),
+            ("ce_sequence", b"000000000042"),
+            ("ce_traceparent", b"00-" + b"a" * 32 + b"-" + b"b" * 16 + b"-01"),
+        ],
+        b"{}",
+    )
+    assert envelope.time == datetime(2026, 11, 24, 9, 15, 0, 500000, tzinfo=UTC)
+    assert envelope.sequence == 42
+    assert envelope.traceparent == "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+
+
+def test_a_time_without_an_offset_is_utc_and_a_missing_one_is_now() -> None:
+    naive = from_binary(with_header("ce_time", b"2026-11-24T09:15:00"), b"{}")
+    assert naive.time == datetime(2026, 11, 24, 9, 15, tzinfo=UTC)
+    before = datetime.now(UTC)
+    assert before <= from_binary(MINIMAL_HEADERS, b"{}").time <= datetime.now(UTC)
+
+
+def test_structured_mode_writes_ids_and_times_as_text_and_leaves_out_a_missing_trace() -> None:
+    envelope = build_envelope(
+        CATALOG,
+        stage_changed(),
+        source_service="q",
+        subject="x",
+        sequence=2,
+        event_id=uuid.UUID("0192f3a4-5b6c-7d8e-9f01-23456789abcd"),
+        time=datetime(2026, 11, 24, 9, 15, tzinfo=UTC),
+    )
+    body = orjson.loads(to_structured(envelope))
+    assert body["id"] == "0192f3a4-5b6c-7d8e-9f01-23456789abcd"
+    assert body["time"] == "2026-11-24T09:15:00+00:00"
+    assert "traceparent" not in body
+    assert body["data"]["to_stage"] == "mql"
 
 
 def test_data_that_breaks_the_payload_schema_is_malformed() -> None:
     envelope = build_envelope(CATALOG, stage_changed(), source_service="q", subject="x", sequence=1)
-    broken = envelope.model_copy(update={"data": {**envelope.data, "to_stage": "limbo"}})
+    broken = replace(envelope, data={**envelope.data, "to_stage": "limbo"})
     with pytest.raises(MalformedEvent, match="to_stage"):
         decode_payload(CATALOG, broken)
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import time
 import uuid
 
-from shared.ids import random_hex, time_ordered_uuid
+from shared.ids import time_ordered_uuid
 
 RANDOM_BITS = (1 << 62) - 1 | ((1 << 12) - 1) << 64  # what follows the milliseconds
 
@@ -26,11 +25,6 @@ def test_event_ids_follow_the_clock() -> None:
     millis = [u.int >> 80 for u in ids]
     assert millis == sorted(millis)
     assert abs(millis[-1] - time.time_ns() // 1_000_000) < 60_000  # Unix milliseconds
-
-
-def test_random_hex_has_the_width_asked_for() -> None:
-    assert re.fullmatch(r"[0-9a-f]{16}", random_hex(64))
-    assert re.fullmatch(r"[0-9a-f]{32}", random_hex(128))
 
 
 def test_seeding_the_global_random_does_not_repeat_ids() -> None:
