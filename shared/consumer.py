@@ -33,7 +33,7 @@ from shared.handler_context import Batched, Delivery, Handler, HandlerContext, H
 from shared.inbox import Inbox
 from shared.observability import metrics
 from shared.observability.logging import reset_event_context, set_event_context
-from shared.observability.tracing import continue_trace, current_traceparent, trace_id_of
+from shared.observability.tracing import Span, current_traceparent, trace_id_of
 from shared.outbox import Outbox
 
 log = structlog.get_logger(__name__)
@@ -282,8 +282,7 @@ class EventConsumer:
         return outcomes
 
     def _context(self, session: AsyncSession, envelope: Envelope) -> HandlerContext:
-        trace = continue_trace(envelope.traceparent)
-        return HandlerContext(session, envelope, self.outbox, trace)
+        return HandlerContext(session, envelope, self.outbox, Span(envelope.traceparent))
 
     async def _run_batch(self, handler: Batched | None, run: Sequence[Delivery]) -> None:
         assert handler is not None
@@ -297,13 +296,10 @@ class EventConsumer:
         handlers: Sequence[Handler],
     ) -> None:
         incoming = envelope.traceparent
-        traceparent = continue_trace(incoming)
-        # continue_trace keeps a valid caller's trace id; an invalid one gets a new trace
-        trace_id = traceparent[3:35] if incoming and incoming[3:35] == traceparent[3:35] else None
         tokens = set_event_context(
-            event_id=envelope.id, lead_id=envelope.subject, trace_id=trace_id
+            event_id=envelope.id, lead_id=envelope.subject, trace_id=trace_id_of(incoming)
         )
-        trace = current_traceparent.set(traceparent)
+        trace = current_traceparent.set(Span(incoming))  # a new trace if none came or it is invalid
         try:
             context = HandlerContext(session, envelope, self.outbox)
             for handler in handlers:
@@ -341,11 +337,8 @@ class EventConsumer:
                     await asyncio.sleep(0.05 * 2**attempt)
 
     def _count_all(self, items: Sequence[_Decoded], outcomes: Sequence[str]) -> None:
-        tally = Counter(
-            (i.envelope.type if i.envelope else "unknown", o)
-            for i, o in zip(items, outcomes, strict=True)
-        )
-        for (event_type, outcome), n in tally.items():
+        types = [i.envelope.type if i.envelope else "unknown" for i in items]
+        for (event_type, outcome), n in Counter(zip(types, outcomes, strict=True)).items():
             metrics.EVENTS_CONSUMED.labels(self.service, self.group, event_type, outcome).inc(n)
 
     def _count(self, item: _Decoded, outcome: str) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.bulk_writes import stage_insert
 from shared.events.envelope import Envelope
+from shared.observability.tracing import Span
 from shared.outbox import Outbox
 
 
@@ -24,7 +25,12 @@ class HandlerContext:
     session: AsyncSession
     envelope: Envelope
     outbox: Outbox | None
-    trace: str | None = None  # what emitted events carry (default: the current trace)
+    span: Span | None = None  # the trace emitted events carry (None: the current one)
+
+    @property
+    def trace(self) -> str | None:
+        """The traceparent emitted events carry (None: the current trace)."""
+        return self.span.traceparent if self.span is not None else None
 
     @property
     def event_id(self) -> str:

@@ -21,7 +21,7 @@ from shared.events.catalog import EventCatalog, EventType
 from shared.events.codec import headers_json_list
 from shared.events.envelope import utcnow
 from shared.ids import time_ordered_event_id
-from shared.observability.tracing import current_traceparent
+from shared.observability.tracing import current_trace
 from shared.outbox_sql import pg_write_sql, sqlite_reserve_sql, subject_lock_class
 
 
@@ -152,7 +152,7 @@ class Outbox:
             payload,
             event_type,
             subject,
-            traceparent or current_traceparent.get(),
+            traceparent or current_trace(),
             pending[0].time if pending else utcnow(),  # a transaction's events: one time
             new_subject,
         )

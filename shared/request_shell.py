@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.observability import metrics
-from shared.observability.tracing import continue_trace, current_traceparent, trace_id_of
+from shared.observability.tracing import Span, continue_trace, current_traceparent, trace_id_of
 from shared.problems import PROBLEM_JSON, Problem, unexpected_error
 
 
@@ -157,7 +157,7 @@ def _declared_length_and_traceparent(scope: Scope) -> tuple[bytes | None, str]:
     return declared, incoming
 
 
-def _enter_trace(incoming: str) -> tuple[str, Token[str | None]]:
+def _enter_trace(incoming: str) -> tuple[str, Token[str | Span | None]]:
     """The request's traceparent (the caller's trace continued, or a new one), made current
     for logs and the events emitted; the token puts the previous one back."""
     traceparent = continue_trace(incoming)
@@ -166,7 +166,7 @@ def _enter_trace(incoming: str) -> tuple[str, Token[str | None]]:
     return traceparent, token
 
 
-def _leave_trace(token: Token[str | None]) -> None:
+def _leave_trace(token: Token[str | Span | None]) -> None:
     """Put back the trace that was current before `_enter_trace`."""
     current_traceparent.reset(token)
     structlog.contextvars.unbind_contextvars("trace_id")

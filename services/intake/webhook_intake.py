@@ -24,7 +24,7 @@ from services.intake.identity import Timing, time_text
 from services.intake.leads import IDS_BY_EXTERNAL_ID, KnownAccounts, capture_batch
 from services.intake.models import webhook_deliveries
 from services.intake.providers import InboundItem, SourceConfig
-from shared.observability.tracing import current_traceparent, traced
+from shared.observability.tracing import current_trace, traced
 from shared.outbox import Outbox
 from shared.validation_errors import error_reason
 
@@ -76,7 +76,7 @@ class Delivery:
 
     items: Sequence[InboundItem]
     source: SourceConfig
-    traceparent: str | None = field(default_factory=current_traceparent.get)
+    traceparent: str | None = field(default_factory=current_trace)
 
 
 async def apply_items(

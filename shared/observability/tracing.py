@@ -13,7 +13,33 @@ _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 _NO_TRACE = "0" * 32  # the all-zero trace id, which W3C trace context forbids
 
-current_traceparent: ContextVar[str | None] = ContextVar("traceparent", default=None)
+
+class Span:
+    """A handler's place in the trace of the event it handles: `continue_trace(incoming)`,
+    made when first asked for (most handlers emit nothing, and drawing ids for every event
+    cost more than the rest of running its handler)."""
+
+    __slots__ = ("_traceparent", "incoming")
+
+    def __init__(self, incoming: str | None) -> None:
+        self.incoming = incoming
+        self._traceparent: str | None = None
+
+    @property
+    def traceparent(self) -> str:
+        if self._traceparent is None:
+            self._traceparent = continue_trace(self.incoming)
+        return self._traceparent
+
+
+# What events made now carry: a request's traceparent, or the span of the event being handled.
+current_traceparent: ContextVar[str | Span | None] = ContextVar("traceparent", default=None)
+
+
+def current_trace() -> str | None:
+    """The traceparent events made now carry (None outside a request or a handler)."""
+    value = current_traceparent.get()
+    return value.traceparent if isinstance(value, Span) else value
 
 
 _SPAN_BITS = (1 << 64) - 1
@@ -40,7 +66,9 @@ def continue_trace(traceparent: str | None) -> str:
 
 def trace_id_of(traceparent: str | None) -> str | None:
     """The trace id of a valid `traceparent` (None for any other, as for the all-zero id)."""
-    match = _TRACEPARENT.match(traceparent or "")
+    if not traceparent:
+        return None
+    match = _TRACEPARENT.match(traceparent)
     return match.group(1) if match and match.group(1) != "0" * 32 else None
 
 

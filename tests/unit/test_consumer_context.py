@@ -14,7 +14,7 @@ from shared.db import Database
 from shared.events.codec import build_envelope, to_binary
 from shared.handler_context import HandlerContext
 from shared.inbox import Inbox
-from shared.observability.tracing import current_traceparent, trace_id_of
+from shared.observability.tracing import current_trace, current_traceparent, trace_id_of
 from tests.support import Ping, catalog_with_ping, create_schema, inbox_table
 
 CALLER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -46,7 +46,7 @@ async def test_handlers_see_the_event_ids_and_trace_and_the_outer_context_comes_
         seen.append(
             (
                 structlog.contextvars.get_contextvars(),
-                current_traceparent.get(),
+                current_trace(),
                 ctx.event_id,
             )
         )

@@ -13,7 +13,9 @@ from sqlalchemy import select
 from shared.db import Database
 from shared.observability import tracing
 from shared.observability.tracing import (
+    Span,
     continue_trace,
+    current_trace,
     current_traceparent,
     new_traceparent,
     trace_id_of,
@@ -49,6 +51,26 @@ def test_an_all_zero_trace_or_span_id_is_drawn_again(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(tracing, "random_bits", lambda _bits: next(draws))
     assert new_traceparent() == f"00-{trace:032x}-{span:016x}-01"
     assert continue_trace(CALLER) == f"00-{CALLER[3:35]}-{span:016x}-01"
+
+
+def test_a_span_draws_its_ids_only_when_asked_and_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    draws: list[int] = []
+
+    def drawn(bits: int) -> int:
+        draws.append(bits)
+        return 0x00F067AA0BA902B7
+
+    monkeypatch.setattr(tracing, "random_bits", drawn)
+    span = Span(CALLER)
+    token = current_traceparent.set(span)
+    try:
+        assert draws == []  # a handler that emits nothing costs no ids
+        assert current_trace() == span.traceparent == f"00-{CALLER[3:35]}-00f067aa0ba902b7-01"
+        assert current_trace() == span.traceparent
+    finally:
+        current_traceparent.reset(token)
+    assert draws == [64]
+    assert current_trace() is None
 
 
 async def test_events_added_during_a_traced_request_carry_its_trace(tmp_path: Path) -> None:
