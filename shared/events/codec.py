@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 import orjson
@@ -270,24 +271,10 @@ def _sequence(text: str) -> int:
 def to_structured(envelope: Envelope) -> bytes:
     """`application/cloudevents+json` body (structured content mode, for HTTP): every
     attribute (a missing traceparent left out) and the data."""
-    body = {name: getattr(envelope, name) for name in _STRUCTURED}
-    if envelope.traceparent is not None:
-        body["traceparent"] = envelope.traceparent
-    body["data"] = envelope.data
+    body = asdict(envelope)
+    if body["traceparent"] is None:
+        del body["traceparent"]
     return orjson.dumps(body)
-
-
-_STRUCTURED = (
-    "id",
-    "specversion",
-    "source",
-    "type",
-    "subject",
-    "time",
-    "datacontenttype",
-    "partitionkey",
-    "sequence",
-)
 
 
 def build_envelope(

@@ -23,7 +23,7 @@ def utcnow() -> datetime:
 
 # Made for every consumed event: a plain slotted dataclass, read-only by convention (a
 # pydantic model cost ~1.4 µs an event to validate and ~2.6 µs to construct; the codec
-# checks the attributes itself, `shared.events.codec.decode_binary`).
+# checks the attributes itself, `shared.events.codec.from_binary`).
 @dataclass(slots=True, kw_only=True)
 class Envelope:
     """CloudEvents 1.0 attributes plus the partitionkey, traceparent and sequence extensions.

@@ -69,7 +69,7 @@ def trace_id_of(traceparent: str | None) -> str | None:
     if not traceparent:
         return None
     match = _TRACEPARENT.match(traceparent)
-    return match.group(1) if match and match.group(1) != "0" * 32 else None
+    return match.group(1) if match and match.group(1) != _NO_TRACE else None
 
 
 @contextmanager
