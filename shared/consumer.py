@@ -296,8 +296,8 @@ class EventConsumer:
         handlers: Sequence[Handler],
     ) -> None:
         incoming = envelope.traceparent
-        tokens = set_event_context(
-            event_id=envelope.id, lead_id=envelope.subject, trace_id=trace_id_of(incoming)
+        logged = set_event_context(
+            event_id=envelope.id, lead_id=envelope.subject, traceparent=incoming
         )
         trace = current_traceparent.set(Span(incoming))  # a new trace if none came or it is invalid
         try:
@@ -306,7 +306,7 @@ class EventConsumer:
                 await handler(context, payload)
         finally:
             current_traceparent.reset(trace)
-            reset_event_context(tokens)
+            reset_event_context(logged)
 
     async def _apply_alone(self, item: _Decoded) -> None:
         assert item.envelope is not None
