@@ -157,8 +157,9 @@ def set_event_context(
     `lead_id` and the `trace_id` of `traceparent` (None when it has none). They take the
     place of the same keys bound with structlog's context variables (a request's trace id,
     an outer event's ids); a log call's own keys still win. One variable, set once per
-    consumed event, and the trace id read only when a line is logged: structlog's three
-    variables and the trace id read for every event cost ~1.25 µs an event, this ~0.1."""
+    consumed event, and the trace id read only when a line is logged: with the trace's own
+    variable beside it, ~0.36 µs an event where structlog's three and the trace id read
+    for every event cost ~1.25."""
     return _EVENT.set((event_id, lead_id, traceparent))
 
 
