@@ -57,16 +57,16 @@ from services.intake.canonical import LeadIn
 from services.intake.leads import capture_batch
 from services.intake.models import outbox_tables as intake_outbox_tables
 from shared.bus.local import LocalBus
-from shared.bus.port import Record, StoredHeaders
+from shared.bus.port import Record
 from shared.consumer import EventConsumer
 from shared.db import Database
 from shared.events.catalog import CATALOG
+from shared.events.codec import OutboxHeaders
 from shared.handler_context import HandlerContext
 from shared.inbox import Inbox
 from shared.migrations import upgrade
 from shared.outbox import Outbox
 from shared.outbox_relay import OutboxRelay
-from shared.outbox_sql import outgoing_headers
 from shared.process import run_on_service_loop, settle_for_serving
 
 RELAY_SIZES = (1, 32, 500)
@@ -241,15 +241,23 @@ async def consume_costs(url: str, sizes: Sequence[int], units: int) -> dict[int,
                         ping = BenchPing(lead_id=lead, n=made, t_sched=0, t_add=0, pad=PAD)
                         await outbox.add(session, ping, subject=str(lead))
                         made += 1
-                table = outbox.table
+                c = outbox.table.c
                 async with db.transaction() as session:
                     rows = (
                         await session.execute(
-                            table.delete().returning(
-                                table.c.id, table.c.key, table.c.headers, table.c.value
+                            outbox.table.delete().returning(
+                                c.id,
+                                c.key,
+                                c.event_id,
+                                c.event_type,
+                                c.event_time,
+                                c.traceparent,
+                                c.sequence,
+                                c.value,
                             )
                         )
                     ).all()
+                headers = OutboxHeaders(outbox.source)
                 return [
                     Record(
                         topic,
@@ -257,9 +265,11 @@ async def consume_costs(url: str, sizes: Sequence[int], units: int) -> dict[int,
                         made + n,
                         key,
                         bytes(value),
-                        tuple(StoredHeaders(outgoing_headers(headers, row_id)).pairs()),
+                        tuple(headers.pairs(event_id, type_, key, time, seq or row_id, trace)),
                     )
-                    for n, (row_id, key, headers, value) in enumerate(rows)
+                    for n, (row_id, key, event_id, type_, time, trace, seq, value) in enumerate(
+                        rows
+                    )
                 ]
 
             async def unit(records: list[Record]) -> None:

@@ -18,7 +18,6 @@ from shared.bulk_writes import insert_many, sqlite_rows_returning
 from shared.db import after_commit, before_commit
 from shared.db_drivers import PgWrite, pg_driver
 from shared.events.catalog import EventCatalog, EventType
-from shared.events.codec import headers_json_list
 from shared.events.envelope import utcnow
 from shared.ids import time_ordered_event_id
 from shared.observability.tracing import current_trace
@@ -47,7 +46,17 @@ class _Pending:
     new_subject: bool = False
 
 
-_ROW = ("event_id", "topic", "key", "headers", "value", "created_at")
+_ROW = (
+    "event_id",
+    "topic",
+    "key",
+    "event_type",
+    "event_time",
+    "traceparent",
+    "sequence",
+    "value",
+    "created_at",
+)
 
 
 def _numbered(pending: list[_Pending], last: Mapping[str, int]) -> list[int]:
@@ -62,17 +71,19 @@ def _numbered(pending: list[_Pending], last: Mapping[str, int]) -> list[int]:
     return out
 
 
-def _columns(
-    pending: list[_Pending], ids: list[str], headers: list[str], written: datetime
-) -> tuple[Any, ...]:
-    """The outbox rows of `pending` as PostgreSQL takes them: a list per column of `_ROW`,
-    but one `created_at` for all (the flush's time)."""
+def _columns(pending: list[_Pending], ids: list[str], written: datetime) -> tuple[Any, ...]:
+    """The outbox rows of `pending` as PostgreSQL takes them: a list per column (event id,
+    topic, key, event type, traceparent, value), then the one `event_time` and the one
+    `created_at` they share (the transaction's time, the flush's time). No sequence: the
+    row's id is the sequence."""
     return (
         ids,
         [e.event_type.topic for e in pending],
         [e.subject for e in pending],
-        headers,
+        [e.event_type.name for e in pending],
+        [e.traceparent for e in pending],
         [_value(e.payload) for e in pending],
+        pending[0].time.isoformat(),  # (a transaction's events share one time: `add`)
         written,
     )
 
@@ -112,7 +123,7 @@ class Outbox:
         self.catalog = catalog
         self.wake = wake or asyncio.Event()
         self._key = f"handoff.outbox.{service}.{id(self)}"
-        self._source = f"/handoff/{service}"
+        self.source = f"/handoff/{service}"  # its events' `ce_source`
         self._sqlite_reserve: tuple[str, str] | None = None
         self._pg_sql: tuple[tuple[str, ...], str] | None = None
 
@@ -129,9 +140,9 @@ class Outbox:
 
         Returns the event id (canonical UUID text); the event is written when the
         transaction commits. Its `time` is when the transaction added its first event: a
-        transaction's events happen together (and their headers are written with one
-        timestamp). `new_subject` says that no event about `subject` was written before
-        this transaction (a lead it creates). On SQLite its events are then numbered from 1
+        transaction's events happen together (and are stored with one `event_time`).
+        `new_subject` says that no event about `subject` was written before this
+        transaction (a lead it creates). On SQLite its events are then numbered from 1
         without reading a counter (its counter is inserted; a counter that exists after all
         fails the transaction on its key, an `IntegrityError`, which `Database.run` takes
         for a race and runs again: say it only of subjects the transaction creates). On
@@ -175,50 +186,34 @@ class Outbox:
             fresh = [(s, counts[s]) for s in new]
             await insert_many(session, self.sequences, ("subject", "last"), fresh)
             last.update(fresh)
-        ids = [event.event_id for event in pending]
         written = utcnow()  # (one value: converted for SQLite once, not per row)
+        time = pending[0].time.isoformat()  # (a transaction's events share one time: `add`)
         rows = [
             (
-                event_id,
+                event.event_id,
                 event.event_type.topic,
                 event.subject,
-                headers,
+                event.event_type.name,
+                time,
+                event.traceparent,
+                sequence,
                 _value(event.payload),
                 written,
             )
-            for event, event_id, headers in zip(
-                pending, ids, self._headers(pending, ids, _numbered(pending, last)), strict=True
-            )
+            for event, sequence in zip(pending, _numbered(pending, last), strict=True)
         ]
         await insert_many(session, self.table, _ROW, rows)
 
     async def _flush_postgres(self, session: AsyncSession, pending: list[_Pending]) -> None:
         """One write whatever the number of events, their rows passed as arrays: it locks
-        their subjects and inserts them, each numbered by its row's id (the stored headers
-        carry a placeholder sequence, which the relay fills in: `outgoing_headers`)."""
+        their subjects and inserts them, each numbered by its row's id (its `sequence` left
+        NULL: the relay sends the id)."""
         driver = await pg_driver(session)
         ids = [e.event_id for e in pending]
-        headers = self._headers(pending, ids, [0] * len(pending))
         ctes, statement = self._postgres_statement(session)
         subjects = list(dict.fromkeys(e.subject for e in pending))
-        args = (*_columns(pending, ids, headers, utcnow()), subjects)
+        args = (*_columns(pending, ids, utcnow()), subjects)
         driver.write_at_commit(PgWrite(statement, args, ctes))
-
-    def _headers(self, pending: list[_Pending], ids: list[str], sequences: list[int]) -> list[str]:
-        """Each event's `ce_*` headers as stored (JSON text, straight to the wire format)."""
-        time = pending[0].time.isoformat()  # (a transaction's events share one time: `add`)
-        return headers_json_list(
-            self._source,
-            time,
-            zip(
-                ids,
-                [e.event_type.name for e in pending],
-                [e.subject for e in pending],
-                sequences,
-                [e.traceparent for e in pending],
-                strict=True,
-            ),
-        )
 
     def _postgres_statement(self, session: AsyncSession) -> tuple[tuple[str, ...], str]:
         if self._pg_sql is None:

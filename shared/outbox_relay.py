@@ -14,12 +14,12 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, wait_exponential_jitter
 
-from shared.bus.port import Bus, OutgoingMessage, StoredHeaders
+from shared.bus.port import Bus, OutgoingMessage
 from shared.db import Database
 from shared.db_drivers import pg_driver, sqlite_driver
+from shared.events.codec import OutboxHeaders
 from shared.observability import metrics
 from shared.outbox import Outbox
-from shared.outbox_sql import outgoing_headers
 
 log = structlog.get_logger(__name__)
 
@@ -38,8 +38,8 @@ class PipeliningBus(Protocol):
 
 class OutboxRelay:
     """Publishes committed outbox rows in order and removes them once they are published.
-    (On PostgreSQL an event's `ce_sequence` is its row's id, filled in here:
-    `shared.outbox_sql`.)
+    An event's `ce_*` headers are made here from its row's columns (on PostgreSQL its
+    `ce_sequence` is the row's id: `shared.outbox_sql`).
 
     One statement claims a batch: it deletes the oldest rows (`FOR UPDATE SKIP LOCKED` on
     PostgreSQL) and returns them; the transaction commits only after the bus has stored
@@ -82,6 +82,7 @@ class OutboxRelay:
         self._stopping = asyncio.Event()
         self._lock_id = _advisory_lock_id(outbox.service)
         self._lock_busy = False  # the last claim found another relay publishing
+        self._headers = OutboxHeaders(outbox.source)
         table = outbox.table
         oldest = select(table.c.id).order_by(table.c.id).limit(batch_size)
         # Built once: SQLAlchemy compiles it once (an IN list of ids would be re-rendered for
@@ -90,7 +91,7 @@ class OutboxRelay:
         self._take = (
             delete(table)
             .where(table.c.id.in_(oldest.with_for_update(skip_locked=True).scalar_subquery()))
-            .returning(table.c.id, table.c.topic, table.c.key, table.c.headers, table.c.value)
+            .returning(*(table.c[name] for name in CLAIMED))
         )
 
     async def run(self) -> None:
@@ -152,12 +153,7 @@ class OutboxRelay:
                     rows = sorted(await self._claim(session), key=_row_id)
                     if not rows:
                         break
-                    messages = [
-                        OutgoingMessage(
-                            topic, key, value, StoredHeaders(outgoing_headers(headers, row_id))
-                        )
-                        for row_id, topic, key, headers, value in rows
-                    ]
+                    messages = outbox_messages(self._headers, rows)
                     if enqueue is None:
                         await self.bus.publish(messages)
                     else:  # claim the next batch while the broker stores this one
@@ -190,7 +186,7 @@ class OutboxRelay:
         """The claim as plain SQL for SQLite (whose writers take turns) and PostgreSQL."""
         if self._take_sql is None:
             table = session.bind.dialect.identifier_preparer.format_table(self.outbox.table)
-            returning = "RETURNING id, topic, key, headers, value"
+            returning = f"RETURNING {', '.join(CLAIMED)}"
             # PostgreSQL: the ids are an array computed once (an InitPlan) before any row is
             # deleted: as `IN (subquery)` the planner may run the locking subquery again for
             # every row it scans (a nested loop), which on a large backlog never finishes.
@@ -237,9 +233,37 @@ _TRY_LOCK = (
     "SELECT pg_try_advisory_xact_lock($1), set_config('plan_cache_mode', 'force_custom_plan', true)"
 )
 _row_id = operator.itemgetter(0)
+# What a claim returns of each row, in this order: what its message is made of.
+CLAIMED = (
+    "id",
+    "topic",
+    "key",
+    "event_id",
+    "event_type",
+    "event_time",
+    "traceparent",
+    "sequence",
+    "value",
+)
 
 
 def _advisory_lock_id(service: str) -> int:
     import zlib
 
     return zlib.crc32(f"handoff.outbox.{service}".encode())
+
+
+def outbox_messages(headers: OutboxHeaders, rows: Sequence[Any]) -> list[OutgoingMessage]:
+    """Outbox rows (their `CLAIMED` columns) as the messages the relay publishes: each
+    event's headers made from its columns, its `ce_sequence` the row's `sequence` or, where
+    that is NULL (PostgreSQL's), the row's id."""
+    make = headers.pairs
+    return [
+        OutgoingMessage(
+            topic,
+            key,
+            value,
+            make(event_id, event_type, key, time, row_id if sequence is None else sequence, trace),
+        )
+        for row_id, topic, key, event_id, event_type, time, trace, sequence, value in rows
+    ]

@@ -9,10 +9,10 @@ How an event's `ce_sequence` is made depends on the database:
   are numbered in the order they were written, with gaps (other subjects' events take the
   ids between). The write first takes a transaction-scoped lock per subject, so a second
   transaction writing about the same subject takes its ids only once the first has
-  committed: ids, and so the relay's order, follow each subject's commits. The stored
-  headers carry a placeholder sequence, which the relay fills in (`outgoing_headers`).
+  committed: ids, and so the relay's order, follow each subject's commits. The row's
+  `sequence` column is NULL: the relay sends its id.
 - **SQLite** (one writer at a time): each subject has a counter in `event_sequences`,
-  numbered 1, 2, 3; the stored headers carry the number itself. (Its `id` cannot serve:
+  numbered 1, 2, 3; the row's `sequence` column holds the number. (Its `id` cannot serve:
   without `AUTOINCREMENT` SQLite gives an emptied table's next row the id 1 again.)
 """
 
@@ -23,26 +23,7 @@ import zlib
 from sqlalchemy import Table
 from sqlalchemy.sql.compiler import IdentifierPreparer
 
-from shared.events.codec import sequence_text
-
 Statement = tuple[tuple[str, ...], str]  # its `WITH` parts, and the statement itself
-
-
-def _sequence_pair(sequence: int) -> str:
-    """A `ce_sequence` header as it is stored (one pair of the stored JSON list)."""
-    return f'["ce_sequence","{sequence_text(sequence)}"]'
-
-
-# The stored form of a `ce_sequence` header of 0, which the relay replaces by the row's id
-# (PostgreSQL). A header value is JSON-escaped text, so this cannot occur inside one.
-SEQUENCE_PLACEHOLDER = _sequence_pair(0)
-
-
-def outgoing_headers(stored: str, row_id: int) -> str:
-    """The headers an outbox row is published with: its stored headers, their placeholder
-    sequence (PostgreSQL's) replaced by the row's id; headers numbered already (SQLite's,
-    and PostgreSQL rows written before ids were the sequence) go as they are."""
-    return stored.replace(SEQUENCE_PLACEHOLDER, _sequence_pair(row_id), 1)
 
 
 def subject_lock_class(service: str) -> int:
@@ -55,8 +36,8 @@ def subject_lock_class(service: str) -> int:
 
 
 def pg_write_sql(quote: IdentifierPreparer, outbox: Table, lock_class: int) -> Statement:
-    """Lock each subject of the transaction's events, then insert the events ($1-$5 the
-    rows' columns, $6 their one `created_at`, $7 the subjects).
+    """Lock each subject of the transaction's events, then insert the events ($1-$6 the
+    rows' columns, $7 their one `event_time` and $8 their one `created_at`, $9 the subjects).
 
     Plain SQL for the driver (asyncpg's $n parameters): nothing for SQLAlchemy to compile
     or to process per row; asyncpg encodes the arrays. Subjects are locked in the order of
@@ -72,14 +53,15 @@ def pg_write_sql(quote: IdentifierPreparer, outbox: Table, lock_class: int) -> S
     ctes = (
         f"{locks} AS MATERIALIZED (SELECT "  # noqa: S608
         f"count(pg_advisory_xact_lock({int(lock_class)}, h)) AS n "
-        "FROM (SELECT DISTINCT hashtext(s) AS h FROM unnest($7::varchar[]) AS s "
+        "FROM (SELECT DISTINCT hashtext(s) AS h FROM unnest($9::varchar[]) AS s "
         "ORDER BY 1) AS subjects)",
     )
     statement = (
-        f"INSERT INTO {out} (event_id, topic, key, headers, value, created_at) "  # noqa: S608
-        "SELECT e.event_id, e.topic, e.key, e.headers, e.value, $6::timestamptz "
-        "FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::text[], "
-        "$5::bytea[]) WITH ORDINALITY AS e(event_id, topic, key, headers, value, ord) "
+        f"INSERT INTO {out} (event_id, topic, key, event_type, event_time, traceparent, "  # noqa: S608
+        "value, created_at) SELECT e.event_id, e.topic, e.key, e.event_type, $7::varchar, "
+        "e.traceparent, e.value, $8::timestamptz FROM unnest($1::varchar[], $2::varchar[], "
+        "$3::varchar[], $4::varchar[], $5::text[], $6::bytea[]) "
+        "WITH ORDINALITY AS e(event_id, topic, key, event_type, traceparent, value, ord) "
         f"CROSS JOIN {locks} ORDER BY e.ord"
     )
     return ctes, statement

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.producer.message_accumulator import BatchBuilder
 
-from shared.bus.port import BusError, OutgoingMessage, StoredHeaders
+from shared.bus.port import BusError, OutgoingMessage
 
 
 async def send_batch(
@@ -79,8 +79,6 @@ def append(batch: BatchBuilder, key: bytes, message: OutgoingMessage) -> bool:
 
 def header_list(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
     """`headers` as the list aiokafka's record builder takes (and nothing else)."""
-    if isinstance(headers, list):
+    if isinstance(headers, list):  # (the relay's: made for this message, no copy)
         return headers
-    if type(headers) is StoredHeaders:  # the relay's: its own parsed list, no copy
-        return headers.pairs()
     return list(headers)

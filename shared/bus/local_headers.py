@@ -6,13 +6,9 @@ from collections.abc import Sequence
 
 import orjson
 
-from shared.bus.port import StoredHeaders
-
 
 def dump_headers(headers: Sequence[tuple[str, bytes]]) -> bytes:
     """`headers` as the log stores them."""
-    if isinstance(headers, StoredHeaders) and headers.text.isascii():
-        return headers.text.encode()  # the very JSON we would write (values are ASCII)
     return orjson.dumps([[k, v.decode("latin-1")] for k, v in headers])
 
 

@@ -3,48 +3,11 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import overload
-
-import orjson
 
 Header = tuple[str, bytes]
 RevokeHook = Callable[[], Awaitable[None]]
-
-
-class StoredHeaders(Sequence[Header]):
-    """Headers as the JSON text `[[name, value], ...]` they were stored in (the outbox's
-    form), parsed into pairs only when read: a bus that stores the same JSON (LocalBus)
-    takes the text as it is."""
-
-    __slots__ = ("_pairs", "text")
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self._pairs: list[Header] | None = None
-
-    def pairs(self) -> list[Header]:
-        """The headers as a list of (name, value) pairs (parsed once)."""
-        if self._pairs is None:
-            encode = str.encode  # the method looked up once, not per value
-            self._pairs = [(name, encode(value)) for name, value in orjson.loads(self.text)]
-        return self._pairs
-
-    @overload
-    def __getitem__(self, index: int) -> Header: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Header]: ...
-
-    def __getitem__(self, index: int | slice) -> Header | Sequence[Header]:
-        return self.pairs()[index]
-
-    def __len__(self) -> int:
-        return len(self.pairs())
-
-    def __iter__(self) -> Iterator[Header]:
-        return iter(self.pairs())
 
 
 # Messages and records are made per event on the hot paths: plain slotted dataclasses,

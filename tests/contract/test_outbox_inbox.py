@@ -25,14 +25,13 @@ from shared.consumer import ConsumerHooks, EventConsumer
 from shared.db import Database, before_commit
 from shared.db_drivers import pg_driver
 from shared.events.catalog import CATALOG, EventType
-from shared.events.codec import sequence_text
+from shared.events.codec import OutboxHeaders, sequence_text
 from shared.events.envelope import Envelope
 from shared.events.payloads import Payload
 from shared.handler_context import Handler, HandlerContext
 from shared.inbox import Inbox
 from shared.outbox import Outbox
-from shared.outbox_relay import OutboxRelay
-from shared.outbox_sql import outgoing_headers
+from shared.outbox_relay import CLAIMED, OutboxRelay, outbox_messages
 from tests.conftest import new_pg_database, unique
 from tests.support import (
     Ping,
@@ -92,17 +91,26 @@ class Numbered(NamedTuple):
     id: int
 
 
-async def outbox_numbers(db: Database) -> list[Numbered]:
-    """Every event in the outbox, in id order (the relay's), numbered as it goes out."""
+async def relayed(db: Database, outbox: Outbox) -> list[tuple[int, dict[str, str]]]:
+    """Every event in the outbox, in id order (the relay's): its row's id and the headers
+    the relay publishes it with."""
+    table = outbox.table
     async with db.engine.connect() as conn:
-        rows = (await conn.execute(select(outbox_tables[0]).order_by(outbox_tables[0].c.id))).all()
+        rows = (
+            await conn.execute(select(*(table.c[c] for c in CLAIMED)).order_by(table.c.id))
+        ).all()
+    messages = outbox_messages(OutboxHeaders(outbox.source), rows)
     return [
-        Numbered(
-            row.key,
-            dict(orjson.loads(outgoing_headers(row.headers, row.id)))["ce_sequence"],
-            row.id,
-        )
-        for row in rows
+        (row.id, {name: value.decode() for name, value in m.headers})
+        for row, m in zip(rows, messages, strict=True)
+    ]
+
+
+async def outbox_numbers(db: Database, outbox: Outbox) -> list[Numbered]:
+    """Every event in the outbox, in id order (the relay's), numbered as it goes out."""
+    return [
+        Numbered(headers["ce_subject"], headers["ce_sequence"], row_id)
+        for row_id, headers in await relayed(db, outbox)
     ]
 
 
@@ -114,7 +122,7 @@ async def numbered(
         async with db.transaction() as session:
             for lead in leads:
                 await outbox.add(session, Ping(lead_id=lead, n=0), subject=str(lead))
-    return await outbox_numbers(db)
+    return await outbox_numbers(db, outbox)
 
 
 def expected_sequences(db: Database, events: list[Numbered], sqlite: list[int]) -> list[str]:
@@ -221,16 +229,16 @@ async def test_concurrent_transactions_number_each_subject_in_id_order(
     await asyncio.gather(*(writer(w) for w in range(6)))
     async with producer_db.engine.connect() as conn:
         rows = (await conn.execute(select(outbox_tables[0]).order_by(outbox_tables[0].c.id))).all()
-    assert len(rows) == len(added) == 72
+    published = await relayed(producer_db, outbox)
+    assert len(rows) == len(published) == len(added) == 72
     per_subject: dict[str, list[int]] = {}
     per_writer: dict[int, list[int]] = {}
-    for row in rows:
-        headers = dict(orjson.loads(outgoing_headers(row.headers, row.id)))
+    for row, (row_id, headers) in zip(rows, published, strict=True):
         subject, n = added[row.event_id]
         assert headers["ce_id"] == row.event_id and headers["ce_subject"] == subject == row.key
         assert orjson.loads(row.value)["n"] == n
         sequence = int(headers["ce_sequence"])
-        assert sequence == row.id or not producer_db.is_postgres
+        assert sequence == row.id == row_id or not producer_db.is_postgres
         per_subject.setdefault(subject, []).append(sequence)
         per_writer.setdefault(n // 100, []).append(n)
     for sequences in per_subject.values():
@@ -275,7 +283,7 @@ async def test_a_transaction_holding_a_subjects_events_makes_the_next_writer_of_
     release.set()
     await asyncio.wait_for(asyncio.gather(holder, same), timeout=10)
 
-    events = await outbox_numbers(producer_db)
+    events = await outbox_numbers(producer_db, outbox)
     assert [e.subject for e in events] == [str(a), str(b), str(a)]  # by id: a's first, then b's
     assert [e.sequence for e in events] == [sequence_text(e.id) for e in events]
 
@@ -389,9 +397,7 @@ async def test_the_events_of_one_transaction_carry_one_time(
             for n in range(3):
                 await outbox.add(session, Ping(lead_id=uuid.uuid4(), n=n), subject=f"lead-{n}")
                 await asyncio.sleep(0.002)  # (so that two clock readings would differ)
-    async with producer_db.engine.connect() as conn:
-        rows = (await conn.execute(select(outbox_tables[0]).order_by(outbox_tables[0].c.id))).all()
-    times = [dict(orjson.loads(row.headers))["ce_time"] for row in rows]
+    times = [headers["ce_time"] for _id, headers in await relayed(producer_db, outbox)]
 
     assert len(times) == 6
     assert len(set(times[:3])) == 1 and len(set(times[3:])) == 1

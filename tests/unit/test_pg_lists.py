@@ -59,9 +59,10 @@ def test_the_outbox_flush_packs_its_texts_not_its_numbers_times_or_bytes() -> No
     session = SimpleNamespace(bind=create_mock_engine("postgresql+asyncpg://", executor=None))
     ctes, statement = outbox._postgres_statement(session)  # type: ignore[arg-type]
     found = packing(f"WITH {', '.join(ctes)} {statement}")  # as sent alone
-    # ids, topics, keys, headers, subjects; not values (bytea) or the time
-    assert found is not None and found.positions == (0, 1, 2, 3, 6)
-    assert "pg_advisory_xact_lock(" in found.sql and found.sql.count("string_to_array(") == 5
+    # ids, topics, keys, types, traceparents, subjects; not values (bytea), nor the one
+    # event time or the one created_at (not lists)
+    assert found is not None and found.positions == (0, 1, 2, 3, 4, 8)
+    assert "pg_advisory_xact_lock(" in found.sql and found.sql.count("string_to_array(") == 6
 
 
 @pytest.mark.parametrize(
