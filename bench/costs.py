@@ -66,7 +66,7 @@ from shared.handler_context import HandlerContext
 from shared.inbox import Inbox
 from shared.migrations import upgrade
 from shared.outbox import Outbox
-from shared.outbox_relay import OutboxRelay
+from shared.outbox_relay import CLAIMED, OutboxRelay, outbox_messages
 from shared.process import run_on_service_loop, settle_for_serving
 
 RELAY_SIZES = (1, 32, 500)
@@ -243,33 +243,12 @@ async def consume_costs(url: str, sizes: Sequence[int], units: int) -> dict[int,
                         made += 1
                 c = outbox.table.c
                 async with db.transaction() as session:
-                    rows = (
-                        await session.execute(
-                            outbox.table.delete().returning(
-                                c.id,
-                                c.key,
-                                c.event_id,
-                                c.event_type,
-                                c.event_time,
-                                c.traceparent,
-                                c.sequence,
-                                c.value,
-                            )
-                        )
-                    ).all()
-                headers = OutboxHeaders(outbox.source)
+                    claim = outbox.table.delete().returning(*(c[name] for name in CLAIMED))
+                    rows = (await session.execute(claim)).all()
+                messages = outbox_messages(OutboxHeaders(outbox.source), rows)
                 return [
-                    Record(
-                        topic,
-                        0,
-                        made + n,
-                        key,
-                        bytes(value),
-                        tuple(headers.pairs(event_id, type_, key, time, seq or row_id, trace)),
-                    )
-                    for n, (row_id, key, event_id, type_, time, trace, seq, value) in enumerate(
-                        rows
-                    )
+                    Record(topic, 0, made + n, m.key, bytes(m.value), tuple(m.headers))
+                    for n, m in enumerate(messages)
                 ]
 
             async def unit(records: list[Record]) -> None:

@@ -1,6 +1,6 @@
 """The revision that moves the outbox's headers into columns converts the rows waiting to
-be published, and back: what the relay publishes for such a row is what it published
-before the upgrade, on SQLite and PostgreSQL."""
+be published, and back: the messages made of such a row (as the relay makes them) are
+those the relay published before the upgrade, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from alembic import command
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import shared.migration_ops
 from shared.alembic_commands import _ALEMBIC, alembic_config
 from shared.events.codec import OutboxHeaders
 from shared.migrations import upgrade
@@ -79,7 +80,8 @@ def downgrade(url: str, revision: str) -> None:
         command.downgrade(alembic_config(service_definition(SERVICE).migrations, url), revision)
 
 
-async def check_conversion(url: str) -> None:
+async def check_conversion(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shared.migration_ops, "_OUTBOX_CHUNK", 2)  # rows across chunks
     migrations = service_definition(SERVICE).migrations
     await upgrade(migrations, url, BEFORE)
     legacy = [
@@ -98,7 +100,7 @@ async def check_conversion(url: str) -> None:
         legacy,
     )
 
-    await upgrade(migrations, url)
+    await upgrade(migrations, url, AFTER)
 
     rows = await execute(url, f"SELECT {', '.join(CLAIMED)} FROM outbox ORDER BY id")
     messages = outbox_messages(OutboxHeaders(f"/handoff/{SERVICE}"), rows)
@@ -113,11 +115,15 @@ async def check_conversion(url: str) -> None:
     assert [tuple(r) for r in back] == [(row["id"], row["headers"]) for row in legacy]
 
 
-async def test_the_outbox_rows_waiting_are_converted_on_sqlite(tmp_path: Path) -> None:
-    await check_conversion(f"sqlite+aiosqlite:///{tmp_path / 'metrics.db'}")
+async def test_the_outbox_rows_waiting_are_converted_on_sqlite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await check_conversion(f"sqlite+aiosqlite:///{tmp_path / 'metrics.db'}", monkeypatch)
 
 
 @pytest.mark.integration
-async def test_the_outbox_rows_waiting_are_converted_on_postgres(postgres_admin_url: str) -> None:
+async def test_the_outbox_rows_waiting_are_converted_on_postgres(
+    postgres_admin_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with new_pg_database(postgres_admin_url) as url:
-        await check_conversion(url)
+        await check_conversion(url, monkeypatch)

@@ -6,6 +6,9 @@ attributes that vary (`event_type`, `event_time`, `traceparent`, and on SQLite t
 `sequence`), and the relay makes the headers from them. Rows waiting to be published are
 converted both ways.
 
+Not a rolling upgrade: the older version writes the `headers` column this drops, so stop
+its replicas before the new version starts (deploy/README.md, "Upgrading").
+
 Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-24
