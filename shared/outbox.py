@@ -71,19 +71,19 @@ def _numbered(pending: list[_Pending], last: Mapping[str, int]) -> list[int]:
     return out
 
 
-def _columns(pending: list[_Pending], ids: list[str], written: datetime) -> tuple[Any, ...]:
+def _columns(pending: list[_Pending], time: str, written: datetime) -> tuple[Any, ...]:
     """The outbox rows of `pending` as PostgreSQL takes them: a list per column (event id,
     topic, key, event type, traceparent, value), then the one `event_time` and the one
     `created_at` they share (the transaction's time, the flush's time). No sequence: the
     row's id is the sequence."""
     return (
-        ids,
+        [e.event_id for e in pending],
         [e.event_type.topic for e in pending],
         [e.subject for e in pending],
         [e.event_type.name for e in pending],
         [e.traceparent for e in pending],
         [_value(e.payload) for e in pending],
-        pending[0].time.isoformat(),  # (a transaction's events share one time: `add`)
+        time,
         written,
     )
 
@@ -174,8 +174,9 @@ class Outbox:
         pending: list[_Pending] = session.info.pop(self._key, [])
         if not pending:
             return
+        time = pending[0].time.isoformat()  # (a transaction's events share one time: `add`)
         if session.bind.dialect.name == "postgresql":
-            await self._flush_postgres(session, pending)
+            await self._flush_postgres(session, pending, time)
             return
         counts = Counter(e.subject for e in pending)
         new = {e.subject for e in pending if e.new_subject}
@@ -187,7 +188,6 @@ class Outbox:
             await insert_many(session, self.sequences, ("subject", "last"), fresh)
             last.update(fresh)
         written = utcnow()  # (one value: converted for SQLite once, not per row)
-        time = pending[0].time.isoformat()  # (a transaction's events share one time: `add`)
         rows = [
             (
                 event.event_id,
@@ -204,15 +204,16 @@ class Outbox:
         ]
         await insert_many(session, self.table, _ROW, rows)
 
-    async def _flush_postgres(self, session: AsyncSession, pending: list[_Pending]) -> None:
+    async def _flush_postgres(
+        self, session: AsyncSession, pending: list[_Pending], time: str
+    ) -> None:
         """One write whatever the number of events, their rows passed as arrays: it locks
         their subjects and inserts them, each numbered by its row's id (its `sequence` left
         NULL: the relay sends the id)."""
         driver = await pg_driver(session)
-        ids = [e.event_id for e in pending]
         ctes, statement = self._postgres_statement(session)
         subjects = list(dict.fromkeys(e.subject for e in pending))
-        args = (*_columns(pending, ids, utcnow()), subjects)
+        args = (*_columns(pending, time, utcnow()), subjects)
         driver.write_at_commit(PgWrite(statement, args, ctes))
 
     def _postgres_statement(self, session: AsyncSession) -> tuple[tuple[str, ...], str]:

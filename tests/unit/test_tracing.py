@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from shared.db import Database
+from shared.events.codec import OutboxHeaders
 from shared.observability import tracing
 from shared.observability.tracing import (
     Span,
@@ -20,6 +21,7 @@ from shared.observability.tracing import (
     trace_id_of,
 )
 from shared.outbox import Outbox
+from shared.outbox_relay import CLAIMED, outbox_messages
 from tests.support import Ping, catalog_with_ping, create_schema, outbox_tables
 
 CALLER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -83,7 +85,10 @@ async def test_events_added_during_a_traced_request_carry_its_trace(tmp_path: Pa
             await outbox.add(session, Ping(lead_id=lead, n=1), subject=str(lead))
     finally:
         current_traceparent.reset(token)
+    table = outbox_tables[0]
     async with db.engine.connect() as conn:
-        stored = (await conn.execute(select(outbox_tables[0].c.traceparent))).scalar_one()
+        rows = (await conn.execute(select(*(table.c[c] for c in CLAIMED)))).all()
     await db.dispose()
-    assert trace_id_of(stored) == trace_id_of(CALLER)
+    (message,) = outbox_messages(OutboxHeaders(outbox.source), rows)  # as the relay sends it
+    headers = {name: value.decode() for name, value in message.headers}
+    assert trace_id_of(headers["ce_traceparent"]) == trace_id_of(CALLER)
